@@ -1,0 +1,42 @@
+# dint-bench. `make reproduce` runs the evaluation, `make test` the tests;
+# both run `make setup` first, which installs what they need (as root).
+.PHONY: setup build test reproduce plots clean distclean
+
+PYTHON := .venv/bin/python
+BUILD := build
+CFLAGS := -O2 -g -Wall -Wextra -Werror -Ibpf
+BPF_HDRS := $(wildcard bpf/*.h)
+DPDK_CFLAGS = $(shell pkg-config --cflags libdpdk)
+DPDK_LIBS = $(shell pkg-config --libs libdpdk)
+
+setup:
+	@bash scripts/setup.sh
+
+build: $(BUILD)/xdp_pass.o $(BUILD)/kernel_server $(BUILD)/bypass_server
+
+$(BUILD)/xdp_pass.o: bpf/xdp_pass.c
+	@mkdir -p $(@D)
+	clang -O2 -g -target bpf -I/usr/include/$(shell uname -m)-linux-gnu -c $< -o $@
+
+$(BUILD)/kernel_server: baselines/kernel_server.c baselines/server_common.h $(BPF_HDRS)
+	@mkdir -p $(@D)
+	gcc $(CFLAGS) -pthread -o $@ $<
+
+$(BUILD)/bypass_server: baselines/bypass_server.c baselines/server_common.h $(BPF_HDRS)
+	@mkdir -p $(@D)
+	gcc $(CFLAGS) $(DPDK_CFLAGS) -o $@ $< $(DPDK_LIBS)
+
+test: setup
+	$(PYTHON) -m pytest
+
+reproduce: setup
+	$(PYTHON) -m harness reproduce
+
+plots: setup
+	$(PYTHON) -m plots $(RUN)
+
+clean:
+	rm -rf $(BUILD)
+
+distclean: clean
+	rm -rf .venv .setup-stamps

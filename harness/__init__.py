@@ -1,0 +1,14 @@
+"""dint-bench: reproduces the DINT (NSDI'24) evaluation on a local namespace
+testbed or a cluster, comparing an XDP data plane with a kernel-socket and a
+DPDK server that serve the same protocol."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BPF_DIR = ROOT / "bpf"
+BUILD_DIR = ROOT / "build"
+RESULTS_DIR = ROOT / "results"
+INVENTORY_DIR = ROOT / "inventory"
+
+
+class HarnessError(Exception):
+    """A failure with a message for the user (printed as one line, no traceback)."""

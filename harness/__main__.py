@@ -1,0 +1,132 @@
+"""Command line of the harness: `python -m harness COMMAND ...`."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from . import HarnessError
+
+
+def _sigterm(*_):
+    raise KeyboardInterrupt
+
+
+def cmd_preflight(args) -> int:
+    from . import preflight
+    preflight.check()
+    print("preflight: root, BPF and native XDP on veth are available")
+    return 0
+
+
+def cmd_testbed(args) -> int:
+    from . import inventory
+    from .testbed import Testbed, leftovers
+    if args.action == "inventory":
+        text = inventory.dump(inventory.local_inventory(args.servers, args.clients, args.cpus))
+        sys.stdout.write(text)
+        return 0
+    inv = inventory.load(args.inventory)
+    tb = Testbed(inv)
+    if args.action == "up":
+        made = tb.up()
+        print(f"testbed {'up' if made else 'already up'}: {len(inv.servers)} servers, {len(inv.clients)} clients "
+              f"({inv.source})")
+    elif args.action == "down":
+        tb.down()
+        left = leftovers(inv)
+        print("testbed down" if not left["namespaces"] else f"testbed down, but left: {left}")
+    else:
+        rows = tb.status()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        for r in rows:
+            state = "up" if r["exists"] else "absent"
+            ifs = ", ".join(f"{i['name']}{' xdp=' + str(i['xdp_prog']) if i['xdp_prog'] else ''}"
+                            for i in r["interfaces"])
+            print(f"{r['host']:>4} {r['role']:<6} {r['netns']:<10} {state:<6} {r['address']:<12} "
+                  f"cpus={r['cpus']} {ifs}")
+            for p in r["processes"]:
+                print(f"       pid {p['pid']}: {p['cmd']}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .config import RunConfig
+    from .run import execute, one_line
+    cfg = RunConfig(system=args.system, workload=args.workload, concurrency=args.concurrency,
+                    duration_s=args.duration, warmup_s=args.warmup, napi=args.napi, seed=args.seed,
+                    value_size=args.value_size, clients_per_host=args.clients_per_host,
+                    kernel_threads=args.kernel_threads,
+                    **({"inventory": args.inventory} if args.inventory else {})).validate()
+    summary = execute(cfg, args.out)
+    print(one_line(summary))
+    print(f"results: {args.out}/summary.json")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+    reproduce(args.run_id, args.inventory, args.duration, args.warmup)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m harness",
+                                 description="dint-bench: DINT vs the kernel stack vs kernel-bypass")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("preflight", help="check root, BPF and XDP on veth")
+    p.set_defaults(func=cmd_preflight)
+
+    p = sub.add_parser("testbed", help="the local namespace testbed")
+    p.add_argument("action", choices=["up", "down", "status", "inventory"])
+    p.add_argument("--inventory", help="inventory file (default inventory/local.yml)")
+    p.add_argument("--json", action="store_true", help="status as JSON")
+    p.add_argument("--servers", type=int, default=3, help="inventory: number of server hosts")
+    p.add_argument("--clients", type=int, default=1, help="inventory: number of client hosts")
+    p.add_argument("--cpus", type=int, default=None, help="inventory: CPUs to split (default: this machine's)")
+    p.set_defaults(func=cmd_testbed)
+
+    p = sub.add_parser("run", help="one measured run")
+    p.add_argument("--system", required=True, choices=["dint", "kernel", "bypass"])
+    p.add_argument("--workload", default="echo", choices=["echo"])
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight per client process")
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds before the measured window")
+    p.add_argument("--napi", default="pinned", choices=["pinned", "inline"],
+                   help="where server packet work runs: pinned to the server cores, or inline on the client's")
+    p.add_argument("--out", required=True, help="results directory of this run")
+    p.add_argument("--inventory", help="inventory file (default inventory/local.yml)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--value-size", type=int, default=36, help="echo value bytes (default: 64-byte payloads)")
+    p.add_argument("--clients-per-host", type=int, default=1)
+    p.add_argument("--kernel-threads", type=int, default=1, help="kernel server threads per host")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("reproduce", help="the evaluation (make reproduce)")
+    p.add_argument("--run-id", help="results/<run-id> (reusing one resumes it)")
+    p.add_argument("--inventory", help="inventory file (default inventory/local.yml)")
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per point")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per point")
+    p.set_defaults(func=cmd_reproduce)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return args.func(args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: servers stopped, XDP detached, testbed cleaned up", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

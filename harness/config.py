@@ -1,0 +1,62 @@
+"""One typed configuration of a run, with defaults; resolved and recorded
+with every result so two runs can always be told apart."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from . import HarnessError
+from .inventory import DEFAULT_INVENTORY
+from .testbed import NAPI_MODES
+
+SYSTEMS = ("dint", "kernel", "bypass")
+WORKLOADS = ("echo",)
+
+
+@dataclass
+class RunConfig:
+    system: str
+    workload: str = "echo"
+    concurrency: int = 1          # requests in flight per client process
+    duration_s: float = 10.0      # measured window
+    warmup_s: float = 2.0         # before it, not recorded
+    napi: str = "pinned"          # where server-side packet work runs (testbed)
+    inventory: str = str(DEFAULT_INVENTORY)
+    seed: int = 1
+    value_size: int = 36          # echo: 28-byte header + 36 = a 64-byte payload
+    requests: int = 65536         # generated in advance, then cycled through
+    timeout_ms: float = 50.0      # retransmit (same request id) after
+    max_retries: int = 5          # then count the request as lost
+    clients_per_host: int = 1
+    kernel_threads: int = 1       # kernel server: SO_REUSEPORT threads per host
+    bypass_idle_poll_us: int = 200        # bypass server: poll (yielding) this long when idle,
+    bypass_idle_sleep_max_us: int = 200   # then sleep up to this between polls (0: busy poll)
+
+    def validate(self) -> "RunConfig":
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise HarnessError(msg)
+        need(self.system in SYSTEMS, f"--system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
+        need(self.workload in WORKLOADS, f"--workload must be one of {', '.join(WORKLOADS)}, not {self.workload!r}")
+        need(self.napi in NAPI_MODES, f"--napi must be one of {', '.join(NAPI_MODES)}, not {self.napi!r}")
+        need(1 <= self.concurrency <= 65536, "--concurrency must be between 1 and 65536")
+        need(self.duration_s > 0, "--duration must be positive")
+        need(self.warmup_s >= 0, "--warmup must not be negative")
+        need(0 <= self.value_size <= 1024, "--value-size must be between 0 and 1024 bytes")
+        need(self.requests >= 1, "requests must be at least 1")
+        need(self.timeout_ms > 0 and self.max_retries >= 0, "timeout must be positive, retries not negative")
+        need(1 <= self.clients_per_host <= 64, "--clients-per-host must be between 1 and 64")
+        need(1 <= self.kernel_threads <= 256, "--kernel-threads must be between 1 and 256")
+        need(self.bypass_idle_poll_us >= 0 and self.bypass_idle_sleep_max_us >= 0,
+             "bypass idle settings must not be negative")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise HarnessError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        return cls(**data).validate()

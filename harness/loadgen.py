@@ -1,0 +1,153 @@
+"""One client process on a client host: checks every server answers, then
+runs the closed loop (native hot path in harness._netloop) through warm-up
+and the measured window, and writes its counters, latency histogram and CPU
+use as JSON. Progress goes to stdout as `progress {json}` lines.
+
+    python -m harness.loadgen SPEC.json RESULT.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import sys
+import time
+
+from . import HarnessError, metrics
+from ._netloop import Loop
+from .protocol import Op, Status, pack, unpack
+
+PING_ID_BIT = 0x80000000  # readiness pings use their own client id
+SLICE_NS = 250_000_000    # the native loop returns this often, for progress and signals
+
+
+def open_socket(address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+    sock.bind((address, 0))
+    return sock
+
+
+def ping(sock: socket.socket, dests: list[tuple[str, int]], client_id: int, timeout_s: float = 10.0) -> int:
+    """Sends echo requests until every server has answered; returns how many
+    were sent. The check that the whole path works, from the client's side."""
+    pending = dict(enumerate(dests))
+    sent = 0
+    deadline = time.monotonic() + timeout_s
+    sock.settimeout(0.05)
+    while pending:
+        if time.monotonic() > deadline:
+            names = ", ".join(f"{ip}:{port}" for ip, port in pending.values())
+            raise HarnessError(f"no answer to echo from {names} within {timeout_s:.0f}s")
+        for i, dest in pending.items():
+            sock.sendto(pack(Op.ECHO, client_id=client_id | PING_ID_BIT, seq=i), dest)
+            sent += 1
+        try:
+            while True:
+                data, _ = sock.recvfrom(2048)
+                msg = unpack(data)
+                if msg.client_id == client_id | PING_ID_BIT and msg.status == Status.OK:
+                    pending.pop(msg.seq, None)
+        except (TimeoutError, BlockingIOError, ValueError):
+            pass
+    # Blocking from here on: the native loop waits in recvmmsg (bounded by
+    # its own receive timeout) when its window is full, as a C client would.
+    sock.settimeout(None)
+    return sent
+
+
+def _cpu_ticks(cpus: list[int]) -> tuple[int, int]:
+    """(busy, total) jiffies of the given CPUs, from /proc/stat."""
+    busy = total = 0
+    want = {f"cpu{c}" for c in cpus}
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in want:
+                vals = list(map(int, parts[1:]))
+                idle = vals[3] + vals[4]  # idle + iowait
+                busy += sum(vals[:8]) - idle
+                total += sum(vals[:8])
+    return busy, total
+
+
+def build_requests(spec: dict):
+    if spec["workload"] == "echo":
+        from workloads import echo
+        return echo.generate(spec["requests"], len(spec["dests"]), spec["value_size"], spec["seed"])
+    raise HarnessError(f"unknown workload {spec['workload']!r}")
+
+
+def drive(spec: dict, progress=print) -> dict:
+    dests = [tuple(d) for d in spec["dests"]]
+    sock = open_socket(spec["address"])
+    pings = ping(sock, dests, spec["client_id"])
+    reqs = build_requests(spec)
+    loop = Loop(sock.fileno(), spec["client_id"], dests, reqs.data, reqs.offsets.tobytes(), reqs.dest_of,
+                spec["concurrency"], int(spec["timeout_ms"] * 1e6), spec["max_retries"])
+    cpus = sorted(os.sched_getaffinity(0))
+    t0 = time.monotonic_ns()
+    win_from = t0 + int(spec["warmup_s"] * 1e9)
+    win_until = win_from + int(spec["duration_s"] * 1e9)
+    loop.set_window(win_from, win_until)
+
+    def run_until(deadline: int, phase: str) -> None:
+        while (now := time.monotonic_ns()) < deadline:
+            loop.run(min(deadline, now + SLICE_NS), True)
+            progress(f"progress {json.dumps({'phase': phase, 'elapsed_s': (time.monotonic_ns() - t0) / 1e9, 'ok': loop.stats()['ok']})}")
+
+    run_until(win_from, "warmup")
+    ru0, ticks0, w0 = resource.getrusage(resource.RUSAGE_SELF), _cpu_ticks(cpus), loop.stats()["wait_ns"]
+    run_until(win_until, "measure")
+    ru1, ticks1, w1 = resource.getrusage(resource.RUSAGE_SELF), _cpu_ticks(cpus), loop.stats()["wait_ns"]
+    window_s = (time.monotonic_ns() - win_from) / 1e9
+    # Requests started in the window may still be in flight: let them finish.
+    loop.run(time.monotonic_ns() + int(spec["timeout_ms"] * 1e6 * (spec["max_retries"] + 1)) + 100_000_000, False)
+    stats = loop.stats()
+    cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    hist = metrics.from_pairs(loop.histogram())
+    sock.close()
+    return {
+        "client_id": spec["client_id"],
+        "host": spec["host"],
+        "window_s": window_s,
+        "pings_sent": pings,
+        "stats": stats,
+        "histogram": metrics.encode(hist),
+        "cpu": {
+            "cpus": cpus,
+            "user_s": ru1.ru_utime - ru0.ru_utime,
+            "sys_s": ru1.ru_stime - ru0.ru_stime,
+            # the process's own CPU time per core it may use
+            "process_util": cpu_s / window_s / len(cpus),
+            # everything that ran on those cores, softirq work included
+            "core_util": (ticks1[0] - ticks0[0]) / max(1, ticks1[1] - ticks0[1]),
+            "wait_fraction": (w1 - w0) / 1e9 / window_s,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m harness.loadgen SPEC.json RESULT.json", file=sys.stderr)
+        return 2
+    spec = json.loads(open(argv[0]).read())
+    try:
+        result = drive(spec, progress=lambda line: print(line, flush=True))
+    except HarnessError as e:
+        print(f"loadgen: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    tmp = argv[1] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Latency histograms (HdrHistogram, in nanoseconds) and their summaries;
+histograms are merged across clients, never their percentiles averaged."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from hdrh.histogram import HdrHistogram
+
+LOWEST_NS = 1
+HIGHEST_NS = 3600 * 10**9
+SIG_FIGS = 3
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_NS, HIGHEST_NS, SIG_FIGS)
+
+
+def from_pairs(pairs: Iterable[tuple[int, int]]) -> HdrHistogram:
+    """A histogram from (latency_ns, count) pairs, as the native loop reports them."""
+    h = new_histogram()
+    for value, count in pairs:
+        h.record_value(max(LOWEST_NS, min(value, HIGHEST_NS)), count)
+    return h
+
+
+def encode(h: HdrHistogram) -> str:
+    return h.encode().decode("ascii")
+
+
+def decode(text: str) -> HdrHistogram:
+    return HdrHistogram.decode(text.encode("ascii"))
+
+
+def merge(hists: Iterable[HdrHistogram]) -> HdrHistogram:
+    out = new_histogram()
+    for h in hists:
+        out.add(h)
+    return out
+
+
+def latency_us(h: HdrHistogram) -> dict:
+    """mean and percentiles in microseconds (None without samples)."""
+    keys = ("p50", "p90", "p99", "p999")
+    if h.get_total_count() == 0:
+        return {"mean": None, **{k: None for k in keys}, "max": None}
+    pct = dict(zip(keys, (50.0, 90.0, 99.0, 99.9)))
+    out = {"mean": round(h.get_mean_value() / 1000, 3)}
+    out.update({k: round(h.get_value_at_percentile(p) / 1000, 3) for k, p in pct.items()})
+    out["max"] = round(h.get_max_value() / 1000, 3)
+    return out

@@ -1,0 +1,75 @@
+"""Python mirror of the wire format in bpf/dint_proto.h (tests check the two
+agree field by field): packing requests and reading replies."""
+from __future__ import annotations
+
+import enum
+import struct
+from typing import NamedTuple
+
+MAGIC = 0xD17E
+PROTO_VERSION = 0
+DEFAULT_PORT = 7777
+MAX_VALUE = 1024
+
+# (field, struct code) in wire order; big-endian, packed.
+FIELDS: tuple[tuple[str, str], ...] = (
+    ("magic", "H"),
+    ("proto", "B"),
+    ("op", "B"),
+    ("status", "B"),
+    ("table", "B"),
+    ("val_len", "H"),
+    ("client_id", "I"),
+    ("seq", "I"),
+    ("key", "Q"),
+    ("ver", "I"),
+)
+HEADER = struct.Struct(">" + "".join(code for _, code in FIELDS))
+HEADER_LEN = HEADER.size
+
+
+class Op(enum.IntEnum):
+    ECHO = 1
+
+
+class Status(enum.IntEnum):
+    REQUEST = 0
+    OK = 1
+    UNKNOWN_OP = 2
+    BAD_VERSION = 3
+    BAD_LENGTH = 4
+
+
+class Message(NamedTuple):
+    magic: int
+    proto: int
+    op: int
+    status: int
+    table: int
+    val_len: int
+    client_id: int
+    seq: int
+    key: int
+    ver: int
+    value: bytes
+
+
+def offsets() -> dict[str, int]:
+    """Byte offset of each header field."""
+    out, pos = {}, 0
+    for name, code in FIELDS:
+        out[name] = pos
+        pos += struct.calcsize(">" + code)
+    return out
+
+
+def pack(op: int, key: int = 0, value: bytes = b"", *, table: int = 0, ver: int = 0,
+         client_id: int = 0, seq: int = 0, status: int = Status.REQUEST,
+         proto: int = PROTO_VERSION, magic: int = MAGIC) -> bytes:
+    return HEADER.pack(magic, proto, op, status, table, len(value), client_id, seq, key, ver) + value
+
+
+def unpack(data: bytes) -> Message:
+    if len(data) < HEADER_LEN:
+        raise ValueError(f"datagram of {len(data)} bytes is shorter than the {HEADER_LEN}-byte header")
+    return Message(*HEADER.unpack_from(data), data[HEADER_LEN:])

@@ -1,0 +1,217 @@
+"""One run: the testbed up, the system's servers started and ready, the NAPI
+placement applied, client processes driving load from every client host,
+then everything stopped and the results written to the run's directory:
+summary.json, config.json, env.json, inventory.yml, the merged latency
+histogram, each client's result and every server's and client's log."""
+from __future__ import annotations
+
+import contextlib
+import json
+import selectors
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import HarnessError, envinfo, inventory, metrics
+from .config import RunConfig
+from .inventory import Inventory
+from .procs import Proc
+from .sh import in_netns
+from .systems import make_system
+from .testbed import Testbed
+
+SATURATED_UTIL = 0.90
+SATURATION_RULE = (f"a client process used at least {SATURATED_UTIL:.0%} of the CPU time of the cores it is "
+                   "pinned to over the measured window (user + system time, getrusage); with --napi inline "
+                   "that time includes the server's packet work, which veth runs on the sending CPU")
+
+
+def prepare_out(out: Path) -> Path:
+    out = Path(out)
+    if (out / "summary.json").exists():
+        raise HarnessError(f"{out} already holds a run (summary.json); choose another --out or remove it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def placement(inv: Inventory, system_polls: bool) -> dict:
+    """Which cores each host runs on, and where hosts share cores."""
+    share: dict[int, list[str]] = {}
+    for h in inv.servers:
+        for c in h.cpus:
+            share.setdefault(c, []).append(h.name)
+    shared = {c: names for c, names in share.items() if len(names) > 1}
+    client_cpus = {c for h in inv.clients for c in h.cpus}
+    overlap = sorted(client_cpus & set(share))
+    notes = []
+    if shared:
+        notes.append("server hosts share cores: " + "; ".join(f"cpu{c}: {', '.join(n)}" for c, n in shared.items()))
+    if overlap:
+        notes.append(f"clients and servers share cpus {overlap}")
+    if shared and system_polls:
+        notes.append("polling servers sharing a core back off when idle, and take turns when busy")
+    return {"hosts": {h.name: list(h.cpus) for h in inv.hosts}, "oversubscribed": bool(shared or overlap),
+            "notes": notes}
+
+
+class Clients:
+    """The load-generating processes of a run, one or more per client host."""
+
+    def __init__(self, inv: Inventory, cfg: RunConfig, out: Path):
+        self.inv, self.cfg, self.out = inv, cfg, out
+        self.procs: list[tuple[Proc, Path]] = []
+
+    def start(self) -> None:
+        cdir = self.out / "clients"
+        cdir.mkdir(exist_ok=True)
+        cid = 0
+        for host in self.inv.clients:
+            dests = [[s.address, self.inv.port] for s in self.inv.servers]
+            for _ in range(self.cfg.clients_per_host):
+                cid += 1
+                spec = {"client_id": cid, "host": host.name, "address": host.address, "dests": dests,
+                        **{k: getattr(self.cfg, k) for k in (
+                            "workload", "concurrency", "warmup_s", "duration_s", "requests", "value_size",
+                            "timeout_ms", "max_retries")},
+                        "seed": self.cfg.seed * 1000 + cid}
+                spec_path = cdir / f"client-{cid}.spec.json"
+                spec_path.write_text(json.dumps(spec, indent=1))
+                result = cdir / f"client-{cid}.json"
+                cmd = in_netns(host.netns, ["taskset", "-c", ",".join(map(str, host.cpus)), sys.executable,
+                                            "-m", "harness.loadgen", str(spec_path), str(result)])
+                proc = Proc(f"client {cid} on {host.name}", cmd, self.out / "logs" / f"client-{cid}.log")
+                self.procs.append((proc.start(stdout=subprocess.PIPE), result))
+
+    def wait(self, system, show_progress: bool) -> list[dict]:
+        total = self.cfg.warmup_s + self.cfg.duration_s
+        bar = None
+        if show_progress:
+            from tqdm import tqdm
+            bar = tqdm(total=round(total, 1), unit="s", leave=False, file=sys.stderr,
+                       bar_format="{desc} {bar} {n:.1f}/{total:.1f}s")
+        sel = selectors.DefaultSelector()
+        for i, (proc, _) in enumerate(self.procs):
+            sel.register(proc.popen.stdout, selectors.EVENT_READ, i)
+        ok: dict[int, int] = {}
+        try:
+            while sel.get_map():
+                for key, _ in sel.select(timeout=1.0):
+                    line = key.fileobj.readline()
+                    if not line:
+                        sel.unregister(key.fileobj)
+                        continue
+                    line = line.decode(errors="replace").strip()
+                    if line.startswith("progress ") and bar is not None:
+                        p = json.loads(line[9:])
+                        ok[key.data] = p["ok"]
+                        bar.set_description(f"{self.cfg.system} c={self.cfg.concurrency} {p['phase']}: "
+                                            f"{sum(ok.values())} ok")
+                        bar.n = min(total, p["elapsed_s"])
+                        bar.refresh()
+                system.check_alive()
+        finally:
+            sel.close()
+            if bar is not None:
+                bar.close()
+        results = []
+        for proc, path in self.procs:
+            proc.popen.wait()
+            if proc.popen.returncode != 0 or not path.exists():
+                raise HarnessError(f"{proc.name} failed with code {proc.popen.returncode} "
+                                   f"(log {proc.log}): {proc.tail()}")
+            results.append(json.loads(path.read_text()))
+        return results
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            proc.stop(grace=2.0)
+
+
+def summarize(cfg: RunConfig, results: list[dict], server_stats: dict, placed: dict, napi: dict) -> dict:
+    hist = metrics.merge(metrics.decode(r["histogram"]) for r in results)
+    window = max(r["window_s"] for r in results)
+    st = lambda key: sum(r["stats"][key] for r in results)  # noqa: E731
+    completed, errors = st("ok"), st("err_status") + st("lost")
+    util = max(r["cpu"]["process_util"] for r in results)
+    pings = sum(r["pings_sent"] for r in results)
+    sent = st("sent") + pings
+    srv = {k: sum((s or {}).get(k, 0) for s in server_stats.values()) for k in ("rx", "tx", "drop", "err")}
+    statuses: dict[str, int] = {}
+    for r in results:
+        for code, n in r["stats"]["statuses"].items():
+            statuses[str(code)] = statuses.get(str(code), 0) + n
+    return {
+        "system": cfg.system,
+        "workload": cfg.workload,
+        "concurrency": cfg.concurrency,
+        "clients": len(results),
+        "napi": cfg.napi,
+        "duration_s": round(window, 4),
+        "warmup_s": cfg.warmup_s,
+        "completed": completed,
+        "errors": errors,
+        "error_detail": {"error_status": st("err_status"), "lost": st("lost"), "retransmits": st("retransmits"),
+                         "statuses": statuses},
+        "throughput_per_s": round(completed / window, 1),
+        "latency_us": metrics.latency_us(hist),
+        "client_cpu_util": round(util, 4),
+        "client_core_util": round(max(r["cpu"]["core_util"] for r in results), 4),
+        "client_wait_fraction": round(max(r["cpu"]["wait_fraction"] for r in results), 4),
+        "client_saturated": util >= SATURATED_UTIL,
+        "client_saturation_rule": SATURATION_RULE,
+        # Validating the instrument: every request the clients sent reached
+        # a server, every reply a server sent reached a client.
+        "instrument_check": {
+            "client_sent": sent, "server_rx": srv["rx"], "server_tx": srv["tx"],
+            "server_drop": srv["drop"],
+            "client_replies": st("replies") + st("stray"),
+            "match": (sent == srv["rx"] and all(s is not None for s in server_stats.values())
+                      and st("replies") + st("stray") + st("lost") >= srv["tx"] - pings),
+        },
+        "servers": server_stats,
+        "placement": placed,
+        "napi_placement": napi,
+        "env": envinfo.collect(),
+        "config": cfg.to_dict(),
+    }
+
+
+def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbed: Testbed | None = None) -> dict:
+    """Runs one configuration; returns the summary (also in out/summary.json)."""
+    cfg.validate()
+    out = prepare_out(out)
+    inv = inventory.load(cfg.inventory)
+    show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (out / "inventory.yml").write_text(yaml.safe_dump(inv.raw, sort_keys=False))
+    (out / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
+    with contextlib.ExitStack() as stack:
+        if testbed is None:
+            testbed = stack.enter_context(Testbed(inv))
+        system = make_system(inv, cfg, out / "logs")
+        (out / "system.json").write_text(json.dumps(system.describe(), indent=2))
+        stack.enter_context(system)
+        stack.callback(testbed.reset_napi)  # before the servers stop
+        napi = testbed.set_napi(cfg.napi)
+        clients = Clients(inv, cfg, out)
+        stack.callback(clients.stop)
+        clients.start()
+        results = clients.wait(system, show_progress)
+    # leaving the stack stopped the clients, reset NAPI, then stopped the servers
+    summary = summarize(cfg, results, system.stats, placement(inv, system.polls), napi)
+    (out / "histogram.hdr").write_text(
+        metrics.encode(metrics.merge(metrics.decode(r["histogram"]) for r in results)) + "\n")
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out / "summary.json")
+    return summary
+
+
+def one_line(s: dict) -> str:
+    lat = s["latency_us"]
+    sat = " CLIENT-SATURATED" if s["client_saturated"] else ""
+    return (f"{s['system']:>6} {s['workload']} c={s['concurrency']} napi={s['napi']}: "
+            f"{s['throughput_per_s']:,.0f}/s  p50 {lat['p50']} us  p99 {lat['p99']} us  "
+            f"errors {s['errors']}  client cpu {s['client_cpu_util']:.0%}{sat}")

@@ -1,0 +1,122 @@
+"""Control plane of the three systems under test: one class each, saying how
+its server process is started on a server host; starting, readiness,
+stopping and counters are shared. Used as context managers, so servers are
+stopped (and XDP detached) also on errors and Ctrl-C."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from . import BUILD_DIR, HarnessError
+from .config import RunConfig
+from .inventory import Host, Inventory
+from .procs import Proc
+from .sh import in_netns
+
+READY_TIMEOUT_S = 90.0  # bcc compiles the data plane at start-up
+
+
+def _cpus(host: Host) -> str:
+    return ",".join(map(str, host.cpus))
+
+
+class System:
+    name = ""
+    polls = False  # whether its servers burn their cores polling
+
+    def __init__(self, inv: Inventory, cfg: RunConfig, logdir: Path):
+        if not inv.local:
+            raise HarnessError("cluster inventories are deployed through the Ansible playbooks, "
+                               "which this version does not have yet; use a local inventory")
+        self.inv, self.cfg, self.logdir = inv, cfg, logdir
+        self.procs: list[Proc] = []
+        self.stats: dict[str, dict | None] = {}
+
+    def command(self, host: Host) -> list[str]:
+        raise NotImplementedError
+
+    def launch(self, host: Host) -> list[str]:
+        """The full command line on the host: in its namespace, on its cores."""
+        return in_netns(host.netns, ["taskset", "-c", _cpus(host), *self.command(host)])
+
+    def describe(self) -> dict:
+        return {"system": self.name, "commands": {h.name: self.launch(h) for h in self.inv.servers}}
+
+    def start(self) -> None:
+        for host in self.inv.servers:
+            proc = Proc(f"{self.name} server on {host.name}", self.launch(host),
+                        self.logdir / f"server-{host.name}.log")
+            self.procs.append(proc.start())
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for proc in self.procs:
+            proc.wait_ready(deadline)
+
+    def stop(self) -> dict[str, dict | None]:
+        for host, proc in zip(self.inv.servers, self.procs):
+            proc.stop()
+            self.stats[host.name] = proc.final_stats()
+        self.procs = []
+        return self.stats
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            if not proc.running():
+                raise HarnessError(f"{proc.name} died during the run (log {proc.log}): {proc.tail()}")
+
+    def __enter__(self) -> "System":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class DintSystem(System):
+    """XDP program loaded with bcc by harness.dintd on each server host."""
+    name = "dint"
+
+    def command(self, host: Host) -> list[str]:
+        return [sys.executable, "-m", "harness.dintd", "--ifaces", ",".join(i.name for i in host.interfaces),
+                "--port", str(self.inv.port), "--cpus", _cpus(host)]
+
+    def launch(self, host: Host) -> list[str]:
+        # Unpinned while bcc compiles (it is slow on a busy core); dintd pins
+        # itself to the host's cores once the program is attached.
+        return in_netns(host.netns, self.command(host))
+
+
+class KernelSystem(System):
+    """UDP sockets: SO_REUSEPORT threads with recvmmsg/sendmmsg batches."""
+    name = "kernel"
+
+    def command(self, host: Host) -> list[str]:
+        return [str(BUILD_DIR / "kernel_server"), "--port", str(self.inv.port),
+                "--threads", str(self.cfg.kernel_threads), "--cpus", _cpus(host)]
+
+
+class BypassSystem(System):
+    """DPDK poll-mode server: the AF_XDP poll-mode driver on each of the
+    host's veths locally (a real port on a cluster), one polling lcore."""
+    name = "bypass"
+    polls = True
+
+    def command(self, host: Host) -> list[str]:
+        eal = ["--no-huge", "-m", "512", "--no-pci", "--file-prefix", f"dint-{host.name}",
+               "-l", str(host.cpus[0]), "--log-level=notice"]
+        for i, iface in enumerate(host.interfaces):
+            eal += ["--vdev", f"net_af_xdp{i},iface={iface.name}"]
+        return [str(BUILD_DIR / "bypass_server"), *eal, "--",
+                "--idle-poll-us", str(self.cfg.bypass_idle_poll_us),
+                "--idle-sleep-max-us", str(self.cfg.bypass_idle_sleep_max_us)]
+
+
+SYSTEM_CLASSES: dict[str, type[System]] = {c.name: c for c in (DintSystem, KernelSystem, BypassSystem)}
+
+
+def make_system(inv: Inventory, cfg: RunConfig, logdir: Path) -> System:
+    return SYSTEM_CLASSES[cfg.system](inv, cfg, logdir)

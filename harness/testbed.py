@@ -1,0 +1,262 @@
+"""The local testbed: every host of a local inventory is a network namespace,
+every client-server link a veth pair. Brought up idempotently (a failed `up`
+rolls back), torn down completely (processes, namespaces and with them links
+and XDP programs), and usable as a context manager."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import BUILD_DIR, HarnessError
+from .inventory import Inventory
+from .sh import in_netns, ip, run
+
+STATE_DIR = Path("/run/dint-bench")
+STATE_FILE = STATE_DIR / "testbed.json"
+PASS_OBJ = BUILD_DIR / "xdp_pass.o"
+NAPI_MODES = ("pinned", "inline")
+
+
+def _namespaces() -> set[str]:
+    out = ip("netns", "list", check=False).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def _netns_pids(ns: str) -> list[int]:
+    out = run(["ip", "netns", "pids", ns], check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def kill_netns_processes(ns: str, grace: float = 3.0) -> None:
+    """Stops every process living in ns: SIGTERM, then SIGKILL."""
+    pids = _netns_pids(ns)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        time.sleep(0.05)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _xdp_prog(ns: str, iface: str) -> int | None:
+    out = ip("-j", "link", "show", "dev", iface, netns=ns, check=False).stdout
+    try:
+        info = json.loads(out)[0]
+    except (ValueError, IndexError):
+        return None
+    xdp = info.get("xdp") or {}
+    return xdp.get("prog", {}).get("id") or (xdp.get("attached") or [{}])[0].get("prog", {}).get("id")
+
+
+def napi_threads(iface: str) -> list[int]:
+    """PIDs of the threaded-NAPI kernel threads of an interface."""
+    prefix = f"napi/{iface}-"
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as f:
+                if f.read().startswith(prefix):
+                    pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _set_threaded(ns: str, iface: str, on: bool, tries: int = 30) -> None:
+    """Writes the interface's threaded-NAPI switch. Right after an XDP program
+    is attached to a veth whose NAPI was threaded before, the kernel refuses
+    the write (EIO) for a moment: retried briefly."""
+    path = f"/sys/class/net/{iface}/threaded"
+    want = str(int(on))
+    for _ in range(tries):
+        if run(in_netns(ns, ["cat", path])).stdout.strip() == want:
+            return
+        if run(in_netns(ns, ["sh", "-c", f"echo {want} > {path}"]), check=False).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise HarnessError(f"could not set threaded NAPI to {want} on {ns}/{iface}")
+
+
+class Testbed:
+    """The namespaces and links of a local inventory. As a context manager it
+    brings the testbed up and, if it made it, takes it down again."""
+
+    def __init__(self, inventory: Inventory):
+        if not inventory.local:
+            raise HarnessError(f"inventory {inventory.source} describes a cluster, not a local testbed")
+        self.inv = inventory
+        self._made = False
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [h.netns for h in self.inv.hosts]
+
+    # -- lifecycle -----------------------------------------------------
+    def is_up(self) -> bool:
+        """True when every namespace and link of the inventory is in place."""
+        have = _namespaces()
+        if not all(ns in have for ns in self.namespaces):
+            return False
+        for h in self.inv.hosts:
+            out = ip("-br", "link", "show", netns=h.netns, check=False).stdout
+            names = {line.split()[0].split("@")[0] for line in out.splitlines() if line.strip()}
+            if not all(i.name in names for i in h.interfaces):
+                return False
+        return True
+
+    def up(self) -> bool:
+        """Brings the testbed up; returns False if it already was."""
+        if os.geteuid() != 0:
+            raise HarnessError("the testbed needs root (network namespaces and XDP): run as root")
+        if not PASS_OBJ.exists():
+            raise HarnessError(f"{PASS_OBJ} is missing: run 'make setup'")
+        if self.is_up():
+            return False
+        self.down()  # a half-made testbed is rebuilt from scratch
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        STATE_FILE.write_text(json.dumps({"source": self.inv.source, "namespaces": self.namespaces}))
+        self._made = True
+        return True
+
+    def _build(self) -> None:
+        for ns in self.namespaces:
+            ip("netns", "add", ns)
+            ip("link", "set", "lo", "up", netns=ns)
+        for srv in self.inv.servers:
+            for sif in srv.interfaces:
+                cli = self.inv.host(sif.peer)
+                cif = cli.interface_to(srv.name)
+                ip("link", "add", sif.name, "netns", srv.netns, "address", sif.mac, "type", "veth",
+                   "peer", "name", cif.name, "netns", cli.netns, "address", cif.mac)
+                for host, iface, peer, peer_if in ((srv, sif, cli, cif), (cli, cif, srv, sif)):
+                    ip("link", "set", iface.name, "up", netns=host.netns)
+                    ip("addr", "add", f"{host.address}/32", "dev", iface.name, netns=host.netns)
+                    ip("route", "add", f"{peer.address}/32", "dev", iface.name, netns=host.netns)
+                    ip("neigh", "replace", peer.address, "lladdr", peer_if.mac, "dev", iface.name,
+                       "nud", "permanent", netns=host.netns)
+                # Replies sent with XDP_TX reach a veth only if it runs NAPI,
+                # which an attached XDP program turns on.
+                ip("link", "set", "dev", cif.name, "xdp", "obj", str(PASS_OBJ), "sec", "xdp",
+                   netns=cli.netns)
+
+    def down(self) -> None:
+        """Removes every namespace of this testbed (and of the one recorded as
+        up), with the processes inside and so the links and XDP programs."""
+        recorded = []
+        if STATE_FILE.exists():
+            try:
+                recorded = json.loads(STATE_FILE.read_text()).get("namespaces", [])
+            except ValueError:
+                pass
+        have = _namespaces()
+        for ns in dict.fromkeys(self.namespaces + recorded):
+            if ns in have:
+                kill_netns_processes(ns)
+                ip("netns", "del", ns, check=False)
+        left = _namespaces() & set(self.namespaces + recorded)
+        if left:
+            raise HarnessError(f"could not remove namespaces: {', '.join(sorted(left))}")
+        STATE_FILE.unlink(missing_ok=True)
+        self._made = False
+
+    def __enter__(self) -> "Testbed":
+        self.up()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._made:
+            self.down()
+
+    # -- where server packet work runs ----------------------------------
+    def set_napi(self, mode: str) -> dict:
+        """pinned: threaded NAPI on every server veth, its threads on the
+        server's cores (the analogue of steering NIC interrupts to them).
+        inline: veth's default, the work runs on the sending client's CPU.
+        Call after the servers attached their programs (that recreates NAPI),
+        and reset_napi() before they detach them. Returns what was set."""
+        if mode not in NAPI_MODES:
+            raise HarnessError(f"--napi must be one of {', '.join(NAPI_MODES)}, not {mode!r}")
+        placed = {}
+        for srv in self.inv.servers:
+            for iface in srv.interfaces:
+                # Without XDP, veth runs NAPI only for GRO: on before threading
+                # it, off after.
+                gro = _xdp_prog(srv.netns, iface.name) is None
+                if gro and mode == "pinned":
+                    run(in_netns(srv.netns, ["ethtool", "-K", iface.name, "gro", "on"]))
+                _set_threaded(srv.netns, iface.name, mode == "pinned")
+                if gro and mode == "inline":
+                    run(in_netns(srv.netns, ["ethtool", "-K", iface.name, "gro", "off"]))
+                threads = napi_threads(iface.name)
+                if mode == "pinned":
+                    if not threads:
+                        raise HarnessError(f"threaded NAPI did not start on {srv.name}/{iface.name}")
+                    for pid in threads:
+                        os.sched_setaffinity(pid, srv.cpus)
+                placed[f"{srv.name}/{iface.name}"] = {
+                    "threaded": mode == "pinned", "napi_threads": len(threads),
+                    "cpus": list(srv.cpus) if mode == "pinned" else "sender's CPU"}
+        return placed
+
+    def reset_napi(self) -> None:
+        """Back to veth's default while the servers' NAPI instances still
+        exist: a veth left threaded when its XDP program goes refuses to be
+        switched back after the next attach."""
+        try:
+            self.set_napi("inline")
+        except HarnessError as e:
+            print(f"warning: could not reset NAPI placement: {e}", file=sys.stderr)
+
+    # -- inspection ------------------------------------------------------
+    def status(self) -> list[dict]:
+        have = _namespaces()
+        rows = []
+        for h in self.inv.hosts:
+            up = h.netns in have
+            row = {"host": h.name, "role": h.role, "netns": h.netns, "exists": up,
+                   "address": h.address, "cpus": list(h.cpus), "interfaces": [], "processes": []}
+            if up:
+                for i in h.interfaces:
+                    row["interfaces"].append({"name": i.name, "xdp_prog": _xdp_prog(h.netns, i.name)})
+                for pid in _netns_pids(h.netns):
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as f:
+                            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    except OSError:
+                        continue
+                    row["processes"].append({"pid": pid, "cmd": cmd[:120]})
+            rows.append(row)
+        return rows
+
+
+def leftovers(inv: Inventory) -> dict:
+    """What of ours is still on the machine (for `down` checks and tests)."""
+    nss = _namespaces() & {h.netns for h in inv.hosts}
+    return {"namespaces": sorted(nss), "processes": {ns: _netns_pids(ns) for ns in sorted(nss)}}

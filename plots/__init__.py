@@ -1,0 +1,1 @@
+"""Figures of dint-bench results (matplotlib, no Jupyter)."""

@@ -1,0 +1,20 @@
+"""Echo: the simplest request there is. Calibrates the stacks and measures
+the client's own ceiling. Keys are spread over the servers as DINT spreads
+primaries (server = key mod number of servers)."""
+from __future__ import annotations
+
+import random
+
+from harness.protocol import Op, pack
+
+from . import RequestStream
+
+
+def generate(n: int, servers: int, value_size: int = 36, seed: int = 1) -> RequestStream:
+    rng = random.Random(seed)
+    reqs = []
+    for _ in range(n):
+        key = rng.getrandbits(63)
+        value = rng.randbytes(value_size)
+        reqs.append((key % servers, pack(Op.ECHO, key, value)))
+    return RequestStream.pack(reqs)
