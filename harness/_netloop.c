@@ -335,7 +335,14 @@ static int receive(Loop *self, int block)
 	uint64_t t0 = block ? now_ns() : 0;
 	for (int i = 0; i < BATCH; i++)
 		self->rmsg[i].msg_hdr.msg_namelen = 0;
-	int n = recvmmsg(self->fd, self->rmsg, BATCH, block ? MSG_WAITFORONE : MSG_DONTWAIT, NULL);
+	int n;
+	if (block) {
+		Py_BEGIN_ALLOW_THREADS
+		n = recvmmsg(self->fd, self->rmsg, BATCH, MSG_WAITFORONE, NULL);
+		Py_END_ALLOW_THREADS
+	} else {
+		n = recvmmsg(self->fd, self->rmsg, BATCH, MSG_DONTWAIT, NULL);
+	}
 	uint64_t t = now_ns();
 	if (block)
 		self->wait_ns += t - t0;

@@ -74,23 +74,29 @@ def default_cpus(ncpu: int | None = None) -> tuple[tuple[int, ...], tuple[int, .
 
 
 def local_inventory(servers: int = 3, clients: int = 1, ncpu: int | None = 2,
-                    port: int = DEFAULT_PORT) -> dict:
+                    port: int = DEFAULT_PORT, prefix: str = "dint", subnet: str = "10.77.0") -> dict:
     """The Ansible inventory of a local testbed: one namespace per host and
-    one veth pair per client-server link (a bridge halves XDP throughput)."""
+    one veth pair per client-server link (a bridge halves XDP throughput).
+    Namespaces are named <prefix>-<host>; interface names start with the
+    prefix's first letter, so two testbeds (a user's and the tests') can
+    coexist; the addresses are private ones of the subnet (a /24)."""
     if not 1 <= servers <= 99 or not 1 <= clients <= 99:
         raise HarnessError("the local testbed takes 1-99 servers and 1-99 clients")
+    if not prefix.isalnum() or len(prefix) > 8:
+        raise HarnessError("the testbed prefix must be 1-8 letters or digits")
+    p = prefix[0]
     client_cpus, server_cpus = default_cpus(ncpu)
     srv, cli = {}, {}
     for s in range(servers):
         srv[f"s{s}"] = {
-            "netns": f"dint-s{s}", "address": f"10.77.0.{1 + s}", "cpus": list(server_cpus),
-            "interfaces": [{"name": f"ds{s}c{c}", "mac": _mac(0, s, c, 1), "peer": f"c{c}"}
+            "netns": f"{prefix}-s{s}", "address": f"{subnet}.{1 + s}", "cpus": list(server_cpus),
+            "interfaces": [{"name": f"{p}s{s}c{c}", "mac": _mac(0, s, c, 1), "peer": f"c{c}"}
                            for c in range(clients)],
         }
     for c in range(clients):
         cli[f"c{c}"] = {
-            "netns": f"dint-c{c}", "address": f"10.77.0.{101 + c}", "cpus": list(client_cpus),
-            "interfaces": [{"name": f"dc{c}s{s}", "mac": _mac(0, s, c, 2), "peer": f"s{s}"}
+            "netns": f"{prefix}-c{c}", "address": f"{subnet}.{101 + c}", "cpus": list(client_cpus),
+            "interfaces": [{"name": f"{p}c{c}s{s}", "mac": _mac(0, s, c, 2), "peer": f"s{s}"}
                            for s in range(servers)],
         }
     return {"all": {"vars": {"deployment": "local", "dint_port": port},

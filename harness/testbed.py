@@ -4,6 +4,7 @@ rolls back), torn down completely (processes, namespaces and with them links
 and XDP programs), and usable as a context manager."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -16,7 +17,6 @@ from .inventory import Inventory
 from .sh import in_netns, ip, run
 
 STATE_DIR = Path("/run/dint-bench")
-STATE_FILE = STATE_DIR / "testbed.json"
 PASS_OBJ = BUILD_DIR / "xdp_pass.o"
 NAPI_MODES = ("pinned", "inline")
 
@@ -108,6 +108,9 @@ class Testbed:
             raise HarnessError(f"inventory {inventory.source} describes a cluster, not a local testbed")
         self.inv = inventory
         self._made = False
+        # What this inventory file last brought up, in case the file changed since.
+        key = hashlib.sha256(str(Path(inventory.source).resolve()).encode()).hexdigest()[:12]
+        self.state_file = STATE_DIR / f"testbed-{key}.json"
 
     @property
     def namespaces(self) -> list[str]:
@@ -141,7 +144,7 @@ class Testbed:
             self.down()
             raise
         STATE_DIR.mkdir(parents=True, exist_ok=True)
-        STATE_FILE.write_text(json.dumps({"source": self.inv.source, "namespaces": self.namespaces}))
+        self.state_file.write_text(json.dumps({"source": self.inv.source, "namespaces": self.namespaces}))
         self._made = True
         return True
 
@@ -170,9 +173,9 @@ class Testbed:
         """Removes every namespace of this testbed (and of the one recorded as
         up), with the processes inside and so the links and XDP programs."""
         recorded = []
-        if STATE_FILE.exists():
+        if self.state_file.exists():
             try:
-                recorded = json.loads(STATE_FILE.read_text()).get("namespaces", [])
+                recorded = json.loads(self.state_file.read_text()).get("namespaces", [])
             except ValueError:
                 pass
         have = _namespaces()
@@ -183,7 +186,7 @@ class Testbed:
         left = _namespaces() & set(self.namespaces + recorded)
         if left:
             raise HarnessError(f"could not remove namespaces: {', '.join(sorted(left))}")
-        STATE_FILE.unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
         self._made = False
 
     def __enter__(self) -> "Testbed":

@@ -1,0 +1,166 @@
+"""The client's native hot path against a loopback echo server with faults
+injected: replies matched by request id, retransmission with the same id,
+duplicates ignored, requests given up on, only the window recorded."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from harness import metrics
+from harness._netloop import Loop
+from harness.protocol import Op, Status, pack, unpack
+from workloads import RequestStream, echo
+
+
+class FaultyEcho(threading.Thread):
+    """Answers dint echo requests on 127.0.0.1, with optional faults."""
+
+    def __init__(self, drop_first_every: int = 0, duplicate: bool = False, silent_key: int | None = None,
+                 status: int = Status.OK):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.addr = self.sock.getsockname()
+        self.drop_first_every, self.duplicate, self.silent_key, self.status = \
+            drop_first_every, duplicate, silent_key, status
+        self.seen: set[int] = set()
+        self.received = 0
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            self.received += 1
+            msg = unpack(data)
+            if msg.key == self.silent_key:
+                continue
+            if self.drop_first_every and msg.seq % self.drop_first_every == 0 and msg.seq not in self.seen:
+                self.seen.add(msg.seq)
+                continue
+            reply = bytearray(data)
+            reply[4] = self.status
+            for _ in range(2 if self.duplicate else 1):
+                self.sock.sendto(bytes(reply), peer)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
+        self.sock.close()
+
+
+def make_loop(server, stream: RequestStream, concurrency=4, timeout_ms=20, retries=3):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    loop = Loop(sock.fileno(), 77, [server.addr], stream.data, stream.offsets.tobytes(), stream.dest_of,
+                concurrency, int(timeout_ms * 1e6), retries)
+    return sock, loop
+
+
+def drive(loop, seconds=0.4, warmup=0.0):
+    t0 = time.monotonic_ns()
+    start, end = t0 + int(warmup * 1e9), t0 + int((warmup + seconds) * 1e9)
+    loop.set_window(start, end)
+    loop.run(end, True)
+    loop.run(time.monotonic_ns() + 1_000_000_000, False)  # drain
+    return loop.stats()
+
+
+def test_closed_loop_completes_everything_it_starts():
+    with FaultyEcho() as srv:
+        sock, loop = make_loop(srv, echo.generate(100, 1), concurrency=4)
+        st = drive(loop)
+        assert st["ok"] > 100 and st["inflight"] == 0
+        assert st["ok"] == st["started_in_window"] == st["replies"]
+        assert st["lost"] == st["retransmits"] == st["stray"] == st["err_status"] == 0
+        assert st["sent"] == srv.received
+        hist = metrics.from_pairs(loop.histogram())
+        assert hist.get_total_count() == st["ok"]
+        sock.close()
+
+
+def test_lost_request_is_retransmitted_with_the_same_id():
+    with FaultyEcho(drop_first_every=10) as srv:
+        sock, loop = make_loop(srv, echo.generate(50, 1), concurrency=2, timeout_ms=20)
+        st = drive(loop, seconds=0.3)
+        assert st["retransmits"] >= 1 and st["lost"] == 0
+        assert st["ok"] == st["started_in_window"]
+        # the retransmitted ones waited out the timeout
+        hist = metrics.from_pairs(loop.histogram())
+        assert hist.get_max_value() >= 20_000_000
+        sock.close()
+
+
+def test_duplicate_replies_are_ignored():
+    with FaultyEcho(duplicate=True) as srv:
+        sock, loop = make_loop(srv, echo.generate(50, 1), concurrency=1)
+        st = drive(loop, seconds=0.2)
+        assert st["ok"] == st["started_in_window"] == st["replies"]
+        assert st["stray"] >= st["replies"] - 1  # each duplicate is stray (the last may be in flight)
+        sock.close()
+
+
+def test_requests_never_answered_are_given_up_and_counted():
+    stream = RequestStream.pack([(0, pack(Op.ECHO, 13)), (0, pack(Op.ECHO, 14))])
+    with FaultyEcho(silent_key=13) as srv:
+        sock, loop = make_loop(srv, stream, concurrency=1, timeout_ms=5, retries=2)
+        st = drive(loop, seconds=0.2)
+        assert st["lost"] >= 1 and st["ok"] >= 1 and st["inflight"] == 0
+        assert st["retransmits"] >= 2 * st["lost"]
+        sock.close()
+
+
+def test_error_statuses_are_errors_not_latencies():
+    with FaultyEcho(status=Status.UNKNOWN_OP) as srv:
+        sock, loop = make_loop(srv, echo.generate(10, 1), concurrency=2)
+        st = drive(loop, seconds=0.2)
+        assert st["ok"] == 0 and st["err_status"] > 0
+        assert st["statuses"] == {int(Status.UNKNOWN_OP): st["err_status"]}
+        assert loop.histogram() == []
+        sock.close()
+
+
+def test_only_requests_started_in_the_window_are_recorded():
+    with FaultyEcho() as srv:
+        sock, loop = make_loop(srv, echo.generate(10, 1), concurrency=1)
+        st = drive(loop, seconds=0.2, warmup=0.2)
+        assert 0 < st["started_in_window"] < st["sent"]
+        assert st["ok"] == st["started_in_window"]
+        sock.close()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"concurrency": 0}, "concurrency"),
+    ({"dests": []}, "dests"),
+    ({"dests": [("999.1.1.1", 1)]}, "bad IPv4 address"),
+    ({"offsets": b"\x00\x00\x00\x00"}, "offsets"),
+    ({"dest_of": b"\x05"}, "destination 5"),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    stream = echo.generate(1, 1)
+    args = dict(fd=0, client_id=1, dests=[("127.0.0.1", 7777)], requests=stream.data,
+                offsets=stream.offsets.tobytes(), dest_of=stream.dest_of, concurrency=1,
+                timeout_ns=10**6, max_retries=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        Loop(**args)
+
+
+def test_echo_generator_is_deterministic_and_spreads_keys():
+    a, b = echo.generate(300, 3, seed=5), echo.generate(300, 3, seed=5)
+    assert a == b and a != echo.generate(300, 3, seed=6)
+    assert set(a.dest_of) == {0, 1, 2}
+    for i in range(len(a)):
+        dest, msg = a.request(i)
+        m = unpack(msg)
+        assert m.op == Op.ECHO and m.key % 3 == dest and len(m.value) == 36

@@ -1,0 +1,94 @@
+"""The Python mirror and the scapy layer against the one C definition of the
+wire format (bpf/dint_proto.h), compiled and asked for its layout."""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from harness import BPF_DIR, protocol
+from harness.protocol import Op, Status
+from harness.scapy_layer import Dint
+
+LAYOUT_PROGRAM = r"""
+#include <stddef.h>
+#include <stdio.h>
+#include "dint_proto.h"
+#define F(name) printf("\"%s\": [%zu, %zu],", #name, offsetof(struct dint_hdr, name), \
+                       sizeof(((struct dint_hdr *)0)->name))
+int main(void)
+{
+	printf("{\"fields\": {");
+	F(magic); F(proto); F(op); F(status); F(table); F(val_len); F(client_id); F(seq); F(key); F(ver);
+	printf("\"_\": [0, 0]}, \"size\": %zu, \"magic\": %d, \"proto_version\": %d, \"port\": %d, "
+	       "\"max_value\": %d, \"ops\": {\"ECHO\": %d}, \"statuses\": {\"REQUEST\": %d, \"OK\": %d, "
+	       "\"UNKNOWN_OP\": %d, \"BAD_VERSION\": %d, \"BAD_LENGTH\": %d}}\n",
+	       sizeof(struct dint_hdr), DINT_MAGIC, DINT_PROTO_VERSION, DINT_PORT, DINT_MAX_VALUE,
+	       DINT_OP_ECHO, DINT_ST_REQUEST, DINT_ST_OK, DINT_ST_UNKNOWN_OP, DINT_ST_BAD_VERSION,
+	       DINT_ST_BAD_LENGTH);
+	return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def c_layout(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("layout")
+    (d / "layout.c").write_text(LAYOUT_PROGRAM)
+    subprocess.run(["gcc", "-Wall", "-Werror", f"-I{BPF_DIR}", "-o", str(d / "layout"), str(d / "layout.c")],
+                   check=True)
+    out = json.loads(subprocess.run([str(d / "layout")], check=True, capture_output=True, text=True).stdout)
+    out["fields"].pop("_")
+    return out
+
+
+def test_header_size_matches_c(c_layout):
+    assert protocol.HEADER_LEN == c_layout["size"] == 28
+
+
+def test_field_offsets_and_sizes_match_c(c_layout):
+    sizes = {name: struct.calcsize(">" + code) for name, code in protocol.FIELDS}
+    py = {name: [off, sizes[name]] for name, off in protocol.offsets().items()}
+    assert py == c_layout["fields"]
+    assert list(py) == list(c_layout["fields"]), "field order differs"
+
+
+def test_constants_match_c(c_layout):
+    assert protocol.MAGIC == c_layout["magic"]
+    assert protocol.PROTO_VERSION == c_layout["proto_version"]
+    assert protocol.DEFAULT_PORT == c_layout["port"]
+    assert protocol.MAX_VALUE == c_layout["max_value"]
+    assert {o.name: o.value for o in Op} == c_layout["ops"]
+    assert {s.name: s.value for s in Status} == c_layout["statuses"]
+
+
+def test_pack_unpack_roundtrip():
+    raw = protocol.pack(Op.ECHO, key=2**63 + 5, value=b"abc", table=7, ver=9, client_id=3, seq=2**32 - 1)
+    msg = protocol.unpack(raw)
+    assert (msg.magic, msg.op, msg.key, msg.table, msg.ver, msg.client_id, msg.seq, msg.value, msg.val_len) == (
+        protocol.MAGIC, Op.ECHO, 2**63 + 5, 7, 9, 3, 2**32 - 1, b"abc", 3)
+    # big-endian on the wire
+    assert raw[:2] == b"\xd1\x7e" and raw[16:24] == (2**63 + 5).to_bytes(8, "big")
+
+
+def test_unpack_rejects_short_datagram():
+    with pytest.raises(ValueError, match="shorter than the 28-byte header"):
+        protocol.unpack(b"\x00" * 27)
+
+
+def test_scapy_layer_builds_the_same_bytes():
+    pkt = Dint(op=Op.ECHO, key=42, value=b"hello", client_id=1, seq=2)
+    assert bytes(pkt) == protocol.pack(Op.ECHO, 42, b"hello", client_id=1, seq=2)
+
+
+def test_scapy_layer_dissects_frames():
+    frame = Ether() / IP(dst="10.0.0.1") / UDP(sport=40000, dport=protocol.DEFAULT_PORT) / \
+        protocol.pack(Op.ECHO, 9, b"xy", status=Status.OK)
+    parsed = Ether(bytes(frame))
+    assert parsed.haslayer(Dint)
+    d = parsed[Dint]
+    assert (d.key, d.value, d.status, d.val_len) == (9, b"xy", Status.OK, 2)

@@ -1,0 +1,109 @@
+"""`python -m harness run` end to end on the testbed, as a user runs it:
+what it writes, how it refuses bad input, and that a Ctrl-C in the middle
+leaves nothing of ours behind."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from harness import ROOT, inventory
+from harness.testbed import leftovers
+
+HARNESS = [sys.executable, "-m", "harness"]
+
+
+def harness(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*HARNESS, *args], capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+@pytest.mark.parametrize("system", ["dint", "kernel", "bypass"])
+def test_run_writes_a_complete_summary(testbed, test_inventory_path, tmp_path, system):
+    out = tmp_path / "run"
+    p = harness("run", "--system", system, "--concurrency", "4", "--duration", "1", "--warmup", "0.3",
+                "--napi", "pinned", "--inventory", str(test_inventory_path), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["system"], s["workload"], s["concurrency"], s["napi"]) == (system, "echo", 4, "pinned")
+    assert s["completed"] > 100 and s["errors"] == 0
+    assert s["throughput_per_s"] == pytest.approx(s["completed"] / s["duration_s"], rel=1e-3)
+    assert 0.9 < s["duration_s"] < 1.5
+    lat = s["latency_us"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"]
+    assert isinstance(s["client_saturated"], bool) and "getrusage" in s["client_saturation_rule"]
+    assert 0 <= s["client_cpu_util"] <= 1.05
+    assert s["instrument_check"]["match"], s["instrument_check"]
+    assert set(s["servers"]) == {"s0", "s1", "s2"}
+    assert s["placement"]["oversubscribed"]  # three servers on one core
+    for key in ("kernel", "cpu_model", "git_revision", "versions"):
+        assert key in s["env"]
+    assert s["config"]["system"] == system
+    for name in ("config.json", "env.json", "inventory.yml", "system.json", "histogram.hdr",
+                 "logs/server-s0.log", "logs/client-1.log", "clients/client-1.json"):
+        assert (out / name).exists(), name
+    assert "ready" in (out / "logs/server-s0.log").read_text()
+    assert system in p.stdout
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    p = harness("run", "--system", "dint", "--concurrency", "0", "--out", str(tmp_path / "x"))
+    assert p.returncode == 1
+    assert p.stderr.strip() == "error: --concurrency must be between 1 and 65536"
+    p = harness("run", "--system", "dint", "--inventory", str(tmp_path / "none.yml"), "--out", str(tmp_path / "x"))
+    assert p.returncode == 1 and "not found" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_existing_results_are_never_overwritten(tmp_path):
+    out = tmp_path / "done"
+    out.mkdir()
+    (out / "summary.json").write_text('{"kept": true}')
+    p = harness("run", "--system", "kernel", "--out", str(out))
+    assert p.returncode == 1 and "already holds a run" in p.stderr
+    assert json.loads((out / "summary.json").read_text()) == {"kept": True}
+
+
+@pytest.mark.parametrize("system", ["dint", "bypass"])
+def test_ctrl_c_mid_run_leaves_nothing_behind(root, tmp_path, system):
+    data = inventory.local_inventory(servers=2, clients=1, prefix="ctb", subnet="10.79.2")
+    inv_path = tmp_path / "own.yml"
+    inv_path.write_text(yaml.safe_dump(data))
+    inv = inventory.load(inv_path)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*HARNESS, "run", "--system", system, "--duration", "60", "--warmup", "0",
+                             "--inventory", str(inv_path), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        log = out / "logs" / "client-1.log"
+        while not (log.exists() and log.stat().st_size > 0 and (out / "clients").exists()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never started its client"
+            time.sleep(0.1)
+        time.sleep(1.0)  # in the middle of the measured window
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert leftovers(inv) == {"namespaces": [], "processes": {}}
+    names = {i.name for h in inv.hosts for i in h.interfaces}
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not [line for line in ps.splitlines() if any(n in line for n in names)]
+    assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("cmd", [["bash", "scripts/setup.sh"], [sys.executable, "-m", "harness", "preflight"]])
+def test_without_root_one_line_says_what_is_missing(root, cmd):
+    p = subprocess.run(["runuser", "-u", "nobody", "--", *cmd], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode != 0
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "root" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
