@@ -22,39 +22,46 @@ PING_ID_BIT = 0x80000000  # readiness pings use their own client id
 SLICE_NS = 250_000_000    # the native loop returns this often, for progress and signals
 
 
-def open_socket(address: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-    sock.bind((address, 0))
-    return sock
+def open_sockets(address: str, dests: list[tuple[str, int]]) -> list[socket.socket]:
+    """One UDP socket per server, connected to it (see harness/_netloop.c)."""
+    socks = []
+    for dest in dests:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+        sock.bind((address, 0))
+        sock.connect(dest)
+        socks.append(sock)
+    return socks
 
 
-def ping(sock: socket.socket, dests: list[tuple[str, int]], client_id: int, timeout_s: float = 10.0) -> int:
+def ping(socks: list[socket.socket], client_id: int, timeout_s: float = 10.0) -> int:
     """Sends echo requests until every server has answered; returns how many
     were sent. The check that the whole path works, from the client's side."""
-    pending = dict(enumerate(dests))
+    pending = set(range(len(socks)))
     sent = 0
     deadline = time.monotonic() + timeout_s
-    sock.settimeout(0.05)
+    for sock in socks:
+        sock.settimeout(0.05)
     while pending:
         if time.monotonic() > deadline:
-            names = ", ".join(f"{ip}:{port}" for ip, port in pending.values())
+            names = ", ".join("%s:%d" % socks[i].getpeername() for i in sorted(pending))
             raise HarnessError(f"no answer to echo from {names} within {timeout_s:.0f}s")
-        for i, dest in pending.items():
-            sock.sendto(pack(Op.ECHO, client_id=client_id | PING_ID_BIT, seq=i), dest)
+        for i in sorted(pending):
+            socks[i].send(pack(Op.ECHO, client_id=client_id | PING_ID_BIT, seq=i))
             sent += 1
-        try:
-            while True:
-                data, _ = sock.recvfrom(2048)
-                msg = unpack(data)
-                if msg.client_id == client_id | PING_ID_BIT and msg.status == Status.OK:
-                    pending.pop(msg.seq, None)
-        except (TimeoutError, BlockingIOError, ValueError):
-            pass
+            try:
+                while True:
+                    msg = unpack(socks[i].recv(2048))
+                    if msg.client_id == client_id | PING_ID_BIT and msg.status == Status.OK:
+                        pending.discard(i)
+                        break
+            except (TimeoutError, ConnectionRefusedError, ValueError):
+                pass
     # Blocking from here on: the native loop waits in recvmmsg (bounded by
     # its own receive timeout) when its window is full, as a C client would.
-    sock.settimeout(None)
+    for sock in socks:
+        sock.settimeout(None)
     return sent
 
 
@@ -82,11 +89,11 @@ def build_requests(spec: dict):
 
 def drive(spec: dict, progress=print) -> dict:
     dests = [tuple(d) for d in spec["dests"]]
-    sock = open_socket(spec["address"])
-    pings = ping(sock, dests, spec["client_id"])
+    socks = open_sockets(spec["address"], dests)
+    pings = ping(socks, spec["client_id"])
     reqs = build_requests(spec)
-    loop = Loop(sock.fileno(), spec["client_id"], dests, reqs.data, reqs.offsets.tobytes(), reqs.dest_of,
-                spec["concurrency"], int(spec["timeout_ms"] * 1e6), spec["max_retries"])
+    loop = Loop([s.fileno() for s in socks], spec["client_id"], reqs.data, reqs.offsets.tobytes(),
+                reqs.dest_of, spec["concurrency"], int(spec["timeout_ms"] * 1e6), spec["max_retries"])
     cpus = sorted(os.sched_getaffinity(0))
     t0 = time.monotonic_ns()
     win_from = t0 + int(spec["warmup_s"] * 1e9)
@@ -108,7 +115,8 @@ def drive(spec: dict, progress=print) -> dict:
     stats = loop.stats()
     cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     hist = metrics.from_pairs(loop.histogram())
-    sock.close()
+    for sock in socks:
+        sock.close()
     return {
         "client_id": spec["client_id"],
         "host": spec["host"],

@@ -44,7 +44,7 @@ fi
 # without one (as on these test machines) gets Debian's generic headers
 # symlinked in, which are enough for XDP programs.
 kdir=/lib/modules/$(uname -r)
-if [[ ! -e $kdir/build/include/linux/kconfig.h ]]; then
+if [[ ! -e $kdir/build/include/generated/autoconf.h ]]; then
 	if apt-cache show "linux-headers-$(uname -r)" >/dev/null 2>&1; then
 		say "installing linux-headers-$(uname -r)"
 		apt_install "linux-headers-$(uname -r)"

@@ -62,7 +62,8 @@ class FaultyEcho(threading.Thread):
 def make_loop(server, stream: RequestStream, concurrency=4, timeout_ms=20, retries=3):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
-    loop = Loop(sock.fileno(), 77, [server.addr], stream.data, stream.offsets.tobytes(), stream.dest_of,
+    sock.connect(server.addr)
+    loop = Loop([sock], 77, stream.data, stream.offsets.tobytes(), stream.dest_of,
                 concurrency, int(timeout_ms * 1e6), retries)
     return sock, loop
 
@@ -141,19 +142,20 @@ def test_only_requests_started_in_the_window_are_recorded():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"concurrency": 0}, "concurrency"),
-    ({"dests": []}, "dests"),
-    ({"dests": [("999.1.1.1", 1)]}, "bad IPv4 address"),
+    ({"fds": []}, "one per server"),
     ({"offsets": b"\x00\x00\x00\x00"}, "offsets"),
     ({"dest_of": b"\x05"}, "destination 5"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     stream = echo.generate(1, 1)
-    args = dict(fd=0, client_id=1, dests=[("127.0.0.1", 7777)], requests=stream.data,
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    args = dict(fds=[sock], client_id=1, requests=stream.data,
                 offsets=stream.offsets.tobytes(), dest_of=stream.dest_of, concurrency=1,
                 timeout_ns=10**6, max_retries=1)
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         Loop(**args)
+    sock.close()
 
 
 def test_echo_generator_is_deterministic_and_spreads_keys():
@@ -164,3 +166,24 @@ def test_echo_generator_is_deterministic_and_spreads_keys():
         dest, msg = a.request(i)
         m = unpack(msg)
         assert m.op == Op.ECHO and m.key % 3 == dest and len(m.value) == 36
+
+
+def test_requests_reach_their_own_server_and_all_complete():
+    """Several servers: each request leaves on its server's socket (sends are
+    grouped per server), replies are read from every socket."""
+    with FaultyEcho() as a, FaultyEcho() as b:
+        stream = echo.generate(200, 2, seed=4)
+        socks = []
+        for srv in (a, b):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            s.connect(srv.addr)
+            socks.append(s)
+        loop = Loop(socks, 5, stream.data, stream.offsets.tobytes(), stream.dest_of, 8, 20_000_000, 3)
+        st = drive(loop, seconds=0.3)
+        assert st["ok"] == st["started_in_window"] > 100 and st["lost"] == st["retransmits"] == 0
+        assert a.received + b.received == st["sent"]
+        share = stream.dest_of.count(0) / len(stream)
+        assert a.received / st["sent"] == pytest.approx(share, abs=0.1)
+        for s in socks:
+            s.close()
