@@ -1,6 +1,7 @@
 """`make reproduce`: the evaluation. For now the echo calibration of the three
 systems (concurrency 1 and 32, both NAPI placements) into
-results/<run-id>/, with a table printed and saved beside the points."""
+results/<run-id>/, with a table printed and saved beside the points, and
+its figure."""
 from __future__ import annotations
 
 import json
@@ -57,4 +58,7 @@ def reproduce(run_id: str | None = None, inventory_path: str | None = None, dura
     text = df.to_string(index=False)
     (run_dir / "echo_calibration.txt").write_text(text + "\n")
     print(f"\nEcho calibration ({run_dir}):\n{text}")
+    from plots.__main__ import echo_calibration
+    for path in echo_calibration(run_dir / "echo_calibration.csv", run_dir):
+        print(f"figure: {path}")
     return run_dir
