@@ -35,11 +35,12 @@ def open_sockets(address: str, dests: list[tuple[str, int]]) -> list[socket.sock
     return socks
 
 
-def ping(socks: list[socket.socket], client_id: int, timeout_s: float = 10.0) -> int:
+def ping(socks: list[socket.socket], client_id: int, timeout_s: float = 10.0) -> tuple[int, int]:
     """Sends echo requests until every server has answered; returns how many
-    were sent. The check that the whole path works, from the client's side."""
+    datagrams were sent and received. The check that the whole path works,
+    from the client's side."""
     pending = set(range(len(socks)))
-    sent = 0
+    sent = received = 0
     deadline = time.monotonic() + timeout_s
     for sock in socks:
         sock.settimeout(0.05)
@@ -53,6 +54,7 @@ def ping(socks: list[socket.socket], client_id: int, timeout_s: float = 10.0) ->
             try:
                 while True:
                     msg = unpack(socks[i].recv(2048))
+                    received += 1
                     if msg.client_id == client_id | PING_ID_BIT and msg.status == Status.OK:
                         pending.discard(i)
                         break
@@ -62,7 +64,7 @@ def ping(socks: list[socket.socket], client_id: int, timeout_s: float = 10.0) ->
     # its own receive timeout) when its window is full, as a C client would.
     for sock in socks:
         sock.settimeout(None)
-    return sent
+    return sent, received
 
 
 def _cpu_ticks(cpus: list[int]) -> tuple[int, int]:
@@ -90,7 +92,7 @@ def build_requests(spec: dict):
 def drive(spec: dict, progress=print) -> dict:
     dests = [tuple(d) for d in spec["dests"]]
     socks = open_sockets(spec["address"], dests)
-    pings = ping(socks, spec["client_id"])
+    pings_sent, pings_received = ping(socks, spec["client_id"])
     reqs = build_requests(spec)
     loop = Loop([s.fileno() for s in socks], spec["client_id"], reqs.data, reqs.offsets.tobytes(),
                 reqs.dest_of, spec["concurrency"], int(spec["timeout_ms"] * 1e6), spec["max_retries"])
@@ -121,7 +123,8 @@ def drive(spec: dict, progress=print) -> dict:
         "client_id": spec["client_id"],
         "host": spec["host"],
         "window_s": window_s,
-        "pings_sent": pings,
+        "pings_sent": pings_sent,
+        "pings_received": pings_received,
         "stats": stats,
         "histogram": metrics.encode(hist),
         "cpu": {

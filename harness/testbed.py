@@ -26,7 +26,7 @@ def _namespaces() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def _netns_pids(ns: str) -> list[int]:
+def netns_pids(ns: str) -> list[int]:
     out = run(["ip", "netns", "pids", ns], check=False).stdout
     return [int(p) for p in out.split()]
 
@@ -41,7 +41,7 @@ def _alive(pid: int) -> bool:
 
 def kill_netns_processes(ns: str, grace: float = 3.0) -> None:
     """Stops every process living in ns: SIGTERM, then SIGKILL."""
-    pids = _netns_pids(ns)
+    pids = netns_pids(ns)
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -58,7 +58,7 @@ def kill_netns_processes(ns: str, grace: float = 3.0) -> None:
             pass
 
 
-def _xdp_prog(ns: str, iface: str) -> int | None:
+def xdp_prog_id(ns: str, iface: str) -> int | None:
     out = ip("-j", "link", "show", "dev", iface, netns=ns, check=False).stdout
     try:
         info = json.loads(out)[0]
@@ -211,7 +211,7 @@ class Testbed:
             for iface in srv.interfaces:
                 # Without XDP, veth runs NAPI only for GRO: on before threading
                 # it, off after.
-                gro = _xdp_prog(srv.netns, iface.name) is None
+                gro = xdp_prog_id(srv.netns, iface.name) is None
                 if gro and mode == "pinned":
                     run(in_netns(srv.netns, ["ethtool", "-K", iface.name, "gro", "on"]))
                 _set_threaded(srv.netns, iface.name, mode == "pinned")
@@ -247,8 +247,8 @@ class Testbed:
                    "address": h.address, "cpus": list(h.cpus), "interfaces": [], "processes": []}
             if up:
                 for i in h.interfaces:
-                    row["interfaces"].append({"name": i.name, "xdp_prog": _xdp_prog(h.netns, i.name)})
-                for pid in _netns_pids(h.netns):
+                    row["interfaces"].append({"name": i.name, "xdp_prog": xdp_prog_id(h.netns, i.name)})
+                for pid in netns_pids(h.netns):
                     try:
                         with open(f"/proc/{pid}/cmdline", "rb") as f:
                             cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -262,4 +262,4 @@ class Testbed:
 def leftovers(inv: Inventory) -> dict:
     """What of ours is still on the machine (for `down` checks and tests)."""
     nss = _namespaces() & {h.netns for h in inv.hosts}
-    return {"namespaces": sorted(nss), "processes": {ns: _netns_pids(ns) for ns in sorted(nss)}}
+    return {"namespaces": sorted(nss), "processes": {ns: netns_pids(ns) for ns in sorted(nss)}}

@@ -14,7 +14,7 @@ from harness.netns import netns
 from harness.protocol import HEADER_LEN, MAGIC, MAX_VALUE, Op, Status, pack, unpack
 from harness.scapy_layer import Dint
 from harness.systems import make_system
-from harness.testbed import _netns_pids, _xdp_prog
+from harness.testbed import netns_pids, xdp_prog_id
 
 SYSTEMS = ["dint", "kernel", "bypass"]
 
@@ -108,8 +108,8 @@ def test_counters_match_what_was_sent_and_nothing_is_left(served):
             assert got[key] == served.sent[(server.name, key)], (server.name, key, got)
         # stopped cleanly: no process, no XDP program on its interfaces
         deadline = time.monotonic() + 5
-        while _netns_pids(server.netns) and time.monotonic() < deadline:
+        while netns_pids(server.netns) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _netns_pids(server.netns) == []
+        assert netns_pids(server.netns) == []
         for iface in server.interfaces:
-            assert _xdp_prog(server.netns, iface.name) is None
+            assert xdp_prog_id(server.netns, iface.name) is None

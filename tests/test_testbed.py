@@ -9,7 +9,7 @@ import yaml
 
 from harness import HarnessError, inventory
 from harness.sh import ip
-from harness.testbed import Testbed as LocalTestbed, _xdp_prog, leftovers, napi_threads
+from harness.testbed import Testbed as LocalTestbed, xdp_prog_id, leftovers, napi_threads
 
 from conftest import TEST_PREFIX
 
@@ -65,7 +65,7 @@ def test_down_removes_everything(root, tmp_path):
     inv = inventory.load(path)
     with LocalTestbed(inv) as tb:
         assert tb.is_up()
-        assert _xdp_prog(inv.clients[0].netns, inv.clients[0].interfaces[0].name)
+        assert xdp_prog_id(inv.clients[0].netns, inv.clients[0].interfaces[0].name)
     assert leftovers(inv) == {"namespaces": [], "processes": {}}
 
 
