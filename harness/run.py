@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import selectors
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,7 @@ class Clients:
         if show_progress:
             from tqdm import tqdm
             bar = tqdm(total=round(total, 1), unit="s", leave=False, file=sys.stderr,
+                       ncols=min(120, shutil.get_terminal_size((100, 24)).columns),
                        bar_format="{desc} {bar} {n:.1f}/{total:.1f}s")
         sel = selectors.DefaultSelector()
         for i, (proc, _) in enumerate(self.procs):

@@ -3,12 +3,12 @@
 # host, idempotently (a second run only checks, in seconds). Every failure is
 # one line saying what is missing and how to fix it, with a nonzero exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 say() { echo "setup: $*"; }
 die() { echo "setup: error: $*" >&2; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "must run as root (it installs Debian packages, loads XDP programs and creates network namespaces): run 'sudo make setup'"
+cd "$(dirname "$0")/.."
 command -v apt-get >/dev/null && command -v dpkg-query >/dev/null ||
 	die "needs a Debian-based system with apt-get and dpkg"
 
@@ -25,11 +25,14 @@ missing_packages() {
 }
 
 apt_updated=0
-apt_install() {
+apt_update() {
 	if ((!apt_updated)); then
 		apt-get update -qq || die "apt-get update failed: check the network and /etc/apt/sources.list"
 		apt_updated=1
 	fi
+}
+apt_install() {
+	apt_update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
 		die "apt-get install $* failed (see 'apt-get install $*' for details)"
 }
@@ -45,6 +48,7 @@ fi
 # symlinked in, which are enough for XDP programs.
 kdir=/lib/modules/$(uname -r)
 if [[ ! -e $kdir/build/include/generated/autoconf.h ]]; then
+	apt_update
 	if apt-cache show "linux-headers-$(uname -r)" >/dev/null 2>&1; then
 		say "installing linux-headers-$(uname -r)"
 		apt_install "linux-headers-$(uname -r)"
