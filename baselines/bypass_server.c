@@ -5,6 +5,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 
+#include "store.h" /* before the engine, which dint_net.h includes */
 #include "dint_net.h"
 
 #include <rte_eal.h>
@@ -16,7 +17,8 @@
 
 #include "server_common.h"
 
-#define USAGE "bypass_server [EAL args] -- [--idle-poll-us N] [--idle-sleep-max-us M]"
+#define USAGE "bypass_server [EAL args] -- [--idle-poll-us N] [--idle-sleep-max-us M] " \
+	STORE_USAGE
 
 #define BURST 32
 #define NB_RXD 1024
@@ -185,11 +187,12 @@ static int setup_port(uint16_t port, struct rte_mempool *pool)
 
 /* Our options come after "--"; the rest is EAL's. Parsed before EAL starts
  * so a typo costs no hugepage or device setup. */
-static void parse_app_args(int argc, char **argv, struct backoff *b)
+static void parse_app_args(int argc, char **argv, struct backoff *b, struct store_opts *so)
 {
 	static const struct option opts[] = {
 		{ "idle-poll-us", required_argument, NULL, 's' },
 		{ "idle-sleep-max-us", required_argument, NULL, 'm' },
+		STORE_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long poll_us = 200, sleep_max_us = 200;
@@ -210,7 +213,9 @@ static void parse_app_args(int argc, char **argv, struct backoff *b)
 					    optarg, MAX_SLEEP_US);
 			break;
 		default:
-			if (optopt == 's' || optopt == 'm')
+			if (store_parse_opt(opt, optarg, USAGE, so))
+				break;
+			if (optopt == 's' || optopt == 'm' || store_opt_is(optopt))
 				usage_error(USAGE, "missing value for '%s'", argv[optind - 1]);
 			usage_error(USAGE, "unknown option '%s'", argv[optind - 1]);
 		}
@@ -227,6 +232,7 @@ int main(int argc, char **argv)
 {
 	uint64_t stats[DINT_STAT_MAX] = { 0 };
 	struct backoff backoff = { 0 };
+	struct store_opts sopts = STORE_OPTS_DEFAULT;
 	struct rte_mempool *pool;
 	uint16_t *ports, port;
 	int eal_argc, nports = 0, nstarted = 0, i, ret;
@@ -239,10 +245,14 @@ int main(int argc, char **argv)
 	if (eal_argc < argc) {
 		/* argv[eal_argc] becomes argv[0] of the app's own parse. */
 		argv[eal_argc] = argv[0];
-		parse_app_args(argc - eal_argc, argv + eal_argc, &backoff);
+		parse_app_args(argc - eal_argc, argv + eal_argc, &backoff, &sopts);
 	} else {
-		parse_app_args(1, argv, &backoff);
+		parse_app_args(1, argv, &backoff, &sopts);
 	}
+
+	/* Also before EAL: a bad snapshot costs no hugepage or device setup. */
+	if (store_start(&sopts) < 0)
+		return EXIT_SETUP;
 
 	if (install_stop_handlers() < 0) {
 		report_error("installing signal handlers failed: %s", strerror(errno));
@@ -322,7 +332,13 @@ out:
 	rte_mempool_free(pool);
 	free(ports);
 	rte_eal_cleanup();
-	if (!ret)
+	/* Only for a server that ran, so a failed start leaves no file. */
+	if (!ret) {
+		if (store_stop(&sopts) < 0)
+			ret = EXIT_SETUP;
 		print_stats(stats, "sleeps", backoff.sleeps);
+	} else {
+		store_free();
+	}
 	return ret;
 }

@@ -7,9 +7,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "store.h"
 #include "server_common.h"
 
-#define USAGE "kernel_server [--port P] [--threads N] [--cpus LIST]"
+#define USAGE "kernel_server [--port P] [--threads N] [--cpus LIST] " STORE_USAGE
 
 #define BATCH 64
 #define MAX_THREADS 256
@@ -178,8 +179,10 @@ int main(int argc, char **argv)
 		{ "port", required_argument, NULL, 'p' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "cpus", required_argument, NULL, 'c' },
+		STORE_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
+	struct store_opts sopts = STORE_OPTS_DEFAULT;
 	uint64_t total[DINT_STAT_MAX] = { 0 };
 	unsigned long port = DINT_PORT, nthreads = 1;
 	int cpus[MAX_THREADS], ncpus = 0;
@@ -208,13 +211,19 @@ int main(int argc, char **argv)
 				usage_error(USAGE, "bad --cpus '%s'", optarg);
 			break;
 		default:
-			if (optopt == 'p' || optopt == 't' || optopt == 'c')
+			if (store_parse_opt(opt, optarg, USAGE, &sopts))
+				break;
+			if (optopt == 'p' || optopt == 't' || optopt == 'c' ||
+			    store_opt_is(optopt))
 				usage_error(USAGE, "missing value for '%s'", argv[optind - 1]);
 			usage_error(USAGE, "unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
 		usage_error(USAGE, "unexpected argument '%s'", argv[optind]);
+
+	if (store_start(&sopts) < 0)
+		return EXIT_SETUP;
 
 	if (install_stop_handlers() < 0) {
 		report_error("installing signal handlers failed: %s", strerror(errno));
@@ -277,6 +286,12 @@ int main(int argc, char **argv)
 		free(w);
 	}
 	free(workers);
+	/* Every worker has been joined: the store is ours alone. Written
+	 * only for a server that ran, so a failed start leaves no file. */
+	if (ready && store_stop(&sopts) < 0)
+		status = EXIT_SETUP;
+	else if (!ready)
+		store_free();
 	/* Also after a worker failed: what was counted until then is real. */
 	if (ready)
 		print_stats(total, NULL, 0);

@@ -1,9 +1,11 @@
 /* What the two baseline servers share: the stop flag, the lines the harness
- * reads from stdout (ready, stats) and the way they report bad input. */
+ * reads from stdout (ready, stats), the way they report bad input, and the
+ * store's options (store.h holds the store itself). */
 #ifndef SERVER_COMMON_H
 #define SERVER_COMMON_H
 
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
@@ -15,8 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "dint_engine.h"
+#include "store.h" /* defines the engine's hooks, then includes the engine */
 
 /* Exit codes, so a caller can tell a wrong invocation from a broken host. */
 #define EXIT_SETUP 1
@@ -148,6 +151,122 @@ static inline void print_stats(const uint64_t *stats, const char *extra_key, uin
 		printf(", \"%s\": %" PRIu64, extra_key, extra);
 	fputs("}\n", stdout);
 	fflush(stdout);
+}
+
+/* ---- The store's options, the same in both servers. ---- */
+
+enum {
+	OPT_CAPACITY = 0x100, /* past every short option character */
+	OPT_LOG_CAPACITY,
+	OPT_LOAD,
+	OPT_DUMP,
+	OPT_LOG,
+};
+
+#define STORE_OPTIONS                                                      \
+	{ "capacity", required_argument, NULL, OPT_CAPACITY },             \
+	{ "log-capacity", required_argument, NULL, OPT_LOG_CAPACITY },     \
+	{ "load", required_argument, NULL, OPT_LOAD },                     \
+	{ "dump", required_argument, NULL, OPT_DUMP },                     \
+	{ "log", required_argument, NULL, OPT_LOG }
+
+#define STORE_USAGE "[--capacity N] [--log-capacity N] [--load FILE] [--dump FILE] [--log FILE]"
+
+struct store_opts {
+	unsigned long capacity;
+	unsigned long log_capacity;
+	const char *load; /* NULL: start empty */
+	const char *dump; /* NULL: no snapshot on stop */
+	const char *log;  /* NULL: the log is kept in memory only */
+};
+
+#define STORE_OPTS_DEFAULT \
+	{ STORE_DEFAULT_CAPACITY, STORE_DEFAULT_LOG_CAPACITY, NULL, NULL, NULL }
+
+static inline bool store_opt_is(int opt)
+{
+	return opt >= OPT_CAPACITY && opt <= OPT_LOG;
+}
+
+static inline const char *store_opt_file(const char *usage, const char *name, const char *arg)
+{
+	if (!*arg)
+		usage_error(usage, "empty %s", name);
+	return arg;
+}
+
+/* Takes one of the store's options from getopt_long; false if opt is not
+ * one of them. A bad value ends the process with a usage error. */
+static inline bool store_parse_opt(int opt, const char *arg, const char *usage,
+				   struct store_opts *o)
+{
+	switch (opt) {
+	case OPT_CAPACITY:
+		if (parse_uint(arg, 1, STORE_MAX_CAPACITY, &o->capacity) < 0)
+			usage_error(usage, "bad --capacity '%s' (1..%lu)", arg,
+				    STORE_MAX_CAPACITY);
+		return true;
+	case OPT_LOG_CAPACITY:
+		if (parse_uint(arg, 0, STORE_MAX_LOG_CAPACITY, &o->log_capacity) < 0)
+			usage_error(usage, "bad --log-capacity '%s' (0..%lu)", arg,
+				    STORE_MAX_LOG_CAPACITY);
+		return true;
+	case OPT_LOAD:
+		o->load = store_opt_file(usage, "--load", arg);
+		return true;
+	case OPT_DUMP:
+		o->dump = store_opt_file(usage, "--dump", arg);
+		return true;
+	case OPT_LOG:
+		o->log = store_opt_file(usage, "--log", arg);
+		return true;
+	}
+	return false;
+}
+
+/* Allocates the store and loads --load; before "ready". -1 after one
+ * error line. */
+static inline int store_start(const struct store_opts *o)
+{
+	struct timespec t0, t1;
+	long long n;
+
+	if (store_init(o->capacity, o->log_capacity) < 0) {
+		report_error("%s", store.err);
+		return -1;
+	}
+	if (!o->load)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	n = store_load(o->load);
+	if (n < 0) {
+		report_error("%s", store.err);
+		store_free();
+		return -1;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	fprintf(stderr, "%s: loaded %lld records from %s in %.0f ms\n",
+		program_invocation_short_name, n, o->load,
+		(t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+	return 0;
+}
+
+/* Writes --dump and --log once no worker runs any more, then frees the
+ * store. -1 if either could not be written (each failure has its line). */
+static inline int store_stop(const struct store_opts *o)
+{
+	int ret = 0;
+
+	if (o->dump && store_dump(o->dump) < 0) {
+		report_error("%s", store.err);
+		ret = -1;
+	}
+	if (o->log && store_write_log(o->log) < 0) {
+		report_error("%s", store.err);
+		ret = -1;
+	}
+	store_free();
+	return ret;
 }
 
 #endif

@@ -1,14 +1,16 @@
-/* Wire format of the dint protocol (v0): one request or reply per UDP
+/* Wire format of the dint protocol (v1): one request or reply per UDP
  * datagram. The only definition of the layout: the XDP program, both baseline
  * servers and, through harness/protocol.py (checked against this file by the
- * tests), the Python client all use it. Multi-byte fields are big-endian. */
+ * tests), the Python client all use it. Multi-byte fields are big-endian.
+ * A request on a table carries a value of exactly that table's value size (a
+ * READ's is a placeholder), so every reply has the length of its request. */
 #ifndef DINT_PROTO_H
 #define DINT_PROTO_H
 
 #include "dint_compat.h"
 
 #define DINT_MAGIC 0xD17E
-#define DINT_PROTO_VERSION 0
+#define DINT_PROTO_VERSION 1
 
 #ifndef DINT_PORT
 #define DINT_PORT 7777
@@ -21,6 +23,17 @@
 
 enum dint_op {
 	DINT_OP_ECHO = 1,
+	DINT_OP_READ = 2,           /* value and version; rejected while write-locked */
+	DINT_OP_LOCK_SHARED = 3,    /* 2PL read lock, no-wait */
+	DINT_OP_LOCK_EXCL = 4,      /* 2PL write lock and OCC lock; replies the version */
+	DINT_OP_VALIDATE = 5,       /* OCC: still version ver, and not locked by another? */
+	DINT_OP_LOG = 6,            /* append (txn, table, key, ver, value) to the log */
+	DINT_OP_COMMIT_BACKUP = 7,  /* install value as version ver */
+	DINT_OP_COMMIT_PRIMARY = 8, /* install value as version ver and release the lock */
+	DINT_OP_ABORT = 9,          /* release txn's lock, shared or exclusive */
+	DINT_OP_INSERT = 10,        /* create with value as version ver */
+	DINT_OP_DELETE = 11,        /* remove, as version ver */
+	DINT_OP_MAX,
 };
 
 /* A request carries DINT_ST_REQUEST; every reply carries another status, so a
@@ -29,8 +42,16 @@ enum dint_status {
 	DINT_ST_REQUEST = 0,
 	DINT_ST_OK = 1,
 	DINT_ST_UNKNOWN_OP = 2,
-	DINT_ST_BAD_VERSION = 3,
-	DINT_ST_BAD_LENGTH = 4,
+	DINT_ST_BAD_VERSION = 3,   /* protocol version */
+	DINT_ST_BAD_LENGTH = 4,    /* val_len is not the datagram's, or not the table's */
+	DINT_ST_NOT_FOUND = 5,
+	DINT_ST_LOCKED = 6,        /* conflict: rejected, never queued (no-wait) */
+	DINT_ST_STALE = 7,         /* VALIDATE: the version changed */
+	DINT_ST_EXISTS = 8,        /* INSERT of a live key */
+	DINT_ST_NOT_OWNER = 9,     /* COMMIT_PRIMARY without holding the lock */
+	DINT_ST_UNKNOWN_TABLE = 10,
+	DINT_ST_FULL = 11,         /* no room: store, lock holders or log */
+	DINT_ST_MAX,
 };
 
 struct dint_hdr {
@@ -42,11 +63,12 @@ struct dint_hdr {
 	__u16 val_len;   /* bytes of value following the header */
 	__u32 client_id; /* request id, part 1: the sending client */
 	__u32 seq;       /* request id, part 2: that client's sequence number */
+	__u64 txn;       /* transaction: owner of locks, author of commits */
 	__u64 key;
 	__u32 ver;       /* version of the value */
 } __attribute__((packed));
 
-#define DINT_HDR_LEN 28
+#define DINT_HDR_LEN 36
 _Static_assert(sizeof(struct dint_hdr) == DINT_HDR_LEN, "dint_hdr layout changed");
 
 #endif

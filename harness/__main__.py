@@ -58,7 +58,7 @@ def cmd_run(args) -> int:
     from .run import execute, one_line
     cfg = RunConfig(system=args.system, workload=args.workload, concurrency=args.concurrency,
                     duration_s=args.duration, warmup_s=args.warmup, napi=args.napi, seed=args.seed,
-                    value_size=args.value_size, clients_per_host=args.clients_per_host,
+                    value_size=args.value_size, keys=args.keys, store_capacity=args.store_capacity, clients_per_host=args.clients_per_host,
                     kernel_threads=args.kernel_threads,
                     **({"inventory": args.inventory} if args.inventory else {})).validate()
     summary = execute(cfg, args.out)
@@ -92,7 +92,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="one measured run")
     p.add_argument("--system", required=True, choices=["dint", "kernel", "bypass"])
-    p.add_argument("--workload", default="echo", choices=["echo"])
+    p.add_argument("--workload", default="echo", choices=["echo", "kv", "log"],
+                   help="echo; kv: reads of 40-byte records (DINT's parallel KV); log: appends")
+    p.add_argument("--keys", type=int, default=100_000, help="kv, log: keys per table")
+    p.add_argument("--store-capacity", type=int, default=0,
+                   help="records per server store (default: twice the keys, at least 4096)")
     p.add_argument("--concurrency", type=int, default=1, help="requests in flight per client process")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds before the measured window")
@@ -101,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results directory of this run")
     p.add_argument("--inventory", help="inventory file (default inventory/local.yml)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--value-size", type=int, default=36, help="echo value bytes (default: 64-byte payloads)")
+    p.add_argument("--value-size", type=int, default=28, help="echo value bytes (default: 64-byte payloads)")
     p.add_argument("--clients-per-host", type=int, default=1)
     p.add_argument("--kernel-threads", type=int, default=1, help="kernel server threads per host")
     p.set_defaults(func=cmd_run)

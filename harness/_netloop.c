@@ -10,6 +10,7 @@
 #include <Python.h>
 
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -44,6 +45,7 @@ struct slot {
 typedef struct {
 	PyObject_HEAD
 	uint32_t client_id;
+	int stamp_txn; /* give each request the transaction id client_id << 32 | seq */
 	/* requests, generated in advance: bytes [off[i], off[i+1]) of reqbuf,
 	 * sent on fds[dest_of[i]] */
 	Py_buffer reqbuf, offbuf, destbuf;
@@ -114,14 +116,14 @@ static void Loop_dealloc(Loop *self)
 static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "fds", "client_id", "requests", "offsets", "dest_of",
-				  "concurrency", "timeout_ns", "max_retries", NULL };
+				  "concurrency", "timeout_ns", "max_retries", "stamp_txn", NULL };
 	PyObject *fds;
 	unsigned int client_id, concurrency, max_retries;
 	unsigned long long timeout_ns;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIy*y*y*IKI", kwlist, &fds, &client_id,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIy*y*y*IKI|p", kwlist, &fds, &client_id,
 					 &self->reqbuf, &self->offbuf, &self->destbuf,
-					 &concurrency, &timeout_ns, &max_retries))
+					 &concurrency, &timeout_ns, &max_retries, &self->stamp_txn))
 		return -1;
 	self->client_id = client_id;
 	self->concurrency = concurrency;
@@ -209,6 +211,8 @@ static inline void stage(Loop *self, int k, uint32_t r, uint32_t seq)
 	memcpy(self->sbuf[k], (const char *)self->reqbuf.buf + self->off[r], len);
 	h->client_id = htonl(self->client_id);
 	h->seq = htonl(seq);
+	if (self->stamp_txn) /* unique per request, the same for its retransmissions */
+		h->txn = htobe64(((uint64_t)self->client_id << 32) | seq);
 	self->siov[k].iov_len = len;
 	self->sdest[k] = self->dest_of[r];
 }

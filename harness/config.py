@@ -9,7 +9,7 @@ from .inventory import DEFAULT_INVENTORY
 from .testbed import NAPI_MODES
 
 SYSTEMS = ("dint", "kernel", "bypass")
-WORKLOADS = ("echo",)
+WORKLOADS = ("echo", "kv", "log")
 
 
 @dataclass
@@ -22,7 +22,9 @@ class RunConfig:
     napi: str = "pinned"          # where server-side packet work runs (testbed)
     inventory: str = str(DEFAULT_INVENTORY)
     seed: int = 1
-    value_size: int = 36          # echo: 28-byte header + 36 = a 64-byte payload
+    value_size: int = 28          # echo: 36-byte header + 28 = a 64-byte payload
+    keys: int = 100_000           # kv, log: keys per table (every server holds every key)
+    store_capacity: int = 0       # records per server store; 0: twice the keys, at least 4096
     requests: int = 65536         # generated in advance, then cycled through
     timeout_ms: float = 50.0      # retransmit (same request id) after
     max_retries: int = 5          # then count the request as lost
@@ -43,12 +45,20 @@ class RunConfig:
         need(self.warmup_s >= 0, "--warmup must not be negative")
         need(0 <= self.value_size <= 1024, "--value-size must be between 0 and 1024 bytes")
         need(self.requests >= 1, "requests must be at least 1")
+        need(1 <= self.keys <= 2**40, "--keys must be between 1 and 2^40")
+        need(self.store_capacity >= 0, "--store-capacity must not be negative")
         need(self.timeout_ms > 0 and self.max_retries >= 0, "timeout must be positive, retries not negative")
         need(1 <= self.clients_per_host <= 64, "--clients-per-host must be between 1 and 64")
         need(1 <= self.kernel_threads <= 256, "--kernel-threads must be between 1 and 256")
         need(self.bypass_idle_poll_us >= 0 and self.bypass_idle_sleep_max_us >= 0,
              "bypass idle settings must not be negative")
         return self
+
+    @property
+    def capacity(self) -> int:
+        """Records each server's store holds (the dint map is preallocated,
+        so it is sized to the data: a bigger one costs cache and TLB misses)."""
+        return self.store_capacity or max(4096, 2 * self.keys if self.workload != "echo" else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,6 +7,7 @@ use as JSON. Progress goes to stdout as `progress {json}` lines.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
@@ -83,10 +84,18 @@ def _cpu_ticks(cpus: list[int]) -> tuple[int, int]:
 
 
 def build_requests(spec: dict):
+    """The client's requests, from the workload's seeded generator."""
+    servers = len(spec["dests"])
     if spec["workload"] == "echo":
         from workloads import echo
-        return echo.generate(spec["requests"], len(spec["dests"]), spec["value_size"], spec["seed"])
+        return echo.generate(spec["requests"], servers, spec["value_size"], spec["seed"])
+    if spec["workload"] in ("kv", "log"):
+        mod = importlib.import_module(f"workloads.{spec['workload']}")
+        return mod.generate(spec["requests"], servers, spec["keys"], spec["seed"])
     raise HarnessError(f"unknown workload {spec['workload']!r}")
+
+
+STAMP_TXN = {"log"}  # workloads whose every request is a transaction of its own
 
 
 def drive(spec: dict, progress=print) -> dict:
@@ -95,7 +104,8 @@ def drive(spec: dict, progress=print) -> dict:
     pings_sent, pings_received = ping(socks, spec["client_id"])
     reqs = build_requests(spec)
     loop = Loop([s.fileno() for s in socks], spec["client_id"], reqs.data, reqs.offsets.tobytes(),
-                reqs.dest_of, spec["concurrency"], int(spec["timeout_ms"] * 1e6), spec["max_retries"])
+                reqs.dest_of, spec["concurrency"], int(spec["timeout_ms"] * 1e6), spec["max_retries"],
+                stamp_txn=spec["workload"] in STAMP_TXN)
     cpus = sorted(os.sched_getaffinity(0))
     t0 = time.monotonic_ns()
     win_from = t0 + int(spec["warmup_s"] * 1e9)

@@ -7,7 +7,7 @@ import struct
 from typing import NamedTuple
 
 MAGIC = 0xD17E
-PROTO_VERSION = 0
+PROTO_VERSION = 1
 DEFAULT_PORT = 7777
 MAX_VALUE = 1024
 
@@ -21,6 +21,7 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("val_len", "H"),
     ("client_id", "I"),
     ("seq", "I"),
+    ("txn", "Q"),
     ("key", "Q"),
     ("ver", "I"),
 )
@@ -30,6 +31,16 @@ HEADER_LEN = HEADER.size
 
 class Op(enum.IntEnum):
     ECHO = 1
+    READ = 2
+    LOCK_SHARED = 3
+    LOCK_EXCL = 4
+    VALIDATE = 5
+    LOG = 6
+    COMMIT_BACKUP = 7
+    COMMIT_PRIMARY = 8
+    ABORT = 9
+    INSERT = 10
+    DELETE = 11
 
 
 class Status(enum.IntEnum):
@@ -38,6 +49,13 @@ class Status(enum.IntEnum):
     UNKNOWN_OP = 2
     BAD_VERSION = 3
     BAD_LENGTH = 4
+    NOT_FOUND = 5
+    LOCKED = 6
+    STALE = 7
+    EXISTS = 8
+    NOT_OWNER = 9
+    UNKNOWN_TABLE = 10
+    FULL = 11
 
 
 class Message(NamedTuple):
@@ -49,6 +67,7 @@ class Message(NamedTuple):
     val_len: int
     client_id: int
     seq: int
+    txn: int
     key: int
     ver: int
     value: bytes
@@ -63,10 +82,10 @@ def offsets() -> dict[str, int]:
     return out
 
 
-def pack(op: int, key: int = 0, value: bytes = b"", *, table: int = 0, ver: int = 0,
+def pack(op: int, key: int = 0, value: bytes = b"", *, table: int = 0, ver: int = 0, txn: int = 0,
          client_id: int = 0, seq: int = 0, status: int = Status.REQUEST,
          proto: int = PROTO_VERSION, magic: int = MAGIC) -> bytes:
-    return HEADER.pack(magic, proto, op, status, table, len(value), client_id, seq, key, ver) + value
+    return HEADER.pack(magic, proto, op, status, table, len(value), client_id, seq, txn, key, ver) + value
 
 
 def unpack(data: bytes) -> Message:

@@ -6,6 +6,7 @@ histogram, each client's result and every server's and client's log."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import selectors
 import shutil
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import yaml
 
-from . import HarnessError, envinfo, inventory, metrics
+from . import HarnessError, envinfo, inventory, metrics, snapshot
 from .config import RunConfig
 from .inventory import Inventory
+from .cost import ServerCost
 from .procs import Proc
+from .schema import Schema
 from .sh import in_netns
 from .systems import make_system
 from .testbed import Testbed
@@ -27,6 +30,15 @@ SATURATED_UTIL = 0.90
 SATURATION_RULE = (f"a client process used at least {SATURATED_UTIL:.0%} of the CPU time of the cores it is "
                    "pinned to over the measured window (user + system time, getrusage); with --napi inline "
                    "that time includes the server's packet work, which veth runs on the sending CPU")
+
+
+SERVER_COST_RULE = {
+    "dint": "XDP run time (kernel BPF statistics) + dintd CPU time, from the clients' start to their end, "
+            "per request sent",
+    "kernel": "server process CPU + threaded-NAPI thread CPU of the server interfaces (0 with --napi inline, "
+              "where that work runs on the client's CPU), per request sent",
+}
+SERVER_COST_RULE["bypass"] = SERVER_COST_RULE["kernel"]
 
 
 def prepare_out(out: Path) -> Path:
@@ -75,7 +87,7 @@ class Clients:
                 spec = {"client_id": cid, "host": host.name, "address": host.address, "dests": dests,
                         **{k: getattr(self.cfg, k) for k in (
                             "workload", "concurrency", "warmup_s", "duration_s", "requests", "value_size",
-                            "timeout_ms", "max_retries")},
+                            "keys", "timeout_ms", "max_retries")},
                         "seed": self.cfg.seed * 1000 + cid}
                 spec_path = cdir / f"client-{cid}.spec.json"
                 spec_path.write_text(json.dumps(spec, indent=1))
@@ -180,6 +192,20 @@ def summarize(cfg: RunConfig, results: list[dict], server_stats: dict, placed: d
     }
 
 
+def prepare_data(cfg: RunConfig, out: Path) -> tuple[Schema, Path | None]:
+    """The workload's schema and its initial data, written once as a
+    snapshot that every system loads."""
+    if cfg.workload == "echo":
+        return Schema(), None
+    mod = importlib.import_module(f"workloads.{cfg.workload}")
+    records = mod.initial(cfg.keys)
+    if not records:
+        return mod.SCHEMA, None
+    path = out / "initial.snap"
+    snapshot.write_snapshot(path, mod.SCHEMA, records)
+    return mod.SCHEMA, path
+
+
 def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbed: Testbed | None = None) -> dict:
     """Runs one configuration; returns the summary (also in out/summary.json)."""
     cfg.validate()
@@ -192,17 +218,25 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
     with contextlib.ExitStack() as stack:
         if testbed is None:
             testbed = stack.enter_context(Testbed(inv))
-        system = make_system(inv, cfg, out / "logs")
+        schema, data = prepare_data(cfg, out)
+        system = make_system(inv, cfg, out / "logs", schema, data)
         (out / "system.json").write_text(json.dumps(system.describe(), indent=2))
         stack.enter_context(system)
         stack.callback(testbed.reset_napi)  # before the servers stop
         napi = testbed.set_napi(cfg.napi)
+        cost = stack.enter_context(ServerCost(system, inv))
         clients = Clients(inv, cfg, out)
         stack.callback(clients.stop)
+        before = cost.sample()
         clients.start()
         results = clients.wait(system, show_progress)
+        after = cost.sample()
     # leaving the stack stopped the clients, reset NAPI, then stopped the servers
     summary = summarize(cfg, results, system.stats, placement(inv, system.polls), napi)
+    cost_now = ServerCost.per_op(before, after, summary["instrument_check"]["client_sent"])
+    summary["server_cpu_us_per_op"] = cost_now.pop("server_cpu_us_per_op")
+    summary["server_cost"] = {**cost_now, "rule": SERVER_COST_RULE[system.name]}
+    summary["schema"] = str(schema)
     (out / "histogram.hdr").write_text(
         metrics.encode(metrics.merge(metrics.decode(r["histogram"]) for r in results)) + "\n")
     tmp = out / "summary.json.tmp"

@@ -21,6 +21,7 @@ class Dint(Packet):
         FieldLenField("val_len", None, length_of="value", fmt="!H"),
         IntField("client_id", 0),
         IntField("seq", 0),
+        LongField("txn", 0),
         LongField("key", 0),
         IntField("ver", 0),
         StrLenField("value", b"", length_from=lambda p: p.val_len),

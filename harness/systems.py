@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import BUILD_DIR, HarnessError
+from . import HarnessError, snapshot
 from .config import RunConfig
 from .inventory import Host, Inventory
 from .procs import Proc
+from .schema import Schema
 from .sh import in_netns
 
 READY_TIMEOUT_S = 90.0  # bcc compiles the data plane at start-up
@@ -22,19 +23,44 @@ def _cpus(host: Host) -> str:
 
 
 class System:
+    """The servers of one system on every server host. `data` is a snapshot
+    loaded into every server before it answers (the same file for all three
+    systems); on stop each server writes a dump of its store and its log
+    into logdir, read back with dump() and log()."""
     name = ""
     polls = False  # whether its servers burn their cores polling
 
-    def __init__(self, inv: Inventory, cfg: RunConfig, logdir: Path):
+    def __init__(self, inv: Inventory, cfg: RunConfig, logdir: Path, schema: Schema | None = None,
+                 data: Path | None = None):
         if not inv.local:
             raise HarnessError("cluster inventories are deployed through the Ansible playbooks, "
                                "which this version does not have yet; use a local inventory")
         self.inv, self.cfg, self.logdir = inv, cfg, logdir
+        self.schema = schema or Schema()
+        self.data = data
         self.procs: list[Proc] = []
         self.stats: dict[str, dict | None] = {}
 
     def command(self, host: Host) -> list[str]:
         raise NotImplementedError
+
+    def build(self) -> None:
+        """Makes what the servers run for this schema."""
+
+    def files(self, host: Host) -> dict[str, Path]:
+        return {"dump": self.logdir / f"store-{host.name}.snap", "log": self.logdir / f"log-{host.name}.dlog"}
+
+    def store_args(self, host: Host) -> list[str]:
+        f = self.files(host)
+        return ["--capacity", str(self.cfg.capacity), *(["--load", str(self.data)] if self.data else []),
+                "--dump", str(f["dump"]), "--log", str(f["log"])]
+
+    def dump(self, host: Host) -> list:
+        """The store of a stopped server: [snapshot.Record]."""
+        return snapshot.read_snapshot(self.files(host)["dump"])[1]
+
+    def log(self, host: Host) -> list:
+        return snapshot.read_log(self.files(host)["log"])[1]
 
     def launch(self, host: Host) -> list[str]:
         """The full command line on the host: in its namespace, on its cores."""
@@ -44,6 +70,8 @@ class System:
         return {"system": self.name, "commands": {h.name: self.launch(h) for h in self.inv.servers}}
 
     def start(self) -> None:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.build()
         for host in self.inv.servers:
             proc = Proc(f"{self.name} server on {host.name}", self.launch(host),
                         self.logdir / f"server-{host.name}.log")
@@ -82,7 +110,8 @@ class DintSystem(System):
 
     def command(self, host: Host) -> list[str]:
         return [sys.executable, "-m", "harness.dintd", "--ifaces", ",".join(i.name for i in host.interfaces),
-                "--port", str(self.inv.port), "--cpus", _cpus(host)]
+                "--port", str(self.inv.port), "--cpus", _cpus(host), "--schema", str(self.schema),
+                *self.store_args(host)]
 
     def launch(self, host: Host) -> list[str]:
         # Unpinned while bcc compiles (it is slow on a busy core); dintd pins
@@ -94,9 +123,12 @@ class KernelSystem(System):
     """UDP sockets: SO_REUSEPORT threads with recvmmsg/sendmmsg batches."""
     name = "kernel"
 
+    def build(self) -> None:
+        self.schema.ensure_built()
+
     def command(self, host: Host) -> list[str]:
-        return [str(BUILD_DIR / "kernel_server"), "--port", str(self.inv.port),
-                "--threads", str(self.cfg.kernel_threads), "--cpus", _cpus(host)]
+        return [str(self.schema.build_dir / "kernel_server"), "--port", str(self.inv.port),
+                "--threads", str(self.cfg.kernel_threads), "--cpus", _cpus(host), *self.store_args(host)]
 
 
 class BypassSystem(System):
@@ -105,18 +137,22 @@ class BypassSystem(System):
     name = "bypass"
     polls = True
 
+    def build(self) -> None:
+        self.schema.ensure_built()
+
     def command(self, host: Host) -> list[str]:
         eal = ["--no-huge", "-m", "512", "--no-pci", "--file-prefix", f"dint-{host.name}",
                "-l", str(host.cpus[0]), "--log-level=notice"]
         for i, iface in enumerate(host.interfaces):
             eal += ["--vdev", f"net_af_xdp{i},iface={iface.name}"]
-        return [str(BUILD_DIR / "bypass_server"), *eal, "--",
+        return [str(self.schema.build_dir / "bypass_server"), *eal, "--",
                 "--idle-poll-us", str(self.cfg.bypass_idle_poll_us),
-                "--idle-sleep-max-us", str(self.cfg.bypass_idle_sleep_max_us)]
+                "--idle-sleep-max-us", str(self.cfg.bypass_idle_sleep_max_us), *self.store_args(host)]
 
 
 SYSTEM_CLASSES: dict[str, type[System]] = {c.name: c for c in (DintSystem, KernelSystem, BypassSystem)}
 
 
-def make_system(inv: Inventory, cfg: RunConfig, logdir: Path) -> System:
-    return SYSTEM_CLASSES[cfg.system](inv, cfg, logdir)
+def make_system(inv: Inventory, cfg: RunConfig, logdir: Path, schema: Schema | None = None,
+                data: Path | None = None) -> System:
+    return SYSTEM_CLASSES[cfg.system](inv, cfg, logdir, schema, data)

@@ -3,13 +3,18 @@ them on a developer's machine, and fail instead when CI is set: in CI they
 must run."""
 from __future__ import annotations
 
+import collections
 import os
+import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness import inventory
+from harness import inventory, snapshot
+from harness.netns import netns
+from harness.protocol import Op, Status, pack, unpack
+from harness.schema import Schema
 from harness.testbed import Testbed as LocalTestbed, leftovers
 
 # The tests' own testbed, apart from a user's (other names and subnet).
@@ -54,3 +59,63 @@ def testbed(test_inventory):
     tb.down()
     left = leftovers(test_inventory)
     assert not left["namespaces"], f"testbed left behind: {left}"
+
+
+# -- one running system, for the suites every system must pass ------------
+SYSTEMS = ["dint", "kernel", "bypass"]
+
+# Initial data of the conformance suites: the same snapshot for every system.
+INITIAL = [snapshot.Record(table=0, key=k, ver=1, value=k.to_bytes(8, "big")) for k in range(100, 110)] + \
+    [snapshot.Record(table=1, key=k, ver=3, value=bytes([k % 256]) * 40) for k in range(200, 205)] + \
+    [snapshot.Record(table=2, key=k, ver=1, value=b"") for k in range(300, 303)]
+
+
+class Served:
+    """A running system plus what the tests sent to each server."""
+
+    def __init__(self, system, inv):
+        self.system, self.inv = system, inv
+        self.client = inv.clients[0]
+        with netns(self.client.netns):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.client.address, 0))
+        self.sent = collections.Counter()  # (server, stat) -> count
+        self.seq = 0
+
+    def exchange(self, server, data: bytes, wait: float = 0.3) -> bytes | None:
+        self.sock.sendto(data, (server.address, self.inv.port))
+        self.sent[(server.name, "rx")] += 1
+        self.sock.settimeout(wait)
+        try:
+            reply, _ = self.sock.recvfrom(4096)
+            return reply
+        except TimeoutError:
+            return None
+
+    def request(self, op, key, value=b"", server=None, **kw):
+        """Sends one request to a server (s0 by default), returns the reply
+        (protocol.Message) and counts what the server should count."""
+        server = server or self.inv.servers[0]
+        self.seq += 1
+        reply = self.exchange(server, pack(op, key, value, seq=self.seq, **kw))
+        assert reply is not None, f"{self.system.name}/{server.name}: no reply to {Op(op).name} {key}"
+        msg = unpack(reply)
+        assert msg.seq == self.seq
+        self.sent[(server.name, "tx")] += 1
+        if msg.status != Status.OK:
+            self.sent[(server.name, "err")] += 1
+        return msg
+
+
+@pytest.fixture(scope="module", params=SYSTEMS)
+def served(request, testbed, test_inventory_path, test_inventory, tmp_path_factory):
+    from harness.config import RunConfig
+    from harness.systems import make_system
+    d = tmp_path_factory.mktemp(f"served-{request.param}")
+    snapshot.write_snapshot(d / "initial.snap", Schema(), INITIAL)
+    cfg = RunConfig(system=request.param, inventory=str(test_inventory_path))
+    system = make_system(test_inventory, cfg, d / "logs", Schema(), d / "initial.snap")
+    with system:
+        s = Served(system, test_inventory)
+        yield s
+        s.sock.close()

@@ -165,7 +165,7 @@ def test_echo_generator_is_deterministic_and_spreads_keys():
     for i in range(len(a)):
         dest, msg = a.request(i)
         m = unpack(msg)
-        assert m.op == Op.ECHO and m.key % 3 == dest and len(m.value) == 36
+        assert m.op == Op.ECHO and m.key % 3 == dest and len(m.value) == 28  # 64-byte payloads
 
 
 def test_requests_reach_their_own_server_and_all_complete():
@@ -187,3 +187,35 @@ def test_requests_reach_their_own_server_and_all_complete():
         assert a.received / st["sent"] == pytest.approx(share, abs=0.1)
         for s in socks:
             s.close()
+
+
+def test_stamped_transactions_are_unique_per_request_and_kept_on_retransmission():
+    seen: dict[int, set[int]] = {}
+
+    class Recorder(FaultyEcho):
+        def run(self):
+            while not self.stop.is_set():
+                try:
+                    data, peer = self.sock.recvfrom(2048)
+                except TimeoutError:
+                    continue
+                msg = unpack(data)
+                seen.setdefault(msg.seq, set()).add(msg.txn)
+                if len(seen[msg.seq]) == 1 and msg.seq % 7 == 0 and not hasattr(self, f"d{msg.seq}"):
+                    setattr(self, f"d{msg.seq}", True)  # drop the first copy
+                    continue
+                reply = bytearray(data)
+                reply[4] = Status.OK
+                self.sock.sendto(bytes(reply), peer)
+
+    with Recorder() as srv:
+        stream = echo.generate(5, 1)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.connect(srv.addr)
+        loop = Loop([sock], 9, stream.data, stream.offsets.tobytes(), stream.dest_of, 2, 10_000_000, 3,
+                    stamp_txn=True)
+        st = drive(loop, seconds=0.2)
+        assert st["retransmits"] >= 1 and st["lost"] == 0
+        assert all(txns == {(9 << 32) | seq} for seq, txns in seen.items())
+        sock.close()

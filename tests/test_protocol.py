@@ -14,31 +14,38 @@ from harness import BPF_DIR, protocol
 from harness.protocol import Op, Status
 from harness.scapy_layer import Dint
 
-LAYOUT_PROGRAM = r"""
+def layout_program() -> str:
+    """A C program printing the header's layout and every constant as JSON."""
+    fields = " ".join(f"F({name});" for name, _ in protocol.FIELDS)
+    ops = ", ".join(f'\\"{o.name}\\": %d' for o in Op)
+    op_args = ", ".join(f"DINT_OP_{o.name}" for o in Op)
+    sts = ", ".join(f'\\"{s.name}\\": %d' for s in Status)
+    st_args = ", ".join(f"DINT_ST_{s.name}" for s in Status)
+    return rf"""
 #include <stddef.h>
 #include <stdio.h>
 #include "dint_proto.h"
 #define F(name) printf("\"%s\": [%zu, %zu],", #name, offsetof(struct dint_hdr, name), \
                        sizeof(((struct dint_hdr *)0)->name))
 int main(void)
-{
-	printf("{\"fields\": {");
-	F(magic); F(proto); F(op); F(status); F(table); F(val_len); F(client_id); F(seq); F(key); F(ver);
-	printf("\"_\": [0, 0]}, \"size\": %zu, \"magic\": %d, \"proto_version\": %d, \"port\": %d, "
-	       "\"max_value\": %d, \"ops\": {\"ECHO\": %d}, \"statuses\": {\"REQUEST\": %d, \"OK\": %d, "
-	       "\"UNKNOWN_OP\": %d, \"BAD_VERSION\": %d, \"BAD_LENGTH\": %d}}\n",
+{{
+	printf("{{\"fields\": {{");
+	{fields}
+	printf("\"_\": [0, 0]}}, \"size\": %zu, \"magic\": %d, \"proto_version\": %d, \"port\": %d, "
+	       "\"max_value\": %d, \"op_max\": %d, \"status_max\": %d, ",
 	       sizeof(struct dint_hdr), DINT_MAGIC, DINT_PROTO_VERSION, DINT_PORT, DINT_MAX_VALUE,
-	       DINT_OP_ECHO, DINT_ST_REQUEST, DINT_ST_OK, DINT_ST_UNKNOWN_OP, DINT_ST_BAD_VERSION,
-	       DINT_ST_BAD_LENGTH);
+	       DINT_OP_MAX, DINT_ST_MAX);
+	printf("\"ops\": {{{ops}}}, ", {op_args});
+	printf("\"statuses\": {{{sts}}}}}\n", {st_args});
 	return 0;
-}
+}}
 """
 
 
 @pytest.fixture(scope="module")
 def c_layout(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("layout")
-    (d / "layout.c").write_text(LAYOUT_PROGRAM)
+    (d / "layout.c").write_text(layout_program())
     subprocess.run(["gcc", "-Wall", "-Werror", f"-I{BPF_DIR}", "-o", str(d / "layout"), str(d / "layout.c")],
                    check=True)
     out = json.loads(subprocess.run([str(d / "layout")], check=True, capture_output=True, text=True).stdout)
@@ -47,7 +54,7 @@ def c_layout(tmp_path_factory) -> dict:
 
 
 def test_header_size_matches_c(c_layout):
-    assert protocol.HEADER_LEN == c_layout["size"] == 28
+    assert protocol.HEADER_LEN == c_layout["size"] == 36
 
 
 def test_field_offsets_and_sizes_match_c(c_layout):
@@ -64,20 +71,23 @@ def test_constants_match_c(c_layout):
     assert protocol.MAX_VALUE == c_layout["max_value"]
     assert {o.name: o.value for o in Op} == c_layout["ops"]
     assert {s.name: s.value for s in Status} == c_layout["statuses"]
+    # and the C enums have nothing the mirror lacks
+    assert c_layout["op_max"] == max(Op) + 1 and c_layout["status_max"] == max(Status) + 1
 
 
 def test_pack_unpack_roundtrip():
-    raw = protocol.pack(Op.ECHO, key=2**63 + 5, value=b"abc", table=7, ver=9, client_id=3, seq=2**32 - 1)
+    raw = protocol.pack(Op.ECHO, key=2**63 + 5, value=b"abc", table=7, ver=9, txn=11, client_id=3,
+                        seq=2**32 - 1)
     msg = protocol.unpack(raw)
-    assert (msg.magic, msg.op, msg.key, msg.table, msg.ver, msg.client_id, msg.seq, msg.value, msg.val_len) == (
-        protocol.MAGIC, Op.ECHO, 2**63 + 5, 7, 9, 3, 2**32 - 1, b"abc", 3)
+    assert (msg.magic, msg.op, msg.key, msg.table, msg.ver, msg.txn, msg.client_id, msg.seq, msg.value,
+            msg.val_len) == (protocol.MAGIC, Op.ECHO, 2**63 + 5, 7, 9, 11, 3, 2**32 - 1, b"abc", 3)
     # big-endian on the wire
-    assert raw[:2] == b"\xd1\x7e" and raw[16:24] == (2**63 + 5).to_bytes(8, "big")
+    assert raw[:2] == b"\xd1\x7e" and raw[24:32] == (2**63 + 5).to_bytes(8, "big")
 
 
 def test_unpack_rejects_short_datagram():
-    with pytest.raises(ValueError, match="shorter than the 28-byte header"):
-        protocol.unpack(b"\x00" * 27)
+    with pytest.raises(ValueError, match="shorter than the 36-byte header"):
+        protocol.unpack(b"\x00" * 35)
 
 
 def test_scapy_layer_builds_the_same_bytes():

@@ -10,7 +10,7 @@ from harness.protocol import Op, pack
 from . import RequestStream
 
 
-def generate(n: int, servers: int, value_size: int = 36, seed: int = 1) -> RequestStream:
+def generate(n: int, servers: int, value_size: int = 28, seed: int = 1) -> RequestStream:
     rng = random.Random(seed)
     reqs = []
     for _ in range(n):

@@ -1,0 +1,44 @@
+"""Running a loaded XDP program on a packet without a NIC, through the
+kernel's BPF_PROG_TEST_RUN (libbpf's bpf_prog_test_run_opts, which libbcc
+carries): the verdict, the packet as the program left it, and the time."""
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import NamedTuple
+
+from . import HarnessError
+
+XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
+
+
+class _Opts(ctypes.Structure):  # struct bpf_test_run_opts (libbpf 1.1)
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
+
+
+class Result(NamedTuple):
+    verdict: str
+    packet: bytes
+    duration_ns: int
+
+
+def run(prog_fd: int, packet: bytes, repeat: int = 1) -> Result:
+    from bcc.libbcc import lib
+    fn = lib.bpf_prog_test_run_opts
+    fn.argtypes = [ctypes.c_int, ctypes.POINTER(_Opts)]
+    fn.restype = ctypes.c_int
+    data_in = ctypes.create_string_buffer(packet, len(packet))
+    data_out = ctypes.create_string_buffer(len(packet) + 256)
+    opts = _Opts(sz=ctypes.sizeof(_Opts), data_in=ctypes.cast(data_in, ctypes.c_void_p),
+                 data_out=ctypes.cast(data_out, ctypes.c_void_p), data_size_in=len(packet),
+                 data_size_out=len(data_out), repeat=repeat)
+    err = fn(prog_fd, ctypes.byref(opts))
+    if err < 0:
+        raise HarnessError(f"BPF_PROG_TEST_RUN failed: {os.strerror(-err)}")
+    return Result(XDP_VERDICTS.get(opts.retval, str(opts.retval)), data_out.raw[:opts.data_size_out],
+                  opts.duration)

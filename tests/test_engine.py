@@ -1,0 +1,189 @@
+"""The transaction engine's conformance suite, the same for every system:
+each operation and status, duplicates answered again but never applied
+twice, sizes and tables checked, the log, and the store's final state as the
+server dumps it. Each test uses keys of its own."""
+from __future__ import annotations
+
+import pytest
+
+from harness.protocol import Op, Status
+
+from conftest import INITIAL
+
+T8, T40, T0 = 0, 1, 2  # tables of the default schema: 8-, 40- and 0-byte values
+Z8, Z40 = bytes(8), bytes(40)
+
+
+def v8(x: int) -> bytes:
+    return x.to_bytes(8, "big")
+
+
+def test_read_returns_loaded_value_and_version(served):
+    for rec in INITIAL:
+        m = served.request(Op.READ, rec.key, bytes(len(rec.value)), table=rec.table)
+        assert (m.status, m.value, m.ver) == (Status.OK, rec.value, rec.ver)
+
+
+def test_read_of_a_missing_key(served):
+    assert served.request(Op.READ, 999_999, Z8).status == Status.NOT_FOUND
+
+
+@pytest.mark.parametrize("table,value,status", [
+    (T8, bytes(7), Status.BAD_LENGTH),
+    (T8, bytes(40), Status.BAD_LENGTH),
+    (T40, Z8, Status.BAD_LENGTH),
+    (T0, b"x", Status.BAD_LENGTH),
+    (3, Z8, Status.UNKNOWN_TABLE),
+    (255, b"", Status.UNKNOWN_TABLE),
+])
+def test_values_must_fit_their_table(served, table, value, status):
+    assert served.request(Op.READ, 100, value, table=table).status == status
+
+
+def test_a_write_without_transaction_is_refused(served):
+    for op in (Op.LOCK_EXCL, Op.LOCK_SHARED, Op.COMMIT_PRIMARY, Op.INSERT, Op.DELETE, Op.LOG, Op.ABORT):
+        assert served.request(op, 101, Z8, txn=0).status == Status.NOT_OWNER
+
+
+def test_insert_then_read_and_duplicates(served):
+    key = 1000
+    m = served.request(Op.INSERT, key, v8(7), txn=11, ver=1)
+    assert m.status == Status.OK and m.ver == 1
+    assert served.request(Op.INSERT, key, v8(7), txn=11, ver=1).status == Status.OK  # retransmission
+    assert served.request(Op.INSERT, key, v8(8), txn=12, ver=1).status == Status.EXISTS
+    m = served.request(Op.READ, key, Z8)
+    assert (m.status, m.value, m.ver) == (Status.OK, v8(7), 1)
+
+
+def test_exclusive_lock_conflicts_and_commit_releases(served):
+    key = 102
+    m = served.request(Op.LOCK_EXCL, key, Z8, txn=21)
+    assert m.status == Status.OK and m.ver == 1
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=21).status == Status.OK  # its own lock, again
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=22).status == Status.LOCKED
+    assert served.request(Op.LOCK_SHARED, key, Z8, txn=22).status == Status.LOCKED
+    assert served.request(Op.READ, key, Z8, txn=22).status == Status.LOCKED
+    assert served.request(Op.VALIDATE, key, Z8, txn=22, ver=1).status == Status.LOCKED
+    assert served.request(Op.READ, key, Z8, txn=21).status == Status.OK  # the owner reads
+    assert served.request(Op.COMMIT_PRIMARY, key, v8(55), txn=22, ver=2).status == Status.NOT_OWNER
+    assert served.request(Op.COMMIT_PRIMARY, key, v8(55), txn=21, ver=2).status == Status.OK
+    # a retransmitted commit is answered, not applied again
+    assert served.request(Op.COMMIT_PRIMARY, key, v8(66), txn=21, ver=2).status == Status.OK
+    m = served.request(Op.READ, key, Z8, txn=23)
+    assert (m.status, m.value, m.ver) == (Status.OK, v8(55), 2)
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=22).status == Status.OK  # released
+    assert served.request(Op.ABORT, key, Z8, txn=22).status == Status.OK
+
+
+def test_commit_primary_must_raise_the_version(served):
+    key = 103
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=31).status == Status.OK
+    m = served.request(Op.COMMIT_PRIMARY, key, v8(1), txn=31, ver=1)
+    assert m.status == Status.STALE and m.ver == 1
+    assert served.request(Op.ABORT, key, Z8, txn=31).status == Status.OK
+
+
+def test_shared_locks_holders_limit_upgrade_and_release(served):
+    key = 104
+    for txn in (41, 42, 43, 44):
+        assert served.request(Op.LOCK_SHARED, key, Z8, txn=txn).status == Status.OK
+    assert served.request(Op.LOCK_SHARED, key, Z8, txn=41).status == Status.OK  # duplicate
+    assert served.request(Op.LOCK_SHARED, key, Z8, txn=45).status == Status.FULL
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=45).status == Status.LOCKED
+    assert served.request(Op.READ, key, Z8, txn=45).status == Status.OK  # readers do not block reads
+    for txn in (42, 43, 44):
+        assert served.request(Op.ABORT, key, Z8, txn=txn).status == Status.OK
+        assert served.request(Op.ABORT, key, Z8, txn=txn).status == Status.OK  # duplicate
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=45).status == Status.LOCKED  # 41 still reads
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=41).status == Status.OK  # sole reader upgrades
+    assert served.request(Op.LOCK_SHARED, key, Z8, txn=45).status == Status.LOCKED
+    assert served.request(Op.ABORT, key, Z8, txn=41).status == Status.OK
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=45).status == Status.OK
+    assert served.request(Op.ABORT, key, Z8, txn=45).status == Status.OK
+
+
+def test_validate_compares_versions(served):
+    key = 200
+    m = served.request(Op.VALIDATE, key, Z40, table=T40, txn=51, ver=3)
+    assert m.status == Status.OK and m.ver == 3
+    m = served.request(Op.VALIDATE, key, Z40, table=T40, txn=51, ver=2)
+    assert m.status == Status.STALE and m.ver == 3
+
+
+def test_commit_backup_installs_newer_versions_once(served):
+    key = 201
+    assert served.request(Op.COMMIT_BACKUP, key, b"b" * 40, table=T40, txn=61, ver=4).status == Status.OK
+    assert served.request(Op.COMMIT_BACKUP, key, b"c" * 40, table=T40, txn=61, ver=4).status == Status.OK
+    assert served.request(Op.COMMIT_BACKUP, key, b"o" * 40, table=T40, txn=60, ver=2).status == Status.OK
+    m = served.request(Op.READ, key, Z40, table=T40)
+    assert (m.value, m.ver) == (b"b" * 40, 4)
+    assert served.request(Op.COMMIT_BACKUP, 5555, Z40, table=T40, txn=61, ver=9).status == Status.NOT_FOUND
+
+
+def test_delete_is_idempotent_and_a_key_can_come_back(served):
+    key = 105
+    assert served.request(Op.DELETE, key, Z8, txn=71, ver=2).status == Status.OK
+    assert served.request(Op.DELETE, key, Z8, txn=71, ver=2).status == Status.OK  # retransmission
+    assert served.request(Op.DELETE, key, Z8, txn=72, ver=3).status == Status.NOT_FOUND
+    assert served.request(Op.READ, key, Z8).status == Status.NOT_FOUND
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=72).status == Status.NOT_FOUND
+    m = served.request(Op.INSERT, key, v8(9), txn=73, ver=1)
+    assert m.status == Status.OK and m.ver > 2  # versions only grow
+    m = served.request(Op.READ, key, Z8)
+    assert (m.status, m.value) == (Status.OK, v8(9))
+
+
+def test_delete_respects_locks(served):
+    key = 106
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=81).status == Status.OK
+    assert served.request(Op.DELETE, key, Z8, txn=82, ver=2).status == Status.LOCKED
+    assert served.request(Op.DELETE, key, Z8, txn=81, ver=2).status == Status.OK  # the owner may
+
+
+def test_abort_of_what_is_not_held_is_harmless(served):
+    assert served.request(Op.ABORT, 107, Z8, txn=91).status == Status.OK
+    assert served.request(Op.ABORT, 424242, Z8, txn=91).status == Status.OK
+    m = served.request(Op.READ, 107, Z8)
+    assert (m.status, m.ver) == (Status.OK, 1)
+
+
+def test_zero_byte_tables_lock_and_version(served):
+    key = 300
+    assert served.request(Op.LOCK_EXCL, key, b"", table=T0, txn=95).status == Status.OK
+    assert served.request(Op.COMMIT_PRIMARY, key, b"", table=T0, txn=95, ver=2).status == Status.OK
+    m = served.request(Op.READ, key, b"", table=T0)
+    assert (m.status, m.ver, m.value) == (Status.OK, 2, b"")
+
+
+def test_log_appends_once_per_transaction_and_key(served):
+    assert served.request(Op.LOG, 108, v8(1), txn=501, ver=2).status == Status.OK
+    assert served.request(Op.LOG, 108, v8(1), txn=501, ver=2).status == Status.OK  # retransmission
+    assert served.request(Op.LOG, 108, v8(2), txn=502, ver=3).status == Status.OK
+    assert served.request(Op.LOG, 77_777, b"n" * 40, table=T40, txn=503, ver=1).status == Status.OK
+
+
+def test_servers_are_independent(served):
+    s1 = served.inv.servers[1]
+    assert served.request(Op.INSERT, 2000, v8(1), txn=601, ver=1, server=s1).status == Status.OK
+    assert served.request(Op.READ, 2000, Z8).status == Status.NOT_FOUND  # s0 never saw it
+
+
+def test_zz_final_state_log_and_counters(served):
+    """Stops the system (runs last in the module): the dumps and logs hold
+    what the suite did, and each server counted exactly what it was sent."""
+    stats = served.system.stop()
+    s0, s1 = served.inv.servers[0], served.inv.servers[1]
+    for server in served.inv.servers:
+        got = stats[server.name]
+        for key in ("rx", "tx", "err"):
+            assert got[key] == served.sent[(server.name, key)], (server.name, key, got)
+    store = {(r.table, r.key): r for r in served.system.dump(s0)}
+    assert store[(T8, 102)].value == v8(55) and store[(T8, 102)].ver == 2
+    assert store[(T40, 201)].value == b"b" * 40 and store[(T40, 201)].ver == 4
+    assert store[(T8, 1000)].live and store[(T8, 105)].live
+    assert all(r.owner == 0 and r.nshared == 0 for r in store.values()), "a lock was left held"
+    assert (T8, 2000) not in store and (T8, 2000) in {(r.table, r.key) for r in served.system.dump(s1)}
+    log = [(r.txn, r.table, r.key, r.ver, r.value) for r in served.system.log(s0)]
+    assert log.count((501, T8, 108, 2, v8(1))) == 1
+    assert (502, T8, 108, 3, v8(2)) in log and (503, T40, 77_777, 1, b"n" * 40) in log
+    assert len(log) == 3
