@@ -28,6 +28,7 @@ class FaultyEcho(threading.Thread):
         self.drop_first_every, self.duplicate, self.silent_key, self.status = \
             drop_first_every, duplicate, silent_key, status
         self.seen: set[int] = set()
+        self.txns: dict[int, set[int]] = {}  # seq -> transaction ids it arrived with
         self.received = 0
         self.stop = threading.Event()
 
@@ -39,6 +40,7 @@ class FaultyEcho(threading.Thread):
                 continue
             self.received += 1
             msg = unpack(data)
+            self.txns.setdefault(msg.seq, set()).add(msg.txn)
             if msg.key == self.silent_key:
                 continue
             if self.drop_first_every and msg.seq % self.drop_first_every == 0 and msg.seq not in self.seen:
@@ -59,12 +61,12 @@ class FaultyEcho(threading.Thread):
         self.sock.close()
 
 
-def make_loop(server, stream: RequestStream, concurrency=4, timeout_ms=20, retries=3):
+def make_loop(server, stream: RequestStream, concurrency=4, timeout_ms=20, retries=3, stamp_txn=False):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.connect(server.addr)
     loop = Loop([sock], 77, stream.data, stream.offsets.tobytes(), stream.dest_of,
-                concurrency, int(timeout_ms * 1e6), retries)
+                concurrency, int(timeout_ms * 1e6), retries, stamp_txn=stamp_txn)
     return sock, loop
 
 
@@ -190,32 +192,10 @@ def test_requests_reach_their_own_server_and_all_complete():
 
 
 def test_stamped_transactions_are_unique_per_request_and_kept_on_retransmission():
-    seen: dict[int, set[int]] = {}
-
-    class Recorder(FaultyEcho):
-        def run(self):
-            while not self.stop.is_set():
-                try:
-                    data, peer = self.sock.recvfrom(2048)
-                except TimeoutError:
-                    continue
-                msg = unpack(data)
-                seen.setdefault(msg.seq, set()).add(msg.txn)
-                if len(seen[msg.seq]) == 1 and msg.seq % 7 == 0 and not hasattr(self, f"d{msg.seq}"):
-                    setattr(self, f"d{msg.seq}", True)  # drop the first copy
-                    continue
-                reply = bytearray(data)
-                reply[4] = Status.OK
-                self.sock.sendto(bytes(reply), peer)
-
-    with Recorder() as srv:
+    with FaultyEcho(drop_first_every=7) as srv:
         stream = echo.generate(5, 1)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.connect(srv.addr)
-        loop = Loop([sock], 9, stream.data, stream.offsets.tobytes(), stream.dest_of, 2, 10_000_000, 3,
-                    stamp_txn=True)
+        sock, loop = make_loop(srv, stream, concurrency=2, timeout_ms=10, stamp_txn=True)
         st = drive(loop, seconds=0.2)
         assert st["retransmits"] >= 1 and st["lost"] == 0
-        assert all(txns == {(9 << 32) | seq} for seq, txns in seen.items())
+        assert srv.txns and all(txns == {(77 << 32) | seq} for seq, txns in srv.txns.items())
         sock.close()
