@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import workloads
+
 from . import HarnessError
 from .inventory import DEFAULT_INVENTORY
 from .testbed import NAPI_MODES
 
 SYSTEMS = ("dint", "kernel", "bypass")
-WORKLOADS = ("echo", "kv", "log")
+WORKLOADS = workloads.NAMES
 
 
 @dataclass

@@ -39,6 +39,15 @@ def _bpf_run(prog_id: int) -> tuple[int, int]:
     return int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))
 
 
+RULE = {
+    "dint": "XDP run time (kernel BPF statistics) + dintd CPU time, from the clients' start to their end, "
+            "per request sent",
+    "kernel": "server process CPU + threaded-NAPI thread CPU of the server interfaces (0 with --napi inline, "
+              "where that work runs on the client's CPU), per request sent",
+}
+RULE["bypass"] = RULE["kernel"]
+
+
 class ServerCost:
     def __init__(self, system, inv):
         self.system, self.inv = system, inv
@@ -75,7 +84,7 @@ class ServerCost:
         return out
 
     @staticmethod
-    def per_op(before: dict, after: dict, ops: int) -> dict:
+    def per_op(system: str, before: dict, after: dict, ops: int) -> dict:
         d = {k: after[k] - before[k] for k in after}
         if "bpf_run_ns" in d:
             total_s = d["bpf_run_ns"] / 1e9 + d["process_cpu_s"]
@@ -85,5 +94,5 @@ class ServerCost:
             total_s = d["process_cpu_s"] + d["napi_cpu_s"]
             detail = {"process_cpu_s": round(d["process_cpu_s"], 3), "napi_cpu_s": round(d["napi_cpu_s"], 3)}
         return {"server_cpu_us_per_op": round(total_s * 1e6 / max(1, ops), 4), "ops": ops,
-                "server_cpu_s": round(total_s, 3), **detail}
+                "server_cpu_s": round(total_s, 3), **detail, "rule": RULE[system]}
 

@@ -7,13 +7,14 @@ use as JSON. Progress goes to stdout as `progress {json}` lines.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import resource
 import socket
 import sys
 import time
+
+import workloads
 
 from . import HarnessError, metrics
 from ._netloop import Loop
@@ -83,29 +84,15 @@ def _cpu_ticks(cpus: list[int]) -> tuple[int, int]:
     return busy, total
 
 
-def build_requests(spec: dict):
-    """The client's requests, from the workload's seeded generator."""
-    servers = len(spec["dests"])
-    if spec["workload"] == "echo":
-        from workloads import echo
-        return echo.generate(spec["requests"], servers, spec["value_size"], spec["seed"])
-    if spec["workload"] in ("kv", "log"):
-        mod = importlib.import_module(f"workloads.{spec['workload']}")
-        return mod.generate(spec["requests"], servers, spec["keys"], spec["seed"])
-    raise HarnessError(f"unknown workload {spec['workload']!r}")
-
-
-STAMP_TXN = {"log"}  # workloads whose every request is a transaction of its own
-
-
 def drive(spec: dict, progress=print) -> dict:
     dests = [tuple(d) for d in spec["dests"]]
     socks = open_sockets(spec["address"], dests)
     pings_sent, pings_received = ping(socks, spec["client_id"])
-    reqs = build_requests(spec)
+    workload = workloads.load(spec["workload"])
+    reqs = workload.stream(spec)
     loop = Loop([s.fileno() for s in socks], spec["client_id"], reqs.data, reqs.offsets.tobytes(),
                 reqs.dest_of, spec["concurrency"], int(spec["timeout_ms"] * 1e6), spec["max_retries"],
-                stamp_txn=spec["workload"] in STAMP_TXN)
+                stamp_txn=workload.STAMP_TXN)
     cpus = sorted(os.sched_getaffinity(0))
     t0 = time.monotonic_ns()
     win_from = t0 + int(spec["warmup_s"] * 1e9)

@@ -6,7 +6,6 @@ histogram, each client's result and every server's and client's log."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import selectors
 import shutil
@@ -15,6 +14,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+import workloads
 
 from . import HarnessError, envinfo, inventory, metrics, snapshot
 from .config import RunConfig
@@ -30,15 +31,6 @@ SATURATED_UTIL = 0.90
 SATURATION_RULE = (f"a client process used at least {SATURATED_UTIL:.0%} of the CPU time of the cores it is "
                    "pinned to over the measured window (user + system time, getrusage); with --napi inline "
                    "that time includes the server's packet work, which veth runs on the sending CPU")
-
-
-SERVER_COST_RULE = {
-    "dint": "XDP run time (kernel BPF statistics) + dintd CPU time, from the clients' start to their end, "
-            "per request sent",
-    "kernel": "server process CPU + threaded-NAPI thread CPU of the server interfaces (0 with --napi inline, "
-              "where that work runs on the client's CPU), per request sent",
-}
-SERVER_COST_RULE["bypass"] = SERVER_COST_RULE["kernel"]
 
 
 def prepare_out(out: Path) -> Path:
@@ -143,8 +135,7 @@ class Clients:
             proc.stop(grace=2.0)
 
 
-def summarize(cfg: RunConfig, results: list[dict], server_stats: dict, placed: dict, napi: dict) -> dict:
-    hist = metrics.merge(metrics.decode(r["histogram"]) for r in results)
+def summarize(cfg: RunConfig, results: list[dict], hist, server_stats: dict, placed: dict, napi: dict) -> dict:
     window = max(r["window_s"] for r in results)
     st = lambda key: sum(r["stats"][key] for r in results)  # noqa: E731
     completed, errors = st("ok"), st("err_status") + st("lost")
@@ -195,9 +186,7 @@ def summarize(cfg: RunConfig, results: list[dict], server_stats: dict, placed: d
 def prepare_data(cfg: RunConfig, out: Path) -> tuple[Schema, Path | None]:
     """The workload's schema and its initial data, written once as a
     snapshot that every system loads."""
-    if cfg.workload == "echo":
-        return Schema(), None
-    mod = importlib.import_module(f"workloads.{cfg.workload}")
+    mod = workloads.load(cfg.workload)
     records = mod.initial(cfg.keys)
     if not records:
         return mod.SCHEMA, None
@@ -232,13 +221,13 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
         results = clients.wait(system, show_progress)
         after = cost.sample()
     # leaving the stack stopped the clients, reset NAPI, then stopped the servers
-    summary = summarize(cfg, results, system.stats, placement(inv, system.polls), napi)
-    cost_now = ServerCost.per_op(before, after, summary["instrument_check"]["client_sent"])
+    hist = metrics.merge(metrics.decode(r["histogram"]) for r in results)
+    summary = summarize(cfg, results, hist, system.stats, placement(inv, system.polls), napi)
+    cost_now = ServerCost.per_op(system.name, before, after, summary["instrument_check"]["client_sent"])
     summary["server_cpu_us_per_op"] = cost_now.pop("server_cpu_us_per_op")
-    summary["server_cost"] = {**cost_now, "rule": SERVER_COST_RULE[system.name]}
+    summary["server_cost"] = cost_now
     summary["schema"] = str(schema)
-    (out / "histogram.hdr").write_text(
-        metrics.encode(metrics.merge(metrics.decode(r["histogram"]) for r in results)) + "\n")
+    (out / "histogram.hdr").write_text(metrics.encode(hist) + "\n")
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(out / "summary.json")

@@ -4,7 +4,6 @@ leaves nothing of ours behind."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

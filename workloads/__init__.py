@@ -1,8 +1,22 @@
 """Workloads: each generates its requests (or transactions) from a seed, apart
-from their execution, so every system sees exactly the same inputs."""
+from their execution, so every system sees exactly the same inputs. A
+workload module has the same shape as the others: SCHEMA (its tables),
+STAMP_TXN (whether every request is a transaction of its own, stamped by the
+client loop), initial(keys) (the data every server loads) and stream(spec)
+(a client's requests, from its spec)."""
 from __future__ import annotations
 
+import importlib
 from array import array
+from types import ModuleType
+
+NAMES = ("echo", "kv", "log")
+
+
+def load(name: str) -> ModuleType:
+    if name not in NAMES:
+        raise ValueError(f"unknown workload {name!r} (known: {', '.join(NAMES)})")
+    return importlib.import_module(f"workloads.{name}")
 from dataclasses import dataclass
 
 

@@ -6,8 +6,16 @@ from __future__ import annotations
 import random
 
 from harness.protocol import Op, pack
+from harness.schema import Schema
 
 from . import RequestStream
+
+SCHEMA = Schema()
+STAMP_TXN = False
+
+
+def initial(keys: int) -> list:
+    return []  # echo touches no data
 
 
 def generate(n: int, servers: int, value_size: int = 28, seed: int = 1) -> RequestStream:
@@ -18,3 +26,7 @@ def generate(n: int, servers: int, value_size: int = 28, seed: int = 1) -> Reque
         value = rng.randbytes(value_size)
         reqs.append((key % servers, pack(Op.ECHO, key, value)))
     return RequestStream.pack(reqs)
+
+
+def stream(spec: dict) -> RequestStream:
+    return generate(spec["requests"], len(spec["dests"]), spec["value_size"], spec["seed"])

@@ -16,6 +16,7 @@ from harness.snapshot import Record
 from . import RequestStream
 
 SCHEMA = Schema((40,))
+STAMP_TXN = False
 TABLE = 0
 VALUE_SIZE = 40
 
@@ -37,3 +38,7 @@ def generate(n: int, servers: int, keys: int, seed: int = 1) -> RequestStream:
         key = rng.randrange(keys)
         reqs.append((key % servers, pack(Op.READ, key, placeholder, table=TABLE)))
     return RequestStream.pack(reqs)
+
+
+def stream(spec: dict) -> RequestStream:
+    return generate(spec["requests"], len(spec["dests"]), spec["keys"], spec["seed"])

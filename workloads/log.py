@@ -13,6 +13,7 @@ from harness.snapshot import Record
 from . import RequestStream
 
 SCHEMA = Schema((40,))
+STAMP_TXN = True
 TABLE = 0
 
 
@@ -29,3 +30,7 @@ def generate(n: int, servers: int, keys: int, seed: int = 1) -> RequestStream:
         key = rng.randrange(keys)
         reqs.append((key % servers, pack(Op.LOG, key, rng.randbytes(40), table=TABLE, txn=1, ver=1)))
     return RequestStream.pack(reqs)
+
+
+def stream(spec: dict) -> RequestStream:
+    return generate(spec["requests"], len(spec["dests"]), spec["keys"], spec["seed"])
