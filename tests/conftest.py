@@ -18,8 +18,9 @@ from harness.schema import Schema
 from harness.testbed import Testbed as LocalTestbed, leftovers
 
 # The tests' own testbed, apart from a user's (other names and subnet).
-TEST_PREFIX = "tst"
-TEST_SUBNET = "10.78.0"
+# Two checkouts testing at once on one machine give each its own.
+TEST_PREFIX = os.environ.get("DINT_TEST_PREFIX", "tst")
+TEST_SUBNET = os.environ.get("DINT_TEST_SUBNET", "10.78.0")
 
 
 def need_root() -> None:
