@@ -16,7 +16,7 @@ DPDK_LIBS = $(shell pkg-config --libs libdpdk)
 setup:
 	@bash scripts/setup.sh
 
-build: $(BUILD)/xdp_pass.o $(BUILD)/kernel_server $(BUILD)/bypass_server
+build: $(BUILD)/xdp_pass.o $(BUILD)/kernel_server $(BUILD)/bypass_server $(BUILD)/dint_slowpath
 
 $(BUILD)/xdp_pass.o: bpf/xdp_pass.c
 	@mkdir -p $(@D)
@@ -25,6 +25,11 @@ $(BUILD)/xdp_pass.o: bpf/xdp_pass.c
 $(BUILD)/kernel_server: baselines/kernel_server.c baselines/server_common.h baselines/store.h $(BPF_HDRS)
 	@mkdir -p $(@D)
 	gcc $(CFLAGS) -pthread -o $@ $<
+
+# dint's user-space slow path: the baselines' store behind the in-kernel cache.
+$(BUILD)/dint_slowpath: bpf/dint_slowpath.c baselines/server_common.h baselines/store.h $(BPF_HDRS)
+	@mkdir -p $(@D)
+	gcc $(CFLAGS) -Ibaselines -o $@ $<
 
 $(BUILD)/bypass_server: baselines/bypass_server.c baselines/server_common.h baselines/store.h $(BPF_HDRS)
 	@mkdir -p $(@D)

@@ -42,26 +42,6 @@ struct worker {
 	unsigned char buf[BATCH][SLOT_STRIDE];
 };
 
-static void send_replies(struct worker *w, unsigned int n)
-{
-	unsigned int done = 0;
-	int r;
-
-	while (done < n) {
-		r = sendmmsg(w->fd, w->out + done, n - done, 0);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			/* sendmmsg stops at the first failing message: skip
-			 * that one (not sent, so not counted) and go on. */
-			done++;
-			continue;
-		}
-		w->stats[DINT_STAT_TX] += r;
-		done += r;
-	}
-}
-
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -98,7 +78,7 @@ static void *worker_main(void *arg)
 
 			w->stats[DINT_STAT_RX]++;
 			if ((req->msg_flags & MSG_TRUNC) ||
-			    dint_process(msg, w->buf[i] + len, len) == DINT_DROP) {
+			    dint_process(msg, w->buf[i] + len, len) != DINT_REPLY) {
 				w->stats[DINT_STAT_DROP]++;
 				continue;
 			}
@@ -113,7 +93,7 @@ static void *worker_main(void *arg)
 			w->out[nout].msg_hdr.msg_iovlen = 1;
 			nout++;
 		}
-		send_replies(w, nout);
+		w->stats[DINT_STAT_TX] += send_all(w->fd, w->out, nout);
 	}
 	return NULL;
 }
@@ -122,32 +102,7 @@ static void *worker_main(void *arg)
  * kernel spreads flows over them without any locking in user space. */
 static int open_socket(unsigned int port)
 {
-	struct timeval tv = { .tv_sec = 0, .tv_usec = RCV_TIMEOUT_US };
-	struct sockaddr_in addr;
-	int one = 1;
-	int fd;
-
-	fd = socket(AF_INET, SOCK_DGRAM, 0);
-	if (fd < 0) {
-		report_error("socket failed: %s", strerror(errno));
-		return -1;
-	}
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
-		report_error("setsockopt failed: %s", strerror(errno));
-		close(fd);
-		return -1;
-	}
-	memset(&addr, 0, sizeof(addr));
-	addr.sin_family = AF_INET;
-	addr.sin_addr.s_addr = htonl(INADDR_ANY);
-	addr.sin_port = htons(port);
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		report_error("bind to UDP port %u failed: %s", port, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
+	return udp_socket(port, true, RCV_TIMEOUT_US, 0);
 }
 
 static int start_worker(struct worker *w)

@@ -10,11 +10,10 @@
  * published by a release store of its record reference after its key is
  * written, and read with an acquire load. Inserts are serialised by a mutex.
  *
- * Include this before dint_engine.h / dint_net.h: it defines the latch
- * (DINT_LATCH_T, dint_latch, dint_unlatch), includes the engine, and then
- * defines the storage hooks (dint_store_find, dint_store_insert,
- * dint_log_append), which it also declares up front for an engine that
- * does not declare them itself.
+ * Include this before dint_engine.h / dint_net.h: it defines the latch (one
+ * per record: DINT_REF_T is a store entry), includes the engine, and then
+ * defines the storage hooks (dint_ref, dint_rec, dint_log_room,
+ * dint_log_append).
  *
  * All arrays are sized at start-up (--capacity, --log-capacity) and mapped
  * zeroed; pages become resident only when touched.
@@ -84,17 +83,33 @@ static inline void store_spin_unlock(int *l)
 	__atomic_store_n(l, 0, __ATOMIC_RELEASE);
 }
 
-#define DINT_LATCH_T int
-#define dint_latch(rec) store_spin_lock(&(rec)->latch)
-#define dint_unlatch(rec) store_spin_unlock(&(rec)->latch)
-
-/* The storage hooks are defined below, once struct dint_rec is complete. */
-struct dint_rec;
-static inline struct dint_rec *dint_store_find(__u8 table, __u64 key);
-static inline struct dint_rec *dint_store_insert(__u8 table, __u64 key);
-static inline int dint_log_append(const struct dint_hdr *msg, const __u8 *val, const void *end);
+/* A record and its latch; defined once struct dint_rec is. */
+struct store_entry;
+#define DINT_REF_T struct store_entry *
+static inline int store_latch(struct store_entry *e);
+static inline void store_unlatch(struct store_entry *e);
+#define dint_latch(e) store_latch(e)
+#define dint_unlatch(e) store_unlatch(e)
 
 #include "dint_engine.h"
+
+struct store_entry {
+	int latch;
+	int pad;
+	struct dint_rec rec;
+};
+
+/* Spins (yielding after a while) until latched: never fails. */
+static inline int store_latch(struct store_entry *e)
+{
+	store_spin_lock(&e->latch);
+	return 0;
+}
+
+static inline void store_unlatch(struct store_entry *e)
+{
+	store_spin_unlock(&e->latch);
+}
 
 /* ---- The store. ---- */
 
@@ -127,7 +142,7 @@ struct store_id {
 };
 
 struct store {
-	struct dint_rec *recs;
+	struct store_entry *recs;
 	struct store_id *ids;   /* ids[i]: the key of recs[i] */
 	__u64 cap;
 	__u64 nrecs;            /* written under ins_lock; read alone after stop */
@@ -142,23 +157,12 @@ struct store {
 
 static struct store store = { .ins_lock = PTHREAD_MUTEX_INITIALIZER };
 
-static inline __u64 store_hash(__u8 table, __u64 key)
-{
-	/* murmur3's finaliser over the key with the table folded in */
-	__u64 h = key ^ ((__u64)table * 0x9E3779B97F4A7C15ULL);
-
-	h ^= h >> 33;
-	h *= 0xFF51AFD7ED558CCDULL;
-	h ^= h >> 33;
-	h *= 0xC4CEB9FE1A85EC53ULL;
-	h ^= h >> 33;
-	return h;
-}
+#define store_hash dint_hash
 
 /* The record of (table, key), or NULL; h is store_hash(table, key). *hole,
  * if given, gets the first empty slot of the probe sequence (where the key
  * would go), or -1 if the whole index was probed without finding one. */
-static inline struct dint_rec *store_probe(__u8 table, __u64 key, __u64 h, __s64 *hole)
+static inline struct store_entry *store_probe(__u8 table, __u64 key, __u64 h, __s64 *hole)
 {
 	__u64 i = h & store.mask;
 	__u64 n;
@@ -182,9 +186,9 @@ static inline struct dint_rec *store_probe(__u8 table, __u64 key, __u64 h, __s64
 
 /* The record of (table, key), created if new; NULL if full. The caller
  * excludes every other inserter (ins_lock, or no workers running yet). */
-static inline struct dint_rec *store_insert_excl(__u8 table, __u64 key, __u64 h)
+static inline struct store_entry *store_insert_excl(__u8 table, __u64 key, __u64 h)
 {
-	struct dint_rec *r;
+	struct store_entry *r;
 	struct store_slot *s;
 	__s64 hole;
 
@@ -205,23 +209,38 @@ static inline struct dint_rec *store_insert_excl(__u8 table, __u64 key, __u64 h)
 	return r;
 }
 
-static inline struct dint_rec *dint_store_find(__u8 table, __u64 key)
-{
-	return store_probe(table, key, store_hash(table, key), NULL);
-}
-
-static inline struct dint_rec *dint_store_insert(__u8 table, __u64 key)
+/* The entry of (table, key), created if new and asked to; NULL if absent,
+ * or full. */
+static inline struct store_entry *store_get(__u8 table, __u64 key, int create)
 {
 	__u64 h = store_hash(table, key);
-	struct dint_rec *r = store_probe(table, key, h, NULL);
+	struct store_entry *e = store_probe(table, key, h, NULL);
 
-	if (r)
-		return r;
+	if (e || !create)
+		return e;
 	pthread_mutex_lock(&store.ins_lock);
 	/* Another inserter may have created it since the lock-free look. */
-	r = store_insert_excl(table, key, h);
+	e = store_insert_excl(table, key, h);
 	pthread_mutex_unlock(&store.ins_lock);
-	return r;
+	return e;
+}
+
+static inline struct store_entry *dint_ref(__u8 table, __u64 key, int create)
+{
+	return store_get(table, key, create);
+}
+
+/* Every record of this store is reachable: never DINT_ELSEWHERE. */
+static inline struct dint_rec *dint_rec(struct store_entry *e, __u8 table, __u64 key, int create,
+					int *where)
+{
+	(void)table, (void)key, (void)create, (void)where;
+	return &e->rec;
+}
+
+static inline int dint_log_room(void)
+{
+	return __atomic_load_n(&store.log_n, __ATOMIC_RELAXED) < store.log_cap;
 }
 
 static inline int dint_log_append(const struct dint_hdr *msg, const __u8 *val, const void *end)
@@ -407,7 +426,8 @@ static inline int store_check_tables(const __u8 *sizes, __u32 ntables, const cha
 static inline int store_load_one(const __u8 *p, __u64 h, const char *path)
 {
 	__u8 table = p[0];
-	struct dint_rec *r = store_insert_excl(table, store_get64(p + 8), h);
+	struct store_entry *e = store_insert_excl(table, store_get64(p + 8), h);
+	struct dint_rec *r = e ? &e->rec : NULL;
 
 	if (!r) {
 		snprintf(store.err, sizeof(store.err),
@@ -625,7 +645,7 @@ static inline int store_dump(const char *path)
 	store_put_tables(hdr + 16);
 	fwrite(hdr, 1, sizeof(hdr), o.f);
 	for (__u64 i = 0; i < store.nrecs && !ferror(o.f); i++) {
-		const struct dint_rec *r = &store.recs[i];
+		const struct dint_rec *r = &store.recs[i].rec;
 		const struct store_id *id = &store.ids[i];
 		__u32 vs = DINT_VSIZE(id->table);
 

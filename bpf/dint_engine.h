@@ -1,18 +1,30 @@
 /* The transaction engine, written once: request validation and the lock /
  * versioned store / log semantics of every operation. Compiled into the XDP
- * program and both baseline servers, so the three systems cannot answer
- * differently. What differs per frontend is only where records live and how
- * they are latched. A frontend defines, before including this file,
+ * program, dint's user-space slow path and both baseline servers, so the
+ * systems cannot answer differently. What differs per frontend is only where
+ * records live and how they are latched. A frontend defines, before
+ * including this file,
  *
- *   DINT_LATCH_T                      the type of a record's latch
- *   dint_latch(rec), dint_unlatch(rec)
+ *   DINT_REF_T                 what one latch covers: a record (the baselines'
+ *                              store) or a bucket of records (dint's cache)
+ *   dint_latch(ref)            0 once latched; nonzero if the latch stayed busy
+ *                              (the request is answered RETRY)
+ *   dint_unlatch(ref)
  *
  * and after it (declared below) the storage hooks:
  *
- *   struct dint_rec *dint_store_find(__u8 table, __u64 key)
- *        the record of the key, or NULL if it was never stored
- *   struct dint_rec *dint_store_insert(__u8 table, __u64 key)
- *        the record of the key, created absent (live = 0) if new; NULL if full
+ *   DINT_REF_T dint_ref(__u8 table, __u64 key, int create)
+ *        what holds the key's record; 0 when there is none and, unless
+ *        create, none may be made (the key is absent, or the store is full)
+ *   struct dint_rec *dint_rec(DINT_REF_T ref, __u8 table, __u64 key, int create, int *where)
+ *        with ref latched: the key's record, created absent (live = 0) if
+ *        create and new; 0 otherwise, with *where saying why: DINT_ABSENT
+ *        (no such key, or no room) or DINT_ELSEWHERE (the record may live
+ *        where this frontend cannot reach it: the request passes to dint's
+ *        slow path)
+ *   int dint_log_room(void)
+ *        nonzero if a log append would succeed now (a hint; checked first
+ *        so a full log is answered before any record changes)
  *   int dint_log_append(const struct dint_hdr *msg, const __u8 *val, const void *end)
  *        0 when the record is logged, -1 when the log is full
  *
@@ -44,6 +56,13 @@
 enum dint_verdict {
 	DINT_DROP = 0,  /* not a request of ours: send nothing */
 	DINT_REPLY = 1, /* the buffer now holds the reply, same length */
+	DINT_PASS = 2,  /* untouched: the record lives elsewhere (dint's slow path answers) */
+};
+
+/* Why dint_rec found no record. */
+enum dint_where {
+	DINT_ABSENT = 0,    /* no such key (or no room for a new one) */
+	DINT_ELSEWHERE = 1, /* maybe somewhere this frontend cannot see */
 };
 
 /* Counters every frontend keeps, indexed the same way everywhere. */
@@ -58,10 +77,12 @@ enum dint_stat {
 /* What a READ needs comes first: with values of up to 40 bytes it is one
  * 64-byte cache line; the lock holders and history follow. */
 struct dint_rec {
-	DINT_LATCH_T latch;
 	__u8 live;     /* 0: never inserted, or deleted (a tombstone) */
 	__u8 pad[3];
 	__u32 ver;
+	__u32 gen;     /* changes so far (every writing operation counts one): of
+			* two copies of a record, the one with the higher gen is newer */
+	__u32 pad2;
 	__u64 owner;   /* transaction holding the exclusive lock; 0: none */
 	__u8 value[DINT_VAL_MAX];
 	__u64 shared[DINT_SHARED_MAX] __attribute__((aligned(8))); /* shared holders; 0: free */
@@ -80,9 +101,25 @@ struct dint_log_rec {
 };
 
 /* The storage hooks, defined by each frontend (see the top of this file). */
-static __always_inline struct dint_rec *dint_store_find(__u8 table, __u64 key);
-static __always_inline struct dint_rec *dint_store_insert(__u8 table, __u64 key);
+static __always_inline DINT_REF_T dint_ref(__u8 table, __u64 key, int create);
+static __always_inline struct dint_rec *dint_rec(DINT_REF_T ref, __u8 table, __u64 key, int create,
+						 int *where);
+static __always_inline int dint_log_room(void);
 static __always_inline int dint_log_append(const struct dint_hdr *msg, const __u8 *val, const void *end);
+
+/* Where (table, key) lives in every frontend's hash structure: murmur3's
+ * finaliser over the key with the table folded in. */
+static __always_inline __u64 dint_hash(__u8 table, __u64 key)
+{
+	__u64 h = key ^ ((__u64)table * 0x9E3779B97F4A7C15ULL);
+
+	h ^= h >> 33;
+	h *= 0xFF51AFD7ED558CCDULL;
+	h ^= h >> 33;
+	h *= 0xC4CEB9FE1A85EC53ULL;
+	h ^= h >> 33;
+	return h;
+}
 
 static __always_inline int dint_op_writes(__u8 op)
 {
@@ -267,34 +304,61 @@ static __always_inline int dint_apply(struct dint_rec *r, struct dint_hdr *m, __
  * retransmission is answered without a second append. */
 static __always_inline int dint_log(struct dint_hdr *m, __u8 *val, const void *end)
 {
-	struct dint_rec *r = dint_store_insert(m->table, dint_ntohll(m->key));
-	__u64 txn = dint_ntohll(m->txn);
-	int dup;
+	__u64 key = dint_ntohll(m->key), txn = dint_ntohll(m->txn);
+	DINT_REF_T ref;
+	struct dint_rec *r;
+	int where = DINT_ABSENT, dup;
 
-	if (!r)
+	if (!dint_log_room())
 		return DINT_ST_FULL;
-	dint_latch(r);
+	ref = dint_ref(m->table, key, 1);
+	if (!ref)
+		return DINT_ST_FULL;
+	if (dint_latch(ref))
+		return DINT_ST_RETRY;
+	r = dint_rec(ref, m->table, key, 1, &where);
+	if (!r) {
+		dint_unlatch(ref);
+		return where == DINT_ELSEWHERE ? -1 : DINT_ST_FULL;
+	}
 	dup = r->last_log_txn == txn;
-	r->last_log_txn = txn;
-	dint_unlatch(r);
-	if (dup)
+	if (!dup) {
+		r->last_log_txn = txn;
+		r->gen++;
+	}
+	dint_unlatch(ref);
+	if (dup || dint_log_append(m, val, end) == 0)
 		return DINT_ST_OK;
-	if (dint_log_append(m, val, end) == 0)
-		return DINT_ST_OK;
-	dint_latch(r); /* not logged after all: a retransmission must try again */
-	if (r->last_log_txn == txn)
-		r->last_log_txn = 0;
-	dint_unlatch(r);
+	/* Filled up since dint_log_room: not logged after all, so a
+	 * retransmission must try again. (Only the baselines' shared log can
+	 * fill up in between, and their latches do not fail.) */
+	if (dint_latch(ref) == 0) {
+		r = dint_rec(ref, m->table, key, 0, &where);
+		if (r && r->last_log_txn == txn) {
+			r->last_log_txn = 0;
+			r->gen++;
+		}
+		dint_unlatch(ref);
+	}
 	return DINT_ST_FULL;
 }
 
+/* The status of an operation on a key that has no record. */
+static __always_inline int dint_absent_status(__u8 op)
+{
+	return op == DINT_OP_INSERT ? DINT_ST_FULL : op == DINT_OP_ABORT ? DINT_ST_OK : DINT_ST_NOT_FOUND;
+}
+
 /* msg points at the UDP payload, len is the UDP payload length and end is
- * the end of readable memory (len bytes are known to fit before it). */
+ * the end of readable memory (len bytes are known to fit before it).
+ * Returns a dint_verdict; with DINT_PASS the message is unchanged. */
 static __always_inline int dint_process(struct dint_hdr *msg, const void *end, __u32 len)
 {
+	DINT_REF_T ref;
 	struct dint_rec *r;
+	__u64 key;
 	__u32 n;
-	int st;
+	int st, create, where = DINT_ABSENT;
 
 	if ((const void *)(msg + 1) > end || len < DINT_HDR_LEN)
 		return DINT_DROP;
@@ -330,21 +394,35 @@ static __always_inline int dint_process(struct dint_hdr *msg, const void *end, _
 		return DINT_REPLY;
 	}
 	if (msg->op == DINT_OP_LOG) {
-		msg->status = dint_log(msg, (__u8 *)(msg + 1), end);
+		st = dint_log(msg, (__u8 *)(msg + 1), end);
+		if (st < 0)
+			return DINT_PASS;
+		msg->status = st;
 		return DINT_REPLY;
 	}
-	if (msg->op == DINT_OP_INSERT)
-		r = dint_store_insert(msg->table, dint_ntohll(msg->key));
-	else
-		r = dint_store_find(msg->table, dint_ntohll(msg->key));
+	key = dint_ntohll(msg->key);
+	create = msg->op == DINT_OP_INSERT;
+	ref = dint_ref(msg->table, key, create);
+	if (!ref) {
+		msg->status = dint_absent_status(msg->op);
+		return DINT_REPLY;
+	}
+	if (dint_latch(ref)) {
+		msg->status = DINT_ST_RETRY;
+		return DINT_REPLY;
+	}
+	r = dint_rec(ref, msg->table, key, create, &where);
 	if (!r) {
-		msg->status = msg->op == DINT_OP_INSERT ? DINT_ST_FULL :
-			      msg->op == DINT_OP_ABORT ? DINT_ST_OK : DINT_ST_NOT_FOUND;
+		dint_unlatch(ref);
+		if (where == DINT_ELSEWHERE)
+			return DINT_PASS;
+		msg->status = dint_absent_status(msg->op);
 		return DINT_REPLY;
 	}
-	dint_latch(r);
 	st = dint_apply(r, msg, (__u8 *)(msg + 1), end);
-	dint_unlatch(r);
+	if (dint_op_writes(msg->op))
+		r->gen++;
+	dint_unlatch(ref);
 	msg->status = st;
 	return DINT_REPLY;
 }

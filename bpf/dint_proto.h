@@ -51,6 +51,7 @@ enum dint_status {
 	DINT_ST_NOT_OWNER = 9,     /* COMMIT_PRIMARY without holding the lock */
 	DINT_ST_UNKNOWN_TABLE = 10,
 	DINT_ST_FULL = 11,         /* no room: store, lock holders or log */
+	DINT_ST_RETRY = 12,        /* the record's latch stayed busy: send the request again */
 	DINT_ST_MAX,
 };
 

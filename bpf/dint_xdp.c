@@ -1,16 +1,35 @@
 /* The dint data plane: answers dint requests in the driver with XDP_TX,
- * running the engine of dint_engine.h on records in BPF maps. Loaded with
- * bcc by harness/dintd.py; DINT_* constants come as -D flags. */
+ * running the engine of dint_engine.h on records in the in-kernel cache of
+ * dint_cache.h. A request whose key may live in user space passes up
+ * (XDP_PASS) to the slow path, bpf/dint_slowpath.c, which takes the record
+ * into the cache (the dint_fill program) and runs the request through this
+ * program again. Loaded with bcc by harness/dintd.py; DINT_* constants come
+ * as -D flags:
+ *   DINT_CACHE_BUCKETS        buckets of DINT_CACHE_SLOTS slots
+ *   DINT_CACHE_BLOOM          1: a miss whose bloom bits are clear is
+ *                             answered here; 0 (ablation): every miss passes
+ *   DINT_CACHE_WRITE_THROUGH  1 (ablation): every writing operation goes up
+ *                             to the slow path with its record; 0: write-back */
 #include <uapi/linux/bpf.h>
 
-#define DINT_LATCH_T struct bpf_spin_lock
-#define dint_latch(r) bpf_spin_lock(&(r)->latch)
-#define dint_unlatch(r) bpf_spin_unlock(&(r)->latch)
+struct dint_bucket;
+static __always_inline int cache_latch(struct dint_bucket *b);
+static __always_inline void cache_unlatch(struct dint_bucket *b);
+#define DINT_REF_T struct dint_bucket *
+#define dint_latch(b) cache_latch(b)
+#define dint_unlatch(b) cache_unlatch(b)
 
 #include "dint_net.h"
+#include "dint_cache.h"
 
-#ifndef DINT_STORE_CAPACITY
-#define DINT_STORE_CAPACITY 1048576
+#ifndef DINT_CACHE_BUCKETS
+#define DINT_CACHE_BUCKETS 1024
+#endif
+#ifndef DINT_CACHE_BLOOM
+#define DINT_CACHE_BLOOM 1
+#endif
+#ifndef DINT_CACHE_WRITE_THROUGH
+#define DINT_CACHE_WRITE_THROUGH 0
 #endif
 /* Log records per CPU; the user-space drain frees them. */
 #ifndef DINT_LOG_CAPACITY
@@ -21,40 +40,105 @@
 #define DINT_NCPUS 2
 #endif
 
-struct dint_key {
-	__u64 key;
-	__u32 table;
-	__u32 pad;
+/* Counters after the engine's four (enum dint_stat), in this order. All
+ * count the wire's datagrams, not the slow path's runs. */
+enum dint_xdp_stat {
+	DINT_STAT_PASS = DINT_STAT_MAX, /* requests passed up to the slow path */
+	DINT_STAT_WT,                   /* write-through replies passed up */
+	DINT_STAT_WT_FAIL,              /* ... that could not be (no tailroom): sent here */
+	DINT_STAT_FILL,                 /* fills by the slow path */
+	DINT_STAT_EVICT,                /* ... that evicted a record */
+	DINT_STAT_BUSY,                 /* latches still busy after DINT_LATCH_TRIES (RETRY) */
+	DINT_STAT_XDP_MAX,
 };
 
-BPF_PERCPU_ARRAY(dint_stats, u64, DINT_STAT_MAX);
-BPF_HASH(dint_store, struct dint_key, struct dint_rec, DINT_STORE_CAPACITY);
+BPF_PERCPU_ARRAY(dint_stats, u64, DINT_STAT_XDP_MAX);
+BPF_ARRAY(dint_cache, struct dint_bucket, DINT_CACHE_BUCKETS);
 /* The log: CPU c's ring is entries [c * DINT_LOG_CAPACITY, (c + 1) * ...),
  * memory-mapped by the drain, which reads it without a syscall per record. */
 BPF_F_TABLE("array", int, struct dint_log_rec, dint_log_ring, DINT_NCPUS * DINT_LOG_CAPACITY,
 	    BPF_F_MMAPABLE);
 /* Each CPU's log ring: records [tail, head) are waiting for the drain. Only
- * this program writes head, only user space writes tail. */
+ * the programs (never nested on a CPU: XDP runs with bottom halves off, and
+ * so does BPF_PROG_TEST_RUN since Linux 6.11) write head, only user space
+ * writes tail. */
 BPF_PERCPU_ARRAY(dint_log_head, u64, 1);
 BPF_PERCPU_ARRAY(dint_log_tail, u64, 1);
 
-static __always_inline struct dint_rec *dint_store_find(__u8 table, __u64 key)
+static __always_inline void count(int stat)
 {
-	struct dint_key k = { .key = key, .table = table };
-	return dint_store.lookup(&k);
+	u64 *v = dint_stats.lookup(&stat);
+	if (v)
+		*v += 1;
 }
 
-static __always_inline struct dint_rec *dint_store_insert(__u8 table, __u64 key)
-{
-	struct dint_key k = { .key = key, .table = table };
-	struct dint_rec *r = dint_store.lookup(&k);
-	struct dint_rec zero = {};
+/* The bucket latch, as DINT has it: a compare-and-swap try-lock, retried a
+ * bounded number of times; still busy, the request is answered RETRY. A
+ * holder keeps it for a few dozen instructions with bottom halves off (the
+ * slow path's test runs too), so it is rarely seen busy for long. On this
+ * path bpf_spin_lock cost about twice as much (it also saves and restores
+ * the interrupt flag, and is a helper call each way). */
+#ifndef DINT_LATCH_TRIES
+#define DINT_LATCH_TRIES 64
+#endif
 
-	if (r)
-		return r;
-	/* BPF_NOEXIST: of two CPUs inserting the key, one creates it */
-	dint_store.insert(&k, &zero);
-	return dint_store.lookup(&k);
+static __always_inline int cache_latch(struct dint_bucket *b)
+{
+	for (int i = 0; i < DINT_LATCH_TRIES; i++)
+		if (__sync_val_compare_and_swap(&b->latch, 0, 1) == 0)
+			return 0;
+	count(DINT_STAT_BUSY);
+	return -1;
+}
+
+static __always_inline void cache_unlatch(struct dint_bucket *b)
+{
+	/* an atomic exchange: a full barrier, so every write made under the
+	 * latch is visible before it is seen free */
+	__sync_lock_test_and_set(&b->latch, 0);
+}
+
+static __always_inline struct dint_bucket *bucket_of(__u64 h)
+{
+	int i = dint_cache_bucket(h, DINT_CACHE_BUCKETS);
+	return dint_cache.lookup(&i);
+}
+
+static __always_inline struct dint_bucket *dint_ref(__u8 table, __u64 key, int create)
+{
+	return bucket_of(dint_hash(table, key));
+}
+
+static __always_inline struct dint_rec *dint_rec(struct dint_bucket *b, __u8 table, __u64 key,
+						 int create, int *where)
+{
+	int i = dint_cache_find(b, table, key);
+
+	if (i >= 0)
+		return &b->rec[i & (DINT_CACHE_SLOTS - 1)];
+	*where = DINT_ELSEWHERE;
+	if (!DINT_CACHE_BLOOM || dint_bloom_may_hold(b, dint_hash(table, key)))
+		return 0; /* maybe in the slow path's store */
+	/* in no store at all */
+	*where = DINT_ABSENT;
+	if (!create)
+		return 0;
+	i = dint_cache_free_slot(b);
+	if (i < 0) {
+		*where = DINT_ELSEWHERE; /* the slow path makes room */
+		return 0;
+	}
+	i &= DINT_CACHE_SLOTS - 1;
+	dint_cache_set(b, i, table, key);
+	__builtin_memset(&b->rec[i], 0, sizeof(b->rec[i]));
+	return &b->rec[i];
+}
+
+static __always_inline int dint_log_room(void)
+{
+	int zero = 0;
+	u64 *head = dint_log_head.lookup(&zero), *tail = dint_log_tail.lookup(&zero);
+	return head && tail && *head - *tail < DINT_LOG_CAPACITY;
 }
 
 static __always_inline int dint_log_append(const struct dint_hdr *m, const __u8 *val, const void *end)
@@ -75,35 +159,148 @@ static __always_inline int dint_log_append(const struct dint_hdr *m, const __u8 
 	lr->ver = dint_ntohl(m->ver);
 	lr->table = m->table;
 	dint_copy(lr->value, val, val, m->table, end);
-	/* per-CPU, and XDP does not nest: no other writer. The drain reads
-	 * records below head only. */
+	/* per-CPU, and the programs do not nest: no other writer. The drain
+	 * reads records below head only. */
 	*head += 1;
 	return 0;
 }
 
-static __always_inline void count(int stat)
+#if DINT_CACHE_WRITE_THROUGH
+/* The IPv4 header checksum, over its ten 16-bit words. */
+static __always_inline __u16 ip_checksum(const struct dint_ipv4 *ip)
 {
-	u64 *v = dint_stats.lookup(&stat);
-	if (v)
-		*v += 1;
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+
+	for (int i = 0; i < 10; i++)
+		sum += i == 5 ? 0 : w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
 }
+
+/* Whether the reply is to an operation that may have changed a record. */
+static __always_inline int wrote(const struct dint_hdr *m)
+{
+	return m->op != DINT_OP_ECHO && m->op < DINT_OP_MAX && dint_op_writes(m->op) &&
+	       m->table < DINT_NTABLES && m->status != DINT_ST_BAD_VERSION &&
+	       m->status != DINT_ST_BAD_LENGTH && m->status != DINT_ST_UNKNOWN_OP;
+}
+
+/* Appends the record of the reply's key (struct dint_wt) to the datagram,
+ * for the slow path. -1 if the frame has no room for it. */
+static __always_inline int write_through(struct xdp_md *ctx)
+{
+	struct dint_frame f;
+	struct dint_bucket *b;
+	struct dint_wt *wt;
+	void *data, *end;
+	__u32 len;
+	int i;
+
+	if (bpf_xdp_adjust_tail(ctx, sizeof(struct dint_wt)))
+		return -1;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (dint_parse_frame(data, end, &f) < 0)
+		return -1; /* cannot be: it parsed before */
+	len = f.msg_len;
+	if ((void *)(f.msg + 1) > end || len > DINT_HDR_LEN + DINT_VAL_MAX)
+		return -1;
+	wt = (void *)((__u8 *)f.msg + len);
+	if ((void *)(wt + 1) > end)
+		return -1;
+	f.udp->len = dint_htons(sizeof(struct dint_udp) + len + sizeof(*wt));
+	f.udp->check = 0;
+	f.ip->tot_len = dint_htons(sizeof(struct dint_ipv4) + sizeof(struct dint_udp) + len + sizeof(*wt));
+	f.ip->check = ip_checksum(f.ip);
+	wt->magic = DINT_WT_MAGIC;
+	wt->table = f.msg->table;
+	wt->key = dint_ntohll(f.msg->key);
+	wt->found = 0;
+	b = bucket_of(dint_hash(wt->table, wt->key));
+	if (!b || cache_latch(b))
+		return 0; /* without the record: its eviction will carry it */
+	i = dint_cache_find(b, wt->table, wt->key);
+	if (i >= 0) {
+		wt->rec = b->rec[i & (DINT_CACHE_SLOTS - 1)];
+		wt->found = 1;
+	}
+	cache_unlatch(b);
+	return 0;
+}
+#endif
 
 int dint_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct dint_frame f;
+	int verdict, wire;
 
 	if (dint_parse_frame(data, end, &f) < 0)
 		return XDP_PASS;
-	count(DINT_STAT_RX);
-	if (dint_process(f.msg, end, f.msg_len) == DINT_DROP) {
-		count(DINT_STAT_DROP);
+	wire = !dint_from_slowpath(f.eth->src);
+	if (wire)
+		count(DINT_STAT_RX);
+	verdict = dint_process(f.msg, end, f.msg_len);
+	if (verdict == DINT_DROP) {
+		if (wire)
+			count(DINT_STAT_DROP);
 		return XDP_DROP;
 	}
-	if (f.msg->status != DINT_ST_OK)
-		count(DINT_STAT_ERR);
+	if (verdict == DINT_PASS) {
+		if (wire)
+			count(DINT_STAT_PASS);
+		return XDP_PASS;
+	}
+#if DINT_CACHE_WRITE_THROUGH
+	if (wrote(f.msg)) {
+		if (write_through(ctx) == 0) {
+			if (wire)
+				count(DINT_STAT_WT);
+			return XDP_PASS;
+		}
+		count(DINT_STAT_WT_FAIL);
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		if (dint_parse_frame(data, end, &f) < 0 || (void *)(f.msg + 1) > end)
+			return XDP_DROP;
+	}
+#endif
+	if (wire) {
+		if (f.msg->status != DINT_ST_OK)
+			count(DINT_STAT_ERR);
+		count(DINT_STAT_TX);
+	}
 	dint_reverse_frame(&f);
-	count(DINT_STAT_TX);
+	return XDP_TX;
+}
+
+/* Run by the slow path through BPF_PROG_TEST_RUN, never attached: takes the
+ * record in a struct dint_fill into the cache (see dint_cache.h). */
+int dint_fill(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct dint_fill *m = data;
+	struct dint_bucket *b;
+
+	if ((void *)(m + 1) > end || m->magic != DINT_FILL_MAGIC || m->table >= DINT_NTABLES)
+		return XDP_ABORTED;
+	b = bucket_of(dint_hash(m->table, m->key));
+	if (!b)
+		return XDP_ABORTED;
+	m->result = 0; /* busy: the slow path tries again */
+	if (cache_latch(b))
+		return XDP_TX;
+	if (dint_cache_find(b, m->table, m->key) >= 0)
+		m->result = DINT_FILL_PRESENT;
+	else
+		m->result = dint_cache_place(b, m->table, m->key, &m->rec, &m->vid, &m->vrec);
+	cache_unlatch(b);
+	count(DINT_STAT_FILL);
+	if (m->result == DINT_FILL_EVICTED)
+		count(DINT_STAT_EVICT);
 	return XDP_TX;
 }

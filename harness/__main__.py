@@ -59,7 +59,8 @@ def cmd_run(args) -> int:
     cfg = RunConfig(system=args.system, workload=args.workload, concurrency=args.concurrency,
                     duration_s=args.duration, warmup_s=args.warmup, napi=args.napi, seed=args.seed,
                     value_size=args.value_size, keys=args.keys, store_capacity=args.store_capacity, clients_per_host=args.clients_per_host,
-                    kernel_threads=args.kernel_threads,
+                    kernel_threads=args.kernel_threads, cache_fraction=args.cache_fraction,
+                    cache_bloom=not args.no_bloom, cache_write_through=args.write_through,
                     **({"inventory": args.inventory} if args.inventory else {})).validate()
     summary = execute(cfg, args.out)
     print(one_line(summary))
@@ -108,6 +109,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--value-size", type=int, default=28, help="echo value bytes (default: 64-byte payloads)")
     p.add_argument("--clients-per-host", type=int, default=1)
     p.add_argument("--kernel-threads", type=int, default=1, help="kernel server threads per host")
+    p.add_argument("--cache-fraction", type=float, default=0.0,
+                   help="dint: cache slots for this fraction of the records (default 0: every key fits)")
+    p.add_argument("--no-bloom", action="store_true",
+                   help="dint ablation: no bloom filter, every cache miss goes to the slow path")
+    p.add_argument("--write-through", action="store_true",
+                   help="dint ablation: write-through cache (every write goes to the slow path)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("reproduce", help="the evaluation (make reproduce)")

@@ -34,6 +34,12 @@ class RunConfig:
     kernel_threads: int = 1       # kernel server: SO_REUSEPORT threads per host
     bypass_idle_poll_us: int = 200        # bypass server: poll (yielding) this long when idle,
     bypass_idle_sleep_max_us: int = 200   # then sleep up to this between polls (0: busy poll)
+    # dint's in-kernel cache (bpf/dint_cache.h): slots for this fraction of
+    # the records (0: one 4-slot bucket per record, so that every key fits),
+    # and the paper's two ablations
+    cache_fraction: float = 0.0
+    cache_bloom: bool = True
+    cache_write_through: bool = False
 
     def validate(self) -> "RunConfig":
         def need(ok: bool, msg: str) -> None:
@@ -52,6 +58,7 @@ class RunConfig:
         need(self.timeout_ms > 0 and self.max_retries >= 0, "timeout must be positive, retries not negative")
         need(1 <= self.clients_per_host <= 64, "--clients-per-host must be between 1 and 64")
         need(1 <= self.kernel_threads <= 256, "--kernel-threads must be between 1 and 256")
+        need(0 <= self.cache_fraction <= 4, "--cache-fraction must be between 0 (every key fits) and 4")
         need(self.bypass_idle_poll_us >= 0 and self.bypass_idle_sleep_max_us >= 0,
              "bypass idle settings must not be negative")
         return self

@@ -1,8 +1,11 @@
 """Server CPU per operation. Sampled when the clients start and when they
 finish, divided by the requests they sent in between:
 - dint: the XDP program's run time from the kernel's BPF statistics
-  (kernel.bpf_stats_enabled, on for the run) plus dintd's own CPU time (the
-  user-space side: log drain, slow path);
+  (kernel.bpf_stats_enabled, on for the run) plus the CPU time of dintd and
+  its slow path process (log drain; misses: fills, evictions, write-backs,
+  the slow path's own runs of the program and its socket calls). The kernel
+  stack's receive work for the datagrams passed up to the slow path runs in
+  the NAPI context and is not counted;
 - kernel and bypass: the server processes' CPU time (user and system: their
   syscalls) plus that of the threaded-NAPI kernel threads of the server
   interfaces, the kernel work the servers cause. In `inline` mode that
@@ -30,6 +33,26 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and all its descendants (dint's slow path is
+    a child of dintd)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += _cpu_s(p)
+        todo.extend(children.get(p, ()))
+    return total
+
+
 def _bpf_run(prog_id: int) -> tuple[int, int]:
     p = run(["bpftool", "prog", "show", "id", str(prog_id), "--json"], check=False)
     try:
@@ -40,8 +63,8 @@ def _bpf_run(prog_id: int) -> tuple[int, int]:
 
 
 RULE = {
-    "dint": "XDP run time (kernel BPF statistics) + dintd CPU time, from the clients' start to their end, "
-            "per request sent",
+    "dint": "XDP run time (kernel BPF statistics) + CPU time of dintd and its slow path, from the clients' "
+            "start to their end, per request sent",
     "kernel": "server process CPU + threaded-NAPI thread CPU of the server interfaces (0 with --napi inline, "
               "where that work runs on the client's CPU), per request sent",
 }
@@ -67,7 +90,7 @@ class ServerCost:
                 f.write(self._stats_before)
 
     def sample(self) -> dict:
-        procs = sum(_cpu_s(p.popen.pid) for p in self.system.procs if p.popen)
+        procs = sum(_tree_cpu_s(p.popen.pid) for p in self.system.procs if p.popen)
         out = {"process_cpu_s": procs}
         if self.system.name == "dint":
             ns = cnt = 0

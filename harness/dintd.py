@@ -1,12 +1,17 @@
 """The dint server process of one server host: compiles bpf/dint_xdp.c with
-bcc for the run's schema, loads the initial data into the store map in bulk,
-attaches the program in native mode to the host's interfaces and prints
-`ready`. While it runs it drains the per-CPU log rings into memory. On
-SIGTERM/SIGINT (or any error) it detaches the program, writes the log and a
-dump of the store if asked, and prints its counters.
+bcc for the run's schema and cache, starts the user-space slow path
+(bpf/dint_slowpath.c, given the cache map and the programs), which loads the
+initial data into its store and the cache image into the kernel in bulk,
+then attaches the program in native mode to the host's interfaces and prints
+`ready`. While it runs it drains the per-CPU log rings into memory and
+watches the slow path. On SIGTERM/SIGINT (or any error) it detaches the
+program, stops the slow path (which writes the cached records back and
+dumps the store if asked), writes the log if asked, and prints its counters.
 
-    python -m harness.dintd --ifaces IF[,IF...] [--port P] [--cpus LIST] [--schema 8,40,0]
-                            [--load SNAP] [--dump SNAP] [--log FILE] [--print-source]
+    python -m harness.dintd --ifaces IF[,IF...] --slowpath BIN [--port P] [--cpus LIST]
+                            [--schema 8,40,0] [--buckets N] [--no-bloom] [--write-through]
+                            [--capacity N] [--load SNAP] [--dump SNAP] [--log FILE]
+                            [--print-source]
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import json
 import mmap
 import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -23,8 +29,12 @@ from . import BPF_DIR, HarnessError, snapshot
 from .schema import Schema
 
 SOURCE = BPF_DIR / "dint_xdp.c"
-STAT_NAMES = ("rx", "tx", "drop", "err")  # enum dint_stat order
+# enum dint_stat, then enum dint_xdp_stat (bpf/dint_xdp.c), in order
+STAT_NAMES = ("rx", "tx", "drop", "err", "pass", "write_through", "write_through_failed", "fill", "evict", "busy")
 DRAIN_INTERVAL_S = 0.05
+SLOT_COUNT = 4          # DINT_CACHE_SLOTS
+DEFAULT_BUCKETS = 1024
+SLOWPATH_READY_S = 120.0
 
 
 def possible_cpus() -> int:
@@ -33,53 +43,22 @@ def possible_cpus() -> int:
     return max(get_possible_cpus()) + 1
 
 
-DEFAULT_CAPACITY = 4096
-
-
-def cflags(port: int, schema: Schema, capacity: int = DEFAULT_CAPACITY) -> list[str]:
+def cflags(port: int, schema: Schema, buckets: int = DEFAULT_BUCKETS, bloom: bool = True,
+           write_through: bool = False) -> list[str]:
     """Build flags of the data plane; recorded with the results."""
     return [f"-I{BPF_DIR}", f"-DDINT_PORT={port}", f"-DDINT_NCPUS={possible_cpus()}",
-            f"-DDINT_STORE_CAPACITY={capacity}", *schema.cflags()]
+            f"-DDINT_CACHE_BUCKETS={buckets}", f"-DDINT_CACHE_BLOOM={int(bloom)}",
+            f"-DDINT_CACHE_WRITE_THROUGH={int(write_through)}", *schema.cflags()]
 
 
-def compile_program(port: int, schema: Schema, debug: int = 0, capacity: int = DEFAULT_CAPACITY):
+def compile_program(port: int, schema: Schema, debug: int = 0, **cache):
     from bcc import BPF
-    return BPF(src_file=str(SOURCE).encode(), cflags=cflags(port, schema, capacity), debug=debug)
+    return BPF(src_file=str(SOURCE).encode(), cflags=cflags(port, schema, **cache), debug=debug)
 
 
 def read_stats(bpf) -> dict:
     table = bpf[b"dint_stats"]
     return {name: int(sum(table[table.Key(i)])) for i, name in enumerate(STAT_NAMES)}
-
-
-def load_store(bpf, path: str, schema: Schema) -> int:
-    """Initial data, with one batched map update (not one syscall per key)."""
-    snap_schema, records = snapshot.read_snapshot(path)
-    if snap_schema != schema:
-        raise HarnessError(f"{path} has schema {snap_schema}, the program was built for {schema}")
-    records = [r for r in records if r.live]
-    if not records:
-        return 0
-    store = bpf[b"dint_store"]
-    keys, vals = (store.Key * len(records))(), (store.Leaf * len(records))()
-    for i, r in enumerate(records):
-        keys[i].key, keys[i].table = r.key, r.table
-        vals[i].live, vals[i].ver = 1, r.ver
-        ctypes.memmove(vals[i].value, r.value, len(r.value))
-    store.items_update_batch(keys, vals)
-    return len(records)
-
-
-def dump_store(bpf, path: str, schema: Schema) -> int:
-    store = bpf[b"dint_store"]
-    records = []
-    for k, v in store.items_lookup_batch():
-        size = schema.sizes[k.table]
-        records.append(snapshot.Record(
-            table=k.table, key=k.key, ver=v.ver, value=bytes(v.value)[:size], live=bool(v.live),
-            owner=v.owner, nshared=sum(1 for s in v.shared if s)))
-    records.sort(key=lambda r: (r.table, r.key))
-    return snapshot.write_snapshot(path, schema, records)
 
 
 class LogDrain:
@@ -130,40 +109,91 @@ class LogDrain:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.dintd", description=__doc__.splitlines()[0])
     ap.add_argument("--ifaces", required=True, help="comma-separated interfaces to serve")
+    ap.add_argument("--slowpath", help="the slow path binary built for this schema (required to serve)")
     ap.add_argument("--port", type=int, default=7777)
-    ap.add_argument("--cpus", default="", help="pin this process to these CPUs once loaded")
+    ap.add_argument("--cpus", default="", help="pin this process and the slow path to these CPUs once loaded")
     ap.add_argument("--schema", default=str(Schema()), help="table value sizes, e.g. 8,40,0")
-    ap.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
-                    help="records the store map holds (preallocated: size it to the data)")
-    ap.add_argument("--load", help="snapshot to load into the store before serving")
+    ap.add_argument("--buckets", type=int, default=DEFAULT_BUCKETS,
+                    help=f"cache buckets of {SLOT_COUNT} slots (preallocated)")
+    ap.add_argument("--no-bloom", action="store_true", help="ablation: every cache miss goes to the slow path")
+    ap.add_argument("--write-through", action="store_true",
+                    help="ablation: every writing operation goes up to the slow path")
+    ap.add_argument("--capacity", type=int, default=4096, help="records the slow path's store holds")
+    ap.add_argument("--load", help="snapshot to load before serving")
     ap.add_argument("--dump", help="write a snapshot of the store here on stop")
     ap.add_argument("--log", help="write the log here on stop")
     ap.add_argument("--print-source", action="store_true", help="print the preprocessed BPF source and exit")
     args = ap.parse_args(argv)
     try:
         schema = Schema.parse(args.schema)
+        if not 1 <= args.buckets <= 1 << 26:
+            raise HarnessError(f"--buckets must be between 1 and {1 << 26}, not {args.buckets}")
+        cache = dict(buckets=args.buckets, bloom=not args.no_bloom, write_through=args.write_through)
         if args.print_source:
             from bcc import DEBUG_PREPROCESSOR
-            compile_program(args.port, schema, DEBUG_PREPROCESSOR, args.capacity)
+            compile_program(args.port, schema, DEBUG_PREPROCESSOR, **cache)
             return 0
-        return serve(args, schema)
+        if not args.slowpath:
+            raise HarnessError("--slowpath is required")
+        return serve(args, schema, cache)
     except HarnessError as e:
         print(f"dintd: error: {e}", file=sys.stderr)
         return 1
 
 
-def serve(args, schema: Schema) -> int:
+def combine_stats(xdp: dict, slow: dict) -> dict:
+    """The host's counters: datagrams from the wire (rx) are answered in XDP
+    (tx), dropped there, or passed up to the slow path, which answers or
+    drops them; the slow path's own counters follow as slow_*."""
+    out = dict(xdp)
+    for k in ("tx", "drop", "err"):
+        out[k] = xdp[k] + slow.get(k, 0)
+    out.update({f"slow_{k}": v for k, v in slow.items()})
+    return out
+
+
+class SlowPath:
+    """The slow path process: started with the cache map and the programs,
+    ready once the cache image is in; stopped with SIGTERM."""
+
+    def __init__(self, args, bpf, fds: list[int]):
+        cache, xdp, fill = fds
+        cmd = [args.slowpath, "--port", str(args.port), "--cache-fd", str(cache), "--xdp-fd", str(xdp),
+               "--fill-fd", str(fill), "--capacity", str(args.capacity),
+               *(["--cpus", args.cpus] if args.cpus else []),
+               *(["--load", args.load] if args.load else []), *(["--dump", args.dump] if args.dump else [])]
+        self.proc = subprocess.Popen(cmd, pass_fds=fds, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.proc.wait()
+            raise HarnessError(f"the slow path did not start (exit {self.proc.returncode}); see above")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> dict:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate()
+        for line in out.splitlines():
+            if line.startswith("stats "):
+                return json.loads(line[6:])
+        return {}
+
+
+def serve(args, schema: Schema, cache: dict) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     from bcc import BPF
-    bpf = compile_program(args.port, schema, capacity=args.capacity)
+    bpf = compile_program(args.port, schema, **cache)
     fn = bpf.load_func(b"dint_xdp", BPF.XDP)
-    if args.load:
-        print(f"loaded {load_store(bpf, args.load, schema)} records from {args.load}", flush=True)
+    fill = bpf.load_func(b"dint_fill", BPF.XDP)
+    slow = SlowPath(args, bpf, [bpf[b"dint_cache"].get_fd(), fn.fd, fill.fd])
     drain = LogDrain(bpf, schema)
     attached = []
+    failed = False
     try:
         for iface in args.ifaces.split(","):
             bpf.attach_xdp(iface.encode(), fn, BPF.XDP_FLAGS_DRV_MODE)
@@ -173,19 +203,25 @@ def serve(args, schema: Schema) -> int:
         print("ready", flush=True)
         while not stop.wait(DRAIN_INTERVAL_S):
             drain.drain()
+            if not slow.alive():
+                print("dintd: error: the slow path died", file=sys.stderr, flush=True)
+                failed = True
+                break
     finally:
         for iface in attached:
             try:
                 bpf.remove_xdp(iface.encode(), BPF.XDP_FLAGS_DRV_MODE)
             except Exception as e:  # keep detaching the others
                 print(f"dintd: could not detach XDP from {iface}: {e}", file=sys.stderr)
+        # XDP is off: the slow path writes the cached records back and dumps
+        slow_stats = slow.stop()
+        failed = failed or slow.proc.returncode != 0
         drain.drain()
         if args.log:
             drain.write(args.log)
-        if args.dump:
-            dump_store(bpf, args.dump, schema)
-        print("stats " + json.dumps(read_stats(bpf)), flush=True)
-    return 0
+        stats = combine_stats(read_stats(bpf), slow_stats)
+        print("stats " + json.dumps(stats), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class Status(enum.IntEnum):
     NOT_OWNER = 9
     UNKNOWN_TABLE = 10
     FULL = 11
+    RETRY = 12
 
 
 class Message(NamedTuple):

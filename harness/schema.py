@@ -55,8 +55,8 @@ class Schema:
         return BUILD_DIR / f"schema-{hashlib.sha256(str(self).encode()).hexdigest()[:10]}"
 
     def ensure_built(self) -> None:
-        """Builds the baseline servers for this schema (make skips what is current)."""
+        """Builds the baseline servers and dint's slow path for this schema (make skips what is current)."""
         d = self.build_dir.relative_to(ROOT)
         flags = "" if self == Schema() else " ".join(f"'{f}'" for f in self.cflags())
         run(["make", "-s", "-C", str(ROOT), f"BUILD={d}", f"SCHEMA_CFLAGS={flags}",
-             f"{d}/kernel_server", f"{d}/bypass_server"])
+             f"{d}/kernel_server", f"{d}/bypass_server", f"{d}/dint_slowpath"])

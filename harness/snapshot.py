@@ -98,6 +98,22 @@ def read_snapshot(path: str | Path) -> tuple[Schema, list[Record]]:
     return schema, out
 
 
+def count_records(path: str | Path) -> int:
+    """How many records a snapshot holds, without reading their values."""
+    data = Path(path).read_bytes()
+    try:
+        schema, pos = _read_header(data, SNAP_MAGIC, path, True)
+        n = 0
+        while pos < len(data):
+            pos += REC.size + schema.sizes[data[pos]]
+            n += 1
+    except (struct.error, IndexError) as e:
+        raise HarnessError(f"{path} is truncated or corrupt ({e})") from None
+    if pos != len(data):
+        raise HarnessError(f"{path} is truncated or corrupt (its last record)")
+    return n
+
+
 def write_log(path: str | Path, schema: Schema, records: list[LogRecord]) -> None:
     def chunks():
         yield LOG_MAGIC + _schema_header(schema) + struct.pack("<Q", len(records))

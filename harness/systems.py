@@ -4,6 +4,7 @@ stopping and counters are shared. Used as context managers, so servers are
 stopped (and XDP detached) also on errors and Ctrl-C."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from .schema import Schema
 from .sh import in_netns
 
 READY_TIMEOUT_S = 90.0  # bcc compiles the data plane at start-up
+CACHE_SLOTS = 4         # DINT_CACHE_SLOTS (bpf/dint_cache.h)
 
 
 def _cpus(host: Host) -> str:
@@ -105,13 +107,29 @@ class System:
 
 
 class DintSystem(System):
-    """XDP program loaded with bcc by harness.dintd on each server host."""
+    """XDP program loaded with bcc by harness.dintd on each server host,
+    with its user-space slow path (bpf/dint_slowpath.c)."""
     name = "dint"
 
+    def build(self) -> None:
+        self.schema.ensure_built()
+
+    def buckets(self) -> int:
+        """Cache buckets (of CACHE_SLOTS slots): one per record, or slots for
+        cfg.cache_fraction of the records."""
+        n = snapshot.count_records(self.data) if self.data else 0
+        if self.cfg.cache_fraction:
+            return max(1, math.ceil(self.cfg.cache_fraction * n / CACHE_SLOTS))
+        return max(64, n)
+
     def command(self, host: Host) -> list[str]:
+        if not hasattr(self, "_buckets"):
+            self._buckets = self.buckets()
         return [sys.executable, "-m", "harness.dintd", "--ifaces", ",".join(i.name for i in host.interfaces),
+                "--slowpath", str(self.schema.build_dir / "dint_slowpath"),
                 "--port", str(self.inv.port), "--cpus", _cpus(host), "--schema", str(self.schema),
-                *self.store_args(host)]
+                "--buckets", str(self._buckets), *([] if self.cfg.cache_bloom else ["--no-bloom"]),
+                *(["--write-through"] if self.cfg.cache_write_through else []), *self.store_args(host)]
 
     def launch(self, host: Host) -> list[str]:
         # Unpinned while bcc compiles (it is slow on a busy core); dintd pins
@@ -141,7 +159,7 @@ class BypassSystem(System):
         self.schema.ensure_built()
 
     def command(self, host: Host) -> list[str]:
-        eal = ["--no-huge", "-m", "512", "--no-pci", "--file-prefix", f"dint-{host.name}",
+        eal = ["--no-huge", "-m", "512", "--no-pci", "--file-prefix", f"dint-{host.netns or host.name}",
                "-l", str(host.cpus[0]), "--log-level=notice"]
         for i, iface in enumerate(host.interfaces):
             eal += ["--vdev", f"net_af_xdp{i},iface={iface.name}"]

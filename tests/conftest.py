@@ -64,6 +64,16 @@ def testbed(test_inventory):
 
 # -- one running system, for the suites every system must pass ------------
 SYSTEMS = ["dint", "kernel", "bypass"]
+# The suites also run on dint with a cache too small for the data (slots
+# for a tenth of the records, so most requests miss and go through the slow
+# path, which evicts and writes back), and with both of the paper's
+# ablations on top (no bloom filter, write-through).
+VARIANTS = {
+    "dint": {}, "kernel": {}, "bypass": {},
+    "dint-tenth": {"system": "dint", "cache_fraction": 0.1},
+    "dint-ablations": {"system": "dint", "cache_fraction": 0.1, "cache_bloom": False,
+                       "cache_write_through": True},
+}
 
 # Initial data of the conformance suites: the same snapshot for every system.
 INITIAL = [snapshot.Record(table=0, key=k, ver=1, value=k.to_bytes(8, "big")) for k in range(100, 110)] + \
@@ -108,13 +118,13 @@ class Served:
         return msg
 
 
-@pytest.fixture(scope="module", params=SYSTEMS)
+@pytest.fixture(scope="module", params=list(VARIANTS))
 def served(request, testbed, test_inventory_path, test_inventory, tmp_path_factory):
     from harness.config import RunConfig
     from harness.systems import make_system
     d = tmp_path_factory.mktemp(f"served-{request.param}")
     snapshot.write_snapshot(d / "initial.snap", Schema(), INITIAL)
-    cfg = RunConfig(system=request.param, inventory=str(test_inventory_path))
+    cfg = RunConfig(**{"system": request.param, **VARIANTS[request.param]}, inventory=str(test_inventory_path))
     system = make_system(test_inventory, cfg, d / "logs", Schema(), d / "initial.snap")
     with system:
         s = Served(system, test_inventory)

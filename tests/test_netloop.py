@@ -181,7 +181,8 @@ def test_requests_reach_their_own_server_and_all_complete():
             s.bind(("127.0.0.1", 0))
             s.connect(srv.addr)
             socks.append(s)
-        loop = Loop(socks, 5, stream.data, stream.offsets.tobytes(), stream.dest_of, 8, 20_000_000, 3)
+        # a generous timeout: the point is routing, not speed, on a possibly busy machine
+        loop = Loop(socks, 5, stream.data, stream.offsets.tobytes(), stream.dest_of, 8, 1_000_000_000, 3)
         st = drive(loop, seconds=0.3)
         assert st["ok"] == st["started_in_window"] > 100 and st["lost"] == st["retransmits"] == 0
         assert a.received + b.received == st["sent"]

@@ -1,6 +1,7 @@
 """Packet tables for the XDP program, run through BPF_PROG_TEST_RUN with
 scapy-built frames: input, expected verdict, expected output. No NIC and no
-testbed: the program as dintd compiles it, on the kernel's test path."""
+testbed: the program as dintd compiles it, on the kernel's test path. The
+cache is filled the way the slow path fills it (the dint_fill program)."""
 from __future__ import annotations
 
 import pytest
@@ -9,28 +10,22 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
 from harness import bpf_run
-from harness.dintd import compile_program, load_store
 from harness.protocol import DEFAULT_PORT, MAGIC, Op, Status, pack
 from harness.scapy_layer import Dint
-from harness import snapshot
-from harness.schema import Schema
 
 from conftest import need_root
+from xdp_cache import Cache
 
 CLIENT_MAC, SERVER_MAC = "02:00:00:00:00:02", "02:00:00:00:00:01"
 
 
 @pytest.fixture(scope="module")
-def prog(tmp_path_factory):
+def prog():
     need_root()
-    from bcc import BPF
-    bpf = compile_program(DEFAULT_PORT, Schema())
-    snap = tmp_path_factory.mktemp("xdp") / "data.snap"
-    snapshot.write_snapshot(snap, Schema(), [snapshot.Record(0, 42, 5, b"fortytwo")])
-    assert load_store(bpf, str(snap), Schema()) == 1
-    fn = bpf.load_func(b"dint_xdp", BPF.XDP)
-    yield bpf, fn.fd
-    bpf.cleanup()
+    c = Cache(buckets=64)
+    assert c.fill(0, 42, ver=5, value=b"fortytwo", live=True) == "placed"
+    yield c.bpf, c.xdp
+    c.bpf.cleanup()
 
 
 def frame(payload: bytes, dport: int = DEFAULT_PORT, **ip) -> bytes:
@@ -110,6 +105,5 @@ def test_state_changes_reach_the_maps(prog):
     bpf, fd = prog
     req = frame(pack(Op.INSERT, 77, b"seventy7", txn=5, ver=1))
     assert answered(bpf_run.run(fd, req).packet, req).status == Status.OK
-    store = bpf[b"dint_store"]
-    rec = store[store.Key(key=77, table=0)]
-    assert rec.live == 1 and rec.ver == 1 and bytes(rec.value)[:8] == b"seventy7"
+    rec = Cache.find(bpf, 0, 77)
+    assert rec.live == 1 and rec.ver == 1 and bytes(rec.value)[:8] == b"seventy7" and rec.gen == 1

@@ -1,0 +1,162 @@
+/* dint's in-kernel cache, as the DINT paper designs it: an array of buckets,
+ * each with a few record slots, one latch, a clock hand for eviction and a
+ * 64-bit bloom filter of the bucket's keys that live in user space. Shared by
+ * the XDP program (bpf/dint_xdp.c), which serves hits and answers misses of
+ * keys the filter rules out, and its user-space slow path
+ * (bpf/dint_slowpath.c), which holds the full store, builds the initial
+ * image and reads the cache back at stop.
+ *
+ * Invariants the two keep between them:
+ *   - a key is in at most one slot, of the bucket dint_hash picks;
+ *   - a cached record is the newest copy; the slow path's store copy of it
+ *     may be older (gen tells), and only the slow path evicts;
+ *   - every key that has a record in the slow path's store has its bloom
+ *     bits set (at load, or when evicted), so a clear bit proves a key exists
+ *     nowhere and the kernel may answer or create it alone.
+ *
+ * Include after dint_engine.h (struct dint_rec). */
+#ifndef DINT_CACHE_H
+#define DINT_CACHE_H
+
+/* Slots per bucket; DINT's 4. A power of two. */
+#ifndef DINT_CACHE_SLOTS
+#define DINT_CACHE_SLOTS 4
+#endif
+_Static_assert((DINT_CACHE_SLOTS & (DINT_CACHE_SLOTS - 1)) == 0, "slots: a power of two");
+
+struct dint_slot_id {
+	__u64 key;
+	__u8 table;
+	__u8 used;
+	__u8 pad[6];
+};
+
+/* The ids first: a lookup reads one cache line, then the record it wants. */
+struct dint_bucket {
+	__u64 latch; /* 0: free; taken with compare-and-swap (bpf/dint_xdp.c;
+		      * 64 bits: what every BPF target has atomics for) */
+	__u64 bloom; /* keys of this bucket that live in the slow path's store */
+	__u32 hand;  /* the slot the next eviction takes (a clock) */
+	__u32 pad;
+	struct dint_slot_id id[DINT_CACHE_SLOTS];
+	struct dint_rec rec[DINT_CACHE_SLOTS];
+};
+
+/* The slow path asks the kernel, through BPF_PROG_TEST_RUN of the dint_fill
+ * program, to take a record into the cache: in goes (table, key, rec), out
+ * comes what happened and, if a slot had to be freed, the record evicted
+ * from it (to be written back). */
+#define DINT_FILL_MAGIC 0xD17EF111u
+enum dint_fill_result {
+	DINT_FILL_BUSY = 0,    /* the bucket's latch stayed busy: nothing changed */
+	DINT_FILL_PLACED = 1,  /* into a free slot */
+	DINT_FILL_EVICTED = 2, /* into the slot of vid/vrec, evicted for it */
+	DINT_FILL_PRESENT = 3, /* the key was cached already: nothing changed */
+};
+
+struct dint_fill {
+	__u32 magic;
+	__u8 table;
+	__u8 result;
+	__u8 pad[2];
+	__u64 key;
+	struct dint_rec rec;
+	struct dint_slot_id vid;
+	struct dint_rec vrec;
+};
+
+/* With write-through, a reply to a writing operation goes up to the slow
+ * path (XDP_PASS) with the record as it is after the operation appended;
+ * the slow path stores it and sends the reply. */
+#define DINT_WT_MAGIC 0xD17E3771u
+struct dint_wt {
+	__u32 magic;
+	__u8 table;
+	__u8 found; /* 0: evicted meanwhile, and written back by that */
+	__u8 pad[2];
+	__u64 key;
+	struct dint_rec rec;
+};
+
+/* The source MAC of the frames the slow path runs through the program, so
+ * the program's counters count the wire's datagrams only (the slow path
+ * counts what it answers itself). Locally administered, never a NIC's. */
+#define DINT_SLOW_MAC { 0x02, 0x00, 0x64, 0x69, 0x6e, 0x74 }
+
+static __always_inline int dint_from_slowpath(const __u8 *src)
+{
+	const __u8 mac[6] = DINT_SLOW_MAC;
+
+	return src[0] == mac[0] && src[1] == mac[1] && src[2] == mac[2] && src[3] == mac[3] &&
+	       src[4] == mac[4] && src[5] == mac[5];
+}
+
+static __always_inline __u64 dint_cache_bucket(__u64 h, __u64 nbuckets)
+{
+	return h % nbuckets;
+}
+
+/* Two bits of the bucket's filter, from hash bits the bucket index does not
+ * use. */
+static __always_inline __u64 dint_bloom_bits(__u64 h)
+{
+	return (1ULL << ((h >> 52) & 63)) | (1ULL << ((h >> 58) & 63));
+}
+
+static __always_inline int dint_bloom_may_hold(const struct dint_bucket *b, __u64 h)
+{
+	__u64 bits = dint_bloom_bits(h);
+
+	return (b->bloom & bits) == bits;
+}
+
+/* The slot of (table, key) in b, or -1. */
+static __always_inline int dint_cache_find(const struct dint_bucket *b, __u8 table, __u64 key)
+{
+	for (int i = 0; i < DINT_CACHE_SLOTS; i++)
+		if (b->id[i].used && b->id[i].key == key && b->id[i].table == table)
+			return i;
+	return -1;
+}
+
+static __always_inline int dint_cache_free_slot(const struct dint_bucket *b)
+{
+	for (int i = 0; i < DINT_CACHE_SLOTS; i++)
+		if (!b->id[i].used)
+			return i;
+	return -1;
+}
+
+static __always_inline void dint_cache_set(struct dint_bucket *b, int i, __u8 table, __u64 key)
+{
+	i &= DINT_CACHE_SLOTS - 1;
+	b->id[i].key = key;
+	b->id[i].table = table;
+	b->id[i].used = 1;
+}
+
+/* Takes (table, key) into b, which does not hold it, with the record rec:
+ * into a free slot, or into the clock hand's slot, whose key and record are
+ * first copied to *vid and *vrec and remembered in the filter as living in
+ * user space. Returns a dint_fill_result. */
+static __always_inline int dint_cache_place(struct dint_bucket *b, __u8 table, __u64 key,
+					    const struct dint_rec *rec, struct dint_slot_id *vid,
+					    struct dint_rec *vrec)
+{
+	int i = dint_cache_free_slot(b), res = DINT_FILL_PLACED;
+
+	if (i < 0) {
+		i = b->hand & (DINT_CACHE_SLOTS - 1);
+		b->hand = i + 1;
+		*vid = b->id[i];
+		*vrec = b->rec[i];
+		b->bloom |= dint_bloom_bits(dint_hash(vid->table, vid->key));
+		res = DINT_FILL_EVICTED;
+	}
+	i &= DINT_CACHE_SLOTS - 1;
+	dint_cache_set(b, i, table, key);
+	b->rec[i] = *rec;
+	return res;
+}
+
+#endif

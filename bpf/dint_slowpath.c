@@ -1,0 +1,572 @@
+/* dint's user-space slow path: the rare work the XDP program passes up.
+ *
+ * It holds the full store (baselines/store.h: every key, with the initial
+ * data) and, at start, builds the in-kernel cache's image from it: each key
+ * goes into its bucket while the bucket has a free slot, the others are
+ * remembered in their bucket's bloom filter; the image is written with
+ * batched map updates. Then it serves the datagrams the XDP program passes
+ * up (XDP_PASS, through the kernel's UDP stack to this socket):
+ *
+ *   - a request whose key may live here: the record is taken into the cache
+ *     (BPF_PROG_TEST_RUN of dint_fill, which evicts a victim if the bucket is
+ *     full and hands it back to be written back here), then the request runs
+ *     through the XDP program itself (BPF_PROG_TEST_RUN of dint_xdp), so the
+ *     engine answers it on the cached record exactly as on a hit, and the
+ *     reply goes back through this socket;
+ *   - a write-through reply (the ablation): the record appended to it is
+ *     stored and the reply sent.
+ *
+ * Only this process evicts, one request at a time, so a key it has filled
+ * stays cached until it fills another key into the same bucket. Records move
+ * with their gen (struct dint_rec), and a copy replaces the stored one only
+ * if it is newer, so write-backs and write-through copies may arrive in any
+ * order. At stop every cached record is written back and --dump written.
+ *
+ *   dint_slowpath --cache-fd FD --xdp-fd FD --fill-fd FD [--port P] [--cpus CPU]
+ *                 [--capacity N] [--load FILE] [--dump FILE]
+ *
+ * The fds are the cache map and the two programs, inherited from
+ * harness/dintd.py, which loaded them. Prints "ready" once the cache is
+ * filled, and "stats {json}" at stop. */
+#define _GNU_SOURCE
+#include <linux/bpf.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "server_common.h"
+#include "dint_net.h"
+#include "dint_cache.h"
+
+#define USAGE "dint_slowpath --cache-fd FD --xdp-fd FD --fill-fd FD [--port P] [--cpus CPU] " \
+	      STORE_USAGE
+
+#define BATCH 64
+#define SLOT_DATA 2048
+#define RCV_TIMEOUT_US 100000
+#define FRAME_HDR (sizeof(struct dint_eth) + sizeof(struct dint_ipv4) + sizeof(struct dint_udp))
+/* Room for a frame and what XDP may append to it. */
+#define FRAME_MAX (FRAME_HDR + SLOT_DATA + sizeof(struct dint_wt) + 256)
+
+enum sp_stat {
+	SP_RX,        /* datagrams received */
+	SP_TX,        /* replies sent */
+	SP_DROP,      /* datagrams not answered */
+	SP_ERR,       /* replies sent with a status other than OK */
+	SP_FILL,      /* records taken into the cache */
+	SP_EVICT,     /* ... that evicted one */
+	SP_WRITEBACK, /* evicted or written-through records stored (newer than the store's) */
+	SP_WT,        /* write-through replies relayed */
+	SP_REPASS,    /* requests that missed again after their fill (retried) */
+	SP_FULL,      /* requests refused: the store had no room for a victim */
+	SP_LOADED,    /* records loaded at start */
+	SP_CACHED,    /* ... of which the cache took in (the rest overflowed full buckets) */
+	SP_MAX,
+};
+static const char *const sp_names[SP_MAX] = {
+	"rx", "tx", "drop", "err", "fill", "evict", "writeback", "wt", "repass", "full", "loaded", "cached",
+};
+static uint64_t stats[SP_MAX];
+
+static int cache_fd = -1, xdp_fd = -1, fill_fd = -1;
+static __u32 nbuckets;
+
+static int sys_bpf(int cmd, union bpf_attr *attr)
+{
+	return (int)syscall(__NR_bpf, cmd, attr, sizeof(*attr));
+}
+
+/* Runs prog on data once; the program's verdict, or -1 (errno set). */
+static int test_run(int prog, void *in, __u32 in_len, void *out, __u32 *out_len)
+{
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.test.prog_fd = prog;
+	a.test.data_in = (uintptr_t)in;
+	a.test.data_size_in = in_len;
+	a.test.data_out = (uintptr_t)out;
+	a.test.data_size_out = *out_len;
+	a.test.repeat = 1;
+	if (sys_bpf(BPF_PROG_TEST_RUN, &a) < 0)
+		return -1;
+	*out_len = a.test.data_size_out;
+	return (int)a.test.retval;
+}
+
+/* Stores a record that left the cache if it is newer than the store's copy
+ * (a record the store never had and nobody changed is not kept). 1 if
+ * stored, 0 if not needed, -1 if the store is full. */
+static int writeback(__u8 table, __u64 key, const struct dint_rec *r)
+{
+	struct store_entry *e = store_get(table, key, 0);
+
+	if (e ? r->gen <= e->rec.gen : r->gen == 0)
+		return 0;
+	if (!e)
+		e = store_get(table, key, 1);
+	if (!e)
+		return -1;
+	e->rec = *r;
+	stats[SP_WRITEBACK]++;
+	return 1;
+}
+
+/* Takes (table, key) into the cache. -1 with errno if the kernel refused. */
+static int fill(__u8 table, __u64 key)
+{
+	struct store_entry *e = store_get(table, key, 0);
+	struct dint_fill m;
+	__u32 len = sizeof(m);
+	int v;
+
+	for (int tries = 0;; tries++) {
+		memset(&m, 0, sizeof(m));
+		m.magic = DINT_FILL_MAGIC;
+		m.table = table;
+		m.key = key;
+		if (e)
+			m.rec = e->rec;
+		len = sizeof(m);
+		v = test_run(fill_fd, &m, sizeof(m), &m, &len);
+		if (v < 0)
+			return -1;
+		if (v != XDP_TX || len != sizeof(m)) {
+			errno = EPROTO;
+			return -1;
+		}
+		if (m.result != DINT_FILL_BUSY)
+			break;
+		if (tries == 1000) {
+			errno = EBUSY;
+			return -1;
+		}
+		sched_yield();
+	}
+	if (m.result == DINT_FILL_PRESENT)
+		return 0;
+	stats[SP_FILL]++;
+	if (m.result == DINT_FILL_EVICTED) {
+		stats[SP_EVICT]++;
+		/* the caller made sure the store has room for one more */
+		writeback(m.vid.table, m.vid.key, &m.vrec);
+	}
+	return 0;
+}
+
+/* A write-through reply: msg[0, len) is the reply followed by struct
+ * dint_wt. Stores the record and returns the reply's length, or 0 if this
+ * is not one. */
+static __u32 take_write_through(const __u8 *msg, __u32 len)
+{
+	const struct dint_hdr *h = (const void *)msg;
+	const struct dint_wt *wt;
+	__u32 n;
+
+	if (len < DINT_HDR_LEN + sizeof(*wt) || h->magic != dint_htons(DINT_MAGIC) ||
+	    h->status == DINT_ST_REQUEST)
+		return 0;
+	n = DINT_HDR_LEN + dint_ntohs(h->val_len);
+	if (n + sizeof(*wt) != len)
+		return 0;
+	wt = (const void *)(msg + n);
+	if (wt->magic != DINT_WT_MAGIC || wt->table >= DINT_NTABLES)
+		return 0;
+	if (wt->found)
+		writeback(wt->table, wt->key, &wt->rec);
+	stats[SP_WT]++;
+	return n;
+}
+
+/* Wraps a datagram's payload in the frame the XDP program expects. */
+static void make_frame(__u8 *frame, const __u8 *msg, __u32 len, unsigned int port)
+{
+	struct dint_eth *eth = (void *)frame;
+	struct dint_ipv4 *ip = (void *)(eth + 1);
+	struct dint_udp *udp = (void *)(ip + 1);
+
+	const __u8 mac[6] = DINT_SLOW_MAC;
+
+	memset(frame, 0, FRAME_HDR);
+	memcpy(eth->src, mac, sizeof(mac));
+	eth->proto = dint_htons(DINT_ETH_P_IP);
+	ip->ver_ihl = 0x45;
+	ip->ttl = 64;
+	ip->protocol = DINT_IPPROTO_UDP;
+	ip->tot_len = dint_htons(sizeof(*ip) + sizeof(*udp) + len);
+	udp->source = dint_htons(1);
+	udp->dest = dint_htons(port);
+	udp->len = dint_htons(sizeof(*udp) + len);
+	memcpy(frame + FRAME_HDR, msg, len);
+}
+
+/* Answers one request the XDP program passed up, in place: returns the
+ * reply's length in buf, or 0 to send nothing. */
+static __u32 serve_request(__u8 *buf, __u32 len, unsigned int port)
+{
+	static __u8 frame[FRAME_MAX], out[FRAME_MAX];
+	struct dint_hdr *h = (void *)buf;
+	int fillable = len >= DINT_HDR_LEN && h->table < DINT_NTABLES;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		__u32 out_len = sizeof(out), n;
+		const struct dint_udp *udp;
+		int v;
+
+		if (fillable) {
+			/* A victim not in the store yet needs room there. */
+			if (store.nrecs >= store.cap) {
+				stats[SP_FULL]++;
+				h->status = DINT_ST_FULL;
+				return len;
+			}
+			if (fill(h->table, dint_ntohll(h->key)) < 0) {
+				report_error("dint_fill failed: %s", strerror(errno));
+				return 0;
+			}
+		}
+		make_frame(frame, buf, len, port);
+		v = test_run(xdp_fd, frame, FRAME_HDR + len, out, &out_len);
+		if (v < 0) {
+			report_error("running dint_xdp failed: %s", strerror(errno));
+			return 0;
+		}
+		if (v == XDP_DROP || v == XDP_ABORTED || out_len < FRAME_HDR)
+			return 0;
+		udp = (const void *)(out + sizeof(struct dint_eth) + sizeof(struct dint_ipv4));
+		n = dint_ntohs(udp->len);
+		if (n < sizeof(*udp) || FRAME_HDR + n - sizeof(*udp) > out_len)
+			return 0;
+		n -= sizeof(*udp);
+		if (v == XDP_TX) {
+			memcpy(buf, out + FRAME_HDR, n);
+			return n;
+		}
+		/* XDP_PASS: write-through, or a miss after all */
+		if (take_write_through(out + FRAME_HDR, n)) {
+			n -= sizeof(struct dint_wt);
+			memcpy(buf, out + FRAME_HDR, n);
+			return n;
+		}
+		stats[SP_REPASS]++;
+	}
+	return 0;
+}
+
+/* ---- the cache image ---- */
+
+static int map_info(int fd, struct bpf_map_info *info)
+{
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	memset(info, 0, sizeof(*info));
+	a.info.bpf_fd = fd;
+	a.info.info_len = sizeof(*info);
+	a.info.info = (uintptr_t)info;
+	return sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a);
+}
+
+/* Writes buckets keys[0, n) from vals with one batched update per chunk. */
+static int update_buckets(__u32 *keys, struct dint_bucket *vals, __u32 n)
+{
+	const __u32 chunk = 4096;
+
+	for (__u32 i = 0; i < n; i += chunk) {
+		union bpf_attr a;
+
+		memset(&a, 0, sizeof(a));
+		a.batch.map_fd = cache_fd;
+		a.batch.keys = (uintptr_t)(keys + i);
+		a.batch.values = (uintptr_t)(vals + i);
+		a.batch.count = n - i < chunk ? n - i : chunk;
+		if (sys_bpf(BPF_MAP_UPDATE_BATCH, &a) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Every stored key into its bucket while it has room; the rest into the
+ * bucket's bloom filter. */
+static int build_cache(void)
+{
+	struct dint_bucket *img = calloc(nbuckets, sizeof(*img));
+	struct dint_bucket *vals = NULL;
+	__u32 *keys = NULL, n = 0;
+	__u64 cached = 0;
+	int ret = -1;
+
+	if (!img)
+		goto out;
+	for (__u64 i = 0; i < store.nrecs; i++) {
+		const struct store_id *id = &store.ids[i];
+		__u64 h = dint_hash(id->table, id->key);
+		struct dint_bucket *b = &img[dint_cache_bucket(h, nbuckets)];
+		int s = dint_cache_free_slot(b);
+
+		if (s < 0) {
+			b->bloom |= dint_bloom_bits(h);
+			continue;
+		}
+		dint_cache_set(b, s, id->table, id->key);
+		b->rec[s] = store.recs[i].rec;
+		cached++;
+	}
+	keys = calloc(nbuckets, sizeof(*keys));
+	vals = calloc(nbuckets, sizeof(*vals));
+	if (!keys || !vals)
+		goto out;
+	for (__u32 i = 0; i < nbuckets; i++) {
+		if (!img[i].bloom && !img[i].id[0].used)
+			continue;
+		keys[n] = i;
+		vals[n++] = img[i];
+	}
+	if (update_buckets(keys, vals, n) < 0) {
+		report_error("writing the cache image failed: %s", strerror(errno));
+		goto out;
+	}
+	stats[SP_LOADED] = store.nrecs;
+	stats[SP_CACHED] = cached;
+	fprintf(stderr, "dint_slowpath: %llu of %llu records cached in %u buckets of %d slots\n",
+		(unsigned long long)cached, (unsigned long long)store.nrecs, nbuckets,
+		DINT_CACHE_SLOTS);
+	ret = 0;
+out:
+	if (ret < 0 && !img)
+		report_error("out of memory for the cache image");
+	free(img);
+	free(keys);
+	free(vals);
+	return ret;
+}
+
+/* At stop (XDP detached): every cached record back into the store. */
+static int drain_cache(void)
+{
+	const __u32 chunk = 1024;
+	struct dint_bucket *vals = calloc(chunk, sizeof(*vals));
+	__u32 *keys = calloc(chunk, sizeof(*keys));
+	__u64 in_batch = 0;
+	int ret = -1, first = 1;
+
+	if (!vals || !keys) {
+		report_error("out of memory reading the cache back");
+		goto out;
+	}
+	for (;;) {
+		union bpf_attr a;
+		int r;
+
+		memset(&a, 0, sizeof(a));
+		a.batch.map_fd = cache_fd;
+		a.batch.in_batch = first ? 0 : (uintptr_t)&in_batch;
+		a.batch.out_batch = (uintptr_t)&in_batch;
+		a.batch.keys = (uintptr_t)keys;
+		a.batch.values = (uintptr_t)vals;
+		a.batch.count = chunk;
+		r = sys_bpf(BPF_MAP_LOOKUP_BATCH, &a);
+		if (r < 0 && errno != ENOENT) {
+			report_error("reading the cache back failed: %s", strerror(errno));
+			goto out;
+		}
+		for (__u32 i = 0; i < a.batch.count; i++)
+			for (int s = 0; s < DINT_CACHE_SLOTS; s++) {
+				const struct dint_slot_id *id = &vals[i].id[s];
+
+				if (id->used && writeback(id->table, id->key, &vals[i].rec[s]) < 0) {
+					report_error("the store is full (--capacity %llu): "
+						     "cached records lost at stop",
+						     (unsigned long long)store.cap);
+					goto out;
+				}
+			}
+		if (r < 0)
+			break; /* ENOENT: that was the last chunk */
+		first = 0;
+	}
+	ret = 0;
+out:
+	free(vals);
+	free(keys);
+	return ret;
+}
+
+/* ---- serving ---- */
+
+static int serve(int fd, unsigned int port)
+{
+	static __u8 buf[BATCH][SLOT_DATA];
+	static struct sockaddr_in peer[BATCH];
+	static struct mmsghdr in[BATCH], out[BATCH];
+	static struct iovec in_iov[BATCH], out_iov[BATCH];
+
+	for (int i = 0; i < BATCH; i++) {
+		in_iov[i].iov_base = buf[i];
+		in_iov[i].iov_len = SLOT_DATA;
+		in[i].msg_hdr.msg_iov = &in_iov[i];
+		in[i].msg_hdr.msg_iovlen = 1;
+		in[i].msg_hdr.msg_name = &peer[i];
+	}
+	while (!should_stop()) {
+		unsigned int nout = 0;
+		int n;
+
+		for (int i = 0; i < BATCH; i++)
+			in[i].msg_hdr.msg_namelen = sizeof(peer[i]);
+		n = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				continue;
+			report_error("recvmmsg failed: %s", strerror(errno));
+			return -1;
+		}
+		for (int i = 0; i < n; i++) {
+			__u32 len = in[i].msg_len, r;
+
+			stats[SP_RX]++;
+			if (in[i].msg_hdr.msg_flags & MSG_TRUNC)
+				r = 0;
+			else if ((r = take_write_through(buf[i], len)) == 0)
+				r = serve_request(buf[i], len, port);
+			if (!r) {
+				stats[SP_DROP]++;
+				continue;
+			}
+			if (((struct dint_hdr *)buf[i])->status != DINT_ST_OK)
+				stats[SP_ERR]++;
+			out_iov[nout].iov_base = buf[i];
+			out_iov[nout].iov_len = r;
+			memset(&out[nout], 0, sizeof(out[nout]));
+			out[nout].msg_hdr.msg_name = &peer[i];
+			out[nout].msg_hdr.msg_namelen = in[i].msg_hdr.msg_namelen;
+			out[nout].msg_hdr.msg_iov = &out_iov[nout];
+			out[nout].msg_hdr.msg_iovlen = 1;
+			nout++;
+		}
+		stats[SP_TX] += send_all(fd, out, nout);
+	}
+	return 0;
+}
+
+static void print_sp_stats(void)
+{
+	fputs("stats {", stdout);
+	for (int i = 0; i < SP_MAX; i++)
+		printf("%s\"%s\": %" PRIu64, i ? ", " : "", sp_names[i], stats[i]);
+	fputs("}\n", stdout);
+	fflush(stdout);
+}
+
+static int parse_fd(const char *arg, const char *name)
+{
+	unsigned long v;
+
+	if (parse_uint(arg, 0, 1 << 20, &v) < 0)
+		usage_error(USAGE, "bad %s '%s'", name, arg);
+	return (int)v;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "port", required_argument, NULL, 'p' },
+		{ "cpus", required_argument, NULL, 'c' },
+		{ "cache-fd", required_argument, NULL, 'm' },
+		{ "xdp-fd", required_argument, NULL, 'x' },
+		{ "fill-fd", required_argument, NULL, 'f' },
+		STORE_OPTIONS,
+		{ NULL, 0, NULL, 0 },
+	};
+	struct store_opts sopts = STORE_OPTS_DEFAULT;
+	unsigned long port = DINT_PORT;
+	struct bpf_map_info info;
+	int cpus[64], ncpus = 0, opt, fd, status = 0;
+
+	sopts.log_capacity = 0; /* the log is the kernel's rings */
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'p':
+			if (parse_uint(optarg, 1, 65535, &port) < 0)
+				usage_error(USAGE, "bad --port '%s'", optarg);
+			break;
+		case 'c':
+			ncpus = parse_cpu_list(optarg, cpus, 64);
+			if (ncpus < 0)
+				usage_error(USAGE, "bad --cpus '%s'", optarg);
+			break;
+		case 'm':
+			cache_fd = parse_fd(optarg, "--cache-fd");
+			break;
+		case 'x':
+			xdp_fd = parse_fd(optarg, "--xdp-fd");
+			break;
+		case 'f':
+			fill_fd = parse_fd(optarg, "--fill-fd");
+			break;
+		default:
+			if (store_parse_opt(opt, optarg, USAGE, &sopts))
+				break;
+			if (strchr("pcmxf", optopt) || store_opt_is(optopt))
+				usage_error(USAGE, "missing value for '%s'", argv[optind - 1]);
+			usage_error(USAGE, "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		usage_error(USAGE, "unexpected argument '%s'", argv[optind]);
+	if (cache_fd < 0 || xdp_fd < 0 || fill_fd < 0)
+		usage_error(USAGE, "--cache-fd, --xdp-fd and --fill-fd are required");
+	if (map_info(cache_fd, &info) < 0) {
+		report_error("--cache-fd %d is not a BPF map: %s", cache_fd, strerror(errno));
+		return EXIT_SETUP;
+	}
+	/* The two compilers must agree on the layout, or every record would
+	 * be garbled on its way between kernel and user space. */
+	if (info.value_size != sizeof(struct dint_bucket) || info.key_size != 4 ||
+	    !info.max_entries) {
+		report_error("the cache map (%u-byte buckets) does not match this build "
+			     "(%zu-byte buckets)",
+			     info.value_size, sizeof(struct dint_bucket));
+		return EXIT_SETUP;
+	}
+	nbuckets = info.max_entries;
+	if (ncpus) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		for (int i = 0; i < ncpus; i++)
+			CPU_SET(cpus[i], &set);
+		if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+			report_error("pinning to --cpus failed: %s", strerror(errno));
+			return EXIT_SETUP;
+		}
+	}
+	if (store_start(&sopts) < 0)
+		return EXIT_SETUP;
+	if (install_stop_handlers() < 0) {
+		report_error("installing signal handlers failed: %s", strerror(errno));
+		return EXIT_SETUP;
+	}
+	fd = udp_socket(port, false, RCV_TIMEOUT_US, 4 << 20);
+	if (fd < 0 || build_cache() < 0) {
+		store_free();
+		return EXIT_SETUP;
+	}
+	print_ready();
+	if (serve(fd, port) < 0)
+		status = EXIT_SETUP;
+	close(fd);
+	/* dintd detaches XDP before stopping this process: the cache no
+	 * longer changes. */
+	if (drain_cache() < 0)
+		status = EXIT_SETUP;
+	sopts.log = NULL;
+	if (store_stop(&sopts) < 0)
+		status = EXIT_SETUP;
+	print_sp_stats();
+	return status;
+}
