@@ -59,7 +59,7 @@ def cmd_run(args) -> int:
     cfg = RunConfig(system=args.system, workload=args.workload, concurrency=args.concurrency,
                     duration_s=args.duration, warmup_s=args.warmup, napi=args.napi, seed=args.seed,
                     value_size=args.value_size, keys=args.keys, store_capacity=args.store_capacity, clients_per_host=args.clients_per_host,
-                    kernel_threads=args.kernel_threads,
+                    kernel_threads=args.kernel_threads, lock_mode=args.lock_mode, kv_mix=args.kv_mix,
                     **({"inventory": args.inventory} if args.inventory else {})).validate()
     summary = execute(cfg, args.out)
     print(one_line(summary))
@@ -92,8 +92,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="one measured run")
     p.add_argument("--system", required=True, choices=["dint", "kernel", "bypass"])
-    p.add_argument("--workload", default="echo", choices=["echo", "kv", "log"],
-                   help="echo; kv: reads of 40-byte records (DINT's parallel KV); log: appends")
+    p.add_argument("--workload", default="echo", choices=["echo", "kv", "log", "lock"],
+                   help="echo; kv: 40-byte records (DINT's KV store, see --kv-mix); log: appends; "
+                        "lock: transactions locking 5-10 keys (see --lock-mode)")
     p.add_argument("--keys", type=int, default=100_000, help="kv, log: keys per table")
     p.add_argument("--store-capacity", type=int, default=0,
                    help="records per server store (default: twice the keys, at least 4096)")
@@ -108,6 +109,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--value-size", type=int, default=28, help="echo value bytes (default: 64-byte payloads)")
     p.add_argument("--clients-per-host", type=int, default=1)
     p.add_argument("--kernel-threads", type=int, default=1, help="kernel server threads per host")
+    # transactional microbenchmarks; the choices are checked by RunConfig, for one clear message
+    p.add_argument("--lock-mode", default="2pl", help="lock: 2pl (no-wait two-phase locking) or occ (FaSST-style)")
+    p.add_argument("--kv-mix", default="parallel",
+                   help="kv: parallel (100%% reads) or contention (80%% reads, 20%% writes)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("reproduce", help="the evaluation (make reproduce)")

@@ -34,6 +34,9 @@ class RunConfig:
     kernel_threads: int = 1       # kernel server: SO_REUSEPORT threads per host
     bypass_idle_poll_us: int = 200        # bypass server: poll (yielding) this long when idle,
     bypass_idle_sleep_max_us: int = 200   # then sleep up to this between polls (0: busy poll)
+    # -- transactional microbenchmarks (the executor, harness/txn.py) --
+    lock_mode: str = "2pl"        # lock: 2pl (no-wait two-phase locking) or occ (FaSST-style)
+    kv_mix: str = "parallel"      # kv: parallel (100% reads) or contention (80% reads, 20% writes)
 
     def validate(self) -> "RunConfig":
         def need(ok: bool, msg: str) -> None:
@@ -54,7 +57,19 @@ class RunConfig:
         need(1 <= self.kernel_threads <= 256, "--kernel-threads must be between 1 and 256")
         need(self.bypass_idle_poll_us >= 0 and self.bypass_idle_sleep_max_us >= 0,
              "bypass idle settings must not be negative")
+        self._validate_transactional(need)
         return self
+
+    def _validate_transactional(self, need) -> None:
+        from workloads import kv, lock
+        need(self.lock_mode in lock.MODES, f"--lock-mode must be one of {', '.join(lock.MODES)}, "
+             f"not {self.lock_mode!r}")
+        need(self.kv_mix in kv.MIXES, f"--kv-mix must be one of {', '.join(kv.MIXES)}, not {self.kv_mix!r}")
+        need(self.lock_mode == "2pl" or self.workload == "lock", "--lock-mode applies to --workload lock only")
+        need(self.kv_mix == "parallel" or self.workload == "kv", "--kv-mix applies to --workload kv only")
+        need(self.workload != "lock" or self.keys >= lock.KEYS_PER_TXN[1],
+             f"--keys must be at least {lock.KEYS_PER_TXN[1]} for --workload lock "
+             f"(a transaction locks up to {lock.KEYS_PER_TXN[1]} distinct keys)")
 
     @property
     def capacity(self) -> int:
