@@ -355,6 +355,12 @@ static int scan_timeouts(Loop *self, uint64_t t)
 	return k ? flush(self, k) : 0;
 }
 
+/* Whether a received datagram is a dint reply to this client. */
+static inline int is_reply_to(const struct mmsghdr *m, const struct dint_hdr *h, uint32_t client_id)
+{
+	return m->msg_len >= DINT_HDR_LEN && h->magic == htons(DINT_MAGIC) && ntohl(h->client_id) == client_id;
+}
+
 /* Matches the n replies received in rmsg. */
 static int match(Loop *self, int n, uint64_t t)
 {
@@ -362,8 +368,7 @@ static int match(Loop *self, int n, uint64_t t)
 
 	for (int i = 0; i < n; i++) {
 		const struct dint_hdr *h = (const void *)self->rbuf[i];
-		if (self->rmsg[i].msg_len < DINT_HDR_LEN || h->magic != htons(DINT_MAGIC) ||
-		    ntohl(h->client_id) != self->client_id) {
+		if (!is_reply_to(&self->rmsg[i], h, self->client_id)) {
 			self->stray++;
 			continue;
 		}
@@ -928,8 +933,7 @@ static int txn_match(TxnIO *self, int n, uint64_t t)
 
 	for (int i = 0; i < n; i++) {
 		const struct dint_hdr *h = (const void *)self->rbuf[i];
-		if (self->rmsg[i].msg_len < DINT_HDR_LEN || h->magic != htons(DINT_MAGIC) ||
-		    ntohl(h->client_id) != self->client_id) {
+		if (!is_reply_to(&self->rmsg[i], h, self->client_id)) {
 			self->stray++;
 			continue;
 		}
