@@ -61,6 +61,7 @@ def cmd_run(args) -> int:
                     value_size=args.value_size, keys=args.keys, store_capacity=args.store_capacity, clients_per_host=args.clients_per_host,
                     kernel_threads=args.kernel_threads, cache_fraction=args.cache_fraction,
                     cache_bloom=not args.no_bloom, cache_write_through=args.write_through,
+                    lock_mode=args.lock_mode, kv_mix=args.kv_mix,
                     **({"inventory": args.inventory} if args.inventory else {})).validate()
     summary = execute(cfg, args.out)
     print(one_line(summary))
@@ -93,8 +94,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="one measured run")
     p.add_argument("--system", required=True, choices=["dint", "kernel", "bypass"])
-    p.add_argument("--workload", default="echo", choices=["echo", "kv", "log"],
-                   help="echo; kv: reads of 40-byte records (DINT's parallel KV); log: appends")
+    p.add_argument("--workload", default="echo", choices=["echo", "kv", "log", "lock"],
+                   help="echo; kv: 40-byte records (DINT's KV store, see --kv-mix); log: appends; "
+                        "lock: transactions locking 5-10 keys (see --lock-mode)")
     p.add_argument("--keys", type=int, default=100_000, help="kv, log: keys per table")
     p.add_argument("--store-capacity", type=int, default=0,
                    help="records per server store (default: twice the keys, at least 4096)")
@@ -115,6 +117,10 @@ def parser() -> argparse.ArgumentParser:
                    help="dint ablation: no bloom filter, every cache miss goes to the slow path")
     p.add_argument("--write-through", action="store_true",
                    help="dint ablation: write-through cache (every write goes to the slow path)")
+    # transactional microbenchmarks; the choices are checked by RunConfig, for one clear message
+    p.add_argument("--lock-mode", default="2pl", help="lock: 2pl (no-wait two-phase locking) or occ (FaSST-style)")
+    p.add_argument("--kv-mix", default="parallel",
+                   help="kv: parallel (100%% reads) or contention (80%% reads, 20%% writes)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("reproduce", help="the evaluation (make reproduce)")

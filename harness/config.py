@@ -40,6 +40,9 @@ class RunConfig:
     cache_fraction: float = 0.0
     cache_bloom: bool = True
     cache_write_through: bool = False
+    # -- transactional microbenchmarks (the executor, harness/txn.py) --
+    lock_mode: str = "2pl"        # lock: 2pl (no-wait two-phase locking) or occ (FaSST-style)
+    kv_mix: str = "parallel"      # kv: parallel (100% reads) or contention (80% reads, 20% writes)
 
     def validate(self) -> "RunConfig":
         def need(ok: bool, msg: str) -> None:
@@ -61,7 +64,19 @@ class RunConfig:
         need(0 <= self.cache_fraction <= 4, "--cache-fraction must be between 0 (every key fits) and 4")
         need(self.bypass_idle_poll_us >= 0 and self.bypass_idle_sleep_max_us >= 0,
              "bypass idle settings must not be negative")
+        self._validate_transactional(need)
         return self
+
+    def _validate_transactional(self, need) -> None:
+        from workloads import kv, lock
+        need(self.lock_mode in lock.MODES, f"--lock-mode must be one of {', '.join(lock.MODES)}, "
+             f"not {self.lock_mode!r}")
+        need(self.kv_mix in kv.MIXES, f"--kv-mix must be one of {', '.join(kv.MIXES)}, not {self.kv_mix!r}")
+        need(self.lock_mode == "2pl" or self.workload == "lock", "--lock-mode applies to --workload lock only")
+        need(self.kv_mix == "parallel" or self.workload == "kv", "--kv-mix applies to --workload kv only")
+        need(self.workload != "lock" or self.keys >= lock.KEYS_PER_TXN[1],
+             f"--keys must be at least {lock.KEYS_PER_TXN[1]} for --workload lock "
+             f"(a transaction locks up to {lock.KEYS_PER_TXN[1]} distinct keys)")
 
     @property
     def capacity(self) -> int:

@@ -1,7 +1,8 @@
 """One client process on a client host: checks every server answers, then
-runs the closed loop (native hot path in harness._netloop) through warm-up
-and the measured window, and writes its counters, latency histogram and CPU
-use as JSON. Progress goes to stdout as `progress {json}` lines.
+runs the closed loop through warm-up and the measured window (flat requests:
+the native loop in harness._netloop; transactions: the executor in
+harness/txn.py over the native TxnIO), and writes its counters, latency
+histograms and CPU use as JSON. Progress goes to stdout as `progress {json}` lines.
 
     python -m harness.loadgen SPEC.json RESULT.json
 """
@@ -19,6 +20,7 @@ import workloads
 from . import HarnessError, metrics
 from ._netloop import Loop
 from .protocol import Op, Status, pack, unpack
+from .txn import Executor
 
 PING_ID_BIT = 0x80000000  # readiness pings use their own client id
 SLICE_NS = 250_000_000    # the native loop returns this often, for progress and signals
@@ -89,10 +91,19 @@ def drive(spec: dict, progress=print) -> dict:
     socks = open_sockets(spec["address"], dests)
     pings_sent, pings_received = ping(socks, spec["client_id"])
     workload = workloads.load(spec["workload"])
-    reqs = workload.stream(spec)
-    loop = Loop([s.fileno() for s in socks], spec["client_id"], reqs.data, reqs.offsets.tobytes(),
-                reqs.dest_of, spec["concurrency"], int(spec["timeout_ms"] * 1e6), spec["max_retries"],
-                stamp_txn=workload.STAMP_TXN)
+    transactional = workload.transactional(spec)
+    timeout_ns = int(spec["timeout_ms"] * 1e6)
+    if transactional:
+        kinds, funcs, params = workload.transactions(spec)
+        loop = Executor([s.fileno() for s in socks], spec["client_id"], kinds, funcs, params,
+                        spec["concurrency"], timeout_ns, spec["max_retries"], max(workload.SCHEMA.sizes))
+        rounds = workload.MAX_ROUNDS + 1  # and the round of ABORTs of an abort
+    else:
+        reqs = workload.stream(spec)
+        loop = Loop([s.fileno() for s in socks], spec["client_id"], reqs.data, reqs.offsets.tobytes(),
+                    reqs.dest_of, spec["concurrency"], timeout_ns, spec["max_retries"],
+                    stamp_txn=workload.STAMP_TXN)
+        rounds = 1
     cpus = sorted(os.sched_getaffinity(0))
     t0 = time.monotonic_ns()
     win_from = t0 + int(spec["warmup_s"] * 1e9)
@@ -109,11 +120,12 @@ def drive(spec: dict, progress=print) -> dict:
     run_until(win_until, "measure")
     ru1, ticks1, w1 = resource.getrusage(resource.RUSAGE_SELF), _cpu_ticks(cpus), loop.stats()["wait_ns"]
     window_s = (time.monotonic_ns() - win_from) / 1e9
-    # Requests started in the window may still be in flight: let them finish.
-    loop.run(time.monotonic_ns() + int(spec["timeout_ms"] * 1e6 * (spec["max_retries"] + 1)) + 100_000_000, False)
+    # Requests (transactions) started in the window may still be in flight: let them finish.
+    loop.run(time.monotonic_ns() + rounds * timeout_ns * (spec["max_retries"] + 1) + 100_000_000, False)
     stats = loop.stats()
     cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     hist = metrics.from_pairs(loop.histogram())
+    txns = loop.transactions() if transactional else None
     for sock in socks:
         sock.close()
     return {
@@ -124,6 +136,7 @@ def drive(spec: dict, progress=print) -> dict:
         "pings_received": pings_received,
         "stats": stats,
         "histogram": metrics.encode(hist),
+        **({"transactions": txns} if transactional else {}),
         "cpu": {
             "cpus": cpus,
             "user_s": ru1.ru_utime - ru0.ru_utime,

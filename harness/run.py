@@ -22,6 +22,7 @@ from .config import RunConfig
 from .inventory import Inventory
 from .cost import ServerCost
 from .procs import Proc
+from .protocol import Status
 from .schema import Schema
 from .sh import in_netns
 from .systems import make_system
@@ -80,7 +81,9 @@ class Clients:
                         **{k: getattr(self.cfg, k) for k in (
                             "workload", "concurrency", "warmup_s", "duration_s", "requests", "value_size",
                             "keys", "timeout_ms", "max_retries")},
-                        "seed": self.cfg.seed * 1000 + cid}
+                        "seed": self.cfg.seed * 1000 + cid,
+                        # transactional microbenchmarks
+                        "lock_mode": self.cfg.lock_mode, "kv_mix": self.cfg.kv_mix}
                 spec_path = cdir / f"client-{cid}.spec.json"
                 spec_path.write_text(json.dumps(spec, indent=1))
                 result = cdir / f"client-{cid}.json"
@@ -158,6 +161,7 @@ def summarize(cfg: RunConfig, results: list[dict], hist, server_stats: dict, pla
         "completed": completed,
         "errors": errors,
         "error_detail": {"error_status": st("err_status"), "lost": st("lost"), "retransmits": st("retransmits"),
+                         "busy_retries": st("busy_retries"),
                          "statuses": statuses},
         "throughput_per_s": round(completed / window, 1),
         "latency_us": metrics.latency_us(hist),
@@ -228,15 +232,105 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
     summary["server_cost"] = cost_now
     summary["schema"] = str(schema)
     (out / "histogram.hdr").write_text(metrics.encode(hist) + "\n")
+    if any("transactions" in r for r in results):
+        summary["transactions"], txn_hists = summarize_transactions(results, summary["duration_s"])
+        summary["errors"], summary["error_detail"]["conflict_statuses"] = request_errors(results)
+        for name, h in txn_hists.items():
+            (out / f"histogram-txn-{name}.hdr").write_text(metrics.encode(h) + "\n")
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(out / "summary.json")
     return summary
 
 
+# -- transactional runs (the executor, harness/txn.py) -------------------
+# Conflicts are outcomes of a transactional run, not errors of the instrument:
+# LOCKED, STALE, and FULL (a LOCK_SHARED finding no room for another holder;
+# a FULL anywhere else is a transaction "error" in transactions.error_statuses).
+CONFLICT_STATUSES = (int(Status.LOCKED), int(Status.STALE), int(Status.FULL))
+
+
+def request_errors(results: list[dict]) -> tuple[int, int]:
+    """(errors, conflicts) at the request level of a transactional run:
+    errors are requests given up and replies with a status that is neither OK
+    nor a conflict (CONFLICT_STATUSES); conflicts are the latter."""
+    errors = conflicts = 0
+    for r in results:
+        errors += r["stats"]["lost"]
+        for code, n in r["stats"]["statuses"].items():
+            if int(code) in CONFLICT_STATUSES:
+                conflicts += n
+            elif int(code) != Status.OK:
+                errors += n
+    return errors, conflicts
+
+
+def _txn_figures(counts: dict, hist, window: float) -> dict:
+    finished = counts["committed"] + counts["aborted"]
+    lat = metrics.latency_us(hist)
+    return {**counts,
+            "throughput_per_s": round(finished / window, 1), "goodput_per_s": round(counts["committed"] / window, 1),
+            "abort_rate": round(counts["aborted"] / finished, 4) if finished else None,
+            "abort_rate_by_cause": {c: (round(n / finished, 4) if finished else None)
+                                    for c, n in counts["aborts"].items()},
+            "latency_us": {k: lat[k] for k in ("mean", "p50", "p90", "p99", "p999", "max")}}
+
+
+def summarize_transactions(results: list[dict], window: float) -> tuple[dict, dict]:
+    """The `transactions` section: per type and in total, transactions that
+    started in the measured window (committed, aborted by cause, throughput
+    = finished / window, goodput = committed / window, latency of committed
+    ones from the merged histograms), plus whole-run totals; and the merged
+    histograms per type."""
+    def add(into: dict, c: dict) -> None:
+        for k in ("started", "committed", "aborted"):
+            into[k] = into.get(k, 0) + c[k]
+        aborts = into.setdefault("aborts", {})
+        for cause, n in c["aborts"].items():
+            aborts[cause] = aborts.get(cause, 0) + n
+
+    types: dict[str, dict] = {}
+    totals: dict[str, dict] = {}
+    hists: dict[str, list] = {}
+    all_counts: dict = {}
+    all_totals: dict = {}
+    active = release_failures = 0
+    error_statuses: dict[str, int] = {}
+    for r in results:
+        t = r["transactions"]
+        active += t["active"]
+        release_failures += t["release_failures"]
+        for k, n in t["error_statuses"].items():
+            error_statuses[k] = error_statuses.get(k, 0) + n
+        for name, c in t["types"].items():
+            add(types.setdefault(name, {}), c)
+            add(totals.setdefault(name, {}), c["total"])
+            add(all_counts, c)
+            add(all_totals, c["total"])
+            hists.setdefault(name, []).append(metrics.decode(c["histogram"]))
+    merged = {name: metrics.merge(hs) for name, hs in hists.items()}
+    section = {name: {**_txn_figures(c, merged[name], window), "run_total": totals[name]}
+               for name, c in types.items()}
+    section["total"] = {**_txn_figures(all_counts, metrics.merge(merged.values()), window), "run_total": all_totals}
+    section["unfinished"] = active
+    section["release_failures"] = release_failures
+    section["error_statuses"] = error_statuses
+    return section, merged
+
+
 def one_line(s: dict) -> str:
     lat = s["latency_us"]
     sat = " CLIENT-SATURATED" if s["client_saturated"] else ""
+    if "transactions" in s:
+        t = s["transactions"]["total"]
+        causes = " ".join(f"{c} {n / max(1, t['committed'] + t['aborted']):.1%}" for c, n in t["aborts"].items() if n)
+        mode = {"lock": f" {s['config']['lock_mode']}", "kv": f" {s['config']['kv_mix']}"}.get(s["workload"], "")
+        return (f"{s['system']:>6} {s['workload']}{mode} c={s['concurrency']} napi={s['napi']}: "
+                f"{t['throughput_per_s']:,.0f} txn/s  goodput {t['goodput_per_s']:,.0f}/s  "
+                f"aborts {t['abort_rate'] or 0:.1%}{' (' + causes + ')' if causes else ''}  "
+                f"p50 {t['latency_us']['p50']} us  p99 {t['latency_us']['p99']} us  "
+                f"requests {s['throughput_per_s']:,.0f}/s  errors {s['errors']}  "
+                f"client cpu {s['client_cpu_util']:.0%}{sat}")
     return (f"{s['system']:>6} {s['workload']} c={s['concurrency']} napi={s['napi']}: "
             f"{s['throughput_per_s']:,.0f}/s  p50 {lat['p50']} us  p99 {lat['p99']} us  "
             f"errors {s['errors']}  client cpu {s['client_cpu_util']:.0%}{sat}")

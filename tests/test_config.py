@@ -82,3 +82,21 @@ def test_unreadable_inventories(tmp_path):
     bad.write_text("- just a list")
     with pytest.raises(HarnessError, match="not an inventory"):
         inventory.load(bad)
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"workload": "lock", "lock_mode": "3pl"}, r"--lock-mode must be one of 2pl, occ, not '3pl'"),
+    ({"workload": "kv", "kv_mix": "hot"}, r"--kv-mix must be one of parallel, contention, not 'hot'"),
+    ({"workload": "kv", "lock_mode": "occ"}, "--lock-mode applies to --workload lock only"),
+    ({"workload": "lock", "kv_mix": "contention"}, "--kv-mix applies to --workload kv only"),
+    ({"workload": "lock", "keys": 9}, "--keys must be at least 10 for --workload lock"),
+])
+def test_bad_transactional_settings_are_named(fields, message):
+    with pytest.raises(HarnessError, match=message):
+        RunConfig(system="dint", **fields).validate()
+
+
+def test_transactional_defaults():
+    cfg = RunConfig(system="dint", workload="lock").validate()
+    assert (cfg.lock_mode, cfg.kv_mix) == ("2pl", "parallel")
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg

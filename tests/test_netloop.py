@@ -19,7 +19,7 @@ class FaultyEcho(threading.Thread):
     """Answers dint echo requests on 127.0.0.1, with optional faults."""
 
     def __init__(self, drop_first_every: int = 0, duplicate: bool = False, silent_key: int | None = None,
-                 status: int = Status.OK):
+                 status: int = Status.OK, busy_first_every: int = 0):
         super().__init__(daemon=True)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -27,6 +27,7 @@ class FaultyEcho(threading.Thread):
         self.addr = self.sock.getsockname()
         self.drop_first_every, self.duplicate, self.silent_key, self.status = \
             drop_first_every, duplicate, silent_key, status
+        self.busy_first_every, self.busy_seen = busy_first_every, set()
         self.seen: set[int] = set()
         self.txns: dict[int, set[int]] = {}  # seq -> transaction ids it arrived with
         self.received = 0
@@ -48,6 +49,9 @@ class FaultyEcho(threading.Thread):
                 continue
             reply = bytearray(data)
             reply[4] = self.status
+            if self.busy_first_every and msg.seq % self.busy_first_every == 0 and msg.seq not in self.busy_seen:
+                self.busy_seen.add(msg.seq)
+                reply[4] = Status.RETRY
             for _ in range(2 if self.duplicate else 1):
                 self.sock.sendto(bytes(reply), peer)
 
@@ -199,4 +203,18 @@ def test_stamped_transactions_are_unique_per_request_and_kept_on_retransmission(
         st = drive(loop, seconds=0.2)
         assert st["retransmits"] >= 1 and st["lost"] == 0
         assert srv.txns and all(txns == {(77 << 32) | seq} for seq, txns in srv.txns.items())
+        sock.close()
+
+
+def test_a_busy_reply_is_sent_again_not_counted_as_an_answer():
+    """dint answers RETRY when a bucket latch stays busy: the client sends
+    the same request again, and only the real answer completes it."""
+    with FaultyEcho(busy_first_every=3) as srv:
+        stream = echo.generate(30, 1)
+        sock, loop = make_loop(srv, stream, concurrency=4, timeout_ms=1000)
+        st = drive(loop, seconds=0.3)
+        assert st["busy_retries"] >= 5 and st["err_status"] == 0 and st["lost"] == 0
+        assert st["ok"] == st["started_in_window"] and st["inflight"] == 0
+        # every RETRY was followed by one more send of the same request
+        assert st["retransmits"] == st["busy_retries"] and srv.received == st["sent"]
         sock.close()

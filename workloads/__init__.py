@@ -3,14 +3,18 @@ from their execution, so every system sees exactly the same inputs. A
 workload module has the same shape as the others: SCHEMA (its tables),
 STAMP_TXN (whether every request is a transaction of its own, stamped by the
 client loop), initial(keys) (the data every server loads) and stream(spec)
-(a client's requests, from its spec)."""
+(a client's requests, from its spec). transactional(spec) says whether a
+run drives flat requests through the native loop (stream) or transactions
+through the executor (harness/txn.py); a transactional workload also has
+transactions(spec) -> (type names, generator functions, [(type, args)]) and
+MAX_ROUNDS (round trips in its longest transaction)."""
 from __future__ import annotations
 
 import importlib
 from array import array
 from types import ModuleType
 
-NAMES = ("echo", "kv", "log")
+NAMES = ("echo", "kv", "log", "lock")
 
 
 def load(name: str) -> ModuleType:

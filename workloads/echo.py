@@ -14,6 +14,10 @@ SCHEMA = Schema()
 STAMP_TXN = False
 
 
+def transactional(spec: dict) -> bool:
+    return False  # a flat request stream, for the native request loop
+
+
 def initial(keys: int) -> list:
     return []  # echo touches no data
 

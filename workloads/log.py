@@ -17,6 +17,10 @@ STAMP_TXN = True
 TABLE = 0
 
 
+def transactional(spec: dict) -> bool:
+    return False  # a flat request stream, for the native request loop
+
+
 def initial(keys: int) -> list[Record]:
     return []  # a log server starts empty
 

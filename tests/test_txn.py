@@ -1,0 +1,388 @@
+"""The transaction executor (harness/txn.py over the native TxnIO) against
+small in-test servers on loopback that keep records and no-wait locks as the
+engine does (bpf/dint_engine.h), with faults injected: batches, replies
+matched by request id, retransmission with the same id, timeouts, abort
+causes, locks released on abort, the measured window, transaction ids."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from harness import metrics
+from harness._netloop import TIMEOUT, TxnIO
+from harness.protocol import Op, Status, pack, unpack
+from harness.txn import Abort, Executor, cause_of, held_keys
+from workloads import kv, lock
+
+T = 0
+PH = bytes(8)
+
+
+class FakeEngine(threading.Thread):
+    """One server on 127.0.0.1: versioned records, no-wait shared/exclusive
+    locks remembered by owner, idempotent commits. Faults: drop the first
+    transmission of every request whose seq is a multiple of drop_first_every;
+    never answer keys in `silent`."""
+
+    def __init__(self, keys=range(100), drop_first_every: int = 0, silent=()):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.addr = self.sock.getsockname()
+        self.ver = {k: 1 for k in keys}
+        self.value = {k: PH for k in keys}
+        self.owner: dict[int, int] = {}
+        self.shared: dict[int, set[int]] = {}
+        self.last_txn: dict[int, int] = {}
+        self.drop_first_every, self.silent = drop_first_every, set(silent)
+        self.seen: set[tuple[int, int]] = set()
+        self.log: list = []  # (client_id, seq, op, txn, key) of every datagram received
+        self.stop = threading.Event()
+
+    def apply(self, m) -> tuple[int, int]:
+        k, txn = m.key, m.txn
+        if k not in self.ver:
+            return Status.OK if m.op == Op.ABORT else Status.NOT_FOUND, 0
+        ver, owner, shared = self.ver[k], self.owner.get(k, 0), self.shared.setdefault(k, set())
+        if m.op == Op.READ:
+            return (Status.LOCKED if owner and owner != txn else Status.OK), ver
+        if m.op == Op.LOCK_SHARED:
+            if owner:
+                return (Status.OK if owner == txn else Status.LOCKED), ver
+            shared.add(txn)
+            return Status.OK, ver
+        if m.op == Op.LOCK_EXCL:
+            if owner:
+                return (Status.OK if owner == txn else Status.LOCKED), ver
+            if shared - {txn}:
+                return Status.LOCKED, ver
+            shared.discard(txn)
+            self.owner[k] = txn
+            return Status.OK, ver
+        if m.op == Op.VALIDATE:
+            if owner and owner != txn:
+                return Status.LOCKED, ver
+            return (Status.OK if ver == m.ver else Status.STALE), ver
+        if m.op == Op.COMMIT_PRIMARY:
+            if self.last_txn.get(k) == txn and ver == m.ver and owner != txn:
+                return Status.OK, m.ver
+            if owner != txn:
+                return Status.NOT_OWNER, m.ver
+            if m.ver <= ver:
+                return Status.STALE, ver
+            self.ver[k], self.value[k], self.last_txn[k] = m.ver, m.value, txn
+            self.owner[k] = 0
+            shared.discard(txn)
+            return Status.OK, m.ver
+        if m.op == Op.ABORT:
+            if owner == txn:
+                self.owner[k] = 0
+            shared.discard(txn)
+            return Status.OK, m.ver
+        return Status.UNKNOWN_OP, m.ver
+
+    def held(self) -> dict:
+        """{key: (owner, shared holders)} of every key still locked."""
+        return {k: (self.owner.get(k, 0), set(self.shared.get(k, ()))) for k in self.ver
+                if self.owner.get(k, 0) or self.shared.get(k)}
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            m = unpack(data)
+            self.log.append((m.client_id, m.seq, m.op, m.txn, m.key))
+            if m.key in self.silent:
+                continue
+            if self.drop_first_every and m.seq % self.drop_first_every == 0 and (m.client_id, m.seq) not in self.seen:
+                self.seen.add((m.client_id, m.seq))
+                continue
+            status, ver = self.apply(m)
+            value = self.value.get(m.key, m.value) if m.op == Op.READ and status == Status.OK else m.value
+            self.sock.sendto(pack(m.op, m.key, value, table=m.table, ver=ver, txn=m.txn, client_id=m.client_id,
+                                  seq=m.seq, status=status), peer)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
+        self.sock.close()
+
+
+def sockets(servers) -> list[socket.socket]:
+    out = []
+    for srv in servers:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.connect(srv.addr)
+        out.append(s)
+    return out
+
+
+def executor(servers, kinds, funcs, params, concurrency=4, timeout_ms=20, retries=3, client_id=7):
+    socks = sockets(servers)
+    ex = Executor([s.fileno() for s in socks], client_id, kinds, funcs, params, concurrency,
+                  int(timeout_ms * 1e6), retries, max_value=40)
+    return socks, ex
+
+
+def drive(ex, seconds=0.3, warmup=0.0):
+    t0 = time.monotonic_ns()
+    start, end = t0 + int(warmup * 1e9), t0 + int((warmup + seconds) * 1e9)
+    ex.set_window(start, end)
+    ex.run(end, True)
+    ex.run(time.monotonic_ns() + 2_000_000_000, False)  # drain
+    return ex.transactions()
+
+
+def close(socks):
+    for s in socks:
+        s.close()
+
+
+def two_keys(a, b):
+    """Locks two keys, writes the second (its version + 1)."""
+    r = yield [(Op.LOCK_SHARED, T, a, PH, 0), (Op.LOCK_EXCL, T, b, PH, 0)]
+    ver = r[1][1] + 1
+    yield [(Op.COMMIT_PRIMARY, T, b, ver.to_bytes(8, "big"), ver), (Op.ABORT, T, a, PH, 0)]
+
+
+# -- the native batch I/O ------------------------------------------------------
+def test_a_batch_completes_once_with_replies_in_request_order():
+    with FakeEngine() as a, FakeEngine() as b:
+        socks = sockets([a, b])
+        io = TxnIO([s.fileno() for s in socks], 9, 20_000_000, 2, 64, 8)
+        tag = object()
+        reqs = [(Op.READ, T, k, PH, 0) for k in (4, 1, 3, 2, 0)]
+        io.submit(tag, 5, reqs)
+        done = []
+        deadline = time.monotonic_ns() + 1_000_000_000
+        while not done and time.monotonic_ns() < deadline:
+            done = io.run(deadline)
+        assert len(done) == 1
+        got_tag, replies, fail = done[0]
+        assert got_tag is tag and fail == -1
+        assert [r[:2] for r in replies] == [(Status.OK, 1)] * 5 and all(r[2] == PH for r in replies)
+        # routed to key % servers, in one round, stamped with the transaction
+        assert sorted(k for *_, k in a.log) == [0, 2, 4] and sorted(k for *_, k in b.log) == [1, 3]
+        assert {txn for *_, txn, _ in a.log + b.log} == {5}
+        st = io.stats()
+        assert st["sent"] == 5 == st["replies"] and st["inflight"] == 0 and st["batches"] == 1
+        close(socks)
+
+
+def test_lost_datagrams_are_retransmitted_with_the_same_id_and_given_up_as_timeout():
+    with FakeEngine(drop_first_every=2, silent={7}) as srv:
+        socks = sockets([srv])
+        io = TxnIO([socks[0].fileno()], 9, 5_000_000, 2, 64, 8)
+        io.submit("t", 5, [(Op.READ, T, k, PH, 0) for k in (1, 2, 3, 7)])
+        done, deadline = [], time.monotonic_ns() + 2_000_000_000
+        while not done and time.monotonic_ns() < deadline:
+            done = io.run(deadline)
+        _, replies, fail = done[0]
+        assert [r[0] for r in replies] == [Status.OK] * 3 + [TIMEOUT] and fail == 3
+        st = io.stats()
+        assert st["retransmits"] == 1 + 2  # key 2 (seq 2, dropped once), key 7 twice before giving up
+        seqs_by_key: dict[int, set] = {}
+        for _, seq, _, _, key in srv.log:
+            seqs_by_key.setdefault(key, set()).add(seq)
+        assert all(len(s) == 1 for s in seqs_by_key.values())  # retransmissions kept their request id
+        assert len([e for e in srv.log if e[4] == 7]) == 3  # first send + max_retries
+        close(socks)
+
+
+@pytest.mark.parametrize("bad,message", [
+    ([], "at least one request"),
+    ([(Op.READ, T, 1, PH)], "a tuple"),
+    ([(Op.READ, T, 1, bytes(100), 0)], "value must be bytes"),
+    ([(99, T, 1, PH, 0)], "out of range"),
+    ([(Op.READ, T, 1, PH, 0, 3)], "out of range"),
+    ([(Op.READ, T, -1, PH, 0)], "unsigned"),
+])
+def test_bad_requests_are_refused_and_leave_nothing_in_flight(bad, message):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    io = TxnIO([sock.fileno()], 1, 10**6, 1, 8, 8)
+    with pytest.raises((ValueError, TypeError), match=message):
+        io.submit("t", 1, [(Op.READ, T, 2, PH, 0)] + bad if bad else bad)
+    assert io.stats()["inflight"] == 0
+    with pytest.raises(RuntimeError, match="max_inflight"):
+        io.submit("t", 1, [(Op.READ, T, k, PH, 0) for k in range(9)])
+    sock.close()
+
+
+# -- the executor ----------------------------------------------------------
+def test_transactions_commit_and_every_started_one_finishes():
+    with FakeEngine() as a, FakeEngine() as b:
+        params = [(0, (k, k + 50)) for k in range(0, 40, 2)]
+        socks, ex = executor([a, b], ["two_keys"], [two_keys], params, concurrency=4)
+        out = drive(ex)
+        t = out["types"]["two_keys"]
+        assert t["started"] == t["committed"] + t["aborted"] > 20
+        assert t["total"]["started"] == t["total"]["committed"] + t["total"]["aborted"]
+        assert out["active"] == 0 and out["release_failures"] == 0
+        assert metrics.decode(t["histogram"]).get_total_count() == t["committed"]
+        assert a.held() == {} and b.held() == {}
+        # each commit bumped one version: total bumps = committed (all of the run)
+        bumps = sum(v - 1 for srv in (a, b) for v in srv.ver.values())
+        assert bumps == t["total"]["committed"] == ex.stats()["ok_by_op"][int(Op.COMMIT_PRIMARY)]
+        close(socks)
+
+
+def test_transaction_ids_are_unique_and_carry_the_client_id():
+    with FakeEngine() as srv:
+        socks, ex = executor([srv], ["two_keys"], [two_keys], [(0, (1, 2)), (0, (3, 4))], concurrency=1,
+                             client_id=0x1234)
+        drive(ex, seconds=0.1)
+        txns = {}
+        for _, _, op, txn, key in srv.log:
+            txns.setdefault(txn, set()).add(key)
+        assert all(txn >> 32 == 0x1234 and txn & 0xFFFFFFFF for txn in txns)
+        assert all(keys in ({1, 2}, {3, 4}) for keys in txns.values())  # one transaction, one id
+        assert len(txns) > 10
+        close(socks)
+
+
+def test_a_lock_conflict_aborts_and_releases_every_granted_lock():
+    """Key 5 is write-locked by a foreign transaction: every transaction
+    touching it aborts with cause "lock" and releases what it was granted."""
+    with FakeEngine() as srv:
+        srv.owner[5] = 0xF00
+        txn_lock = lock.two_phase_locking
+        first = ((Op.LOCK_SHARED, T, 1, PH, 0), (Op.LOCK_EXCL, T, 2, PH, 0), (Op.LOCK_EXCL, T, 5, PH, 0),
+                 (Op.LOCK_SHARED, T, 3, PH, 0))
+        socks, ex = executor([srv], ["2pl"], [txn_lock], [(0, ((1, 3), (2, 5), first))], concurrency=1)
+        out = drive(ex, seconds=0.1)
+        t = out["types"]["2pl"]
+        assert t["committed"] == 0 and t["aborts"]["lock"] == t["started"] > 3
+        assert srv.held() == {5: (0xF00, set())}  # only the foreign lock is left
+        aborts = {key for _, _, op, _, key in srv.log if op == Op.ABORT}
+        assert aborts == {1, 2, 3}  # to every granted key, not to the rejected one
+        assert ex.stats()["txn_committed"] == 0
+        close(socks)
+
+
+def test_occ_validation_failure_is_its_own_cause():
+    def stale_read(key):
+        r = yield [(Op.READ, T, key, PH, 0)]
+        yield [(Op.VALIDATE, T, key, PH, r[0][1] - 1)]  # as if the version had moved
+
+    with FakeEngine() as srv:
+        socks, ex = executor([srv], ["stale"], [stale_read], [(0, (4,))], concurrency=2)
+        out = drive(ex, seconds=0.1)
+        t = out["types"]["stale"]
+        assert t["started"] == t["aborts"]["validation"] > 0 and t["committed"] == 0
+        close(socks)
+
+
+def test_timeouts_abort_and_release_locks_whose_outcome_is_unknown():
+    """Replies to key 9 never come: the transaction aborts with cause
+    "timeout" and sends ABORT also to key 9 (its LOCK_EXCL may have been
+    granted); an ABORT left unanswered is counted."""
+    with FakeEngine(silent={9}) as srv:
+        first = ((Op.LOCK_EXCL, T, 8, PH, 0), (Op.LOCK_EXCL, T, 9, PH, 0))
+        socks, ex = executor([srv], ["2pl"], [lock.two_phase_locking], [(0, ((), (8, 9), first))],
+                             concurrency=1, timeout_ms=5, retries=1)
+        out = drive(ex, seconds=0.05)
+        t = out["types"]["2pl"]
+        assert t["aborts"]["timeout"] == t["started"] >= 1 and out["active"] == 0
+        assert {key for _, _, op, _, key in srv.log if op == Op.ABORT} == {8, 9}
+        assert out["release_failures"] == t["total"]["started"]  # key 9's ABORT, each time
+        assert srv.held() == {}
+        close(socks)
+
+
+def test_user_abort_and_unexpected_status():
+    def user(key):
+        r = yield [(Op.LOCK_EXCL, T, key, PH, 0)]
+        raise Abort("user")
+
+    def missing(key):
+        yield [(Op.READ, T, key, PH, 0)]
+
+    with FakeEngine(keys=range(10)) as srv:
+        socks, ex = executor([srv], ["user", "missing"], [user, missing], [(0, (3,)), (1, (77,))],
+                             concurrency=1)
+        out = drive(ex, seconds=0.1)
+        assert out["types"]["user"]["aborts"]["user"] == out["types"]["user"]["started"] > 0
+        assert out["types"]["missing"]["aborts"]["error"] == out["types"]["missing"]["started"] > 0
+        assert out["error_statuses"] == {"READ:NOT_FOUND": out["types"]["missing"]["total"]["aborted"]}
+        assert srv.held() == {}
+        close(socks)
+
+
+def test_only_transactions_started_in_the_window_are_counted():
+    with FakeEngine() as srv:
+        socks, ex = executor([srv], ["two_keys"], [two_keys], [(0, (1, 2))], concurrency=1)
+        out = drive(ex, seconds=0.1, warmup=0.1)
+        t = out["types"]["two_keys"]
+        assert 0 < t["started"] < t["total"]["started"]
+        assert t["started"] == t["committed"]
+        close(socks)
+
+
+def test_cause_of_each_rejection():
+    assert cause_of(Op.LOCK_EXCL, Status.LOCKED) == "lock"
+    assert cause_of(Op.READ, Status.LOCKED) == "lock"
+    assert cause_of(Op.LOCK_SHARED, Status.FULL) == "lock"
+    assert cause_of(Op.VALIDATE, Status.LOCKED) == "validation"
+    assert cause_of(Op.VALIDATE, Status.STALE) == "validation"
+    assert cause_of(Op.COMMIT_PRIMARY, TIMEOUT) == "timeout"
+    assert cause_of(Op.COMMIT_PRIMARY, Status.NOT_OWNER) == "error"
+
+
+def test_held_keys_follow_grants_and_releases():
+    locks = [(Op.LOCK_EXCL, T, 1, PH, 0), (Op.LOCK_SHARED, T, 2, PH, 0), (Op.LOCK_EXCL, T, 3, PH, 0),
+             (Op.LOCK_EXCL, T, 4, PH, 0)]
+    granted = [(Status.OK, 1, None), (Status.OK, 1, None), (Status.LOCKED, 1, None), (TIMEOUT, 0, None)]
+    assert set(held_keys([(locks, granted)])) == {(T, 1, None), (T, 2, None), (T, 4, None)}
+    commit = [(Op.COMMIT_PRIMARY, T, 1, PH, 2), (Op.ABORT, T, 2, PH, 0)]
+    assert set(held_keys([(locks, granted), (commit, [(Status.OK, 2, None), (TIMEOUT, 0, None)])])) == \
+        {(T, 2, None), (T, 4, None)}
+
+
+# -- the workloads' generators -----------------------------------------------
+def test_lock_transactions_draw_5_to_10_distinct_keys_a_fifth_written():
+    txns = lock.generate(3000, 1000, seed=3)
+    assert txns == lock.generate(3000, 1000, seed=3) and txns != lock.generate(3000, 1000, seed=4)
+    sizes = [len(r) + len(w) for r, w in txns]
+    assert min(sizes) == 5 and max(sizes) == 10
+    assert all(len(set(r) | set(w)) == len(r) + len(w) for r, w in txns)
+    written = sum(len(w) for _, w in txns) / sum(sizes)
+    assert written == pytest.approx(0.2, abs=0.02)
+    kinds, funcs, params = lock.transactions({"lock_mode": "occ", "requests": 10, "keys": 100, "seed": 1})
+    assert kinds == ["occ"] and funcs == [lock.occ] and len(params) == 10
+    _, (reads, writes, first) = params[0]
+    assert [op for op, *_ in first] == [Op.READ] * len(reads) + [Op.LOCK_EXCL] * len(writes)
+
+
+def test_kv_contention_mix_is_a_fifth_writes():
+    kinds, funcs, params = kv.transactions({"requests": 5000, "keys": 100, "seed": 2})
+    assert kinds == ["read", "write"]
+    assert sum(1 for k, _ in params if k == 1) / len(params) == pytest.approx(0.2, abs=0.02)
+    assert kv.transactional({"kv_mix": "contention"}) and not kv.transactional({"kv_mix": "parallel"})
+
+
+def test_kv_contention_against_the_fake_engine_keeps_values_consistent():
+    with FakeEngine(keys=range(20)) as a, FakeEngine(keys=range(20)) as b:
+        for srv in (a, b):
+            srv.value = {k: kv.value_of(k) for k in srv.ver}
+        kinds, funcs, params = kv.transactions({"requests": 500, "keys": 20, "seed": 2})
+        socks, ex = executor([a, b], kinds, funcs, params, concurrency=8)
+        out = drive(ex)
+        w = out["types"]["write"]
+        assert w["committed"] > 0 and out["types"]["read"]["committed"] > 0
+        for i, srv in enumerate((a, b)):
+            for k in srv.ver:
+                if k % 2 == i:  # the key's primary
+                    assert srv.value[k] == kv.value_of(k, srv.ver[k])
+        assert a.held() == {} and b.held() == {}
+        close(socks)
