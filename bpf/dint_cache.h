@@ -24,6 +24,7 @@
 #endif
 _Static_assert((DINT_CACHE_SLOTS & (DINT_CACHE_SLOTS - 1)) == 0, "slots: a power of two");
 
+/* A slot's key, as the fill program hands a victim out. */
 struct dint_slot_id {
 	__u64 key;
 	__u8 table;
@@ -31,14 +32,18 @@ struct dint_slot_id {
 	__u8 pad[6];
 };
 
-/* The ids first: a lookup reads one cache line, then the record it wants. */
+/* The first 64 bytes, one cache line, are all a lookup reads before the
+ * record it wants; 4 slots of records with values up to 40 bytes make the
+ * bucket 512 bytes, so buckets stay line-aligned in the array. */
 struct dint_bucket {
 	__u64 latch; /* 0: free; taken with compare-and-swap (bpf/dint_xdp.c;
 		      * 64 bits: what every BPF target has atomics for) */
 	__u64 bloom; /* keys of this bucket that live in the slow path's store */
+	__u8 table[DINT_CACHE_SLOTS];
+	__u8 used[DINT_CACHE_SLOTS];
 	__u32 hand;  /* the slot the next eviction takes (a clock) */
 	__u32 pad;
-	struct dint_slot_id id[DINT_CACHE_SLOTS];
+	__u64 key[DINT_CACHE_SLOTS];
 	struct dint_rec rec[DINT_CACHE_SLOTS];
 };
 
@@ -91,16 +96,18 @@ static __always_inline int dint_from_slowpath(const __u8 *src)
 	       src[4] == mac[4] && src[5] == mac[5];
 }
 
+/* The bucket of hash h: its high 32 bits scaled to the bucket count (a
+ * multiply and a shift; BPF has no cheap 64-bit modulo). */
 static __always_inline __u64 dint_cache_bucket(__u64 h, __u64 nbuckets)
 {
-	return h % nbuckets;
+	return ((h >> 32) * nbuckets) >> 32;
 }
 
-/* Two bits of the bucket's filter, from hash bits the bucket index does not
- * use. */
+/* Two bits of the bucket's filter, from the low hash bits, which the bucket
+ * index does not use. */
 static __always_inline __u64 dint_bloom_bits(__u64 h)
 {
-	return (1ULL << ((h >> 52) & 63)) | (1ULL << ((h >> 58) & 63));
+	return (1ULL << (h & 63)) | (1ULL << ((h >> 6) & 63));
 }
 
 static __always_inline int dint_bloom_may_hold(const struct dint_bucket *b, __u64 h)
@@ -114,7 +121,7 @@ static __always_inline int dint_bloom_may_hold(const struct dint_bucket *b, __u6
 static __always_inline int dint_cache_find(const struct dint_bucket *b, __u8 table, __u64 key)
 {
 	for (int i = 0; i < DINT_CACHE_SLOTS; i++)
-		if (b->id[i].used && b->id[i].key == key && b->id[i].table == table)
+		if (b->key[i] == key && b->used[i] && b->table[i] == table)
 			return i;
 	return -1;
 }
@@ -122,7 +129,7 @@ static __always_inline int dint_cache_find(const struct dint_bucket *b, __u8 tab
 static __always_inline int dint_cache_free_slot(const struct dint_bucket *b)
 {
 	for (int i = 0; i < DINT_CACHE_SLOTS; i++)
-		if (!b->id[i].used)
+		if (!b->used[i])
 			return i;
 	return -1;
 }
@@ -130,9 +137,9 @@ static __always_inline int dint_cache_free_slot(const struct dint_bucket *b)
 static __always_inline void dint_cache_set(struct dint_bucket *b, int i, __u8 table, __u64 key)
 {
 	i &= DINT_CACHE_SLOTS - 1;
-	b->id[i].key = key;
-	b->id[i].table = table;
-	b->id[i].used = 1;
+	b->key[i] = key;
+	b->table[i] = table;
+	b->used[i] = 1;
 }
 
 /* Takes (table, key) into b, which does not hold it, with the record rec:
@@ -148,7 +155,9 @@ static __always_inline int dint_cache_place(struct dint_bucket *b, __u8 table, _
 	if (i < 0) {
 		i = b->hand & (DINT_CACHE_SLOTS - 1);
 		b->hand = i + 1;
-		*vid = b->id[i];
+		vid->key = b->key[i];
+		vid->table = b->table[i];
+		vid->used = 1;
 		*vrec = b->rec[i];
 		b->bloom |= dint_bloom_bits(dint_hash(vid->table, vid->key));
 		res = DINT_FILL_EVICTED;

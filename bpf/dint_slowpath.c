@@ -320,7 +320,7 @@ static int build_cache(void)
 	if (!keys || !vals)
 		goto out;
 	for (__u32 i = 0; i < nbuckets; i++) {
-		if (!img[i].bloom && !img[i].id[0].used)
+		if (!img[i].bloom && !img[i].used[0])
 			continue;
 		keys[n] = i;
 		vals[n++] = img[i];
@@ -375,9 +375,9 @@ static int drain_cache(void)
 		}
 		for (__u32 i = 0; i < a.batch.count; i++)
 			for (int s = 0; s < DINT_CACHE_SLOTS; s++) {
-				const struct dint_slot_id *id = &vals[i].id[s];
+				const struct dint_bucket *b = &vals[i];
 
-				if (id->used && writeback(id->table, id->key, &vals[i].rec[s]) < 0) {
+				if (b->used[s] && writeback(b->table[s], b->key[s], &b->rec[s]) < 0) {
 					report_error("the store is full (--capacity %llu): "
 						     "cached records lost at stop",
 						     (unsigned long long)store.cap);

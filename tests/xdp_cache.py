@@ -30,6 +30,11 @@ def _hash(table: int, key: int) -> int:
     return h
 
 
+def bucket_of(h: int, buckets: int) -> int:
+    """dint_cache_bucket (bpf/dint_cache.h)."""
+    return ((h >> 32) * buckets) >> 32
+
+
 class Cache:
     def __init__(self, buckets: int, bloom: bool = True, write_through: bool = False,
                  schema: Schema = Schema()):
@@ -65,15 +70,15 @@ class Cache:
 
     def bucket_of(self, table: int, key: int):
         cache = self.bpf[b"dint_cache"]
-        return cache[cache.Key(_hash(table, key) % self.buckets)]
+        return cache[cache.Key(bucket_of(_hash(table, key), self.buckets))]
 
     @staticmethod
     def find(bpf, table: int, key: int):
         """The cached record of (table, key), or None (any bucket count)."""
         cache = bpf[b"dint_cache"]
-        b = cache[cache.Key(_hash(table, key) % cache.max_entries)]
-        for i, sid in enumerate(b.id):
-            if sid.used and sid.key == key and sid.table == table:
+        b = cache[cache.Key(bucket_of(_hash(table, key), cache.max_entries))]
+        for i in range(len(b.key)):
+            if b.used[i] and b.key[i] == key and b.table[i] == table:
                 return b.rec[i]
         return None
 
