@@ -116,8 +116,12 @@ class DintSystem(System):
 
     def buckets(self) -> int:
         """Cache buckets (of CACHE_SLOTS slots): one per record, or slots for
-        cfg.cache_fraction of the records."""
+        cfg.cache_fraction of the records. The records are those loaded, or
+        the keys the workload may create if more (a log server starts
+        empty)."""
         n = snapshot.count_records(self.data) if self.data else 0
+        if self.cfg.workload != "echo":
+            n = max(n, self.cfg.keys)
         if self.cfg.cache_fraction:
             return max(1, math.ceil(self.cfg.cache_fraction * n / CACHE_SLOTS))
         return max(64, n)
