@@ -42,6 +42,15 @@ struct slot {
 	uint8_t recorded;
 };
 
+/* What both loops count, the same way. */
+struct counts {
+	uint64_t win_from, win_until; /* a request first sent in [from, until) is recorded */
+	uint64_t sent, send_failed, retransmits, replies, ok, err_status, lost, stray, rec_started, busy;
+	uint64_t wait_ns;
+	uint64_t status_counts[256];
+	uint64_t *hist; /* round trips of recorded requests answered OK */
+};
+
 typedef struct {
 	PyObject_HEAD
 	uint32_t client_id;
@@ -61,12 +70,7 @@ typedef struct {
 	uint32_t mask, inflight, concurrency, next_seq;
 	uint64_t timeout_ns, last_scan_ns;
 	uint32_t max_retries;
-	uint64_t win_from, win_until;
-	/* results (recorded: requests started inside the window) */
-	uint64_t sent, send_failed, retransmits, replies, ok, err_status, lost, stray, rec_started, busy;
-	uint64_t wait_ns;
-	uint64_t status_counts[256];
-	uint64_t *hist;
+	struct counts c; /* recorded: requests started inside the window */
 	/* scratch */
 	struct mmsghdr smsg[BATCH], gmsg[BATCH], rmsg[BATCH];
 	uint8_t sdest[BATCH];
@@ -109,7 +113,7 @@ static void Loop_dealloc(Loop *self)
 	if (self->destbuf.obj)
 		PyBuffer_Release(&self->destbuf);
 	PyMem_Free(self->slots);
-	PyMem_Free(self->hist);
+	PyMem_Free(self->c.hist);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -199,8 +203,8 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 		size <<= 1;
 	self->mask = size - 1;
 	self->slots = PyMem_Calloc(size, sizeof(struct slot));
-	self->hist = PyMem_Calloc(HIST_BUCKETS, sizeof(uint64_t));
-	if (!self->slots || !self->hist)
+	self->c.hist = PyMem_Calloc(HIST_BUCKETS, sizeof(uint64_t));
+	if (!self->slots || !self->c.hist)
 		return PyErr_NoMemory(), -1;
 	self->next_seq = 1;
 	for (int i = 0; i < BATCH; i++) {
@@ -269,9 +273,9 @@ static int send_grouped(const int *fds, uint32_t ndests, const struct mmsghdr *m
 /* Sends the k staged messages. */
 static int flush(Loop *self, int k)
 {
-	if (send_grouped(self->fds, self->ndests, self->smsg, self->sdest, k, self->gmsg, &self->send_failed) < 0)
+	if (send_grouped(self->fds, self->ndests, self->smsg, self->sdest, k, self->gmsg, &self->c.send_failed) < 0)
 		return -1;
-	self->sent += k;
+	self->c.sent += k;
 	return 0;
 }
 
@@ -293,8 +297,8 @@ static int issue(Loop *self, uint64_t t)
 		s->busy = 1;
 		s->retries = 0;
 		s->first_ns = s->last_ns = t;
-		s->recorded = t >= self->win_from && t < self->win_until;
-		self->rec_started += s->recorded;
+		s->recorded = t >= self->c.win_from && t < self->c.win_until;
+		self->c.rec_started += s->recorded;
 		self->inflight++;
 		self->dest_inflight[s->dest]++;
 		stage(self, k++, r, seq);
@@ -311,18 +315,24 @@ static inline void release(Loop *self, struct slot *s)
 	self->dest_inflight[s->dest]--;
 }
 
+/* Counts the answer to a request first sent at first_ns. */
+static inline void count_answer(struct counts *c, int recorded, uint8_t status, uint64_t first_ns, uint64_t t)
+{
+	if (!recorded)
+		return;
+	c->status_counts[status]++;
+	if (status == DINT_ST_OK) {
+		c->ok++;
+		c->hist[hist_index(t - first_ns)]++;
+	} else {
+		c->err_status++;
+	}
+}
+
 static void complete(Loop *self, struct slot *s, const struct dint_hdr *h, uint64_t t)
 {
-	self->replies++;
-	if (s->recorded) {
-		self->status_counts[h->status]++;
-		if (h->status == DINT_ST_OK) {
-			self->ok++;
-			self->hist[hist_index(t - s->first_ns)]++;
-		} else {
-			self->err_status++;
-		}
-	}
+	self->c.replies++;
+	count_answer(&self->c, s->recorded, h->status, s->first_ns, t);
 	release(self, s);
 }
 
@@ -338,13 +348,13 @@ static int scan_timeouts(Loop *self, uint64_t t)
 		if (!s->busy || t - s->last_ns < self->timeout_ns)
 			continue;
 		if (s->retries >= self->max_retries) {
-			self->lost += s->recorded;
+			self->c.lost += s->recorded;
 			release(self, s);
 			continue;
 		}
 		s->retries++;
 		s->last_ns = t;
-		self->retransmits++;
+		self->c.retransmits++;
 		stage(self, k++, s->req, s->seq);
 		if (k == BATCH) {
 			if (flush(self, k) < 0)
@@ -374,6 +384,80 @@ static inline int is_reply_to(const struct mmsghdr *m, const struct dint_hdr *h,
 	return m->msg_len >= DINT_HDR_LEN && h->magic == htons(DINT_MAGIC) && ntohl(h->client_id) == client_id;
 }
 
+/* The request id a received datagram answers, in *seq; 0 (counted as
+ * stray) if it is not a dint reply to this client. */
+static inline int reply_seq(struct counts *c, const struct mmsghdr *m, const struct dint_hdr *h,
+			    uint32_t client_id, uint32_t *seq)
+{
+	if (!is_reply_to(m, h, client_id)) {
+		c->stray++;
+		return 0;
+	}
+	*seq = ntohl(h->seq);
+	return 1;
+}
+
+/* Waits in ppoll for any of the sockets, up to wait_ns. -1 with an
+ * exception set if a signal handler raised. */
+static int wait_replies(struct counts *c, struct pollfd *pfds, uint32_t n, uint64_t wait_ns)
+{
+	struct timespec ts = { 0, (long)wait_ns };
+	uint64_t t0 = now_ns();
+	int r;
+
+	Py_BEGIN_ALLOW_THREADS
+	r = ppoll(pfds, n, &ts, NULL);
+	Py_END_ALLOW_THREADS
+	c->wait_ns += now_ns() - t0;
+	if (r < 0 && errno == EINTR)
+		return PyErr_CheckSignals() < 0 ? -1 : 0;
+	return 0; /* the next round reads what arrived */
+}
+
+static PyObject *counts_dict(const uint64_t *counts, int n)
+{
+	PyObject *d = PyDict_New();
+	if (!d)
+		return NULL;
+	for (int i = 0; i < n; i++) {
+		if (!counts[i])
+			continue;
+		PyObject *k = PyLong_FromLong(i), *v = PyLong_FromUnsignedLongLong(counts[i]);
+		int bad = !k || !v || PyDict_SetItem(d, k, v) < 0;
+		Py_XDECREF(k);
+		Py_XDECREF(v);
+		if (bad) {
+			Py_DECREF(d);
+			return NULL;
+		}
+	}
+	return d;
+}
+
+/* set_window(from_ns, until_ns) of both loops. */
+static PyObject *set_window(struct counts *c, PyObject *args)
+{
+	unsigned long long from, until;
+	if (!PyArg_ParseTuple(args, "KK", &from, &until))
+		return NULL;
+	c->win_from = from;
+	c->win_until = until;
+	Py_RETURN_NONE;
+}
+
+/* The counters as a dict; the caller adds its own. */
+static PyObject *counts_stats(const struct counts *c, uint32_t inflight)
+{
+	PyObject *statuses = counts_dict(c->status_counts, 256);
+	if (!statuses)
+		return NULL;
+	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsN}", "sent", c->sent, "send_failed", c->send_failed,
+			     "retransmits", c->retransmits, "busy_retries", c->busy, "replies", c->replies,
+			     "ok", c->ok, "err_status", c->err_status, "lost", c->lost, "stray", c->stray,
+			     "started_in_window", c->rec_started, "wait_ns", c->wait_ns, "inflight", inflight,
+			     "statuses", statuses);
+}
+
 /* Matches the n replies received in rmsg. */
 static int match(Loop *self, int n, uint64_t t)
 {
@@ -381,18 +465,16 @@ static int match(Loop *self, int n, uint64_t t)
 
 	for (int i = 0; i < n; i++) {
 		const struct dint_hdr *h = (const void *)self->rbuf[i];
-		if (!is_reply_to(&self->rmsg[i], h, self->client_id)) {
-			self->stray++;
+		uint32_t seq;
+		if (!reply_seq(&self->c, &self->rmsg[i], h, self->client_id, &seq))
 			continue;
-		}
-		uint32_t seq = ntohl(h->seq);
 		struct slot *s = &self->slots[seq & self->mask];
 		if (!s->busy || s->seq != seq) {
-			self->stray++; /* a duplicate, or the answer to a request given up */
+			self->c.stray++; /* a duplicate, or the answer to a request given up */
 			continue;
 		}
-		if (busy_retry(h, &s->last_ns, t, self->timeout_ns, &self->busy)) {
-			self->replies++;
+		if (busy_retry(h, &s->last_ns, t, self->timeout_ns, &self->c.busy)) {
+			self->c.replies++;
 			continue;
 		}
 		complete(self, s, h, t);
@@ -440,7 +522,7 @@ static int receive(Loop *self, int block)
 		uint64_t t0 = now_ns();
 		int n = recv_from(self, self->fds[0], MSG_WAITFORONE);
 		uint64_t t = now_ns();
-		self->wait_ns += t - t0;
+		self->c.wait_ns += t - t0;
 		return n < 0 ? -1 : match(self, n, t);
 	}
 	for (uint32_t d = 0; d < self->ndests; d++) {
@@ -453,16 +535,7 @@ static int receive(Loop *self, int block)
 	}
 	if (matched || !block)
 		return matched;
-	struct timespec ts = { 0, 1000000 };
-	uint64_t t0 = now_ns();
-	int r;
-	Py_BEGIN_ALLOW_THREADS
-	r = ppoll(self->pfds, self->ndests, &ts, NULL);
-	Py_END_ALLOW_THREADS
-	self->wait_ns += now_ns() - t0;
-	if (r < 0 && errno == EINTR)
-		return PyErr_CheckSignals() < 0 ? -1 : 0;
-	return 0; /* the next round reads what arrived */
+	return wait_replies(&self->c, self->pfds, self->ndests, 1000000);
 }
 
 static PyObject *hist_pairs(const uint64_t *hist)
@@ -484,34 +557,9 @@ static PyObject *hist_pairs(const uint64_t *hist)
 	return out;
 }
 
-static PyObject *counts_dict(const uint64_t *counts, int n)
-{
-	PyObject *d = PyDict_New();
-	if (!d)
-		return NULL;
-	for (int i = 0; i < n; i++) {
-		if (!counts[i])
-			continue;
-		PyObject *k = PyLong_FromLong(i), *v = PyLong_FromUnsignedLongLong(counts[i]);
-		int bad = !k || !v || PyDict_SetItem(d, k, v) < 0;
-		Py_XDECREF(k);
-		Py_XDECREF(v);
-		if (bad) {
-			Py_DECREF(d);
-			return NULL;
-		}
-	}
-	return d;
-}
-
 static PyObject *Loop_set_window(Loop *self, PyObject *args)
 {
-	unsigned long long from, until;
-	if (!PyArg_ParseTuple(args, "KK", &from, &until))
-		return NULL;
-	self->win_from = from;
-	self->win_until = until;
-	Py_RETURN_NONE;
+	return set_window(&self->c, args);
 }
 
 /* run(until_ns, issue_new): runs the closed loop until the monotonic clock
@@ -545,20 +593,13 @@ static PyObject *Loop_run(Loop *self, PyObject *args)
 
 static PyObject *Loop_stats(Loop *self, PyObject *Py_UNUSED(unused))
 {
-	PyObject *statuses = counts_dict(self->status_counts, 256);
-	if (!statuses)
-		return NULL;
-	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsN}", "sent", self->sent, "send_failed",
-			     self->send_failed, "retransmits",
-			     self->retransmits, "busy_retries", self->busy, "replies", self->replies, "ok", self->ok, "err_status", self->err_status, "lost",
-			     self->lost, "stray", self->stray, "started_in_window", self->rec_started,
-			     "wait_ns", self->wait_ns, "inflight", self->inflight, "statuses", statuses);
+	return counts_stats(&self->c, self->inflight);
 }
 
 /* histogram() -> [(latency_ns, count), ...] of the replies recorded OK. */
 static PyObject *Loop_histogram(Loop *self, PyObject *Py_UNUSED(unused))
 {
-	return hist_pairs(self->hist);
+	return hist_pairs(self->c.hist);
 }
 
 static PyMethodDef Loop_methods[] = {
@@ -631,14 +672,10 @@ typedef struct {
 	uint32_t nsendq;
 	uint64_t timeout_ns, last_scan_ns;
 	uint32_t max_retries;
-	uint64_t win_from, win_until;
 	PyObject *ready; /* completed batches: [(tag, replies, fail)] */
-	/* request-level results: recorded = first sent inside the window */
-	uint64_t sent, send_failed, retransmits, replies, ok, err_status, lost, stray, rec_started, batches_done, busy;
-	uint64_t wait_ns;
-	uint64_t status_counts[256];
+	struct counts c; /* request level; recorded = first sent inside the window */
+	uint64_t batches_done;
 	uint64_t ok_by_op[DINT_OP_MAX]; /* OK replies per operation, whole run */
-	uint64_t *hist;                 /* request round trips (recorded, OK) */
 	uint64_t *khist[TXN_KINDS];     /* filled by record() */
 	/* scratch */
 	struct mmsghdr smsg[BATCH], gmsg[BATCH], rmsg[BATCH];
@@ -660,7 +697,7 @@ static void TxnIO_dealloc(TxnIO *self)
 	PyMem_Free(self->slab);
 	PyMem_Free(self->batches);
 	PyMem_Free(self->sendq);
-	PyMem_Free(self->hist);
+	PyMem_Free(self->c.hist);
 	for (int k = 0; k < TXN_KINDS; k++)
 		PyMem_Free(self->khist[k]);
 	Py_TYPE(self)->tp_free((PyObject *)self);
@@ -707,9 +744,9 @@ static int TxnIO_init(TxnIO *self, PyObject *args, PyObject *kw)
 	self->slab = PyMem_Calloc(size, self->slot_bytes);
 	self->sendq = PyMem_Calloc(size, sizeof(uint32_t));
 	self->batches = PyMem_Calloc(max_inflight, sizeof(struct tbatch));
-	self->hist = PyMem_Calloc(HIST_BUCKETS, sizeof(uint64_t));
+	self->c.hist = PyMem_Calloc(HIST_BUCKETS, sizeof(uint64_t));
 	self->ready = PyList_New(0);
-	if (!self->slots || !self->slab || !self->sendq || !self->batches || !self->hist) {
+	if (!self->slots || !self->slab || !self->sendq || !self->batches || !self->c.hist) {
 		PyErr_NoMemory();
 		return -1;
 	}
@@ -871,7 +908,7 @@ static PyObject *TxnIO_submit(TxnIO *self, PyObject *args)
 		s->busy = 1;
 		s->retries = 0;
 		s->first_ns = s->last_ns = t;
-		s->recorded = t >= self->win_from && t < self->win_until;
+		s->recorded = t >= self->c.win_from && t < self->c.win_until;
 		self->inflight++;
 		self->dest_inflight[dest]++;
 		self->sendq[self->nsendq++] = idx;
@@ -886,7 +923,7 @@ static PyObject *TxnIO_submit(TxnIO *self, PyObject *args)
 	b->fail = -1;
 	for (i = 0; i < n; i++) {
 		struct tslot *s = &self->slots[self->sendq[q0 + i]];
-		self->rec_started += s->recorded;
+		self->c.rec_started += s->recorded;
 	}
 	Py_RETURN_NONE;
 fail: /* nothing of this batch was sent: give its slots back */
@@ -912,9 +949,9 @@ static int txn_flush(TxnIO *self)
 			self->sdest[k++] = s->dest;
 		}
 		if (send_grouped(self->fds, self->ndests, self->smsg, self->sdest, k, self->gmsg,
-				 &self->send_failed) < 0)
+				 &self->c.send_failed) < 0)
 			return -1;
-		self->sent += k;
+		self->c.sent += k;
 	}
 	self->nsendq = 0;
 	return 0;
@@ -930,7 +967,7 @@ static int txn_scan_timeouts(TxnIO *self, uint64_t t)
 		if (!s->busy || t - s->last_ns < self->timeout_ns)
 			continue;
 		if (s->retries >= self->max_retries) {
-			self->lost += s->recorded;
+			self->c.lost += s->recorded;
 			tslot_release(self, s);
 			if (tbatch_put(self, s, TXN_TIMEOUT, 0, NULL, 0) < 0)
 				return -1;
@@ -938,7 +975,7 @@ static int txn_scan_timeouts(TxnIO *self, uint64_t t)
 		}
 		s->retries++;
 		s->last_ns = t;
-		self->retransmits++;
+		self->c.retransmits++;
 		self->sendq[self->nsendq++] = i;
 	}
 	return txn_flush(self);
@@ -950,30 +987,20 @@ static int txn_match(TxnIO *self, int n, uint64_t t)
 
 	for (int i = 0; i < n; i++) {
 		const struct dint_hdr *h = (const void *)self->rbuf[i];
-		if (!is_reply_to(&self->rmsg[i], h, self->client_id)) {
-			self->stray++;
+		uint32_t seq;
+		if (!reply_seq(&self->c, &self->rmsg[i], h, self->client_id, &seq))
 			continue;
-		}
-		uint32_t seq = ntohl(h->seq);
 		struct tslot *s = &self->slots[seq & self->mask];
 		if (!s->busy || s->seq != seq) {
-			self->stray++; /* a duplicate, or the answer to a request given up */
+			self->c.stray++; /* a duplicate, or the answer to a request given up */
 			continue;
 		}
-		self->replies++;
-		if (busy_retry(h, &s->last_ns, t, self->timeout_ns, &self->busy))
+		self->c.replies++;
+		if (busy_retry(h, &s->last_ns, t, self->timeout_ns, &self->c.busy))
 			continue;
 		if (h->status == DINT_ST_OK && s->op < DINT_OP_MAX)
 			self->ok_by_op[s->op]++;
-		if (s->recorded) {
-			self->status_counts[h->status]++;
-			if (h->status == DINT_ST_OK) {
-				self->ok++;
-				self->hist[hist_index(t - s->first_ns)]++;
-			} else {
-				self->err_status++;
-			}
-		}
+		count_answer(&self->c, s->recorded, h->status, s->first_ns, t);
 		uint32_t vlen = self->rmsg[i].msg_len - DINT_HDR_LEN;
 		tslot_release(self, s);
 		if (tbatch_put(self, s, h->status, ntohl(h->ver), (const char *)(h + 1), vlen) < 0)
@@ -1003,17 +1030,7 @@ static int txn_receive(TxnIO *self, uint64_t until)
 		return matched;
 	uint64_t t0 = now_ns();
 	uint64_t wait = until > t0 ? until - t0 : 0;
-	if (wait > 1000000)
-		wait = 1000000;
-	struct timespec ts = { 0, (long)wait };
-	int r;
-	Py_BEGIN_ALLOW_THREADS
-	r = ppoll(self->pfds, self->ndests, &ts, NULL);
-	Py_END_ALLOW_THREADS
-	self->wait_ns += now_ns() - t0;
-	if (r < 0 && errno == EINTR)
-		return PyErr_CheckSignals() < 0 ? -1 : 0;
-	return 0; /* the next round reads what arrived */
+	return wait_replies(&self->c, self->pfds, self->ndests, wait < 1000000 ? wait : 1000000);
 }
 
 /* run(until_ns) -> [(tag, replies, fail)]: sends what was submitted, then
@@ -1052,12 +1069,7 @@ static PyObject *TxnIO_run(TxnIO *self, PyObject *args)
 
 static PyObject *TxnIO_set_window(TxnIO *self, PyObject *args)
 {
-	unsigned long long from, until;
-	if (!PyArg_ParseTuple(args, "KK", &from, &until))
-		return NULL;
-	self->win_from = from;
-	self->win_until = until;
-	Py_RETURN_NONE;
+	return set_window(&self->c, args);
 }
 
 /* record(kind, ns): one latency into histogram kind (0..TXN_KINDS-1). */
@@ -1089,23 +1101,28 @@ static PyObject *TxnIO_histogram(TxnIO *self, PyObject *args)
 		PyErr_Format(PyExc_ValueError, "kind must be in -1..%d", TXN_KINDS - 1);
 		return NULL;
 	}
-	return hist_pairs(kind < 0 ? self->hist : self->khist[kind]);
+	return hist_pairs(kind < 0 ? self->c.hist : self->khist[kind]);
 }
 
+/* Loop's counters, and: batches (completed), batches_inflight, ok_by_op. */
 static PyObject *TxnIO_stats(TxnIO *self, PyObject *Py_UNUSED(unused))
 {
-	PyObject *statuses = counts_dict(self->status_counts, 256);
-	PyObject *by_op = statuses ? counts_dict(self->ok_by_op, DINT_OP_MAX) : NULL;
-	if (!by_op) {
-		Py_XDECREF(statuses);
+	PyObject *d = counts_stats(&self->c, self->inflight);
+	PyObject *done = d ? PyLong_FromUnsignedLongLong(self->batches_done) : NULL;
+	PyObject *busy = done ? PyLong_FromUnsignedLong(self->nbatches_busy) : NULL;
+	PyObject *by_op = busy ? counts_dict(self->ok_by_op, DINT_OP_MAX) : NULL;
+	int bad = !by_op || PyDict_SetItemString(d, "batches", done) < 0 ||
+		  PyDict_SetItemString(d, "batches_inflight", busy) < 0 ||
+		  PyDict_SetItemString(d, "ok_by_op", by_op) < 0;
+
+	Py_XDECREF(done);
+	Py_XDECREF(busy);
+	Py_XDECREF(by_op);
+	if (bad) {
+		Py_XDECREF(d);
 		return NULL;
 	}
-	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsIsIsNsN}", "sent", self->sent, "send_failed",
-			     self->send_failed, "retransmits", self->retransmits, "busy_retries", self->busy, "replies", self->replies, "ok",
-			     self->ok, "err_status", self->err_status, "lost", self->lost, "stray", self->stray,
-			     "started_in_window", self->rec_started, "wait_ns", self->wait_ns, "batches",
-			     self->batches_done, "inflight", self->inflight, "batches_inflight",
-			     self->nbatches_busy, "statuses", statuses, "ok_by_op", by_op);
+	return d;
 }
 
 static PyMethodDef TxnIO_methods[] = {
