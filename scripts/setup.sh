@@ -13,12 +13,14 @@ command -v apt-get >/dev/null && command -v dpkg-query >/dev/null ||
 	die "needs a Debian-based system with apt-get and dpkg"
 
 arch=$(dpkg --print-architecture)
-packages=(clang llvm libbpf-dev bpftool python3-bpfcc dpdk libdpdk-dev libxdp-dev
-	iproute2 ethtool gcc make pkg-config python3-venv python3-dev procps util-linux git)
+# One list for this script and the Ansible role deploy/roles/host.
+mapfile -t packages < <(sed 's/#.*//' scripts/packages.txt | tr -s ' \t' '\n' | sed '/^$/d')
 
 missing_packages() {
 	local installed
-	installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "$@" 2>/dev/null |
+	# dpkg-query exits nonzero when it has never heard of a package: that is
+	# an answer (not installed), not a failure
+	installed=$({ dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "$@" 2>/dev/null || true; } |
 		awk '$1 == "ii" { print $2 }' | sed 's/:.*//')
 	local p
 	for p in "$@"; do grep -qx "$p" <<<"$installed" || echo "$p"; done
