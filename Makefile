@@ -38,8 +38,10 @@ $(BUILD)/bypass_server: baselines/bypass_server.c baselines/server_common.h base
 test: setup
 	$(PYTHON) -m pytest
 
+# make reproduce [PROFILE=local|paper|path.yml] [RUN_ID=id] [INVENTORY=file]
 reproduce: setup
-	$(PYTHON) -m harness reproduce
+	$(PYTHON) -m harness reproduce $(if $(PROFILE),--profile $(PROFILE)) $(if $(RUN_ID),--run-id $(RUN_ID)) \
+		$(if $(INVENTORY),--inventory $(INVENTORY))
 
 plots: setup
 	$(PYTHON) -m plots $(RUN)

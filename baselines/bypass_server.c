@@ -130,6 +130,8 @@ static void poll_loop(const uint16_t *ports, int nports, struct backoff *b, uint
 	int i;
 
 	while (!should_stop()) {
+		if (take_stats_request())
+			print_stats(stats, "sleeps", b->sleeps);
 		busy = false;
 		for (i = 0; i < nports; i++) {
 			n = rte_eth_rx_burst(ports[i], 0, pkts, BURST);

@@ -189,6 +189,7 @@ int main(int argc, char **argv)
 	sigemptyset(&stop_set);
 	sigaddset(&stop_set, SIGTERM);
 	sigaddset(&stop_set, SIGINT);
+	sigaddset(&stop_set, SIGUSR1); /* live stats, printed by the main thread */
 	pthread_sigmask(SIG_BLOCK, &stop_set, &old_set);
 
 	workers = calloc(nthreads, sizeof(*workers));
@@ -220,8 +221,17 @@ int main(int argc, char **argv)
 	if (!status) {
 		print_ready();
 		ready = true;
-		while (!should_stop())
+		while (!should_stop()) {
 			sigsuspend(&old_set);
+			if (take_stats_request()) {
+				uint64_t live[DINT_STAT_MAX] = { 0 };
+
+				for (i = 0; i < nthreads; i++)
+					for (s = 0; s < DINT_STAT_MAX; s++)
+						live[s] += __atomic_load_n(&workers[i]->stats[s], __ATOMIC_RELAXED);
+				print_stats(live, NULL, 0);
+			}
+		}
 	} else {
 		atomic_store(&stop_requested, true);
 	}

@@ -45,6 +45,25 @@ static inline void on_stop_signal(int sig)
 	atomic_store(&stop_requested, true);
 }
 
+/* SIGUSR1 asks a running server for its counters so far: it prints one
+ * more "stats {json}" line (the control plane's live stats; the line printed
+ * at stop is always the last). */
+static atomic_bool stats_requested;
+
+static inline void on_stats_signal(int sig)
+{
+	(void)sig;
+	atomic_store(&stats_requested, true);
+}
+
+/* Whether live stats were asked for since the last call: a plain load
+ * first, so a polling loop pays no locked instruction. */
+static inline bool take_stats_request(void)
+{
+	return atomic_load_explicit(&stats_requested, memory_order_relaxed) &&
+	       atomic_exchange(&stats_requested, false);
+}
+
 /* No SA_RESTART: a thread blocked in a system call should come back with
  * EINTR and look at the flag instead of sleeping on. The unblock is for
  * parents that hand down a mask with these signals blocked. */
@@ -58,9 +77,13 @@ static inline int install_stop_handlers(void)
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
 		return -1;
+	sa.sa_handler = on_stats_signal;
+	if (sigaction(SIGUSR1, &sa, NULL) < 0)
+		return -1;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR1);
 	return pthread_sigmask(SIG_UNBLOCK, &set, NULL) ? -1 : 0;
 }
 

@@ -216,31 +216,37 @@ static __always_inline int dint_apply(struct dint_rec *r, struct dint_hdr *m, __
 		dint_copy(val, r->value, val, m->table, end);
 		m->ver = dint_htonl(r->ver);
 		return DINT_ST_OK;
+	/* A granted lock answers with the value and version, so a 2PL
+	 * transaction locks and reads in one round trip. */
 	case DINT_OP_LOCK_SHARED:
 		if (!r->live)
 			return DINT_ST_NOT_FOUND;
 		m->ver = dint_htonl(r->ver);
-		if (r->owner)
-			return r->owner == txn ? DINT_ST_OK : DINT_ST_LOCKED;
-		if (dint_shared_find(r, txn) >= 0)
-			return DINT_ST_OK;
-		i = dint_shared_find(r, 0);
-		if (i < 0)
-			return DINT_ST_FULL;
-		r->shared[i] = txn;
+		if (r->owner && r->owner != txn)
+			return DINT_ST_LOCKED;
+		if (!r->owner && dint_shared_find(r, txn) < 0) {
+			i = dint_shared_find(r, 0);
+			if (i < 0)
+				return DINT_ST_FULL;
+			r->shared[i] = txn;
+		}
+		dint_copy(val, r->value, val, m->table, end);
 		return DINT_ST_OK;
 	case DINT_OP_LOCK_EXCL:
 		if (!r->live)
 			return DINT_ST_NOT_FOUND;
 		m->ver = dint_htonl(r->ver);
-		if (r->owner)
-			return r->owner == txn ? DINT_ST_OK : DINT_ST_LOCKED;
-		i = dint_shared_count(r);
-		/* no-wait: shared holders block it, unless the only one is txn (upgrade) */
-		if (i > 1 || (i == 1 && dint_shared_find(r, txn) < 0))
+		if (r->owner && r->owner != txn)
 			return DINT_ST_LOCKED;
-		dint_release(r, txn);
-		r->owner = txn;
+		if (!r->owner) {
+			i = dint_shared_count(r);
+			/* no-wait: shared holders block it, unless the only one is txn (upgrade) */
+			if (i > 1 || (i == 1 && dint_shared_find(r, txn) < 0))
+				return DINT_ST_LOCKED;
+			dint_release(r, txn);
+			r->owner = txn;
+		}
+		dint_copy(val, r->value, val, m->table, end);
 		return DINT_ST_OK;
 	case DINT_OP_VALIDATE:
 		if (!r->live)

@@ -24,8 +24,8 @@
 enum dint_op {
 	DINT_OP_ECHO = 1,
 	DINT_OP_READ = 2,           /* value and version; rejected while write-locked */
-	DINT_OP_LOCK_SHARED = 3,    /* 2PL read lock, no-wait */
-	DINT_OP_LOCK_EXCL = 4,      /* 2PL write lock and OCC lock; replies the version */
+	DINT_OP_LOCK_SHARED = 3,    /* 2PL read lock, no-wait; replies value and version */
+	DINT_OP_LOCK_EXCL = 4,      /* 2PL write lock and OCC lock; replies value and version */
 	DINT_OP_VALIDATE = 5,       /* OCC: still version ver, and not locked by another? */
 	DINT_OP_LOG = 6,            /* append (txn, table, key, ver, value) to the log */
 	DINT_OP_COMMIT_BACKUP = 7,  /* install value as version ver */

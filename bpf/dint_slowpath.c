@@ -397,6 +397,8 @@ out:
 
 /* ---- serving ---- */
 
+static void print_sp_stats(void);
+
 static int serve(int fd, unsigned int port)
 {
 	static __u8 buf[BATCH][SLOT_DATA];
@@ -415,6 +417,8 @@ static int serve(int fd, unsigned int port)
 		unsigned int nout = 0;
 		int n;
 
+		if (take_stats_request())
+			print_sp_stats();
 		for (int i = 0; i < BATCH; i++)
 			in[i].msg_hdr.msg_namelen = sizeof(peer[i]);
 		n = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);

@@ -61,7 +61,7 @@ def cmd_run(args) -> int:
                     value_size=args.value_size, keys=args.keys, store_capacity=args.store_capacity, clients_per_host=args.clients_per_host,
                     kernel_threads=args.kernel_threads, cache_fraction=args.cache_fraction,
                     cache_bloom=not args.no_bloom, cache_write_through=args.write_through,
-                    lock_mode=args.lock_mode, kv_mix=args.kv_mix,
+                    cc=args.cc, scale=args.scale, kv_mix=args.kv_mix, rate=args.rate, neighbour=args.neighbour,
                     **({"inventory": args.inventory} if args.inventory else {})).validate()
     summary = execute(cfg, args.out)
     print(one_line(summary))
@@ -69,9 +69,23 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    """Runs deploy/setup.yml (packages, headers, bpffs, the project, make
+    setup) on every host of the inventory."""
+    import time
+    from pathlib import Path
+    from . import RESULTS_DIR, inventory
+    from .deploy import Deployer
+    inv = inventory.load(args.inventory)
+    pdir = Path(args.out) if args.out else RESULTS_DIR / "deploy" / time.strftime("%Y%m%d-%H%M%S")
+    Deployer(inv, pdir).setup()
+    print(f"deploy setup: {len(inv.hosts)} hosts ready ({inv.source}); event log in {pdir}/artifacts")
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
-    reproduce(args.run_id, args.inventory, args.duration, args.warmup)
+    reproduce(args.run_id, args.inventory, args.profile, args.only)
     return 0
 
 
@@ -94,9 +108,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="one measured run")
     p.add_argument("--system", required=True, choices=["dint", "kernel", "bypass"])
-    p.add_argument("--workload", default="echo", choices=["echo", "kv", "log", "lock"],
+    p.add_argument("--workload", default="echo", choices=list(__import__("workloads").NAMES),
                    help="echo; kv: 40-byte records (DINT's KV store, see --kv-mix); log: appends; "
-                        "lock: transactions locking 5-10 keys (see --lock-mode)")
+                        "lock: transactions locking 5-10 keys (see --cc); smallbank, tatp, tpcc: replicated transactions (see --scale, --cc)")
     p.add_argument("--keys", type=int, default=100_000, help="kv, log: keys per table")
     p.add_argument("--store-capacity", type=int, default=0,
                    help="records per server store (default: twice the keys, at least 4096)")
@@ -118,16 +132,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--write-through", action="store_true",
                    help="dint ablation: write-through cache (every write goes to the slow path)")
     # transactional microbenchmarks; the choices are checked by RunConfig, for one clear message
-    p.add_argument("--lock-mode", default="2pl", help="lock: 2pl (no-wait two-phase locking) or occ (FaSST-style)")
+    p.add_argument("--cc", "--lock-mode", dest="cc", default="",
+                   help="concurrency control of lock, smallbank, tatp, tpcc: 2pl (no-wait two-phase locking) "
+                        "or occ (FaSST-style); default: the workload's (lock, smallbank: 2pl; tatp, tpcc: occ)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="open loop: transactions (echo/kv/log: requests) per second per client process, on a "
+                        "schedule fixed in advance; --concurrency caps those in flight (default 0: closed loop)")
+    p.add_argument("--neighbour", action="store_true",
+                   help="colocation: a CPU-bound neighbour on every server host's cores, its work rate measured")
+    p.add_argument("--scale", type=int, default=0,
+                   help="smallbank: accounts; tatp: subscribers; tpcc: warehouses with the specification's "
+                        "cardinalities, or 10000 x D + warehouses for items, customers and orders divided by D "
+                        "(10 or 100; the local default is 100002) (default: the workload's local scale)")
     p.add_argument("--kv-mix", default="parallel",
                    help="kv: parallel (100%% reads) or contention (80%% reads, 20%% writes)")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("deploy", help="set hosts up through Ansible (deploy/setup.yml)")
+    p.add_argument("action", choices=["setup"])
+    p.add_argument("--inventory", help="inventory file (default inventory/local.yml)")
+    p.add_argument("--out", help="where the event log goes (default results/deploy/<time>)")
+    p.set_defaults(func=cmd_deploy)
+
     p = sub.add_parser("reproduce", help="the evaluation (make reproduce)")
     p.add_argument("--run-id", help="results/<run-id> (reusing one resumes it)")
     p.add_argument("--inventory", help="inventory file (default inventory/local.yml)")
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per point")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per point")
+    p.add_argument("--profile", default="local",
+                   help="experiments/<profile>.yml (local, paper) or an experiment file's path (default local)")
+    p.add_argument("--only", help="run only the points whose name contains this")
     p.set_defaults(func=cmd_reproduce)
     return ap
 

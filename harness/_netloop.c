@@ -71,12 +71,18 @@ typedef struct {
 	uint64_t timeout_ns, last_scan_ns;
 	uint32_t max_retries;
 	struct counts c; /* recorded: requests started inside the window */
+	/* open loop (interval_ns > 0): request i is due at start + i * interval,
+	 * however late the replies; concurrency caps what is in flight */
+	uint64_t interval_ns, next_start_ns, late, skipped;
 	/* scratch */
 	struct mmsghdr smsg[BATCH], gmsg[BATCH], rmsg[BATCH];
 	uint8_t sdest[BATCH];
 	struct iovec siov[BATCH], riov[BATCH];
 	char sbuf[BATCH][MAX_DGRAM], rbuf[BATCH][MAX_DGRAM];
 } Loop;
+
+/* An open-loop request sent this much after it was due counts as late. */
+#define LATE_NS 100000
 
 static inline uint64_t now_ns(void)
 {
@@ -151,15 +157,16 @@ static int parse_fds(PyObject *fds, int *out, struct pollfd *pfds)
 static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "fds", "client_id", "requests", "offsets", "dest_of",
-				  "concurrency", "timeout_ns", "max_retries", "stamp_txn", NULL };
+				  "concurrency", "timeout_ns", "max_retries", "stamp_txn", "interval_ns", NULL };
 	PyObject *fds;
 	unsigned int client_id, concurrency, max_retries;
-	unsigned long long timeout_ns;
+	unsigned long long timeout_ns, interval_ns = 0;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIy*y*y*IKI|p", kwlist, &fds, &client_id,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIy*y*y*IKI|pK", kwlist, &fds, &client_id,
 					 &self->reqbuf, &self->offbuf, &self->destbuf,
-					 &concurrency, &timeout_ns, &max_retries, &self->stamp_txn))
+					 &concurrency, &timeout_ns, &max_retries, &self->stamp_txn, &interval_ns))
 		return -1;
+	self->interval_ns = interval_ns;
 	self->client_id = client_id;
 	self->concurrency = concurrency;
 	self->timeout_ns = timeout_ns;
@@ -279,12 +286,31 @@ static int flush(Loop *self, int k)
 	return 0;
 }
 
-/* Issues new requests until the window is full. */
+/* Issues new requests until the window is full (closed loop), or those due
+ * by t while there is room (open loop). */
 static int issue(Loop *self, uint64_t t)
 {
 	int k = 0;
 
+	if (self->interval_ns) {
+		if (!self->next_start_ns)
+			self->next_start_ns = t;
+		/* What fell behind in the warm-up is not carried into the window. */
+		if (self->next_start_ns < self->c.win_from && t >= self->c.win_from) {
+			self->skipped += (self->c.win_from - self->next_start_ns) / self->interval_ns;
+			self->next_start_ns = self->c.win_from;
+		}
+	}
 	while (self->inflight < self->concurrency && k < BATCH) {
+		uint64_t start = t;
+		if (self->interval_ns) {
+			if (self->next_start_ns > t)
+				break;
+			start = self->next_start_ns; /* latency counts from when it was due */
+			self->next_start_ns += self->interval_ns;
+			if (t - start > LATE_NS && start >= self->c.win_from && start < self->c.win_until)
+				self->late++;
+		}
 		uint32_t seq = self->next_seq;
 		while (self->slots[seq & self->mask].busy)
 			seq++; /* a slow request still holds this slot */
@@ -296,8 +322,9 @@ static int issue(Loop *self, uint64_t t)
 		s->dest = self->dest_of[r];
 		s->busy = 1;
 		s->retries = 0;
-		s->first_ns = s->last_ns = t;
-		s->recorded = t >= self->c.win_from && t < self->c.win_until;
+		s->first_ns = start;
+		s->last_ns = t;
+		s->recorded = start >= self->c.win_from && start < self->c.win_until;
 		self->c.rec_started += s->recorded;
 		self->inflight++;
 		self->dest_inflight[s->dest]++;
@@ -514,11 +541,11 @@ static inline int recv_from(Loop *self, int fd, int flags)
  * nothing more can be sent it blocks, up to about a millisecond: in
  * recvmmsg itself with one server (as a C client would), in ppoll with
  * several. Returns replies matched. */
-static int receive(Loop *self, int block)
+static int receive(Loop *self, int block, uint64_t max_wait_ns)
 {
 	int matched = 0;
 
-	if (block && self->ndests == 1) {
+	if (block && self->ndests == 1 && max_wait_ns >= 1000000) {
 		uint64_t t0 = now_ns();
 		int n = recv_from(self, self->fds[0], MSG_WAITFORONE);
 		uint64_t t = now_ns();
@@ -533,9 +560,9 @@ static int receive(Loop *self, int block)
 			return -1;
 		matched += match(self, n, now_ns());
 	}
-	if (matched || !block)
+	if (matched || !block || max_wait_ns < 2000) /* a short wait: spin */
 		return matched;
-	return wait_replies(&self->c, self->pfds, self->ndests, 1000000);
+	return wait_replies(&self->c, self->pfds, self->ndests, max_wait_ns < 1000000 ? max_wait_ns : 1000000);
 }
 
 static PyObject *hist_pairs(const uint64_t *hist)
@@ -581,7 +608,13 @@ static PyObject *Loop_run(Loop *self, PyObject *args)
 		if (t - self->last_scan_ns > 1000000 && scan_timeouts(self, t) < 0)
 			return NULL;
 		int full = !issue_new || self->inflight >= self->concurrency;
-		if (receive(self, full) < 0)
+		uint64_t wait = 1000000;
+		if (issue_new && self->interval_ns && !full) { /* wait no later than the next is due */
+			uint64_t now = now_ns();
+			wait = self->next_start_ns > now ? self->next_start_ns - now : 0;
+			full = 1;
+		}
+		if (receive(self, full, wait) < 0)
 			return NULL;
 		if ((++iter & 1023) == 0 && PyErr_CheckSignals() < 0)
 			return NULL;
@@ -593,7 +626,18 @@ static PyObject *Loop_run(Loop *self, PyObject *args)
 
 static PyObject *Loop_stats(Loop *self, PyObject *Py_UNUSED(unused))
 {
-	return counts_stats(&self->c, self->inflight);
+	PyObject *d = counts_stats(&self->c, self->inflight);
+	if (d && self->interval_ns) {
+		PyObject *late = PyLong_FromUnsignedLongLong(self->late),
+			 *skipped = PyLong_FromUnsignedLongLong(self->skipped);
+		int bad = !late || !skipped || PyDict_SetItemString(d, "open_loop_late", late) < 0 ||
+			  PyDict_SetItemString(d, "open_loop_skipped", skipped) < 0;
+		Py_XDECREF(late);
+		Py_XDECREF(skipped);
+		if (bad)
+			Py_CLEAR(d);
+	}
+	return d;
 }
 
 /* histogram() -> [(latency_ns, count), ...] of the replies recorded OK. */
@@ -779,7 +823,8 @@ static int tbatch_put(TxnIO *self, struct tslot *s, int status, uint32_t ver, co
 	struct tbatch *b = &self->batches[s->batch];
 	PyObject *value;
 
-	if (val && s->op == DINT_OP_READ) {
+	if (val && status == DINT_ST_OK &&
+	    (s->op == DINT_OP_READ || s->op == DINT_OP_LOCK_SHARED || s->op == DINT_OP_LOCK_EXCL)) {
 		value = PyBytes_FromStringAndSize(val, vlen);
 		if (!value)
 			return -1;
@@ -1036,7 +1081,8 @@ static int txn_receive(TxnIO *self, uint64_t until)
 /* run(until_ns) -> [(tag, replies, fail)]: sends what was submitted, then
  * receives and retransmits until at least one batch is complete, nothing is
  * in flight, or the clock reaches until_ns. replies lists (status, ver,
- * value) in request order (value: bytes for READ, else None); fail is the
+ * value) in request order (value: bytes for an answered READ or granted
+ * lock, else None); fail is the
  * position of the first reply whose status is not OK, or -1. */
 static PyObject *TxnIO_run(TxnIO *self, PyObject *args)
 {

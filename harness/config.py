@@ -41,8 +41,18 @@ class RunConfig:
     cache_bloom: bool = True
     cache_write_through: bool = False
     # -- transactional microbenchmarks (the executor, harness/txn.py) --
-    lock_mode: str = "2pl"        # lock: 2pl (no-wait two-phase locking) or occ (FaSST-style)
+    cc: str = ""                  # concurrency control of a transactional workload: 2pl (no-wait
+                                  # two-phase locking) or occ (FaSST-style); "": the workload's default
+    scale: int = 0                # smallbank, tatp, tpcc: the workload's size (0: its local default)
     kv_mix: str = "parallel"      # kv: parallel (100% reads) or contention (80% reads, 20% writes)
+    # open loop: each client process starts this many transactions (requests,
+    # for echo/kv/log) per second on a schedule fixed in advance, latency
+    # counted from when each was due; concurrency caps those in flight.
+    # 0: closed loop (concurrency in flight, each started when one finishes)
+    rate: float = 0.0
+    # colocation: a CPU-bound neighbour application on every server host's
+    # cores during the run, its progress measured (harness/neighbour.py)
+    neighbour: bool = False
 
     def validate(self) -> "RunConfig":
         def need(ok: bool, msg: str) -> None:
@@ -52,6 +62,7 @@ class RunConfig:
         need(self.workload in WORKLOADS, f"--workload must be one of {', '.join(WORKLOADS)}, not {self.workload!r}")
         need(self.napi in NAPI_MODES, f"--napi must be one of {', '.join(NAPI_MODES)}, not {self.napi!r}")
         need(1 <= self.concurrency <= 65536, "--concurrency must be between 1 and 65536")
+        need(0 <= self.rate <= 10_000_000, "--rate must be between 0 (closed loop) and 10,000,000 per second")
         need(self.duration_s > 0, "--duration must be positive")
         need(self.warmup_s >= 0, "--warmup must not be negative")
         need(0 <= self.value_size <= 1024, "--value-size must be between 0 and 1024 bytes")
@@ -69,10 +80,22 @@ class RunConfig:
 
     def _validate_transactional(self, need) -> None:
         from workloads import kv, lock
-        need(self.lock_mode in lock.MODES, f"--lock-mode must be one of {', '.join(lock.MODES)}, "
-             f"not {self.lock_mode!r}")
+        mod = workloads.load(self.workload)
+        default_cc = getattr(mod, "DEFAULT_CC", None)
+        need(bool(default_cc) or not self.cc,
+             f"--cc applies to the transactional workloads ({', '.join(workloads.TRANSACTIONAL)}) only")
+        if default_cc and not self.cc:
+            self.cc = default_cc
+        need(not self.cc or self.cc in lock.MODES, f"--cc must be one of {', '.join(lock.MODES)}, not {self.cc!r}")
+        need(self.scale >= 0, "--scale must not be negative")
+        need(not self.scale or hasattr(mod, "DEFAULT_SCALE"),
+             f"--scale applies to {', '.join(workloads.SCALED)} only")
+        if hasattr(mod, "DEFAULT_SCALE") and not self.scale:
+            self.scale = mod.DEFAULT_SCALE
+        if hasattr(mod, "check_scale") and self.scale:
+            problem = mod.check_scale(self.scale)
+            need(problem is None, f"--scale: {problem}")
         need(self.kv_mix in kv.MIXES, f"--kv-mix must be one of {', '.join(kv.MIXES)}, not {self.kv_mix!r}")
-        need(self.lock_mode == "2pl" or self.workload == "lock", "--lock-mode applies to --workload lock only")
         need(self.kv_mix == "parallel" or self.workload == "kv", "--kv-mix applies to --workload kv only")
         need(self.workload != "lock" or self.keys >= lock.KEYS_PER_TXN[1],
              f"--keys must be at least {lock.KEYS_PER_TXN[1]} for --workload lock "

@@ -90,7 +90,7 @@ class ServerCost:
                 f.write(self._stats_before)
 
     def sample(self) -> dict:
-        procs = sum(_tree_cpu_s(p.popen.pid) for p in self.system.procs if p.popen)
+        procs = sum(_tree_cpu_s(pid) for pid in self.system.pids())
         out = {"process_cpu_s": procs}
         if self.system.name == "dint":
             ns = cnt = 0

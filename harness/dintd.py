@@ -175,7 +175,7 @@ class SlowPath:
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate()
-        for line in out.splitlines():
+        for line in reversed(out.splitlines()):  # the one printed at stop
             if line.startswith("stats "):
                 return json.loads(line[6:])
         return {}
@@ -185,6 +185,8 @@ def serve(args, schema: Schema, cache: dict) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    live = threading.Event()  # SIGUSR1: print the counters so far (XDP's; the slow path's come at stop)
+    signal.signal(signal.SIGUSR1, lambda *_: live.set())
 
     from bcc import BPF
     bpf = compile_program(args.port, schema, **cache)
@@ -203,6 +205,9 @@ def serve(args, schema: Schema, cache: dict) -> int:
         print("ready", flush=True)
         while not stop.wait(DRAIN_INTERVAL_S):
             drain.drain()
+            if live.is_set():
+                live.clear()
+                print("stats " + json.dumps(combine_stats(read_stats(bpf), {})), flush=True)
             if not slow.alive():
                 print("dintd: error: the slow path died", file=sys.stderr, flush=True)
                 failed = True
@@ -220,6 +225,9 @@ def serve(args, schema: Schema, cache: dict) -> int:
         if args.log:
             drain.write(args.log)
         stats = combine_stats(read_stats(bpf), slow_stats)
+        # false when the slow path failed, e.g. could not write the cache
+        # back at stop (its store full): the dump then misses records
+        stats["clean"] = not failed
         print("stats " + json.dumps(stats), flush=True)
     return 1 if failed else 0
 

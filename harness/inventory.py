@@ -31,6 +31,7 @@ class Host:
     cpus: tuple[int, ...]
     interfaces: tuple[Interface, ...]
     netns: str | None = None  # set for hosts of the local testbed
+    dpdk_port: str | None = None  # a cluster host's DPDK port (PCI address) for bypass
 
     def interface_to(self, peer: str) -> Interface:
         for iface in self.interfaces:
@@ -99,7 +100,10 @@ def local_inventory(servers: int = 3, clients: int = 1, ncpu: int | None = 2,
             "interfaces": [{"name": f"{p}c{c}s{s}", "mac": _mac(0, s, c, 2), "peer": f"s{s}"}
                            for s in range(servers)],
         }
-    return {"all": {"vars": {"deployment": "local", "dint_port": port},
+    # Ansible reaches every host of a local testbed on this machine, with the
+    # harness's own Python; their commands run in their namespace.
+    return {"all": {"vars": {"deployment": "local", "dint_port": port, "ansible_connection": "local",
+                             "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
                     "children": {"servers": {"hosts": srv}, "clients": {"hosts": cli}}}}
 
 
@@ -121,7 +125,8 @@ def _host(name: str, role: str, spec: dict, where: str) -> Host:
         ifaces.append(Interface(i["name"], str(i["mac"]).lower(), i.get("peer")))
     if not ifaces:
         raise HarnessError(f"{where}: host {name} has no interfaces")
-    return Host(name, role, str(spec["address"]), tuple(cpus), tuple(ifaces), spec.get("netns"))
+    return Host(name, role, str(spec["address"]), tuple(cpus), tuple(ifaces), spec.get("netns"),
+                spec.get("dpdk_port"))
 
 
 def parse(data: dict, where: str = "<inventory>") -> Inventory:

@@ -1,64 +1,175 @@
-"""`make reproduce`: the evaluation. For now the echo calibration of the three
-systems (concurrency 1 and 32, both NAPI placements) into
-results/<run-id>/, with a table printed and saved beside the points, and
-its figure."""
+"""`make reproduce` / `python -m harness reproduce`: every point of an
+experiment file (experiments/<profile>.yml) into results/<run-id>/<point>/,
+then the table (points.csv), the figures and REPORT.md.
+
+- One testbed for the whole run.
+- Resumable: a point is done when its summary.json exists; running again
+  with the same --run-id skips those. A point that failed is recorded in the
+  run's point index (index.json) with its error, and retried once on the
+  next resume (its partial directory is kept under _failed/).
+- A failing point does not stop the run.
+- Points that this checkout cannot run (a workload not merged yet, a
+  RunConfig field it lacks) are recorded as skipped, with the reason."""
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 from pathlib import Path
 
-import pandas as pd
+import yaml
 
-from . import RESULTS_DIR, inventory
-from .config import SYSTEMS, RunConfig
+from . import RESULTS_DIR, HarnessError, envinfo, experiments, inventory, results
 from .run import execute, one_line
 from .testbed import Testbed
 
-TABLE_COLUMNS = ["system", "napi", "concurrency", "throughput_per_s", "p50_us", "p99_us", "mean_us",
-                 "errors", "client_cpu_util", "client_saturated"]
+MAX_ATTEMPTS = 2  # the first run and one retry on resume
+# Rough seconds of start-up and stop per point, for the time estimate shown
+# before the run (measured on the local testbed: dint compiles its XDP
+# program with bcc).
+STARTUP_S = {"dint": 10.0, "kernel": 4.0, "bypass": 4.0}
 
 
-def points(duration_s: float, warmup_s: float) -> list[RunConfig]:
-    return [RunConfig(system=s, workload="echo", concurrency=c, napi=n, duration_s=duration_s, warmup_s=warmup_s)
-            for s in SYSTEMS for n in ("inline", "pinned") for c in (1, 32)]
+def estimate_s(points) -> float:
+    return sum(STARTUP_S.get(p.system, 5.0) + p.fields.get("duration_s", 10.0) + p.fields.get("warmup_s", 2.0)
+               for p in points)
 
 
-def table(run_dir: Path) -> pd.DataFrame:
-    rows = []
-    for path in sorted(run_dir.glob("*/summary.json")):
-        s = json.loads(path.read_text())
-        lat = s["latency_us"]
-        rows.append({"system": s["system"], "napi": s["napi"], "concurrency": s["concurrency"],
-                     "throughput_per_s": s["throughput_per_s"], "p50_us": lat["p50"], "p99_us": lat["p99"],
-                     "mean_us": lat["mean"], "errors": s["errors"], "client_cpu_util": s["client_cpu_util"],
-                     "client_saturated": s["client_saturated"]})
-    df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    order = {name: i for i, name in enumerate(SYSTEMS)}
-    return df.sort_values(["system", "napi", "concurrency"], key=lambda c: c.map(order) if c.name == "system" else c)
+def _entry(p: experiments.Point, old: dict | None) -> dict:
+    e = {"experiment": p.experiment, "figure": p.figure, "workload": p.workload, "system": p.system,
+         "variant": p.variant, "sweep_field": p.sweep_field, "sweep_value": p.sweep_value, "fields": p.fields,
+         "status": "pending", "attempts": 0, "error": ""}
+    if old:
+        e.update({k: old[k] for k in ("status", "attempts", "error", "elapsed_s") if k in old})
+    return e
 
 
-def reproduce(run_id: str | None = None, inventory_path: str | None = None, duration_s: float = 5.0,
-              warmup_s: float = 1.0) -> Path:
+def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inventory_path: str | None = None,
+               progress: bool = True, log=print) -> dict:
+    """Runs the points not done yet; returns the point index (also in
+    run_dir/index.json, rewritten after every point)."""
+    index = results.read_index(run_dir)
+    old = index.get("points", {})
+    # entries of points outside this selection (--only) are kept as they are
+    index["points"] = {**old, **{p.name: _entry(p, old.get(p.name)) for p in points}}
+    entries = index["points"]
+    mine = {p.name for p in points}
+    todo = []
+    for p in points:
+        e = entries[p.name]
+        if p.skip:
+            e.update(status="skipped", error=p.skip)
+        elif (run_dir / p.name / "summary.json").exists():
+            if e["status"] != "done":
+                e["status"] = "done"
+        elif e["status"] == "failed" and e["attempts"] >= MAX_ATTEMPTS:
+            pass  # failed twice: left as it is
+        else:
+            todo.append(p)
+    skipped = [p for p in points if p.skip]
+    if skipped:
+        reasons: dict[str, int] = {}
+        for p in skipped:
+            reasons[p.skip] = reasons.get(p.skip, 0) + 1
+        for r, n in reasons.items():
+            log(f"skipping {n} point(s): {r}")
+    done = sum(1 for n in mine if entries[n]["status"] == "done")
+    todo_names = {p.name for p in todo}
+    failed_for_good = [n for n in mine if entries[n]["status"] == "failed" and n not in todo_names]
+    if failed_for_good:
+        log(f"not retrying {len(failed_for_good)} point(s) that failed {MAX_ATTEMPTS} times: "
+            + ", ".join(failed_for_good[:5]) + (" ..." if len(failed_for_good) > 5 else ""))
+    if done:
+        log(f"{done} point(s) done before, skipped")
+    log(f"{len(todo)} point(s) to run, about {estimate_s(todo) / 60:.1f} min")
+    results.write_index(run_dir, index)
+
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), unit="pt", file=sys.stderr, dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+        log = bar.write
+    try:
+        for p in todo:
+            e = entries[p.name]
+            if bar is not None:
+                bar.set_description(p.name[:48])
+            out = run_dir / p.name
+            if out.exists():  # a partial directory of an interrupted or failed attempt
+                keep = run_dir / "_failed" / f"{p.name}.attempt{e['attempts']}"
+                keep.parent.mkdir(exist_ok=True)
+                if keep.exists():
+                    shutil.rmtree(keep)
+                out.rename(keep)
+            e["attempts"] += 1
+            t0 = time.monotonic()
+            try:
+                summary = execute(p.config(inventory_path), out, show_progress=False, testbed=testbed,
+                                  data_cache=run_dir / "_data")
+                e.update(status="done", error="")
+                log(one_line(summary))
+            except KeyboardInterrupt:
+                e["attempts"] -= 1
+                e["status"] = "pending"
+                raise
+            except Exception as exc:  # noqa: BLE001 - one point failing must not stop the run
+                msg = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
+                # a consistency violation is raised after the summary is written: the point is measured
+                e.update(status="done" if (out / "summary.json").exists() else "failed", error=msg)
+                log(f"FAILED {p.name}: {msg}")
+            finally:
+                e["elapsed_s"] = round(time.monotonic() - t0, 1)
+                results.write_index(run_dir, index)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        results.write_index(run_dir, index)
+    return index
+
+
+def finish(run_dir: Path, log=print) -> None:
+    """The table, the figures and the report of a run directory."""
+    df = results.write_table(run_dir)
+    log(f"table: {run_dir / results.TABLE} ({len(df)} points)")
+    from plots.__main__ import plot_run
+    try:
+        for path in plot_run(run_dir, df, log=log):
+            log(f"figure: {path}")
+    except Exception as exc:  # noqa: BLE001 - the report is still worth writing
+        log(f"figures failed: {type(exc).__name__}: {exc}")
+    from . import report
+    path = report.write(run_dir, df)
+    log(f"report: {path}")
+
+
+def reproduce(run_id: str | None = None, inventory_path: str | None = None, profile: str | None = None,
+              only: str | None = None, results_dir: Path | None = None) -> Path:
+    ef = experiments.load(profile)
+    points = ef.points()
+    if only:
+        points = [p for p in points if only in p.name]
+        if not points:
+            raise HarnessError(f"--only {only!r} matches no point of {ef.path}")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
-    run_dir = RESULTS_DIR / run_id
+    run_dir = (results_dir or RESULTS_DIR) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
+    res_path = run_dir / "experiments.yml"
+    resolved = experiments.resolved(ef)
+    if res_path.exists():
+        before = yaml.safe_load(res_path.read_text()) or {}
+        if before.get("file") != resolved["file"]:
+            print(f"note: {ef.path} changed since this run started; the run's copy is kept as "
+                  "experiments.previous.yml", file=sys.stderr)
+            shutil.copy(res_path, run_dir / "experiments.previous.yml")
+    res_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (run_dir / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
+    print(f"run {run_id}: profile {ef.profile} ({ef.path}), {len(points)} points -> {run_dir}")
     inv = inventory.load(inventory_path)
     with Testbed(inv) as tb:
-        for cfg in points(duration_s, warmup_s):
-            if inventory_path:
-                cfg.inventory = str(inventory_path)
-            out = run_dir / f"echo-{cfg.system}-{cfg.napi}-c{cfg.concurrency}"
-            if (out / "summary.json").exists():
-                print(f"done before: {out.name}")
-                continue
-            print(one_line(execute(cfg, out, testbed=tb)), flush=True)
-    df = table(run_dir)
-    df.to_csv(run_dir / "echo_calibration.csv", index=False)
-    text = df.to_string(index=False)
-    (run_dir / "echo_calibration.txt").write_text(text + "\n")
-    print(f"\nEcho calibration ({run_dir}):\n{text}")
-    from plots.__main__ import echo_calibration
-    for path in echo_calibration(run_dir / "echo_calibration.csv", run_dir):
-        print(f"figure: {path}")
+        run_points(run_dir, points, testbed=tb, inventory_path=inventory_path, progress=True)
+    finish(run_dir)
     return run_dir

@@ -54,9 +54,14 @@ class Schema:
             return BUILD_DIR
         return BUILD_DIR / f"schema-{hashlib.sha256(str(self).encode()).hexdigest()[:10]}"
 
-    def ensure_built(self) -> None:
-        """Builds the baseline servers and dint's slow path for this schema (make skips what is current)."""
+    def make_command(self) -> list[str]:
+        """The make command that builds the baseline servers and dint's slow
+        path for this schema (make skips what is current)."""
         d = self.build_dir.relative_to(ROOT)
         flags = "" if self == Schema() else " ".join(f"'{f}'" for f in self.cflags())
-        run(["make", "-s", "-C", str(ROOT), f"BUILD={d}", f"SCHEMA_CFLAGS={flags}",
-             f"{d}/kernel_server", f"{d}/bypass_server", f"{d}/dint_slowpath"])
+        return ["make", "-s", "-C", str(ROOT), f"BUILD={d}", f"SCHEMA_CFLAGS={flags}",
+                f"{d}/kernel_server", f"{d}/bypass_server", f"{d}/dint_slowpath"]
+
+    def ensure_built(self) -> None:
+        """Builds them here and now."""
+        run(self.make_command())

@@ -1,22 +1,32 @@
 """Control plane of the three systems under test: one class each, saying how
 its server process is started on a server host; starting, readiness,
-stopping and counters are shared. Used as context managers, so servers are
-stopped (and XDP detached) also on errors and Ctrl-C."""
+stopping and counters are shared, and go through the Ansible playbooks
+(harness/deploy.py, deploy/servers.yml) for every inventory, the local
+testbed included. Used as context managers, so servers are stopped (and
+XDP detached) also on errors and Ctrl-C."""
 from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
+
+import workloads
 
 from . import HarnessError, snapshot
 from .config import RunConfig
+from .deploy import Deployer, ProcSpec, host_pidfile
 from .inventory import Host, Inventory
-from .procs import Proc
 from .schema import Schema
 from .sh import in_netns
 
 READY_TIMEOUT_S = 90.0  # bcc compiles the data plane at start-up
+# SIGTERM starts a clean stop: dint writes its cache back to the slow path
+# and its log, every server its store dump (a 30-second TPC-C run leaves a
+# million rows and as many log records). SIGKILL only after this long.
+STOP_GRACE_S = 120.0
+# What this process has already had built, per inventory and schema: the
+# start playbook builds only the first time (a reproduce builds once).
+_BUILT: set[tuple[str, str]] = set()
 CACHE_SLOTS = 4         # DINT_CACHE_SLOTS (bpf/dint_cache.h)
 
 
@@ -33,29 +43,57 @@ class System:
     polls = False  # whether its servers burn their cores polling
 
     def __init__(self, inv: Inventory, cfg: RunConfig, logdir: Path, schema: Schema | None = None,
-                 data: Path | None = None):
-        if not inv.local:
-            raise HarnessError("cluster inventories are deployed through the Ansible playbooks, "
-                               "which this version does not have yet; use a local inventory")
-        self.inv, self.cfg, self.logdir = inv, cfg, logdir
+                 data: Path | None = None, deployer: Deployer | None = None):
+        self.inv, self.cfg, self.logdir = inv, cfg, Path(logdir).resolve()
         self.schema = schema or Schema()
-        self.data = data
-        self.procs: list[Proc] = []
+        self.data = Path(data).resolve() if data else None
+        # A run shares its deployer (event logs in <out>/ansible); alone, a
+        # system keeps them beside its log directory.
+        self.deployer = deployer or Deployer(inv, self.logdir.parent / "ansible")
+        self.procs: list[ProcSpec] = []
         self.stats: dict[str, dict | None] = {}
 
     def command(self, host: Host) -> list[str]:
         raise NotImplementedError
 
-    def build(self) -> None:
-        """Makes what the servers run for this schema."""
+    def build_command(self) -> list[str]:
+        """The command that makes what the servers run for this schema
+        (run on each server host by the start playbook; make skips what is
+        current)."""
+        if (self.inv.source, str(self.schema)) in _BUILT:
+            return []
+        return self.schema.make_command()
 
     def files(self, host: Host) -> dict[str, Path]:
         return {"dump": self.logdir / f"store-{host.name}.snap", "log": self.logdir / f"log-{host.name}.dlog"}
 
     def store_args(self, host: Host) -> list[str]:
         f = self.files(host)
-        return ["--capacity", str(self.cfg.capacity), *(["--load", str(self.data)] if self.data else []),
+        return ["--capacity", str(self.capacity), *(["--load", str(self.data)] if self.data else []),
                 "--dump", str(f["dump"]), "--log", str(f["log"])]
+
+    @property
+    def records(self) -> int:
+        """Records loaded at start."""
+        if not hasattr(self, "_records"):
+            self._records = snapshot.count_records(self.data) if self.data else 0
+        return self._records
+
+    def growth(self) -> int:
+        """Rows a run may insert on each server, at most: the workload's
+        bound per client process and second (ROWS_PER_S, e.g. TPC-C's
+        orders, lines and history) over the whole run and its drain."""
+        per_s = getattr(workloads.load(self.cfg.workload), "ROWS_PER_S", 0)
+        clients = self.cfg.clients_per_host * len(self.inv.clients)
+        return int(per_s * clients * (self.cfg.warmup_s + self.cfg.duration_s + 5))
+
+    @property
+    def capacity(self) -> int:
+        """Records each server's store holds: the configured capacity, or
+        twice the records loaded plus the rows the run may insert."""
+        if self.cfg.store_capacity:
+            return self.cfg.store_capacity
+        return max(self.cfg.capacity, 2 * self.records + self.growth())
 
     def dump(self, host: Host) -> list:
         """The store of a stopped server: [snapshot.Record]."""
@@ -71,28 +109,70 @@ class System:
     def describe(self) -> dict:
         return {"system": self.name, "commands": {h.name: self.launch(h) for h in self.inv.servers}}
 
-    def start(self) -> None:
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        self.build()
+    def proc_specs(self) -> list[ProcSpec]:
+        """Each server as the playbooks take it: its command line, log, pid
+        file, ready line, and what a cluster host receives and sends back."""
+        specs = []
         for host in self.inv.servers:
-            proc = Proc(f"{self.name} server on {host.name}", self.launch(host),
-                        self.logdir / f"server-{host.name}.log")
-            self.procs.append(proc.start())
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        for proc in self.procs:
-            proc.wait_ready(deadline)
+            f = self.files(host)
+            specs.append(ProcSpec(
+                host.name, f"{self.name} server on {host.name}", self.launch(host),
+                self.logdir / f"server-{host.name}.log", host_pidfile(self.deployer.pdir, host, "server"),
+                ready="ready", timeout=READY_TIMEOUT_S, grace=STOP_GRACE_S,
+                inputs=(self.data,) if self.data else (), collect=(f["dump"], f["log"])))
+        return specs
+
+    def pids(self) -> list[int]:
+        """The live server processes' pids (local hosts: from their pid files)."""
+        if not self.inv.local:
+            return []
+        return [p for p in (s.pid() for s in self.procs) if p]
+
+    def start(self) -> None:
+        """Through deploy/servers.yml: build, start every server, wait for
+        each one's ready line."""
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.procs = self.proc_specs()
+        for spec in self.procs:
+            spec.pidfile.unlink(missing_ok=True)
+        self.deployer.start_servers(self.procs, build=self.build_command())
+        _BUILT.add((self.inv.source, str(self.schema)))
 
     def stop(self) -> dict[str, dict | None]:
-        for host, proc in zip(self.inv.servers, self.procs):
-            proc.stop()
-            self.stats[host.name] = proc.final_stats()
-        self.procs = []
+        """Through deploy/servers.yml: SIGTERM, SIGKILL after a grace
+        period, outputs fetched; the final counters from each log."""
+        if not self.procs:
+            return self.stats
+        try:
+            self.deployer.stop_servers(self.procs)
+        finally:
+            for host, spec in zip(self.inv.servers, self.procs):
+                lines = spec.stats_lines()
+                self.stats[host.name] = lines[-1] if lines else None
+            self.procs = []
         return self.stats
 
+    def live_stats(self, timeout_s: float = 3.0) -> dict[str, dict | None]:
+        """The counters of every running server so far, without stopping it
+        (each prints one more stats line on SIGUSR1; dint's are its XDP
+        program's, the slow path's come at stop)."""
+        self.deployer.server_stats(self.procs)
+        out: dict[str, dict | None] = {}
+        for host, spec in zip(self.inv.servers, self.procs):
+            lines = spec.stats_lines()
+            if not lines:
+                raise HarnessError(f"{spec.name} did not report its counters (log {spec.log}): {spec.tail()}")
+            out[host.name] = lines[-1]
+        return out
+
     def check_alive(self) -> None:
-        for proc in self.procs:
-            if not proc.running():
-                raise HarnessError(f"{proc.name} died during the run (log {proc.log}): {proc.tail()}")
+        """Raises if a server died (local hosts, from their pid files; on a
+        cluster a dead server shows at stop, in its log)."""
+        if not self.inv.local:
+            return
+        for spec in self.procs:
+            if spec.pid() is None:
+                raise HarnessError(f"{spec.name} died during the run (log {spec.log}): {spec.tail()}")
 
     def __enter__(self) -> "System":
         try:
@@ -111,15 +191,12 @@ class DintSystem(System):
     with its user-space slow path (bpf/dint_slowpath.c)."""
     name = "dint"
 
-    def build(self) -> None:
-        self.schema.ensure_built()
-
     def buckets(self) -> int:
         """Cache buckets (of CACHE_SLOTS slots): one per record, or slots for
-        cfg.cache_fraction of the records. The records are those loaded, or
-        the keys the workload may create if more (a log server starts
-        empty)."""
-        n = snapshot.count_records(self.data) if self.data else 0
+        cfg.cache_fraction of the records. The records are those loaded and
+        those the run may insert, or the keys the workload may create if
+        more (a log server starts empty)."""
+        n = self.records + self.growth()
         if self.cfg.workload != "echo":
             n = max(n, self.cfg.keys)
         if self.cfg.cache_fraction:
@@ -145,9 +222,6 @@ class KernelSystem(System):
     """UDP sockets: SO_REUSEPORT threads with recvmmsg/sendmmsg batches."""
     name = "kernel"
 
-    def build(self) -> None:
-        self.schema.ensure_built()
-
     def command(self, host: Host) -> list[str]:
         return [str(self.schema.build_dir / "kernel_server"), "--port", str(self.inv.port),
                 "--threads", str(self.cfg.kernel_threads), "--cpus", _cpus(host), *self.store_args(host)]
@@ -159,14 +233,15 @@ class BypassSystem(System):
     name = "bypass"
     polls = True
 
-    def build(self) -> None:
-        self.schema.ensure_built()
-
     def command(self, host: Host) -> list[str]:
-        eal = ["--no-huge", "-m", "512", "--no-pci", "--file-prefix", f"dint-{host.netns or host.name}",
-               "-l", str(host.cpus[0]), "--log-level=notice"]
-        for i, iface in enumerate(host.interfaces):
-            eal += ["--vdev", f"net_af_xdp{i},iface={iface.name}"]
+        prefix = ["--file-prefix", f"dint-{host.netns or host.name}", "-l", str(host.cpus[0]), "--log-level=notice"]
+        if host.dpdk_port:
+            # a cluster host: its real port (PCI address), hugepages
+            eal = ["-a", host.dpdk_port, *prefix]
+        else:
+            eal = ["--no-huge", "-m", "512", "--no-pci", *prefix]
+            for i, iface in enumerate(host.interfaces):
+                eal += ["--vdev", f"net_af_xdp{i},iface={iface.name}"]
         return [str(self.schema.build_dir / "bypass_server"), *eal, "--",
                 "--idle-poll-us", str(self.cfg.bypass_idle_poll_us),
                 "--idle-sleep-max-us", str(self.cfg.bypass_idle_sleep_max_us), *self.store_args(host)]
@@ -176,5 +251,5 @@ SYSTEM_CLASSES: dict[str, type[System]] = {c.name: c for c in (DintSystem, Kerne
 
 
 def make_system(inv: Inventory, cfg: RunConfig, logdir: Path, schema: Schema | None = None,
-                data: Path | None = None) -> System:
-    return SYSTEM_CLASSES[cfg.system](inv, cfg, logdir, schema, data)
+                data: Path | None = None, deployer: Deployer | None = None) -> System:
+    return SYSTEM_CLASSES[cfg.system](inv, cfg, logdir, schema, data, deployer)

@@ -10,9 +10,17 @@ A request is a tuple (op, table, key, value, ver[, dest]): value is bytes of
 the table's value size (a placeholder for reads and locks), dest a server
 index (default: key % servers, the key's primary). The executor stamps every
 request with the transaction's id (client id << 32 | a counter). A reply is
-(status, ver, value), value being bytes for READ and None otherwise; status
-TIMEOUT means the request was retransmitted (same request id) max_retries
-times and given up.
+(status, ver, value), value being bytes for an answered READ or a granted
+lock and None otherwise; status TIMEOUT means the request was retransmitted
+(same request id) max_retries times and given up.
+
+A transaction may yield a Batch instead of a list: its `tolerate` statuses
+(e.g. NOT_FOUND for a row that may be absent) are handed to the transaction
+instead of aborting it, and a batch marked `must` (the commit messages sent
+after the commit point, harness/coord.py) is sent again, same request ids,
+whenever any of its requests times out, until all are answered. A
+transaction's return value, if a string, is counted as its outcome (e.g.
+SmallBank's WriteCheck with or without overdraft), per type.
 
 A reply whose status is not OK aborts the transaction (the generator is
 closed, not resumed); so does `raise Abort(cause)` inside it. Aborting sends
@@ -29,6 +37,7 @@ latency is from the first batch sent to the last reply, committed ones only.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from . import metrics
 from ._netloop import TIMEOUT, TxnIO
@@ -37,9 +46,21 @@ from .protocol import Op, Status
 CAUSES = ("lock", "validation", "timeout", "error")
 MAX_KINDS = 16       # transaction types per workload (histograms in TxnIO)
 MAX_BATCH = 64       # requests in one batch, for sizing the in-flight table
+LATE_NS = 100_000    # open loop: a transaction started this much after it was due is late
+SLEEP_NS = 200_000   # open loop: nothing in flight and the next due later than this: sleep
 _OK = int(Status.OK)
 _LOCKS = (int(Op.LOCK_SHARED), int(Op.LOCK_EXCL))
 _RELEASES = (int(Op.COMMIT_PRIMARY), int(Op.ABORT))
+
+
+class Batch(list):
+    """A batch of requests with how its replies are taken (see above)."""
+    __slots__ = ("tolerate", "must")
+
+    def __init__(self, requests=(), tolerate=frozenset(), must: bool = False):
+        super().__init__(requests)
+        self.tolerate = frozenset(int(s) for s in tolerate)
+        self.must = must
 
 
 class Abort(Exception):
@@ -89,15 +110,16 @@ class Txn:
 
 class Counts:
     """Outcomes of one transaction type (or of all)."""
-    __slots__ = ("started", "committed", "aborts")
+    __slots__ = ("started", "committed", "aborts", "outcomes")
 
     def __init__(self):
         self.started = self.committed = 0
         self.aborts: dict[str, int] = {c: 0 for c in CAUSES}
+        self.outcomes: dict[str, int] = {}   # committed ones, by the label they returned
 
     def to_dict(self) -> dict:
         return {"started": self.started, "committed": self.committed, "aborted": sum(self.aborts.values()),
-                "aborts": dict(self.aborts)}
+                "aborts": dict(self.aborts), "outcomes": dict(self.outcomes)}
 
 
 class Executor:
@@ -110,25 +132,36 @@ class Executor:
     histogram), plus transactions() for the transaction-level results."""
 
     def __init__(self, fds, client_id: int, kinds: list[str], funcs: list, params: list,
-                 concurrency: int, timeout_ns: int, max_retries: int, max_value: int = 64):
+                 concurrency: int, timeout_ns: int, max_retries: int, max_value: int = 64,
+                 interval_ns: int = 0):
         if not 1 <= len(kinds) == len(funcs) <= MAX_KINDS:
             raise ValueError(f"1 to {MAX_KINDS} transaction types, each with a function")
         if not params:
             raise ValueError("no transaction parameters")
         if not 1 <= client_id < 2**31:
             raise ValueError("client_id must be in 1..2^31-1")
-        self.io = TxnIO(fds, client_id, timeout_ns, max_retries, concurrency * MAX_BATCH * 2, max_value)
+        self.capacity = concurrency * MAX_BATCH * 2   # requests in flight at once
+        self.io = TxnIO(fds, client_id, timeout_ns, max_retries, self.capacity, max_value)
+        self.inflight = 0                         # requests submitted and not yet answered
+        self.waiting: deque = deque()             # (txn, batch) held back until there is room
         self.kinds, self.funcs, self.params = list(kinds), list(funcs), params
         self.concurrency = concurrency
         self.txn_base = client_id << 32   # transaction ids: client id in the high bits
         self.next_txn = 0
         self.next_param = 0
+        self.params_wrapped = 0                   # times the parameter list was started over
         self.active = 0
         self.win_from = self.win_until = 0
         self.window = [Counts() for _ in kinds]   # started inside the window
         self.total = [Counts() for _ in kinds]    # the whole run, warm-up and drain included
         self.error_statuses: dict[str, int] = {}
         self.release_failures = 0                 # ABORTs left unanswered: a lock may be left held
+        self.resends = 0                          # must batches sent again after a timeout
+        # open loop (interval_ns > 0): transaction i is due at start + i *
+        # interval, however late the replies; concurrency caps those in flight
+        self.interval = interval_ns
+        self.next_due = 0
+        self.late = self.skipped = 0
 
     # -- the loop ---------------------------------------------------------
     def set_window(self, from_ns: int, until_ns: int) -> None:
@@ -139,40 +172,90 @@ class Executor:
         """Runs until the clock reaches until_ns; without issuing new
         transactions, also stops when none is left in flight."""
         io, advance, clock = self.io, self._advance, time.monotonic_ns
+        open_loop = issue_new and self.interval
         while True:
             now = clock()
-            if issue_new:
+            if open_loop:
+                self._issue_due(now)
+            elif issue_new:
                 while self.active < self.concurrency:
-                    self._start(now)
+                    self._start(now, now)
             elif not self.active:
                 return
             if now >= until_ns:
                 return
-            for txn, replies, fail in io.run(until_ns):
+            wake = until_ns
+            if open_loop and self.active < self.concurrency:
+                wake = min(until_ns, self.next_due)
+                if not self.active and wake - now > SLEEP_NS:  # idle until the next is due
+                    time.sleep((wake - now - SLEEP_NS // 2) / 1e9)
+                    continue
+            for txn, replies, fail in io.run(wake):
+                self.inflight -= len(replies)
                 advance(txn, replies, fail)
+            while self.waiting and self.inflight + len(self.waiting[0][1]) <= self.capacity:
+                txn, batch = self.waiting.popleft()
+                self.inflight += len(batch)
+                io.submit(txn, txn.id, batch)
 
-    def _start(self, now: int) -> None:
+    def _issue_due(self, now: int) -> None:
+        if not self.next_due:
+            self.next_due = now
+        if self.next_due < self.win_from <= now:  # the warm-up's backlog stays out of the window
+            self.skipped += (self.win_from - self.next_due) // self.interval
+            self.next_due = self.win_from
+        while self.active < self.concurrency and self.next_due <= now:
+            due = self.next_due
+            self.next_due += self.interval
+            if now - due > LATE_NS and self.win_from <= due < self.win_until:
+                self.late += 1
+            self._start(now, due)
+
+    def _submit(self, txn: Txn, batch) -> None:
+        """Sends a batch, or holds it back (in order) while the in-flight
+        table has no room for it: big batches (a TPC-C commit logs hundreds
+        of rows) wait instead of failing."""
+        if len(batch) > self.capacity:
+            raise ValueError(f"a batch of {len(batch)} requests is more than the {self.capacity} this client "
+                             "can have in flight; raise the concurrency or split the batch")
+        if self.waiting or self.inflight + len(batch) > self.capacity:
+            self.waiting.append((txn, batch))
+            return
+        self.inflight += len(batch)
+        self.io.submit(txn, txn.id, batch)
+
+    def _start(self, now: int, start: int) -> None:
+        """Starts the next transaction now; its latency counts from start
+        (when it was due, in an open loop) and start decides whether the
+        window records it."""
         kind, args = self.params[self.next_param]
         self.next_param += 1
         if self.next_param == len(self.params):
             self.next_param = 0
+            self.params_wrapped += 1
         self.next_txn = (self.next_txn + 1) & 0xFFFFFFFF or 1  # 0 means "no transaction"
-        recorded = self.win_from <= now < self.win_until
-        txn = Txn(self.funcs[kind](*args), kind, self.txn_base | self.next_txn, now, recorded)
+        recorded = self.win_from <= start < self.win_until
+        txn = Txn(self.funcs[kind](*args), kind, self.txn_base | self.next_txn, start, recorded)
         self.active += 1
         self.total[kind].started += 1
         if recorded:
             self.window[kind].started += 1
+        self._step(txn, None)
+
+    def _step(self, txn: Txn, replies) -> None:
+        """Resumes the transaction with the replies to its last batch (None
+        to start it) and sends what it yields next; it may finish or abort
+        instead (an abort before anything is held just finishes it)."""
         try:
-            batch = next(txn.gen)
-        except StopIteration:
-            self._finish(txn, None)
+            batch = txn.gen.send(replies)
+        except StopIteration as e:
+            self._finish(txn, None, e.value)
             return
         except Abort as e:
-            self._finish(txn, e.cause)
+            self._abort(txn, e.cause)
             return
         txn.history.append((batch, None))
-        self.io.submit(txn, txn.id, batch)
+        self._submit(txn, batch)
 
     def _advance(self, txn: Txn, replies: list, fail: int) -> None:
         history = txn.history
@@ -182,8 +265,16 @@ class Executor:
                 self.release_failures += sum(1 for r in replies if r[0] != _OK)
             self._finish(txn, txn.aborting)
             return
+        batch = history[-1][0]
+        if fail >= 0 and type(batch) is Batch:
+            if batch.must and any(r[0] == TIMEOUT for r in replies):
+                self.resends += 1
+                self._submit(txn, batch)
+                return
+            tolerate = batch.tolerate
+            fail = next((i for i, r in enumerate(replies) if r[0] != _OK and r[0] not in tolerate), -1)
         if fail >= 0:
-            op, status = history[-1][0][fail][0], replies[fail][0]
+            op, status = batch[fail][0], replies[fail][0]
             cause = cause_of(op, status)
             if cause == "error":
                 name = Status(status).name if status in Status._value2member_map_ else str(status)
@@ -192,16 +283,7 @@ class Executor:
             txn.gen.close()
             self._abort(txn, cause)
             return
-        try:
-            batch = txn.gen.send(replies)
-        except StopIteration:
-            self._finish(txn, None)
-            return
-        except Abort as e:
-            self._abort(txn, e.cause)
-            return
-        history.append((batch, None))
-        self.io.submit(txn, txn.id, batch)
+        self._step(txn, replies)
 
     def _abort(self, txn: Txn, cause: str) -> None:
         held = held_keys(txn.history)
@@ -212,19 +294,22 @@ class Executor:
         batch = [(Op.ABORT, table, key, value, 0) if dest is None else (Op.ABORT, table, key, value, 0, dest)
                  for (table, key, dest), value in held.items()]
         txn.history.append((batch, None))
-        self.io.submit(txn, txn.id, batch)
+        self._submit(txn, batch)
 
-    def _finish(self, txn: Txn, cause: str | None) -> None:
+    def _finish(self, txn: Txn, cause: str | None, outcome=None) -> None:
         self.active -= 1
-        for counts, recorded in ((self.total[txn.kind], True), (self.window[txn.kind], txn.recorded)):
-            if not recorded:
-                continue
-            if cause is None:
+        kind = txn.kind
+        both = (self.total[kind], self.window[kind]) if txn.recorded else (self.total[kind],)
+        if cause is None:
+            for counts in both:
                 counts.committed += 1
-            else:
+                if outcome is not None and type(outcome) is str:
+                    counts.outcomes[outcome] = counts.outcomes.get(outcome, 0) + 1
+            if txn.recorded:
+                self.io.record(kind, time.monotonic_ns() - txn.start)
+        else:
+            for counts in both:
                 counts.aborts[cause] = counts.aborts.get(cause, 0) + 1
-        if cause is None and txn.recorded:
-            self.io.record(txn.kind, time.monotonic_ns() - txn.start)
 
     # -- results ----------------------------------------------------------
     def stats(self) -> dict:
@@ -232,6 +317,8 @@ class Executor:
         st = self.io.stats()
         st["txn_active"] = self.active
         st["txn_committed"] = sum(c.committed for c in self.window)
+        if self.interval:
+            st["open_loop_late"], st["open_loop_skipped"] = self.late, self.skipped
         return st
 
     def histogram(self) -> list:
@@ -246,4 +333,5 @@ class Executor:
             out[name] = {**self.window[i].to_dict(), "total": self.total[i].to_dict(),
                          "histogram": metrics.encode(metrics.from_pairs(self.io.histogram(i)))}
         return {"types": out, "active": self.active, "release_failures": self.release_failures,
+                "resends": self.resends, "params_wrapped": self.params_wrapped,
                 "error_statuses": dict(self.error_statuses)}

@@ -1,55 +1,46 @@
-"""`make plots RUN=results/<run-id>`: the figures of a run directory, as PNG
-and PDF beside its data. For now: the echo calibration (throughput and
-median latency of each system, both NAPI placements)."""
+"""`make plots RUN=results/<run-id>` / `python -m plots results/<run-id>`: the
+figures of a run directory, as PNG and PDF in <run>/plots/, one per
+experiment, drawn by the module of its figure type (curves, bars, cpu,
+calibration, latency), from the run's table (points.csv, rebuilt from the
+summaries if missing)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
+from . import bars, calibration, cpu, curves, latency
+from .common import titles
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+DRAW = {
+    "curve": curves.plot,
+    "ablation": bars.ablation,
+    "colocation": bars.colocation,
+    "cpu": cpu.plot,
+    "calibration": calibration.plot,
+    "latency": latency.plot,
+}
 
-SYSTEM_ORDER = ["dint", "kernel", "bypass"]
-COLORS = {"dint": "#1b9e77", "kernel": "#d95f02", "bypass": "#7570b3"}
 
-
-def echo_calibration(csv: Path, out_dir: Path) -> list[Path]:
-    df = pd.read_csv(csv)
+def plot_run(run_dir: Path, df=None, log=None) -> list[Path]:
+    """Every figure of a run; returns the files written."""
+    from harness import results
+    run_dir = Path(run_dir)
+    df = results.load_table(run_dir) if df is None else df
     if df.empty:
-        raise ValueError(f"{csv} has no points")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    panels = [(axes[0], "throughput_per_s", 1e3, "throughput (k requests/s)", "concurrency 32", 32),
-              (axes[1], "p50_us", 1, "median round trip (us)", "concurrency 1", 1)]
-    for ax, col, scale, label, title, conc in panels:
-        sub = df[df["concurrency"] == conc]
-        modes = [m for m in ("inline", "pinned") if m in set(sub["napi"])]
-        width = 0.8 / max(1, len(SYSTEM_ORDER))
-        for i, system in enumerate(SYSTEM_ORDER):
-            vals = [sub[(sub["system"] == system) & (sub["napi"] == m)][col] for m in modes]
-            heights = [v.iloc[0] / scale if len(v) else 0 for v in vals]
-            xs = [j + (i - 1) * width for j in range(len(modes))]
-            bars = ax.bar(xs, heights, width, label=system, color=COLORS[system])
-            for b, h in zip(bars, heights):
-                ax.annotate(f"{h:.0f}" if h >= 10 else f"{h:.1f}", (b.get_x() + b.get_width() / 2, h),
-                            ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(modes)), [f"napi={m}" for m in modes])
-        ax.set_ylabel(label)
-        ax.set_title(f"echo, {title}")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(frameon=False)
-    sat = df[df["client_saturated"]]
-    if not sat.empty:
-        fig.text(0.01, 0.01, "client saturated at: " + ", ".join(
-            f"{r.system}/{r.napi}/c={r.concurrency}" for r in sat.itertuples()), fontsize=7)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    paths = [out_dir / "echo_calibration.png", out_dir / "echo_calibration.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
+        raise ValueError(f"{run_dir} has no points")
+    out_dir = run_dir / "plots"
+    out_dir.mkdir(exist_ok=True)
+    names = titles(run_dir)
+    paths: list[Path] = []
+    for (exp, fig), _ in df.groupby(["experiment", "figure"], sort=False):
+        draw = DRAW.get(fig)
+        if draw is None:
+            continue
+        made = draw(df, exp, names.get(exp, exp), out_dir)
+        if not made and log:
+            log(f"no figure for {exp}: none of its points is done")
+        paths += made
     return paths
 
 
@@ -60,20 +51,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.run:
         run = Path(args.run)
     else:
-        runs = sorted(p for p in Path("results").glob("*") if p.is_dir())
+        runs = sorted((p for p in Path("results").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
         if not runs:
             print("error: no run in results/; give RUN=results/<run-id>", file=sys.stderr)
             return 1
         run = runs[-1]
-    csv = run / "echo_calibration.csv"
-    if not csv.exists():
-        print(f"error: {csv} not found (is {run} a finished `make reproduce` run?)", file=sys.stderr)
+    if not (run / "points.csv").exists() and not (run / "index.json").exists() \
+            and not any(run.glob("*/summary.json")):
+        print(f"error: {run}: no points.csv, index.json or */summary.json found "
+              "(is it a `make reproduce` run directory?)", file=sys.stderr)
         return 1
     try:
-        for p in echo_calibration(csv, run):
+        from harness import results
+        # the table anew from the points' summaries when they are here, so
+        # the figures follow this checkout's code; else the saved points.csv
+        df = results.write_table(run) if any(run.glob("*/summary.json")) else None
+        for p in plot_run(run, df, log=lambda m: print(m, file=sys.stderr)):
             print(p)
     except (ValueError, KeyError) as e:
-        print(f"error: cannot plot {csv}: {e}", file=sys.stderr)
+        print(f"error: cannot plot {run}: {e}", file=sys.stderr)
         return 1
     return 0
 

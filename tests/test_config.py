@@ -85,9 +85,9 @@ def test_unreadable_inventories(tmp_path):
 
 
 @pytest.mark.parametrize("fields,message", [
-    ({"workload": "lock", "lock_mode": "3pl"}, r"--lock-mode must be one of 2pl, occ, not '3pl'"),
+    ({"workload": "lock", "cc": "3pl"}, r"--cc must be one of 2pl, occ, not '3pl'"),
     ({"workload": "kv", "kv_mix": "hot"}, r"--kv-mix must be one of parallel, contention, not 'hot'"),
-    ({"workload": "kv", "lock_mode": "occ"}, "--lock-mode applies to --workload lock only"),
+    ({"workload": "kv", "cc": "occ"}, "--cc applies to the transactional workloads"),
     ({"workload": "lock", "kv_mix": "contention"}, "--kv-mix applies to --workload kv only"),
     ({"workload": "lock", "keys": 9}, "--keys must be at least 10 for --workload lock"),
 ])
@@ -98,5 +98,5 @@ def test_bad_transactional_settings_are_named(fields, message):
 
 def test_transactional_defaults():
     cfg = RunConfig(system="dint", workload="lock").validate()
-    assert (cfg.lock_mode, cfg.kv_mix) == ("2pl", "parallel")
+    assert (cfg.cc, cfg.kv_mix) == ("2pl", "parallel")  # the workload's default, resolved
     assert RunConfig.from_dict(cfg.to_dict()) == cfg

@@ -58,6 +58,23 @@ def test_still_answers_after_bad_input(served):
             served.sent[(server.name, "tx")] += 1
 
 
+def test_live_stats_while_running(served):
+    """stats() of the control plane: every server's counters so far, taken
+    while it runs (dint's are the XDP program's: what the slow path
+    answered is counted at stop)."""
+    live = served.system.live_stats()
+    again = served.system.live_stats()  # a second request is answered too
+    for server in served.inv.servers:
+        for got in (live[server.name], again[server.name]):
+            assert got["rx"] == served.sent[(server.name, "rx")], (server.name, got)
+            assert got["drop"] == served.sent[(server.name, "drop")], (server.name, got)
+            if served.system.name == "dint":
+                assert got["tx"] <= served.sent[(server.name, "tx")]
+            else:
+                assert got["tx"] == served.sent[(server.name, "tx")], (server.name, got)
+    assert served.system.check_alive() is None
+
+
 def test_counters_match_what_was_sent_and_nothing_is_left(served):
     """Validates the instrument: server counters equal the client's own
     count. Stops the system, so it runs last for each system."""

@@ -75,6 +75,21 @@ def test_exclusive_lock_conflicts_and_commit_releases(served):
     assert served.request(Op.ABORT, key, Z8, txn=22).status == Status.OK
 
 
+def test_a_granted_lock_replies_value_and_version(served):
+    """2PL locks and reads in one round trip; a refused lock carries no value."""
+    rec = next(r for r in INITIAL if r.table == T40)
+    for op, txn in ((Op.LOCK_SHARED, 111), (Op.LOCK_EXCL, 112)):
+        m = served.request(op, rec.key, Z40, table=T40, txn=txn)
+        if op == Op.LOCK_EXCL:
+            assert m.status == Status.LOCKED and m.value == Z40  # 111 reads it
+            assert served.request(Op.ABORT, rec.key, Z40, table=T40, txn=111).status == Status.OK
+            m = served.request(op, rec.key, Z40, table=T40, txn=txn)
+        assert (m.status, m.value, m.ver) == (Status.OK, rec.value, rec.ver)
+    m = served.request(Op.LOCK_SHARED, rec.key, Z40, table=T40, txn=112)  # the owner, again
+    assert (m.status, m.value) == (Status.OK, rec.value)
+    assert served.request(Op.ABORT, rec.key, Z40, table=T40, txn=112).status == Status.OK
+
+
 def test_commit_primary_must_raise_the_version(served):
     key = 103
     assert served.request(Op.LOCK_EXCL, key, Z8, txn=31).status == Status.OK

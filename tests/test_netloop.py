@@ -218,3 +218,37 @@ def test_a_busy_reply_is_sent_again_not_counted_as_an_answer():
         # every RETRY was followed by one more send of the same request
         assert st["retransmits"] == st["busy_retries"] and srv.received == st["sent"]
         sock.close()
+
+
+def test_open_loop_starts_requests_on_schedule():
+    """--rate: requests are due at fixed intervals, whatever the replies; the
+    window records those due inside it."""
+    with FaultyEcho() as srv:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.connect(srv.addr)
+        stream = echo.generate(100, 1)
+        loop = Loop([sock], 77, stream.data, stream.offsets.tobytes(), stream.dest_of, 64,
+                    int(20e6), 3, interval_ns=1_000_000)  # 1000 per second
+        st = drive(loop, seconds=0.5, warmup=0.1)
+        assert st["started_in_window"] == pytest.approx(500, abs=10)
+        assert st["ok"] == st["started_in_window"] and st["inflight"] == 0
+        # how late each went out depends on the host's timers: counted, not judged here
+        assert 0 <= st["open_loop_late"] <= st["started_in_window"] and st["open_loop_skipped"] == 0
+        sock.close()
+
+
+def test_open_loop_backlog_of_the_warmup_stays_out_of_the_window():
+    """A server that cannot keep up (nothing answered during the warm-up,
+    one request in flight at most): what fell behind is dropped at the
+    window's start instead of being sent in it."""
+    with FaultyEcho(silent_key=None, drop_first_every=1) as srv:  # every first transmission lost
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.connect(srv.addr)
+        stream = echo.generate(100, 1)
+        loop = Loop([sock], 77, stream.data, stream.offsets.tobytes(), stream.dest_of, 1,
+                    int(50e6), 3, interval_ns=1_000_000)
+        st = drive(loop, seconds=0.2, warmup=0.2)
+        assert st["open_loop_skipped"] > 50  # about 200 due in the warm-up, a handful sent
+        sock.close()

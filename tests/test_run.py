@@ -48,6 +48,14 @@ def test_run_writes_a_complete_summary(testbed, test_inventory_path, tmp_path, s
         assert (out / name).exists(), name
     assert "ready" in (out / "logs/server-s0.log").read_text()
     assert system in p.stdout
+    # it went through the Ansible playbooks, and their event log is kept
+    runs = sorted(d.name for d in (out / "ansible" / "artifacts").iterdir())
+    assert runs == ["01-servers-start", "02-clients-run", "03-servers-stop"], runs
+    for r in runs:
+        art = out / "ansible" / "artifacts" / r
+        assert (art / "status").read_text().strip() == "successful"
+        assert list((art / "job_events").glob("*.json"))
+    assert set(json.loads((out / "ansible" / "timings.json").read_text())) == set(runs)
 
 
 def test_bad_input_is_one_clear_line(tmp_path):

@@ -358,7 +358,7 @@ def test_lock_transactions_draw_5_to_10_distinct_keys_a_fifth_written():
     assert all(len(set(r) | set(w)) == len(r) + len(w) for r, w in txns)
     written = sum(len(w) for _, w in txns) / sum(sizes)
     assert written == pytest.approx(0.2, abs=0.02)
-    kinds, funcs, params = lock.transactions({"lock_mode": "occ", "requests": 10, "keys": 100, "seed": 1})
+    kinds, funcs, params = lock.transactions({"cc": "occ", "requests": 10, "keys": 100, "seed": 1})
     assert kinds == ["occ"] and funcs == [lock.occ] and len(params) == 10
     _, (reads, writes, first) = params[0]
     assert [op for op, *_ in first] == [Op.READ] * len(reads) + [Op.LOCK_EXCL] * len(writes)
@@ -385,4 +385,34 @@ def test_kv_contention_against_the_fake_engine_keeps_values_consistent():
                 if k % 2 == i:  # the key's primary
                     assert srv.value[k] == kv.value_of(k, srv.ver[k])
         assert a.held() == {} and b.held() == {}
+        close(socks)
+
+
+def test_big_batches_wait_for_room_instead_of_failing():
+    """Two transactions of 200 reads each, with room for 256 requests in
+    flight (concurrency 2): the second batch waits for the first."""
+    def wide(keys):
+        replies = yield [(Op.READ, T, k, PH, 0) for k in keys]
+        assert len(replies) == len(keys) and all(r[0] == Status.OK for r in replies)
+    with FakeEngine(keys=range(200)) as srv:
+        socks, ex = executor([srv], ["wide"], [wide], [(0, (tuple(range(200)),))], concurrency=2)
+        out = drive(ex, seconds=0.2)
+        assert out["types"]["wide"]["committed"] > 2 and out["types"]["wide"]["aborts"]["error"] == 0
+        assert ex.inflight == 0 and not ex.waiting
+        with pytest.raises(ValueError, match="more than the 256"):
+            ex._submit(None, [(Op.READ, T, 1, PH, 0)] * 300)
+        close(socks)
+
+
+def test_open_loop_transactions_start_on_schedule():
+    def one(key):
+        yield [(Op.READ, T, key, PH, 0)]
+    with FakeEngine() as srv:
+        socks = sockets([srv])
+        ex = Executor([s.fileno() for s in socks], 7, ["one"], [one], [(0, (3,))], 16, int(20e6), 3,
+                      interval_ns=2_000_000)  # 500 per second
+        out = drive(ex, seconds=0.4, warmup=0.1)
+        assert out["types"]["one"]["started"] == pytest.approx(200, abs=8)
+        st = ex.stats()
+        assert st["open_loop_skipped"] == 0 and 0 <= st["open_loop_late"] <= 200
         close(socks)

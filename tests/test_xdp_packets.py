@@ -81,6 +81,7 @@ ANSWERS = [
     ("read_hit", pack(Op.READ, 42, bytes(8)), Status.OK, b"fortytwo"),
     ("read_miss", pack(Op.READ, 43, bytes(8)), Status.NOT_FOUND, bytes(8)),
     ("lock_without_txn", pack(Op.LOCK_EXCL, 42, bytes(8)), Status.NOT_OWNER, bytes(8)),
+    ("lock_granted", pack(Op.LOCK_EXCL, 42, bytes(8), txn=5), Status.OK, b"fortytwo"),
 ]
 
 

@@ -2,7 +2,8 @@
 from their execution, so every system sees exactly the same inputs. A
 workload module has the same shape as the others: SCHEMA (its tables),
 STAMP_TXN (whether every request is a transaction of its own, stamped by the
-client loop), initial(keys) (the data every server loads) and stream(spec)
+client loop), initial(spec) (the data every server loads, from the spec's
+keys, scale and seed) and stream(spec)
 (a client's requests, from its spec). transactional(spec) says whether a
 run drives flat requests through the native loop (stream) or transactions
 through the executor (harness/txn.py); a transactional workload also has
@@ -14,7 +15,19 @@ import importlib
 from array import array
 from types import ModuleType
 
-NAMES = ("echo", "kv", "log", "lock")
+NAMES = ("echo", "kv", "log", "lock", "smallbank", "tatp", "tpcc")
+# replicated transactions through the coordinator (harness/coord.py), each a
+# package of the same shape (see workloads/smallbank/__init__.py)
+TRANSACTIONAL = ("lock", "smallbank", "tatp", "tpcc")
+SCALED = ("smallbank", "tatp", "tpcc")
+
+
+def transactional(mod: ModuleType, spec: dict) -> bool:
+    """Whether a run of mod drives transactions through the executor: its
+    transactional(spec) if it has one, else whether it has transactions()."""
+    if hasattr(mod, "transactional"):
+        return mod.transactional(spec)
+    return hasattr(mod, "transactions")
 
 
 def load(name: str) -> ModuleType:

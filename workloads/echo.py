@@ -18,7 +18,7 @@ def transactional(spec: dict) -> bool:
     return False  # a flat request stream, for the native request loop
 
 
-def initial(keys: int) -> list:
+def initial(spec: dict) -> list:
     return []  # echo touches no data
 
 

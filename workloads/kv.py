@@ -36,8 +36,8 @@ def value_of(key: int, ver: int = 1) -> bytes:
     return (key.to_bytes(8, "big") + ver.to_bytes(4, "big")) * 3 + bytes(4)
 
 
-def initial(keys: int) -> list[Record]:
-    return [Record(TABLE, k, 1, value_of(k)) for k in range(keys)]
+def initial(spec: dict) -> list[Record]:
+    return [Record(TABLE, k, 1, value_of(k)) for k in range(spec["keys"])]
 
 
 def generate(n: int, servers: int, keys: int, seed: int = 1) -> RequestStream:

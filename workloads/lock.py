@@ -30,6 +30,7 @@ PLACEHOLDER = bytes(8)
 KEYS_PER_TXN = (5, 10)
 WRITE_PROBABILITY = 0.2
 MODES = ("2pl", "occ")
+DEFAULT_CC = "2pl"
 MAX_ROUNDS = 3  # occ: read+lock, validate, commit
 
 
@@ -42,8 +43,8 @@ def transactional(spec: dict) -> bool:
     return True
 
 
-def initial(keys: int) -> list[Record]:
-    return [Record(TABLE, k, 1, value_of(1)) for k in range(keys)]
+def initial(spec: dict) -> list[Record]:
+    return [Record(TABLE, k, 1, value_of(1)) for k in range(spec["keys"])]
 
 
 def generate(n: int, keys: int, seed: int = 1) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -81,10 +82,22 @@ def occ(reads, writes, first):
         yield commits
 
 
+REPLICATED = False  # commits go to the primary only
+
+
+def check(state: dict, committed: dict, spec: dict) -> list[dict]:
+    """Every row's value is its version: no commit lost or applied twice."""
+    bad = [{"key": k, "ver": r.ver, "value": int.from_bytes(r.value, "big")}
+           for (_, k), r in state.items() if r.value != value_of(r.ver)]
+    missing = spec["keys"] - len(state)
+    return [{"name": "value_is_version", "ok": not bad, "detail": {"differing": len(bad), "examples": bad[:5]}},
+            {"name": "rows_present", "ok": not missing, "detail": {"missing": missing}}]
+
+
 def transactions(spec: dict) -> tuple[list[str], list, list]:
     """(type names, their functions, [(type, args)]) for the executor; the
     first batch of each transaction is built here, once."""
-    mode = spec.get("lock_mode", "2pl")
+    mode = spec.get("cc") or DEFAULT_CC
     if mode not in MODES:
         raise ValueError(f"lock mode must be one of {', '.join(MODES)}, not {mode!r}")
     first_read = Op.LOCK_SHARED if mode == "2pl" else Op.READ

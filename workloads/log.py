@@ -21,7 +21,7 @@ def transactional(spec: dict) -> bool:
     return False  # a flat request stream, for the native request loop
 
 
-def initial(keys: int) -> list[Record]:
+def initial(spec: dict) -> list[Record]:
     return []  # a log server starts empty
 
 

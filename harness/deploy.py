@@ -1,0 +1,308 @@
+"""Deployment through Ansible (the playbooks in deploy/), driven with
+ansible-runner. One path for every inventory: the hosts of the local
+testbed are localhost (`ansible_connection: local`) and their commands run
+in their network namespace; a cluster's hosts are reached over SSH. The
+control plane stays in Python: it computes every command line
+(harness/systems.py, harness/run.py) and passes them to the playbooks as
+extra vars; the playbooks start, wait for, signal and stop the processes,
+and on a cluster copy their inputs and fetch their outputs back to the
+same paths.
+
+Each playbook run keeps its event log (ansible-runner's artifacts: stdout,
+job_events/*.json, the command line, status) under the deployer's
+directory, which for a run is <out>/ansible/."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import ROOT, HarnessError
+from .inventory import Host, Inventory
+
+DEPLOY_DIR = ROOT / "deploy"
+PLAYBOOKS = ("setup.yml", "servers.yml", "clients.yml")
+# How often ansible-runner looks at a cancel request while a playbook runs.
+POLL_S = 0.1
+
+
+def _quiet_logging() -> None:
+    import logging
+    logging.getLogger("ansible-runner").setLevel(logging.WARNING)
+
+
+@dataclass
+class ProcSpec:
+    """One long-running process on a host, as the playbooks take it."""
+    host: str
+    name: str
+    cmd: list[str]
+    log: Path
+    pidfile: Path
+    ready: str | None = None
+    rc_file: Path | None = None
+    timeout: float = 90.0
+    grace: float = 5.0
+    inputs: tuple[Path, ...] = ()   # copied to a cluster host before it starts
+    collect: tuple[Path, ...] = ()  # fetched from a cluster host after it stops
+
+    def var(self) -> dict:
+        d = {"name": self.name, "cmd": [str(c) for c in self.cmd], "log": str(self.log),
+             "pidfile": str(self.pidfile), "timeout": self.timeout, "grace": self.grace,
+             "inputs": [str(p) for p in self.inputs],
+             "collect": [str(p) for p in (self.log, *self.collect)]}
+        if self.ready:
+            d["ready"] = self.ready
+        if self.rc_file:
+            d["rc_file"] = str(self.rc_file)
+            d["collect"].append(str(self.rc_file))
+        return d
+
+    # -- what the controller can see of it (the local testbed) -------------
+    def pid(self) -> int | None:
+        """The live process's pid, from its pid file (local hosts only)."""
+        try:
+            pid_s, start = self.pidfile.read_text().split()
+            pid = int(pid_s)
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if fields[0] not in ("Z", "X") and fields[19] == start else None
+
+    def tail(self, lines: int = 8) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+    def stats_lines(self) -> list[dict | None]:
+        """Every `stats {json}` line in its log (None for one that does not parse)."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        out: list[dict | None] = []
+        for line in lines:
+            if line.startswith("stats "):
+                try:
+                    out.append(json.loads(line[6:]))
+                except ValueError:
+                    out.append(None)
+        return out
+
+
+def ansible_inventory(inv: Inventory) -> dict:
+    """The inventory as Ansible takes it: the file itself; a local one that
+    does not say how to reach its hosts gets the local connection and the
+    harness's own Python."""
+    data = json.loads(json.dumps(inv.raw))
+    if inv.local:
+        hvars = data["all"].setdefault("vars", {}) or {}
+        data["all"]["vars"] = hvars
+        hvars.setdefault("ansible_connection", "local")
+        hvars.setdefault("ansible_python_interpreter", sys.executable)
+    return data
+
+
+class Deployer:
+    """Runs the playbooks in deploy/ for one inventory, keeping every
+    playbook run's event log under `pdir` (ansible-runner's private data
+    directory)."""
+
+    def __init__(self, inv: Inventory, pdir: Path):
+        self.inv = inv
+        self.pdir = Path(pdir).resolve()
+        # numbered in order; a directory reused (a resumed run) keeps what it had
+        arts = self.pdir / "artifacts"
+        self.seq = len(list(arts.iterdir())) if arts.is_dir() else 0
+        self.timings: list[tuple[str, float]] = []
+        self._inventory_file: Path | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.inv.local
+
+    def inventory_file(self) -> Path:
+        if self._inventory_file is None:
+            self.pdir.mkdir(parents=True, exist_ok=True)
+            path = self.pdir / "inventory.yml"
+            path.write_text(yaml.safe_dump(ansible_inventory(self.inv), sort_keys=False))
+            self._inventory_file = path
+        return self._inventory_file
+
+    def common_vars(self) -> dict:
+        return {"dint_root": str(ROOT)}
+
+    # -- one playbook run --------------------------------------------------
+    def start_playbook(self, playbook: str, label: str, extravars: dict, limit: str | None = None) -> "Play":
+        import ansible_runner
+        _quiet_logging()
+        self.seq += 1
+        ident = f"{self.seq:02d}-{label}"
+        env = {"ANSIBLE_CONFIG": str(DEPLOY_DIR / "ansible.cfg"),
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               # module results are plain data: no warning about interpreter discovery
+               "ANSIBLE_PYTHON_INTERPRETER": os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")}
+        play = Play(self, playbook, ident)
+        thread, runner = ansible_runner.run_async(
+            private_data_dir=str(self.pdir), project_dir=str(DEPLOY_DIR), playbook=str(DEPLOY_DIR / playbook),
+            inventory=str(self.inventory_file()), extravars={**self.common_vars(), **extravars},
+            limit=limit, ident=ident, envvars=env, quiet=True, cancel_callback=play.cancelled,
+            event_handler=play.on_event,
+            settings={"pexpect_timeout": POLL_S, "suppress_ansible_output": True})
+        play.thread, play.runner = thread, runner
+        return play
+
+    def run_playbook(self, playbook: str, label: str, extravars: dict, limit: str | None = None) -> "Play":
+        """Runs a playbook to its end; a failure raises HarnessError with
+        what failed where. Interrupted (Ctrl-C), the playbook is killed."""
+        play = self.start_playbook(playbook, label, extravars, limit)
+        play.wait()
+        return play
+
+    # -- the processes of a run --------------------------------------------
+    @staticmethod
+    def _by_host(procs: list[ProcSpec]) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for p in procs:
+            out.setdefault(p.host, []).append(p.var())
+        return out
+
+    def start_servers(self, procs: list[ProcSpec], build: list[str] | None = None, label: str = "servers-start"):
+        """Builds what they run, starts them and waits for each one's ready line."""
+        self.run_playbook("servers.yml", label, {"dint_action": "start", "dint_build": build or [],
+                                                 "dint_procs": self._by_host(procs)})
+
+    def stop_servers(self, procs: list[ProcSpec], label: str = "servers-stop"):
+        """SIGTERM (SIGKILL after their grace), then their outputs back."""
+        self.run_playbook("servers.yml", label, {"dint_action": "stop", "dint_procs": self._by_host(procs)})
+
+    def server_stats(self, procs: list[ProcSpec], label: str = "servers-stats"):
+        """SIGUSR1 to each server; returns when each printed one more stats line."""
+        self.run_playbook("servers.yml", label, {"dint_action": "stats", "dint_procs": self._by_host(procs)})
+
+    def run_clients(self, procs: list[ProcSpec], label: str = "clients-run") -> "Play":
+        """Starts every client and returns at once; the Play ends when all
+        clients have finished and their outputs are back."""
+        return self.start_playbook("clients.yml", label, {"dint_action": "run", "dint_procs": self._by_host(procs)})
+
+    def stop_clients(self, procs: list[ProcSpec], label: str = "clients-stop"):
+        self.run_playbook("clients.yml", label, {"dint_action": "stop", "dint_procs": self._by_host(procs)})
+
+    def setup(self) -> "Play":
+        """deploy/setup.yml: packages, kernel headers, bpffs, the project and `make setup`."""
+        extra = {}
+        if not self.local:
+            extra["dint_archive"] = str(self.project_archive())
+        return self.run_playbook("setup.yml", "setup", extra)
+
+    def project_archive(self) -> Path:
+        """The checkout's files (tracked and new, not ignored) as a tarball,
+        for cluster hosts."""
+        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                               cwd=ROOT, capture_output=True, check=True).stdout
+        path = self.pdir / "project.tar.gz"
+        self.pdir.mkdir(parents=True, exist_ok=True)
+        existing = b"\0".join(f for f in files.split(b"\0") if f and (ROOT / f.decode()).exists())
+        subprocess.run(["tar", "-czf", str(path), "--null", "-T", "-"], cwd=ROOT, input=existing, check=True)
+        return path
+
+
+class Play:
+    """One playbook run in progress (ansible-runner in a thread)."""
+
+    def __init__(self, deployer: Deployer, playbook: str, ident: str):
+        self.deployer, self.playbook, self.ident = deployer, playbook, ident
+        self.thread: threading.Thread | None = None
+        self.runner = None
+        self._cancel = False
+        self.t0 = time.monotonic()
+        # The play's outcome as soon as its final event arrives: the
+        # harness goes on while ansible-playbook exits (about half a second).
+        self.stats: dict | None = None
+        self.ended = threading.Event()
+
+    def on_event(self, event: dict) -> bool:
+        if event.get("event") == "playbook_on_stats":
+            self.stats = event.get("event_data", {})
+            self.ended.set()
+        return True
+
+    @property
+    def artifacts(self) -> Path:
+        return self.deployer.pdir / "artifacts" / self.ident
+
+    def cancelled(self) -> bool:
+        return self._cancel
+
+    def done(self) -> bool:
+        return self.ended.is_set() or not self.thread.is_alive()
+
+    def succeeded(self) -> bool:
+        if self.stats is not None and self.thread.is_alive():
+            return not any(self.stats.get(k) for k in ("failures", "dark"))
+        return self.runner.status == "successful"
+
+    def cancel(self) -> None:
+        """Kills the playbook (its ansible-playbook process group)."""
+        self._cancel = True
+        self.thread.join(10)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the playbook ends; raises HarnessError if it failed. A
+        Ctrl-C (or any exception) while waiting kills the playbook."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self.done():
+                self.ended.wait(POLL_S)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise HarnessError(f"playbook {self.playbook} ({self.ident}) did not finish in time "
+                                       f"(event log {self.artifacts})")
+        except BaseException:
+            self.cancel()
+            raise
+        self.deployer.timings.append((self.ident, time.monotonic() - self.t0))
+        self.check()
+
+    def check(self) -> None:
+        if self.succeeded():
+            return
+        self.thread.join(10)  # its whole event log, for the message
+        raise HarnessError(f"{self.failure()} (playbook {self.playbook}, event log {self.artifacts})")
+
+    def failure(self) -> str:
+        """What failed, from the event log: each failed task's message."""
+        msgs = []
+        try:
+            for ev in self.runner.events:
+                if ev.get("event") in ("runner_on_failed", "runner_item_on_failed", "runner_on_unreachable"):
+                    data = ev.get("event_data", {})
+                    res = data.get("res", {})
+                    if ev["event"] == "runner_on_failed" and res.get("results"):
+                        continue  # a loop's summary: its items were reported
+                    msg = res.get("msg") or res.get("stderr") or "failed"
+                    msgs.append(f"{data.get('host')}: {msg}")
+        except Exception:  # noqa: BLE001 - a broken event log must not hide the failure
+            pass
+        if msgs:
+            return "; ".join(dict.fromkeys(msgs))
+        if self.runner.status == "canceled":
+            return f"playbook {self.playbook} was cancelled"
+        try:
+            tail = (self.artifacts / "stdout").read_text(errors="replace").strip().splitlines()[-3:]
+        except OSError:
+            tail = []
+        return f"playbook {self.playbook} ended {self.runner.status} (rc {self.runner.rc}): " + " | ".join(tail)
+
+
+def host_pidfile(pdir: Path, host: Host | str, name: str) -> Path:
+    return Path(pdir) / "pids" / f"{getattr(host, 'name', host)}-{name}.pid"

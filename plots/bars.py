@@ -1,0 +1,114 @@
+"""Bar figures: dint's ablations (goodput and p99 latency of each variant,
+per workload) and colocation (each system alone and beside a CPU-bound
+neighbour). Hatched bars: the client was saturated."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .common import COLORS, SATURATED_NOTE, done, kfmt, plt, save, systems_in
+
+VARIANT_COLORS = ["#1b9e77", "#e6ab02", "#e7298a", "#66a61e", "#a6761d", "#666666"]
+
+
+def _bars(ax, xs, heights, width, color, sats, label, fmt=kfmt):
+    bars = ax.bar(xs, heights, width, color=color, label=label, edgecolor="black", linewidth=0.4)
+    for b, h, sat in zip(bars, heights, sats):
+        if sat:
+            b.set_hatch("///")
+            b.set_facecolor("white")
+            b.set_edgecolor(color)
+        if h == h and h > 0:
+            ax.annotate(fmt(h), (b.get_x() + b.get_width() / 2, h), ha="center", va="bottom", fontsize=6)
+    return bars
+
+
+PANELS = (("goodput_per_s", 1e3, "goodput (k txn or requests/s)"), ("lat_p99_us", 1, "p99 latency (us)"),
+          ("server_cpu_us_per_op", 1, "server CPU per request (us)"))
+
+
+def _grouped(axes, d: pd.DataFrame, by: str, groups: list, variants: list, draw) -> bool:
+    """Both panels of a grouped bar figure: for each variant, one bar per
+    group (rows where column `by` is the group), drawn by draw(ax, xs,
+    heights, width, saturated, variant index, variant). Returns whether a
+    point was client-saturated."""
+    width = 0.8 / len(variants)
+    any_sat = False
+    for ax, (col, scale, label) in zip(axes, PANELS):
+        for i, v in enumerate(variants):
+            hs, sats = [], []
+            for g in groups:
+                r = d[(d[by] == g) & (d["variant"].fillna("") == v)]
+                hs.append(float(r[col].iloc[0]) / scale if len(r) and pd.notna(r[col].iloc[0]) else np.nan)
+                sats.append(bool(r["client_saturated"].iloc[0]) if len(r) else False)
+            any_sat |= any(sats)
+            xs = np.arange(len(groups)) + (i - (len(variants) - 1) / 2) * width
+            draw(ax, xs, hs, width, sats, i, v)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    return any_sat
+
+
+def ablation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[Path]:
+    d = done(df[df["experiment"] == experiment])
+    if d.empty:
+        return []
+    wls = list(dict.fromkeys(d["workload"]))
+    variants = list(dict.fromkeys(d["variant"].fillna("")))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    any_sat = _grouped(axes, d, "workload", wls, variants,
+                       lambda ax, xs, hs, w, sats, i, v: _bars(ax, xs, hs, w, VARIANT_COLORS[i % len(VARIANT_COLORS)],
+                                                               sats, v or "base"))
+    for ax in axes:
+        ax.set_xticks(range(len(wls)), [_wl_label(d, w) for w in wls])
+    from matplotlib.patches import Patch
+    h = [Patch(facecolor=VARIANT_COLORS[i % len(VARIANT_COLORS)], edgecolor="black", linewidth=0.4,
+               label=v or "base") for i, v in enumerate(variants)]
+    fig.legend(handles=h, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5), title="dint variant")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save(fig, out_dir, f"bars-{experiment}", SATURATED_NOTE if any_sat else None)
+
+
+def _wl_label(d: pd.DataFrame, w: str) -> str:
+    r = d[d["workload"] == w].iloc[0]
+    extra = r["kv_mix"] if w == "kv" else (r["cc"] if r.get("cc") else "")
+    return f"{w} {extra}".strip() if isinstance(extra, str) else w
+
+
+def colocation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[Path]:
+    d = done(df[df["experiment"] == experiment])
+    if d.empty:
+        return []
+    systems = systems_in(d)
+    variants = list(dict.fromkeys(d["variant"].fillna("")))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+
+    def draw(ax, xs, hs, width, sats, i, v):
+        for b, s in zip(_bars(ax, xs, hs, width, "#999999", sats, v), systems):
+            if not b.get_hatch():
+                b.set_facecolor(COLORS[s])
+            b.set_alpha(1.0 if i == 0 else 0.55)
+    any_sat = _grouped(axes[:3], d, "system", systems, variants, draw)
+    for ax in axes:
+        ax.set_xticks(range(len(systems)), systems)
+    # the neighbour's own work: with the servers up but idle, and while they serve
+    ax, width = axes[3], 0.38
+    nb = d[d["neighbour_idle_units_per_s"].notna()] if "neighbour_idle_units_per_s" in d else d.iloc[0:0]
+    for j, (col, label, alpha) in enumerate((("neighbour_idle_units_per_s", "servers idle", 1.0),
+                                              ("neighbour_window_units_per_s", "servers loaded", 0.55))):
+        hs = [float(nb[nb["system"] == s][col].iloc[0]) if len(nb[nb["system"] == s]) else np.nan for s in systems]
+        xs = np.arange(len(systems)) + (j - 0.5) * width
+        for b, s in zip(_bars(ax, xs, hs, width, "#999999", [False] * len(systems), label), systems):
+            b.set_facecolor(COLORS[s])
+            b.set_alpha(alpha)
+    ax.set_ylabel("neighbour's work (units/s, all hosts)")
+    ax.set_title("neighbour: idle servers solid / loaded light", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    axes[0].set_title(" / ".join(f"{v}: {'solid' if i == 0 else 'light'}" for i, v in enumerate(variants)),
+                      fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save(fig, out_dir, f"bars-{experiment}", SATURATED_NOTE if any_sat else None)

@@ -1,0 +1,77 @@
+"""What every figure shares: system order and colours, markers for
+client-saturated points, the experiment titles of a run, saving as PNG+PDF."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402,F401
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+SYSTEM_ORDER = ["dint", "kernel", "bypass"]
+COLORS = {"dint": "#1b9e77", "kernel": "#d95f02", "bypass": "#7570b3"}
+MARKERS = {"dint": "o", "kernel": "s", "bypass": "^"}
+SATURATED_NOTE = "hollow marker / hatched bar: the client was saturated (>= 90% CPU), so the system may do more"
+
+
+def systems_in(df: pd.DataFrame) -> list[str]:
+    present = set(df["system"].dropna())
+    return [s for s in SYSTEM_ORDER if s in present]
+
+
+def done(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "done"]
+
+
+def titles(run_dir: Path) -> dict[str, str]:
+    """Experiment name -> title, from the run's resolved experiment file."""
+    path = Path(run_dir) / "experiments.yml"
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    return {e.get("name"): e.get("title", e.get("name")) for e in (data.get("file") or {}).get("experiments", [])}
+
+
+def kfmt(v: float) -> str:
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.0f}k" if v >= 1e4 else f"{v / 1e3:.1f}k"
+    return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+
+
+def marker_kw(system: str, saturated: bool, size: float = 6) -> dict:
+    c = COLORS.get(system, "gray")
+    return {"marker": MARKERS.get(system, "o"), "markersize": size, "markeredgecolor": c,
+            "markerfacecolor": "white" if saturated else c, "color": c}
+
+
+def saturation_legend_handles() -> list:
+    return [Line2D([], [], linestyle="none", marker="o", markerfacecolor="gray", markeredgecolor="gray",
+                   label="client not saturated"),
+            Line2D([], [], linestyle="none", marker="o", markerfacecolor="white", markeredgecolor="gray",
+                   label="client saturated")]
+
+
+def save(fig, out_dir: Path, stem: str, note: str | None = None) -> list[Path]:
+    if note:
+        fig.text(0.005, 0.005, note, fontsize=7, color="#444444", ha="left", va="bottom")
+    paths = [Path(out_dir) / f"{stem}.png", Path(out_dir) / f"{stem}.pdf"]
+    for p in paths:
+        fig.savefig(p, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def plain_log_ticks(ax) -> None:
+    """Log-scale y ticks as plain numbers (200, 1000, 5000), not 2x10^2."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2, 5)))
+    ax.yaxis.set_minor_formatter(fmt)
+    ax.tick_params(axis="y", which="minor", labelsize=7)

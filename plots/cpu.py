@@ -1,0 +1,41 @@
+"""CPU efficiency: server CPU time per request at fixed offered rates (open
+loop), grouped bars per rate, one bar per system; the achieved rate is
+written under each bar group when it falls short of the offered one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .bars import _bars
+from .common import COLORS, SATURATED_NOTE, done, kfmt, plt, save, systems_in
+
+
+def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[Path]:
+    d = done(df[df["experiment"] == experiment])
+    d = d[d["rate"].notna()]
+    if d.empty:
+        return []
+    rates = sorted(d["rate"].unique())
+    systems = systems_in(d)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    width = 0.8 / len(systems)
+    any_sat = False
+    for i, s in enumerate(systems):
+        hs, sats = [], []
+        for r in rates:
+            row = d[(d["system"] == s) & (d["rate"] == r)]
+            hs.append(float(row["server_cpu_us_per_op"].iloc[0]) if len(row) else np.nan)
+            sats.append(bool(row["client_saturated"].iloc[0]) if len(row) else False)
+        any_sat |= any(sats)
+        xs = np.arange(len(rates)) + (i - (len(systems) - 1) / 2) * width
+        _bars(ax, xs, hs, width, COLORS[s], sats, s, fmt=lambda v: f"{v:.2f}")
+    ax.set_xticks(range(len(rates)), [f"{kfmt(r)}/s" for r in rates])
+    ax.set_xlabel("offered rate per client process (transactions or requests/s)")
+    ax.set_ylabel("server CPU per request (us)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, out_dir, f"cpu-{experiment}", SATURATED_NOTE if any_sat else None)

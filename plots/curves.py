@@ -1,0 +1,60 @@
+"""Throughput-latency curves of a closed-loop sweep: x = goodput (committed
+transactions, or requests, per second), y = median and 99th-percentile
+latency (log scale), one line per system, one panel per variant; points
+labelled with their concurrency; client-saturated points hollow."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .common import (COLORS, SATURATED_NOTE, done, marker_kw, plain_log_ticks, plt, save, saturation_legend_handles,
+                     systems_in)
+from matplotlib.lines import Line2D
+
+
+def unit(sub: pd.DataFrame) -> str:
+    return "txn/s" if sub["transactional"].fillna(False).astype(bool).any() else "requests/s"
+
+
+def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[Path]:
+    d = done(df[df["experiment"] == experiment])
+    d = d[d["goodput_per_s"].notna()]
+    if d.empty:
+        return []
+    variants = list(dict.fromkeys(d["variant"].fillna("")))
+    rows = (("lat_p50_us", "median (p50)"), ("lat_p99_us", "99th percentile"))
+    fig, axes = plt.subplots(2, len(variants), figsize=(4.6 * len(variants) + 1.6, 6.4), squeeze=False,
+                             sharex="col")
+    any_sat = False
+    for j, v in enumerate(variants):
+        sub = d[d["variant"].fillna("") == v]
+        for i, (col, what) in enumerate(rows):
+            ax = axes[i][j]
+            for system in systems_in(sub):
+                s = sub[sub["system"] == system].sort_values("concurrency")
+                x = s["goodput_per_s"] / 1e3
+                ax.plot(x, s[col], color=COLORS[system], linewidth=1.3, zorder=1)
+                for xi, yi, sat, c in zip(x, s[col], s["client_saturated"], s["concurrency"]):
+                    any_sat |= bool(sat)
+                    ax.plot([xi], [yi], linestyle="none", zorder=2, **marker_kw(system, bool(sat)))
+                    ax.annotate(f"{int(c)}", (xi, yi), textcoords="offset points", xytext=(5, 2), fontsize=6,
+                                color=COLORS[system])
+            ax.set_yscale("log")
+            plain_log_ticks(ax)
+            ax.set_xlim(left=0)
+            ax.grid(alpha=0.3, which="both")
+            ax.set_ylabel(f"{what} latency (us, log)")
+            if i == 0:
+                ax.set_title(v or "", fontsize=10)
+            else:
+                ax.set_xlabel(f"goodput (k {unit(sub)})")
+    handles = [Line2D([], [], color=COLORS[s], marker=marker_kw(s, False)["marker"], label=s)
+               for s in systems_in(d)]
+    if any_sat:
+        handles += saturation_legend_handles()
+    handles.append(Line2D([], [], linestyle="none", label="labels: concurrency"))
+    fig.legend(handles=handles, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save(fig, out_dir, f"curve-{experiment}", SATURATED_NOTE if any_sat else None)

@@ -1,0 +1,43 @@
+"""The unloaded latency table as a figure: per workload, each system's mean
+and p99 latency at concurrency 1 (log scale)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .bars import _wl_label
+from .common import COLORS, done, plain_log_ticks, plt, save, systems_in
+
+
+def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[Path]:
+    d = done(df[df["experiment"] == experiment])
+    if d.empty:
+        return []
+    wls = list(dict.fromkeys(d["workload"]))
+    systems = systems_in(d)
+    fig, axes = plt.subplots(1, 2, figsize=(min(15, 3 + 2.2 * len(wls)), 3.8), sharey=True)
+    width = 0.8 / len(systems)
+    for ax, col, lab in ((axes[0], "lat_p50_us", "p50"), (axes[1], "lat_p99_us", "p99")):
+        for i, s in enumerate(systems):
+            vals = []
+            for w in wls:
+                r = d[(d["workload"] == w) & (d["system"] == s)]
+                vals.append(float(r[col].iloc[0]) if len(r) else np.nan)
+            xs = np.arange(len(wls)) + (i - (len(systems) - 1) / 2) * width
+            bars = ax.bar(xs, vals, width, color=COLORS[s], label=s)
+            for b, v in zip(bars, vals):
+                if v == v:
+                    ax.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom",
+                                fontsize=6)
+        ax.set_xticks(range(len(wls)), [_wl_label(d, w) for w in wls], fontsize=8)
+        ax.set_yscale("log")
+        plain_log_ticks(ax)
+        ax.set_title(f"{lab} latency", fontsize=10)
+        ax.grid(axis="y", alpha=0.3, which="both")
+    axes[0].set_ylabel("latency (us, log scale)")
+    axes[0].legend(fontsize=7, frameon=False, loc="upper left")
+    fig.suptitle(f"{title}\n(flat workloads: per request; transactional: per committed transaction)", fontsize=10)
+    fig.tight_layout()
+    return save(fig, out_dir, f"latency-{experiment}")

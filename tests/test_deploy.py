@@ -1,0 +1,135 @@
+"""Deployment through Ansible (deploy/, harness/deploy.py): the playbooks
+and every role's tasks pass a syntax check, the inventories parse as
+Ansible inventories, and the process module's life cycle (ready line,
+failure before ready, counters on SIGUSR1, stop, exit codes) works through
+the same playbooks the runs use. No root needed: these processes run on
+this machine without namespaces."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import HarnessError, ROOT, inventory
+from harness.deploy import DEPLOY_DIR, PLAYBOOKS, Deployer, ProcSpec
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "ANSIBLE_CONFIG": str(DEPLOY_DIR / "ansible.cfg"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+INVENTORIES = [ROOT / "inventory" / "local.yml", ROOT / "inventory" / "cluster.example.yml"]
+
+
+def ansible(tool: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, cwd=DEPLOY_DIR, env=ENV)
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+@pytest.mark.parametrize("inv", INVENTORIES, ids=["local", "cluster"])
+def test_playbook_syntax(playbook, inv):
+    p = ansible("ansible-playbook", "--syntax-check", "-i", str(inv), str(DEPLOY_DIR / playbook))
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_every_role_task_file_syntax(tmp_path):
+    """The playbooks include some task files by name at run time, which a
+    syntax check of the playbook does not read: here each is imported."""
+    tasks = []
+    for f in sorted((DEPLOY_DIR / "roles").glob("*/tasks/*.yml")):
+        tasks.append({"name": f"{f.parent.parent.name}/{f.name}", "ansible.builtin.import_role":
+                      {"name": f.parent.parent.name, "tasks_from": f.name}})
+    assert len(tasks) >= 8
+    pb = tmp_path / "all-tasks.yml"
+    pb.write_text(yaml.safe_dump([{"hosts": "all", "gather_facts": False, "vars": {"procs": []}, "tasks": tasks}]))
+    p = ansible("ansible-playbook", "--syntax-check", "-i", str(INVENTORIES[0]), str(pb))
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("path", INVENTORIES, ids=["local", "cluster"])
+def test_inventories_parse_for_ansible_and_the_harness(path):
+    p = ansible("ansible-inventory", "-i", str(path), "--list")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert len(data["servers"]["hosts"]) == 3 and data["clients"]["hosts"]
+    hv = data["_meta"]["hostvars"]
+    inv = inventory.load(path)
+    if inv.local:
+        assert all(hv[h]["ansible_connection"] == "local" and hv[h]["netns"] for h in hv)
+    else:
+        assert all("netns" not in hv[h] and hv[h]["ansible_host"] for h in hv)
+        assert all(h.dpdk_port for h in inv.servers)
+    text = path.read_text().lower()
+    for secret in ("password", "ansible_ssh_pass", "ansible_become_pass", "private_key"):
+        assert f"{secret}:" not in text
+
+
+def test_test_inventory_reaches_localhost(test_inventory_path):
+    p = ansible("ansible-inventory", "-i", str(test_inventory_path), "--list")
+    hv = json.loads(p.stdout)["_meta"]["hostvars"]
+    assert {v["ansible_connection"] for v in hv.values()} == {"local"}
+
+
+def _spec(d: Path, host: str, name: str, script: str, **kw) -> ProcSpec:
+    return ProcSpec(host, name, ["sh", "-c", script], d / "logs" / f"{name}.log", d / "pids" / f"{name}.pid", **kw)
+
+
+def test_process_life_cycle_through_the_playbooks(test_inventory_path, tmp_path):
+    inv = inventory.load(test_inventory_path)
+    dep = Deployer(inv, tmp_path / "ansible")
+    s0, c0 = inv.servers[0].name, inv.clients[0].name
+    # a server: ready, a stats line on SIGUSR1, a last one at SIGTERM
+    server = _spec(tmp_path, s0, "srv", r"""trap 'echo "stats {\"n\": 1}"' USR1; trap 'echo "stats {\"n\": 2}"; exit 0' TERM; """
+                   "echo ready; while :; do sleep 0.05; done", ready="ready", timeout=10)
+    dep.start_servers([server])
+    pid = server.pid()
+    assert pid and "ready" in server.log.read_text()
+    dep.server_stats([server])
+    assert server.stats_lines() == [{"n": 1}]
+    dep.stop_servers([server])
+    assert server.pid() is None and server.stats_lines()[-1] == {"n": 2}
+    dep.stop_servers([server])  # stopping again is harmless
+    # one that dies before it is ready: its exit code and last words
+    bad = _spec(tmp_path, s0, "bad", "echo cannot bind; exit 3", ready="ready", timeout=10)
+    with pytest.raises(HarnessError, match=r"bad exited with code 3 before it was ready .*cannot bind"):
+        dep.start_servers([bad])
+    # clients: run to their end, exit codes recorded
+    ok = _spec(tmp_path, c0, "cli-ok", "echo progress {}; exit 0", rc_file=tmp_path / "ok.rc", timeout=20)
+    fail = _spec(tmp_path, c0, "cli-fail", "exit 5", rc_file=tmp_path / "fail.rc", timeout=20)
+    dep.run_clients([ok, fail]).wait()
+    assert (ok.rc_file.read_text().strip(), fail.rc_file.read_text().strip()) == ("0", "5")
+    # every playbook run's event log is kept
+    runs = sorted(p.name for p in (tmp_path / "ansible" / "artifacts").iterdir())
+    assert runs[0] == "01-servers-start" and len(runs) == 6
+    for r in runs:
+        assert list((tmp_path / "ansible" / "artifacts" / r / "job_events").glob("*.json"))
+
+
+def test_a_running_client_is_stopped(test_inventory_path, tmp_path):
+    inv = inventory.load(test_inventory_path)
+    dep = Deployer(inv, tmp_path / "ansible")
+    slow = _spec(tmp_path, inv.clients[0].name, "slow", "sleep 60", rc_file=tmp_path / "slow.rc", timeout=90)
+    play = dep.run_clients([slow])
+    for _ in range(200):
+        if slow.pid():
+            break
+        play.ended.wait(0.05)
+    assert slow.pid()
+    play.cancel()
+    dep.stop_clients([slow])
+    assert slow.pid() is None
+
+
+def test_setup_playbook_on_the_local_testbed(root, test_inventory_path, tmp_path):
+    """setup.yml on a local inventory: once for the machine (its hosts are
+    one), and idempotent on a machine `make setup` already prepared."""
+    p = subprocess.run([sys.executable, "-m", "harness", "deploy", "setup", "--inventory", str(test_inventory_path),
+                        "--out", str(tmp_path / "setup")], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    art = next((tmp_path / "setup" / "artifacts").iterdir())
+    assert (art / "status").read_text().strip() == "successful"
+    events = [json.loads(f.read_text()) for f in (art / "job_events").glob("*.json")]
+    ran = {e["event_data"]["host"] for e in events if e["event"] == "runner_on_ok"}
+    assert len(ran) == 1, ran

@@ -1,0 +1,345 @@
+"""The evaluation layer: experiment files, the resumable runner, the points
+table, the figures and the report, from fabricated summaries (no root), and
+one short end-to-end reproduce on the test testbed."""
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+import workloads
+from harness import HarnessError, experiments, report, reproduce, results
+from plots.__main__ import main as plots_main, plot_run
+
+TINY = {
+    "version": 1, "profile": "tiny", "defaults": {"duration_s": 0.3, "warmup_s": 0.2},
+    "systems": ["dint", "kernel", "bypass"],
+    "experiments": [
+        {"name": "calibration", "figure": "calibration", "workload": "echo",
+         "variants": [{"name": "unloaded", "concurrency": 1, "napi": "inline"},
+                      {"name": "loaded", "concurrency": 32, "napi": "pinned"}]},
+        {"name": "micro-lock", "figure": "curve", "workload": "lock", "config": {"keys": 1000},
+         "variants": [{"name": "2pl", "cc": "2pl"}, {"name": "occ", "cc": "occ"}],
+         "sweep": {"concurrency": [1, 8]}},
+        {"name": "tatp", "figure": "curve", "workload": "tatp", "sweep": {"concurrency": [1, 8]}},
+        {"name": "cpu-kv", "figure": "cpu", "workload": "kv", "config": {"concurrency": 16},
+         "sweep": {"rate": [1000.0, 2000.0]}},
+        {"name": "ablation", "figure": "ablation", "workloads": ["kv", "smallbank"], "systems": ["dint"],
+         "config": {"concurrency": 8, "by_workload": {"kv": {"kv_mix": "contention"}}},
+         "variants": [{"name": "base"}, {"name": "write-through", "cache_write_through": True},
+                      {"name": "no-bloom", "cache_bloom": False}]},
+        {"name": "colocation", "figure": "colocation", "workload": "kv", "config": {"concurrency": 8},
+         "variants": [{"name": "alone", "neighbour": False}, {"name": "neighbour", "neighbour": True}]},
+        {"name": "unloaded", "figure": "latency", "workloads": ["echo", "kv", "lock"],
+         "config": {"concurrency": 1, "napi": "inline"}},
+    ],
+}
+
+
+# -- experiment files -----------------------------------------------------
+@pytest.mark.parametrize("profile", ["local", "paper"])
+def test_shipped_profiles_parse_and_expand(profile):
+    ef = experiments.load(profile)
+    pts = ef.points()
+    assert len({p.name for p in pts}) == len(pts)
+    figures = {p.figure for p in pts}
+    assert figures == set(experiments.FIGURES)
+    for p in pts:
+        if p.skip is None:
+            assert p.config().system == p.system
+    assert not any(p.skip for p in pts)
+    assert {p.workload for p in pts} >= {"smallbank", "tatp", "tpcc", "lock", "kv", "log", "echo"}
+    if profile == "paper":
+        assert all(p.fields["duration_s"] == 10.0 and p.fields["warmup_s"] == 5.0 for p in pts)
+
+
+def test_point_names_carry_variant_system_and_sweep():
+    names = [p.name for p in experiments.parse(TINY).points()]
+    assert "micro-lock__occ__kernel__c8" in names
+    assert "calibration__loaded__bypass" in names
+    assert "ablation__smallbank__no-bloom__dint" in names
+    assert "unloaded__kv__dint" in names
+
+
+def _bad(mutate):
+    raw = json.loads(json.dumps(TINY))
+    mutate(raw)
+    return raw
+
+
+BAD = [
+    (lambda r: r.update(version=2), "version must be 1"),
+    (lambda r: r.update(extra=1), "unknown top-level key 'extra'"),
+    (lambda r: r["experiments"][1].update(concurency=[1]), "unknown key 'concurency'"),
+    (lambda r: r["experiments"][1]["config"].update(keyz=5), "unknown configuration field 'keyz'"),
+    (lambda r: r["experiments"][1]["config"].update(kv_mix=3), "kv_mix must be str"),
+    (lambda r: r["experiments"][1].update(figure="pie"), "'figure' must be one of"),
+    (lambda r: r["experiments"][1].update(workload="tpce"), "unknown workload 'tpce'"),
+    (lambda r: r["experiments"][1].update(systems=["xdp"]), "unknown system 'xdp'"),
+    (lambda r: r["experiments"][1].update(sweep={"concurrency": []}), "must be a non-empty list"),
+    (lambda r: r["experiments"][1].update(sweep={"concurrency": [1], "rate": [1.0]}), "exactly one field"),
+    (lambda r: r["experiments"][2].update(name="micro-lock"), "duplicate experiment name"),
+    (lambda r: r["experiments"][1]["variants"][1].pop("name"), "needs a 'name'"),
+    (lambda r: r["experiments"][1]["config"].update(system="dint"), "'system' is set by the experiment"),
+    # a value RunConfig itself rejects names the point
+    (lambda r: r["experiments"][1]["config"].update(keys=3), "micro-lock__2pl__dint__c1: --keys must be"),
+    (lambda r: r["experiments"][1]["variants"][0].update(cc="mvcc"), "--cc must be one of"),
+]
+
+
+@pytest.mark.parametrize("mutate,expected", BAD, ids=[e for _, e in BAD])
+def test_bad_experiment_files_give_one_clear_line(mutate, expected):
+    with pytest.raises(HarnessError) as info:
+        experiments.parse(_bad(mutate), "exp.yml")
+    msg = str(info.value)
+    assert expected in msg and "\n" not in msg and msg.startswith("exp.yml")
+
+
+def test_bad_yaml_and_missing_profile(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("version: 1\nexperiments: [\n")
+    with pytest.raises(HarnessError, match=r"bad.yml: line \d+ not valid YAML"):
+        experiments.load(str(bad))
+    with pytest.raises(HarnessError, match="no profile 'nosuch'.*profiles: local, paper"):
+        experiments.load("nosuch")
+
+
+# -- fabricated runs ------------------------------------------------------
+BASE = {"dint": 400e3, "kernel": 150e3, "bypass": 200e3}
+
+
+def fake_summary(cfg, violation: bool = False) -> dict:
+    """A summary.json shaped as harness/run.py writes it, with made-up figures."""
+    base = BASE[cfg.system] / (1 if cfg.workload == "echo" else 8)
+    rate = getattr(cfg, "rate", 0) or 0
+    tput = min(base * cfg.concurrency / (cfg.concurrency + 4), rate or 1e12)
+    lat = 20 + cfg.concurrency * 1e6 / base / 10
+    sat = cfg.system == "dint" and cfg.concurrency >= 8
+    s = {"system": cfg.system, "workload": cfg.workload, "concurrency": cfg.concurrency, "napi": cfg.napi,
+         "duration_s": cfg.duration_s, "completed": int(tput), "errors": 0, "throughput_per_s": tput,
+         "latency_us": {"mean": lat * 1.2, "p50": lat, "p90": lat * 2, "p99": lat * 4, "p999": lat * 8,
+                        "max": lat * 20},
+         "client_cpu_util": 0.95 if sat else 0.5, "client_saturated": sat,
+         "placement": {"oversubscribed": True}, "instrument_check": {"client_sent": int(tput * 10), "match": True},
+         "server_cpu_us_per_op": {"dint": 0.5, "kernel": 4.0, "bypass": 3.0}[cfg.system],
+         "config": cfg.to_dict()}
+    if cfg.workload != "echo" and not (cfg.workload == "kv" and cfg.kv_mix == "parallel") and cfg.workload != "log":
+        t = tput / 3
+        s["transactions"] = {"total": {
+            "committed": int(t * 0.9), "aborted": int(t * 0.1), "throughput_per_s": t, "goodput_per_s": t * 0.9,
+            "abort_rate": 0.1, "abort_rate_by_cause": {"lock": 0.1, "validation": 0.0},
+            "latency_us": {"mean": lat * 3.6, "p50": lat * 3, "p99": lat * 12, "p999": lat * 20},
+            "run_total": {"committed": int(t * 0.9 * 1.5), "aborted": int(t * 0.1 * 1.5)}}}
+        s["consistency"] = {"checked": True, "violations": 1 if violation else 0,
+                            "failed": ["conservation"] if violation else [], "details": {}}
+    return s
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+    path = tmp_path / "tiny.yml"
+    path.write_text(yaml.safe_dump(TINY))
+    return experiments.load(str(path))
+
+
+def fake_execute(calls, fail=(), violate=()):
+    def execute(cfg, out, show_progress=None, testbed=None, data_cache=None):
+        name = out.name
+        calls.append(name)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text("{}")
+        if name in fail:
+            raise HarnessError(f"server on s1 died ({name})")
+        s = fake_summary(cfg, violation=name in violate)
+        (out / "summary.json").write_text(json.dumps(s))
+        if name in violate:
+            raise HarnessError("consistency check failed: conservation")
+        return s
+    return execute
+
+
+@pytest.fixture
+def fake_run(tmp_path, tiny_file, monkeypatch):
+    """A run directory as reproduce leaves it, from fabricated summaries:
+    one point failed, one with a consistency violation."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "experiments.yml").write_text(yaml.safe_dump(experiments.resolved(tiny_file)))
+    calls = []
+    monkeypatch.setattr(reproduce, "execute", fake_execute(
+        calls, fail={"micro-lock__occ__bypass__c8"}, violate={"ablation__smallbank__no-bloom__dint"}))
+    reproduce.run_points(run, tiny_file.points(), progress=False, log=lambda m: None)
+    return run
+
+
+def test_resume_skips_done_points_and_retries_a_failure_once(tmp_path, tiny_file, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    pts = tiny_file.points()
+    runnable = [p.name for p in pts if not p.skip]
+    bad = "micro-lock__2pl__kernel__c8"
+    calls, logs = [], []
+    monkeypatch.setattr(reproduce, "execute", fake_execute(calls, fail={bad}))
+    index = reproduce.run_points(run, pts, progress=False, log=logs.append)
+    assert calls == runnable
+    assert index["points"][bad]["status"] == "failed" and "server on s1 died" in index["points"][bad]["error"]
+    assert json.loads((run / "index.json").read_text())["points"][bad]["attempts"] == 1
+    # resume: only the failed point runs again (its partial directory kept aside)
+    calls.clear()
+    monkeypatch.setattr(reproduce, "execute", fake_execute(calls, fail={bad}))
+    index = reproduce.run_points(run, pts, progress=False, log=logs.append)
+    assert calls == [bad]
+    assert index["points"][bad]["attempts"] == 2
+    assert (run / "_failed" / f"{bad}.attempt1").is_dir()
+    # failed twice: left alone
+    calls.clear()
+    index = reproduce.run_points(run, pts, progress=False, log=logs.append)
+    assert calls == [] and index["points"][bad]["status"] == "failed"
+    # a point whose summary appeared (run by hand) counts as done
+    assert all(index["points"][n]["status"] == "done" for n in runnable if n != bad)
+
+
+def test_an_interrupted_point_is_pending_and_runs_on_resume(tmp_path, tiny_file, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    pts = [p for p in tiny_file.points() if p.experiment == "calibration"]
+
+    def interrupted(cfg, out, **kw):
+        out.mkdir(parents=True)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(reproduce, "execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.run_points(run, pts, progress=False, log=lambda m: None)
+    e = results.read_index(run)["points"][pts[0].name]
+    assert e["status"] == "pending" and e["attempts"] == 0
+    calls = []
+    monkeypatch.setattr(reproduce, "execute", fake_execute(calls))
+    reproduce.run_points(run, pts, progress=False, log=lambda m: None)
+    assert calls == [p.name for p in pts]
+
+
+def test_table_has_one_row_per_point(fake_run, tiny_file):
+    df = results.write_table(fake_run)
+    assert list(df.columns) == results.COLUMNS
+    assert len(df) == len(tiny_file.points())
+    row = df[df.point == "micro-lock__2pl__dint__c8"].iloc[0]
+    assert row.status == "done" and row.transactional and row.goodput_per_s == pytest.approx(row.throughput_per_s * 0.9)
+    assert row.echo_ceiling_per_s == pytest.approx(400e3 * 32 / 36)
+    assert row.server_cpu_us_per_txn == pytest.approx(0.5 * row.request_throughput_per_s * 10 /
+                                                      (int(row.throughput_per_s * 0.9 * 1.5) +
+                                                       int(row.throughput_per_s * 0.1 * 1.5)), rel=1e-3)
+    assert df[df.point == "micro-lock__occ__bypass__c8"].iloc[0].status == "failed"
+    v = df[df.point == "ablation__smallbank__no-bloom__dint"].iloc[0]
+    assert v.status == "done" and v.consistency_violations == 1 and "consistency" in v.error
+    back = results.load_table(fake_run)
+    assert len(back) == len(df) and back["client_saturated"].dtype == bool
+
+
+def test_report_puts_violations_first_and_compares_with_the_paper(fake_run):
+    df = results.write_table(fake_run)
+    text = report.render(fake_run, df)
+    flags_at = text.index("## Flags")
+    assert text.index("**CONSISTENCY VIOLATIONS in 1 point(s): ablation__smallbank__no-bloom__dint") < \
+        text.index("## Echo calibration") and flags_at < text.index("## Peak goodput")
+    assert "**1 point(s) failed:** micro-lock__occ__bypass__c8" in text
+    assert "Client saturated" in text and "Oversubscribed" in text
+    assert re.search(r"\| lock 2pl \| .* \| 2\.67x \| 2\.00x \|", text), text
+    assert "paper <= 1.10x" in text and "paper <= 1.16x" in text and "up to 2.6x" in text
+    assert "dint/bypass 2.00x" in text  # the echo ceiling ratio beside
+    assert "## Skipped points" in text or not any(df.status == "skipped")
+
+
+def test_plots_are_png_and_pdf_for_every_figure_type(fake_run):
+    df = results.write_table(fake_run)
+    paths = plot_run(fake_run, df)
+    stems = {p.stem for p in paths}
+    assert {"calibration-calibration", "curve-micro-lock", "bars-ablation", "latency-unloaded"} <= stems
+    assert "cpu-cpu-kv" in stems
+    for p in paths:
+        assert p.stat().st_size > 5000
+    assert all((fake_run / "plots" / f"{s}.pdf").exists() for s in stems)
+    assert (fake_run / "plots" / "curve-micro-lock.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cpu_and_colocation_figures(fake_run):
+    """The figures of rate and neighbour points."""
+    df = results.write_table(fake_run)
+    extra = []
+    for exp, fig, key, vals in (("cpu-kv", "cpu", "rate", [1000.0, 2000.0]),
+                                ("colocation", "colocation", "variant", ["alone", "neighbour"])):
+        for s in ("dint", "kernel", "bypass"):
+            for i, v in enumerate(vals):
+                extra.append({"experiment": exp, "figure": fig, "point": f"{exp}-{s}-{v}", "status": "done",
+                              "system": s, "workload": "kv", key: v, "concurrency": 8,
+                              "goodput_per_s": 1000 * (i + 1), "throughput_per_s": 1000 * (i + 1),
+                              "lat_p50_us": 50.0, "lat_p99_us": 200.0, "server_cpu_us_per_op": 1.0 + i,
+                              "client_saturated": s == "dint" and i == 1})
+    df = pd.concat([df[~df.experiment.isin(["cpu-kv", "colocation"])], pd.DataFrame(extra)], ignore_index=True)
+    stems = {p.stem for p in plot_run(fake_run, df)}
+    assert {"cpu-cpu-kv", "bars-colocation"} <= stems
+    assert "server CPU us per request" in report.render(fake_run, df)
+
+
+def test_plots_command(fake_run, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert plots_main([str(empty)]) == 1
+    assert "no points.csv" in capsys.readouterr().err
+    assert plots_main([str(fake_run)]) == 0  # rebuilt from the summaries
+    assert "curve-micro-lock.png" in capsys.readouterr().out
+
+
+# -- end to end -----------------------------------------------------------
+def test_reproduce_end_to_end(testbed, test_inventory_path, tmp_path):
+    tiny = {"version": 1, "profile": "tiny", "defaults": {"duration_s": 0.3, "warmup_s": 0.2},
+            "experiments": [
+                {"name": "calibration", "figure": "calibration", "workload": "echo", "systems": ["kernel", "dint"],
+                 "variants": [{"name": "loaded", "concurrency": 8}]},
+                {"name": "kv", "figure": "curve", "workload": "kv", "systems": ["kernel"],
+                 "config": {"keys": 1000}, "sweep": {"concurrency": [4]}}]}
+    path = tmp_path / "tiny.yml"
+    path.write_text(yaml.safe_dump(tiny))
+    run = reproduce.reproduce("e2e", str(test_inventory_path), str(path), results_dir=tmp_path / "results")
+    index = results.read_index(run)["points"]
+    done = {n for n, e in index.items() if e["status"] == "done"}
+    assert done == {"calibration__loaded__kernel", "calibration__loaded__dint", "kv__kernel__c4"}, index
+    for f in ("experiments.yml", "env.json", "points.csv", "REPORT.md", "plots/curve-kv.png",
+              "plots/calibration-calibration.png"):
+        assert (run / f).exists(), f
+    df = pd.read_csv(run / "points.csv")
+    assert (df[df.status == "done"]["throughput_per_s"] > 0).all()
+    # resume: nothing runs again
+    mtime = (run / "kv__kernel__c4" / "summary.json").stat().st_mtime
+    reproduce.reproduce("e2e", str(test_inventory_path), str(path), results_dir=tmp_path / "results")
+    assert (run / "kv__kernel__c4" / "summary.json").stat().st_mtime == mtime
+
+
+def test_a_selection_keeps_the_other_points_of_the_index(tmp_path, tiny_file, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    pts = [p for p in tiny_file.points() if not p.skip]
+    calls = []
+    monkeypatch.setattr(reproduce, "execute", fake_execute(calls))
+    reproduce.run_points(run, pts[:3], progress=False, log=lambda m: None)
+    reproduce.run_points(run, pts[3:5], progress=False, log=lambda m: None)
+    index = results.read_index(run)["points"]
+    assert all(index[p.name]["status"] == "done" for p in pts[:5])
+    assert calls == [p.name for p in pts[:5]]
+
+
+def test_points_of_a_run_share_their_initial_data(tmp_path):
+    """reproduce makes each (workload, keys, scale, seed)'s data once and
+    links it into every point that loads it."""
+    from harness import run as run_mod
+    from harness.config import RunConfig
+    cfg = RunConfig(system="kernel", workload="smallbank", scale=50).validate()
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    run_mod.prepare_data(cfg, a, tmp_path / "_data")
+    run_mod.prepare_data(cfg, b, tmp_path / "_data")
+    assert (a / "initial.snap").stat().st_ino == (b / "initial.snap").stat().st_ino
+    assert (a / "initial.snap").read_bytes()[:8] == b"DINTSNAP"

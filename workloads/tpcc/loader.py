@@ -1,0 +1,76 @@
+"""TPC-C's initial state (clause 4.3.3.1), from the seed: every system
+loads the same rows."""
+from __future__ import annotations
+
+import random
+import string
+
+from harness.snapshot import Record
+
+from . import schema as s
+
+LOAD_DATE = 1_700_000_000  # O_ENTRY_D, OL_DELIVERY_D, H_DATE, C_SINCE of the loaded rows
+_ALPHA = string.ascii_letters
+
+
+def _astr(rng: random.Random, n: int) -> bytes:
+    return "".join(rng.choices(_ALPHA, k=n)).encode()
+
+
+def _data(rng: random.Random, n: int) -> bytes:
+    """I_DATA / S_DATA: 10% hold "ORIGINAL" (clause 4.3.3.1)."""
+    return b"ORIGINAL" + _astr(rng, n - 8) if rng.random() < 0.1 else _astr(rng, n)
+
+
+def initial(spec: dict) -> list[Record]:
+    card = s.Card.of(spec["scale"])
+    k = s.constants(spec["seed"])
+    rng = random.Random(f"tpcc-load-{spec['seed']}")
+    rows = []
+    add = rows.append
+
+    def put(it, value):
+        add(Record(it[0], it[1], 1, value))
+
+    for i in range(1, card.items + 1):
+        put(s.item(i), s.I.encode(rng.randint(100, 10_000), rng.randint(1, 10_000), _astr(rng, 12),
+                                  _data(rng, 12)))
+    for w in range(1, card.warehouses + 1):
+        put(s.wh(w), s.W.encode(rng.randint(0, 2000), _astr(rng, 6)))
+        put(s.wh_ytd(w), s.WY.encode(30_000_000 * s.DISTRICTS // 10))
+        for i in range(1, card.items + 1):
+            put(s.stock(w, i), s.S.encode(0, rng.randint(10, 100), 0, 0, _astr(rng, 4 * s.DISTRICTS),
+                                          _data(rng, 12)))
+        for d in range(1, s.DISTRICTS + 1):
+            put(s.dist(w, d), s.D.encode(card.orders + 1, rng.randint(0, 2000), _astr(rng, 6)))
+            put(s.dist_ytd(w, d), s.DY.encode(3_000_000))
+            names: dict[int, list[tuple[bytes, int]]] = {}
+            for c in range(1, card.customers + 1):
+                last = c - 1 if c <= card.last_names else s.nurand(rng, 255, 0, card.last_names - 1,
+                                                                    k.c_last_load)
+                first = _astr(rng, 8)
+                names.setdefault(last, []).append((first, c))
+                put(s.cust(w, d, c), s.C.encode(-1000, 1000, 1, 0, rng.randint(0, 5000), last,
+                                                b"BC" if rng.random() < 0.1 else b"GC", first, LOAD_DATE,
+                                                _astr(rng, 22)))
+                put(s.hist(w, d, c, 1), s.H.encode(1000, LOAD_DATE, w, d, _astr(rng, 17)))
+            for last, cs in names.items():
+                ids = [c for _, c in sorted(cs)]
+                for seq in range(0, len(ids), s.NAME_SLOTS):
+                    put(s.cname(w, d, last, seq // s.NAME_SLOTS), s.encode_name(len(ids), ids[seq:seq + s.NAME_SLOTS]))
+            perm = list(range(1, card.customers + 1))
+            rng.shuffle(perm)
+            delivered = card.orders - card.new_orders
+            for o in range(1, card.orders + 1):
+                c, n = perm[o - 1], rng.randint(5, 15)
+                done = o <= delivered
+                put(s.order(w, d, o), s.O.encode(c, LOAD_DATE, rng.randint(1, 10) if done else 0, n, 1))
+                put(s.last_order(w, d, c), s.LAST.encode(o, n))
+                for ol in range(1, n + 1):
+                    put(s.line(w, d, o, ol), s.OL.encode(0 if done else rng.randint(1, 999_999),
+                                                         rng.randint(1, card.items), LOAD_DATE if done else 0,
+                                                         w, 5, _astr(rng, s.DIST_INFO)))
+                if not done:
+                    put(s.new_order(w, d, o), s.NO.encode(o))
+            put(s.no_head(w, d), s.HEAD.encode(delivered + 1))
+    return rows
