@@ -31,6 +31,7 @@
 #define _GNU_SOURCE
 #include <linux/bpf.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -553,6 +554,15 @@ int main(int argc, char **argv)
 		return EXIT_SETUP;
 	if (install_stop_handlers() < 0) {
 		report_error("installing signal handlers failed: %s", strerror(errno));
+		return EXIT_SETUP;
+	}
+	/* dintd starts this process in a process group of its own, so that a
+	 * stop signalled to dintd's group reaches dintd alone and dintd stops
+	 * this process after detaching XDP. Should dintd die first, this
+	 * process is told to stop too. */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() == 1) {
+		report_error("dintd is gone (or PR_SET_PDEATHSIG failed: %s)", strerror(errno));
+		store_free();
 		return EXIT_SETUP;
 	}
 	fd = udp_socket(port, false, RCV_TIMEOUT_US, 4 << 20);

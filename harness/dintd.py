@@ -162,7 +162,10 @@ class SlowPath:
                "--fill-fd", str(fill), "--capacity", str(args.capacity),
                *(["--cpus", args.cpus] if args.cpus else []),
                *(["--load", args.load] if args.load else []), *(["--dump", args.dump] if args.dump else [])]
-        self.proc = subprocess.Popen(cmd, pass_fds=fds, stdout=subprocess.PIPE, text=True)
+        # A process group of its own: a stop signalled to dintd's group (as
+        # deploy's process module does) must not reach the slow path before
+        # dintd has detached XDP; the slow path stops itself if dintd dies.
+        self.proc = subprocess.Popen(cmd, pass_fds=fds, stdout=subprocess.PIPE, text=True, process_group=0)
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             self.proc.wait()
