@@ -31,6 +31,9 @@ static __always_inline void cache_unlatch(struct dint_bucket *b);
 #ifndef DINT_CACHE_WRITE_THROUGH
 #define DINT_CACHE_WRITE_THROUGH 0
 #endif
+#ifndef DINT_TSO
+#define DINT_TSO 0
+#endif
 /* Log records per CPU; the user-space drain frees them. */
 #ifndef DINT_LOG_CAPACITY
 #define DINT_LOG_CAPACITY 16384
@@ -91,11 +94,19 @@ static __always_inline int cache_latch(struct dint_bucket *b)
 	return -1;
 }
 
+/* Freeing the latch needs release order: every access made under it done
+ * before it is seen free. x86 keeps stores in order and never moves a store
+ * before an earlier load, so there a plain store after a compiler barrier
+ * is enough (the JIT emits a plain mov); elsewhere, an atomic exchange (a
+ * full barrier). dintd defines DINT_TSO on x86-64. */
 static __always_inline void cache_unlatch(struct dint_bucket *b)
 {
-	/* an atomic exchange: a full barrier, so every write made under the
-	 * latch is visible before it is seen free */
+#if DINT_TSO
+	asm volatile("" ::: "memory");
+	*(volatile __u64 *)&b->latch = 0;
+#else
 	__sync_lock_test_and_set(&b->latch, 0);
+#endif
 }
 
 static __always_inline struct dint_bucket *bucket_of(__u64 h)

@@ -48,7 +48,9 @@ def cflags(port: int, schema: Schema, buckets: int = DEFAULT_BUCKETS, bloom: boo
     """Build flags of the data plane; recorded with the results."""
     return [f"-I{BPF_DIR}", f"-DDINT_PORT={port}", f"-DDINT_NCPUS={possible_cpus()}",
             f"-DDINT_CACHE_BUCKETS={buckets}", f"-DDINT_CACHE_BLOOM={int(bloom)}",
-            f"-DDINT_CACHE_WRITE_THROUGH={int(write_through)}", *schema.cflags()]
+            f"-DDINT_CACHE_WRITE_THROUGH={int(write_through)}",
+            # x86's total store order: the latch is freed by a plain store
+            f"-DDINT_TSO={int(os.uname().machine == 'x86_64')}", *schema.cflags()]
 
 
 def compile_program(port: int, schema: Schema, debug: int = 0, **cache):
