@@ -35,7 +35,7 @@ class RunConfig:
     bypass_idle_poll_us: int = 200        # bypass server: poll (yielding) this long when idle,
     bypass_idle_sleep_max_us: int = 200   # then sleep up to this between polls (0: busy poll)
     # dint's in-kernel cache (bpf/dint_cache.h): slots for this fraction of
-    # the records (0: one 4-slot bucket per record, so that every key fits),
+    # the records (0: two 4-slot buckets per record, so that every key fits),
     # and the paper's two ablations
     cache_fraction: float = 0.0
     cache_bloom: bool = True
