@@ -32,9 +32,17 @@ struct dint_slot_id {
 	__u8 pad[6];
 };
 
+/* A record in a slot starts a cache line: with values up to 40 bytes, what
+ * a read needs of it (live, version, owner, value: the first 64 bytes) is
+ * one line, and the lock fields the next. */
+struct dint_slot {
+	struct dint_rec rec;
+} __attribute__((aligned(64)));
+
 /* The first 64 bytes, one cache line, are all a lookup reads before the
- * record it wants; 4 slots of records with values up to 40 bytes make the
- * bucket 512 bytes, so buckets stay line-aligned in the array. */
+ * record it wants. Buckets are a multiple of 64 bytes and the map's values
+ * start on a page (it is memory-mappable, bpf/dint_xdp.c), so a lookup
+ * touches two lines: the bucket's first and the record's. */
 struct dint_bucket {
 	__u64 latch; /* 0: free; taken with compare-and-swap (bpf/dint_xdp.c;
 		      * 64 bits: what every BPF target has atomics for) */
@@ -44,7 +52,7 @@ struct dint_bucket {
 	__u32 hand;  /* the slot the next eviction takes (a clock) */
 	__u32 pad;
 	__u64 key[DINT_CACHE_SLOTS];
-	struct dint_rec rec[DINT_CACHE_SLOTS];
+	struct dint_slot slot[DINT_CACHE_SLOTS];
 };
 
 /* The slow path asks the kernel, through BPF_PROG_TEST_RUN of the dint_fill
@@ -158,13 +166,13 @@ static __always_inline int dint_cache_place(struct dint_bucket *b, __u8 table, _
 		vid->key = b->key[i];
 		vid->table = b->table[i];
 		vid->used = 1;
-		*vrec = b->rec[i];
+		*vrec = b->slot[i].rec;
 		b->bloom |= dint_bloom_bits(dint_hash(vid->table, vid->key));
 		res = DINT_FILL_EVICTED;
 	}
 	i &= DINT_CACHE_SLOTS - 1;
 	dint_cache_set(b, i, table, key);
-	b->rec[i] = *rec;
+	b->slot[i].rec = *rec;
 	return res;
 }
 

@@ -290,11 +290,22 @@ static int update_buckets(__u32 *keys, struct dint_bucket *vals, __u32 n)
 	return 0;
 }
 
+/* n zeroed buckets, on cache lines as the type asks (calloc promises 16
+ * bytes only). */
+static struct dint_bucket *alloc_buckets(size_t n)
+{
+	struct dint_bucket *b = aligned_alloc(_Alignof(struct dint_bucket), n * sizeof(*b));
+
+	if (b)
+		memset(b, 0, n * sizeof(*b));
+	return b;
+}
+
 /* Every stored key into its bucket while it has room; the rest into the
  * bucket's bloom filter. */
 static int build_cache(void)
 {
-	struct dint_bucket *img = calloc(nbuckets, sizeof(*img));
+	struct dint_bucket *img = alloc_buckets(nbuckets);
 	struct dint_bucket *vals = NULL;
 	__u32 *keys = NULL, n = 0;
 	__u64 cached = 0;
@@ -313,11 +324,11 @@ static int build_cache(void)
 			continue;
 		}
 		dint_cache_set(b, s, id->table, id->key);
-		b->rec[s] = store.recs[i].rec;
+		b->slot[s].rec = store.recs[i].rec;
 		cached++;
 	}
 	keys = calloc(nbuckets, sizeof(*keys));
-	vals = calloc(nbuckets, sizeof(*vals));
+	vals = alloc_buckets(nbuckets);
 	if (!keys || !vals)
 		goto out;
 	for (__u32 i = 0; i < nbuckets; i++) {
@@ -349,7 +360,7 @@ out:
 static int drain_cache(void)
 {
 	const __u32 chunk = 1024;
-	struct dint_bucket *vals = calloc(chunk, sizeof(*vals));
+	struct dint_bucket *vals = alloc_buckets(chunk);
 	__u32 *keys = calloc(chunk, sizeof(*keys));
 	__u64 in_batch = 0;
 	int ret = -1, first = 1;
@@ -378,7 +389,7 @@ static int drain_cache(void)
 			for (int s = 0; s < DINT_CACHE_SLOTS; s++) {
 				const struct dint_bucket *b = &vals[i];
 
-				if (b->used[s] && writeback(b->table[s], b->key[s], &b->rec[s]) < 0) {
+				if (b->used[s] && writeback(b->table[s], b->key[s], &b->slot[s].rec) < 0) {
 					report_error("the store is full (--capacity %llu): "
 						     "cached records lost at stop",
 						     (unsigned long long)store.cap);

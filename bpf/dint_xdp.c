@@ -56,7 +56,9 @@ enum dint_xdp_stat {
 };
 
 BPF_PERCPU_ARRAY(dint_stats, u64, DINT_STAT_XDP_MAX);
-BPF_ARRAY(dint_cache, struct dint_bucket, DINT_CACHE_BUCKETS);
+/* Memory-mappable only so that the kernel puts its values on a page: every
+ * bucket then starts a cache line (see dint_cache.h). */
+BPF_F_TABLE("array", int, struct dint_bucket, dint_cache, DINT_CACHE_BUCKETS, BPF_F_MMAPABLE);
 /* The log: CPU c's ring is entries [c * DINT_LOG_CAPACITY, (c + 1) * ...),
  * memory-mapped by the drain, which reads it without a syscall per record. */
 BPF_F_TABLE("array", int, struct dint_log_rec, dint_log_ring, DINT_NCPUS * DINT_LOG_CAPACITY,
@@ -126,7 +128,7 @@ static __always_inline struct dint_rec *dint_rec(struct dint_bucket *b, __u8 tab
 	int i = dint_cache_find(b, table, key);
 
 	if (i >= 0)
-		return &b->rec[i & (DINT_CACHE_SLOTS - 1)];
+		return &b->slot[i & (DINT_CACHE_SLOTS - 1)].rec;
 	*where = DINT_ELSEWHERE;
 	if (!DINT_CACHE_BLOOM || dint_bloom_may_hold(b, dint_hash(table, key)))
 		return 0; /* maybe in the slow path's store */
@@ -141,8 +143,8 @@ static __always_inline struct dint_rec *dint_rec(struct dint_bucket *b, __u8 tab
 	}
 	i &= DINT_CACHE_SLOTS - 1;
 	dint_cache_set(b, i, table, key);
-	__builtin_memset(&b->rec[i], 0, sizeof(b->rec[i]));
-	return &b->rec[i];
+	__builtin_memset(&b->slot[i].rec, 0, sizeof(b->slot[i].rec));
+	return &b->slot[i].rec;
 }
 
 static __always_inline int dint_log_room(void)
@@ -234,7 +236,7 @@ static __always_inline int write_through(struct xdp_md *ctx)
 		return 0; /* without the record: its eviction will carry it */
 	i = dint_cache_find(b, wt->table, wt->key);
 	if (i >= 0) {
-		wt->rec = b->rec[i & (DINT_CACHE_SLOTS - 1)];
+		wt->rec = b->slot[i & (DINT_CACHE_SLOTS - 1)].rec;
 		wt->found = 1;
 	}
 	cache_unlatch(b);

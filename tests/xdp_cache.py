@@ -44,7 +44,7 @@ class Cache:
         self.xdp = self.bpf.load_func(b"dint_xdp", BPF.XDP).fd
         self.fill_fd = self.bpf.load_func(b"dint_fill", BPF.XDP).fd
         leaf = self.bpf[b"dint_cache"].Leaf
-        self.Rec = dict(leaf._fields_)["rec"]._type_
+        self.Rec = dict(dict(leaf._fields_)["slot"]._type_._fields_)["rec"]
 
     def rec(self, ver=0, value=b"", live=False, gen=0):
         r = self.Rec()
@@ -79,7 +79,7 @@ class Cache:
         b = cache[cache.Key(bucket_of(_hash(table, key), cache.max_entries))]
         for i in range(len(b.key)):
             if b.used[i] and b.key[i] == key and b.table[i] == table:
-                return b.rec[i]
+                return b.slot[i].rec
         return None
 
     def stats(self) -> dict:
