@@ -571,8 +571,13 @@ int main(int argc, char **argv)
 	 * stop signalled to dintd's group reaches dintd alone and dintd stops
 	 * this process after detaching XDP. Should dintd die first, this
 	 * process is told to stop too. */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() == 1) {
-		report_error("dintd is gone (or PR_SET_PDEATHSIG failed: %s)", strerror(errno));
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0) {
+		report_error("PR_SET_PDEATHSIG failed: %s", strerror(errno));
+		store_free();
+		return EXIT_SETUP;
+	}
+	if (getppid() == 1) {
+		report_error("dintd exited before this process started");
 		store_free();
 		return EXIT_SETUP;
 	}
