@@ -214,6 +214,14 @@ class Testbed:
                 gro = xdp_prog_id(srv.netns, iface.name) is None
                 if gro and mode == "pinned":
                     run(in_netns(srv.netns, ["ethtool", "-K", iface.name, "gro", "on"]))
+                    # veth hands a frame to the receiver's NAPI only if it may
+                    # be aggregated: from a sender with TCP segmentation
+                    # offload on, a UDP frame is not, and goes through the
+                    # sender's backlog instead, so a socket server's receive
+                    # work would run on the client's core. UDP never uses TSO.
+                    # (An XDP program on the receiver already takes it off.)
+                    cli = self.inv.host(iface.peer)
+                    run(in_netns(cli.netns, ["ethtool", "-K", cli.interface_to(srv.name).name, "tso", "off"]))
                 _set_threaded(srv.netns, iface.name, mode == "pinned")
                 if gro and mode == "inline":
                     run(in_netns(srv.netns, ["ethtool", "-K", iface.name, "gro", "off"]))

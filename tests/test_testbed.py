@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from harness import HarnessError, inventory
-from harness.sh import ip
+from harness.sh import in_netns, ip, run
 from harness.testbed import Testbed as LocalTestbed, xdp_prog_id, leftovers, napi_threads
 
 from conftest import TEST_PREFIX
@@ -41,6 +41,11 @@ def test_napi_pinned_then_inline(testbed, test_inventory):
         threads = napi_threads(iface)
         assert threads and placed[f"{srv.name}/{iface}"]["threaded"]
         assert all(os.sched_getaffinity(t) == set(srv.cpus) for t in threads)
+        # a client end without TSO, so that veth hands its UDP frames to the
+        # server's NAPI (not the client's backlog) also without XDP there
+        cli = test_inventory.host(srv.interfaces[0].peer)
+        features = run(in_netns(cli.netns, ["ethtool", "-k", cli.interface_to(srv.name).name])).stdout
+        assert "tcp-segmentation-offload: off" in features
     testbed.set_napi("inline")
     assert all(not napi_threads(s.interfaces[0].name) for s in test_inventory.servers)
     with pytest.raises(HarnessError, match="--napi must be one of"):
