@@ -42,9 +42,9 @@ typedef struct {
 	 * however late the replies; concurrency caps what is in flight */
 	uint64_t interval_ns, next_start_ns, late, skipped;
 	/* scratch */
-	struct mmsghdr smsg[BATCH], gmsg[BATCH], rmsg[BATCH];
-	uint8_t sdest[BATCH];
-	struct iovec siov[BATCH], riov[BATCH];
+	struct sender sd;
+	struct mmsghdr rmsg[BATCH];
+	struct iovec riov[BATCH];
 	char sbuf[BATCH][MAX_DGRAM], rbuf[BATCH][MAX_DGRAM];
 } Loop;
 
@@ -95,14 +95,16 @@ int parse_fds(PyObject *fds, int *out, struct pollfd *pfds)
 static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "fds", "client_id", "requests", "offsets", "dest_of",
-				  "concurrency", "timeout_ns", "max_retries", "stamp_txn", "interval_ns", NULL };
+				  "concurrency", "timeout_ns", "max_retries", "stamp_txn", "interval_ns", "gso", NULL };
 	PyObject *fds;
 	unsigned int client_id, concurrency, max_retries;
 	unsigned long long timeout_ns, interval_ns = 0;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIy*y*y*IKI|pK", kwlist, &fds, &client_id,
+	self->sd.gso = 1;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIy*y*y*IKI|pKp", kwlist, &fds, &client_id,
 					 &self->reqbuf, &self->offbuf, &self->destbuf,
-					 &concurrency, &timeout_ns, &max_retries, &self->stamp_txn, &interval_ns))
+					 &concurrency, &timeout_ns, &max_retries, &self->stamp_txn, &interval_ns,
+					 &self->sd.gso))
 		return -1;
 	self->interval_ns = interval_ns;
 	self->client_id = client_id;
@@ -153,9 +155,7 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 		return PyErr_NoMemory(), -1;
 	self->next_seq = 1;
 	for (int i = 0; i < BATCH; i++) {
-		self->siov[i].iov_base = self->sbuf[i];
-		self->smsg[i].msg_hdr.msg_iov = &self->siov[i];
-		self->smsg[i].msg_hdr.msg_iovlen = 1;
+		self->sd.iov[i].iov_base = self->sbuf[i];
 		self->riov[i].iov_base = self->rbuf[i];
 		self->riov[i].iov_len = MAX_DGRAM;
 		self->rmsg[i].msg_hdr.msg_iov = &self->riov[i];
@@ -175,41 +175,72 @@ static inline void stage(Loop *self, int k, uint32_t r, uint32_t seq)
 	h->seq = htonl(seq);
 	if (self->stamp_txn) /* unique per request, the same for its retransmissions */
 		h->txn = htobe64(((uint64_t)self->client_id << 32) | seq);
-	self->siov[k].iov_len = len;
-	self->sdest[k] = self->dest_of[r];
+	self->sd.iov[k].iov_len = len;
+	self->sd.dest[k] = self->dest_of[r];
 }
 
-/* Sends k messages, one sendmmsg per server (dest[i] names message i's):
- * grouped into out, then sent. A message the socket cannot take now (a full
- * buffer) counts as sent and lost: the timeout scan sends it again. */
-int send_grouped(const int *fds, uint32_t ndests, const struct mmsghdr *msgs, const uint8_t *dest, int k,
-		 struct mmsghdr *out, uint64_t *send_failed)
+/* Whether datagram a goes before datagram b: by server, then length, so
+ * that the runs a GSO send takes are adjacent. */
+static inline int send_before(const struct sender *sd, int a, int b)
 {
-	int start[MAX_DESTS + 1] = { 0 }, pos[MAX_DESTS];
+	return sd->dest[a] != sd->dest[b] ? sd->dest[a] < sd->dest[b] : sd->iov[a].iov_len < sd->iov[b].iov_len;
+}
 
-	for (int i = 0; i < k; i++)
-		start[dest[i] + 1]++;
-	for (uint32_t d = 0; d < ndests; d++) {
-		start[d + 1] += start[d];
-		pos[d] = start[d];
+int send_grouped(const int *fds, struct sender *sd, int k, uint64_t *send_failed)
+{
+	for (int i = 0; i < k; i++) { /* insertion sort: k is small */
+		int j = i;
+		for (; j > 0 && send_before(sd, i, sd->order[j - 1]); j--)
+			sd->order[j] = sd->order[j - 1];
+		sd->order[j] = i;
 	}
-	for (int i = 0; i < k; i++)
-		out[pos[dest[i]]++] = msgs[i];
-	for (uint32_t d = 0; d < ndests; d++) {
-		int done = start[d], end = start[d + 1];
-		while (done < end) {
-			int n = sendmmsg(fds[d], out + done, end - done, MSG_DONTWAIT);
-			if (n < 0) {
-				if (errno == EINTR)
-					continue;
-				if (errno != EAGAIN && errno != ENOBUFS && errno != ECONNREFUSED) {
-					PyErr_SetFromErrno(PyExc_OSError);
-					return -1;
-				}
-				*send_failed += end - done;
-				break;
+	int i = 0, m = 0;
+	while (i < k) {
+		uint8_t d = sd->dest[sd->order[i]];
+		int m0 = m;
+		while (i < k && sd->dest[sd->order[i]] == d) { /* one message per run */
+			size_t len = sd->iov[sd->order[i]].iov_len;
+			int n = 1;
+			sd->giov[i] = sd->iov[sd->order[i]];
+			while (sd->gso && i + n < k && n < GSO_MAX_SEGS && (size_t)(n + 1) * len <= GSO_MAX_BYTES &&
+			       sd->dest[sd->order[i + n]] == d && sd->iov[sd->order[i + n]].iov_len == len) {
+				sd->giov[i + n] = sd->iov[sd->order[i + n]];
+				n++;
 			}
-			done += n;
+			struct msghdr *h = &sd->msg[m].msg_hdr;
+			memset(h, 0, sizeof(*h));
+			h->msg_iov = &sd->giov[i];
+			h->msg_iovlen = n;
+			if (n > 1) {
+				h->msg_control = sd->ctl[m].buf;
+				h->msg_controllen = sizeof(sd->ctl[m].buf);
+				struct cmsghdr *c = CMSG_FIRSTHDR(h);
+				c->cmsg_level = SOL_UDP;
+				c->cmsg_type = UDP_SEGMENT;
+				c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+				uint16_t seg = len;
+				memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+			}
+			sd->nseg[m++] = n;
+			i += n;
+		}
+		int done = m0;
+		while (done < m) {
+			int n = sendmmsg(fds[d], sd->msg + done, m - done, MSG_DONTWAIT);
+			if (n >= 0) {
+				done += n;
+				continue;
+			}
+			if (errno == EINTR)
+				continue;
+			if (sd->gso && (errno == EINVAL || errno == EIO || errno == ENOPROTOOPT || errno == EOPNOTSUPP))
+				sd->gso = 0; /* a kernel without UDP GSO here: datagram by datagram from now on */
+			else if (errno != EAGAIN && errno != ENOBUFS && errno != ECONNREFUSED) {
+				PyErr_SetFromErrno(PyExc_OSError);
+				return -1;
+			}
+			for (; done < m; done++)
+				*send_failed += sd->nseg[done];
 		}
 	}
 	return 0;
@@ -218,7 +249,7 @@ int send_grouped(const int *fds, uint32_t ndests, const struct mmsghdr *msgs, co
 /* Sends the k staged messages. */
 static int flush(Loop *self, int k)
 {
-	if (send_grouped(self->fds, self->ndests, self->smsg, self->sdest, k, self->gmsg, &self->c.send_failed) < 0)
+	if (send_grouped(self->fds, &self->sd, k, &self->c.send_failed) < 0)
 		return -1;
 	self->c.sent += k;
 	return 0;
@@ -366,16 +397,16 @@ PyObject *set_window(struct counts *c, PyObject *args)
 }
 
 /* The counters as a dict; the caller adds its own. */
-PyObject *counts_stats(const struct counts *c, uint32_t inflight)
+PyObject *counts_stats(const struct counts *c, uint32_t inflight, int gso)
 {
 	PyObject *statuses = counts_dict(c->status_counts, 256);
 	if (!statuses)
 		return NULL;
-	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsN}", "sent", c->sent, "send_failed", c->send_failed,
+	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsNsO}", "sent", c->sent, "send_failed", c->send_failed,
 			     "retransmits", c->retransmits, "busy_retries", c->busy, "replies", c->replies,
 			     "ok", c->ok, "err_status", c->err_status, "lost", c->lost, "stray", c->stray,
 			     "started_in_window", c->rec_started, "wait_ns", c->wait_ns, "inflight", inflight,
-			     "statuses", statuses);
+			     "statuses", statuses, "gso", gso ? Py_True : Py_False);
 }
 
 
@@ -520,7 +551,7 @@ static PyObject *Loop_run(Loop *self, PyObject *args)
 
 static PyObject *Loop_stats(Loop *self, PyObject *Py_UNUSED(unused))
 {
-	PyObject *d = counts_stats(&self->c, self->inflight);
+	PyObject *d = counts_stats(&self->c, self->inflight, self->sd.gso);
 	if (d && self->interval_ns) {
 		PyObject *late = PyLong_FromUnsignedLongLong(self->late),
 			 *skipped = PyLong_FromUnsignedLongLong(self->skipped);
@@ -573,6 +604,7 @@ static PyObject *netloop_hist_roundtrip(PyObject *mod, PyObject *arg)
 static PyMethodDef module_methods[] = {
 	{ "hist_roundtrip", netloop_hist_roundtrip, METH_O,
 	  "the value a latency is recorded as (for tests of the bucketing)" },
+	{ "cause_of", txnio_cause_of, METH_VARARGS, "cause_of(op, status): the abort cause of a rejected request" },
 	{ NULL },
 };
 

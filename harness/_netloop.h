@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -122,11 +123,35 @@ static inline int reply_seq(struct counts *c, const struct mmsghdr *m, const str
  * -1 with an exception set. */
 int parse_fds(PyObject *fds, int *out, struct pollfd *pfds);
 
-/* Sends k messages, one sendmmsg per server (dest[i] names message i's):
- * grouped into out, then sent. A message the socket cannot take now (a full
- * buffer) counts as sent and lost: the timeout scan sends it again. */
-int send_grouped(const int *fds, uint32_t ndests, const struct mmsghdr *msgs, const uint8_t *dest, int k,
-		 struct mmsghdr *out, uint64_t *send_failed);
+/* Runs of datagrams to one server of the same length go out as one UDP GSO
+ * send (UDP_SEGMENT) of at most this many, this many bytes: one pass through
+ * the socket layer instead of one per datagram. The kernel still cuts them
+ * into datagrams before the wire (on the sender, see harness/testbed.py), so
+ * a server receives exactly what it would without. */
+#define GSO_MAX_SEGS 64
+#define GSO_MAX_BYTES 60000
+
+/* What a loop stages for send_grouped: datagram i is iov[i], for server
+ * dest[i]. */
+struct sender {
+	int gso; /* group runs as UDP GSO sends; cleared if the kernel refuses one */
+	struct iovec iov[BATCH];
+	uint8_t dest[BATCH];
+	/* scratch */
+	uint8_t order[BATCH];
+	struct iovec giov[BATCH];
+	struct mmsghdr msg[BATCH];
+	uint8_t nseg[BATCH];
+	union {
+		char buf[CMSG_SPACE(sizeof(uint16_t))];
+		struct cmsghdr align;
+	} ctl[BATCH];
+};
+
+/* Sends the k staged datagrams (k <= BATCH), one sendmmsg per server. A
+ * datagram the socket cannot take now (a full buffer) counts as sent and
+ * lost: the timeout scan sends it again. */
+int send_grouped(const int *fds, struct sender *sd, int k, uint64_t *send_failed);
 
 /* Waits in ppoll for any of the sockets, up to wait_ns. -1 with an
  * exception set if a signal handler raised. */
@@ -138,7 +163,7 @@ PyObject *counts_dict(const uint64_t *counts, int n);
 PyObject *set_window(struct counts *c, PyObject *args);
 
 /* The counters as a dict; the caller adds its own. */
-PyObject *counts_stats(const struct counts *c, uint32_t inflight);
+PyObject *counts_stats(const struct counts *c, uint32_t inflight, int gso);
 
 /* recvmmsg on one server's socket; -1 with an exception set on a hard error. */
 int recv_batch(int fd, struct mmsghdr *rmsg, int flags);
@@ -146,5 +171,6 @@ int recv_batch(int fd, struct mmsghdr *rmsg, int flags);
 PyObject *hist_pairs(const uint64_t *hist);
 
 extern PyTypeObject TxnIOType;
+PyObject *txnio_cause_of(PyObject *mod, PyObject *args);
 
 #endif

@@ -31,6 +31,10 @@ class RunConfig:
     timeout_ms: float = 50.0      # retransmit (same request id) after
     max_retries: int = 5          # then count the request as lost
     clients_per_host: int = 1
+    # the client sends runs of same-size datagrams to one server as one UDP
+    # GSO send (cut into datagrams on the client's side: servers see no
+    # difference); False: one send per datagram
+    client_gso: bool = True
     kernel_threads: int = 1       # kernel server: SO_REUSEPORT threads per host
     bypass_idle_poll_us: int = 200        # bypass server: poll (yielding) this long when idle,
     bypass_idle_sleep_max_us: int = 200   # then sleep up to this between polls (0: busy poll)

@@ -110,13 +110,13 @@ def drive(spec: dict, progress=print) -> dict:
         gc.freeze()
         loop = Executor([s.fileno() for s in socks], spec["client_id"], kinds, funcs, params,
                         spec["concurrency"], timeout_ns, spec["max_retries"], max(workload.SCHEMA.sizes),
-                        interval_ns=interval_ns)
+                        interval_ns=interval_ns, gso=spec.get("client_gso", True))
         rounds = workload.MAX_ROUNDS + 1  # and the round of ABORTs of an abort
     else:
         reqs = workload.stream(spec)
         loop = Loop([s.fileno() for s in socks], spec["client_id"], reqs.data, reqs.offsets.tobytes(),
                     reqs.dest_of, spec["concurrency"], timeout_ns, spec["max_retries"],
-                    stamp_txn=workload.STAMP_TXN, interval_ns=interval_ns)
+                    stamp_txn=workload.STAMP_TXN, interval_ns=interval_ns, gso=spec.get("client_gso", True))
         rounds = 1
     cpus = sorted(os.sched_getaffinity(0))
     t0 = time.monotonic_ns()

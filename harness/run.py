@@ -127,7 +127,7 @@ class Clients:
                 spec = {"client_id": cid, "host": host.name, "address": host.address, "dests": dests,
                         **{k: getattr(self.cfg, k) for k in (
                             "workload", "concurrency", "warmup_s", "duration_s", "requests", "value_size",
-                            "keys", "timeout_ms", "max_retries")},
+                            "keys", "timeout_ms", "max_retries", "client_gso")},
                         "seed": self.cfg.seed * 1000 + cid,
                         # transactional microbenchmarks
                         "cc": self.cfg.cc, "kv_mix": self.cfg.kv_mix, "scale": self.cfg.scale, "rate": self.cfg.rate}

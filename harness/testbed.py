@@ -211,17 +211,22 @@ class Testbed:
             for iface in srv.interfaces:
                 # Without XDP, veth runs NAPI only for GRO: on before threading
                 # it, off after.
+                # The client's end, whatever the server: without TSO, since
+                # veth hands a frame to the receiver's NAPI only if it may be
+                # aggregated, and from a sender with TSO on a UDP frame is not:
+                # it went through the client's backlog, and a socket server's
+                # receive work ran on the client's core (UDP never uses TSO).
+                # Without UDP segmentation offload, so that the client's GSO
+                # sends (harness/_netloop.h) are cut into datagrams on the
+                # client's side, as a NIC would, and every server receives
+                # plain datagrams. (An XDP program on the server's end takes
+                # both off anyway.)
+                cli = self.inv.host(iface.peer)
+                run(in_netns(cli.netns, ["ethtool", "-K", cli.interface_to(srv.name).name, "tso", "off",
+                                         "tx-udp-segmentation", "off"]))
                 gro = xdp_prog_id(srv.netns, iface.name) is None
                 if gro and mode == "pinned":
                     run(in_netns(srv.netns, ["ethtool", "-K", iface.name, "gro", "on"]))
-                    # veth hands a frame to the receiver's NAPI only if it may
-                    # be aggregated: from a sender with TCP segmentation
-                    # offload on, a UDP frame is not, and goes through the
-                    # sender's backlog instead, so a socket server's receive
-                    # work would run on the client's core. UDP never uses TSO.
-                    # (An XDP program on the receiver already takes it off.)
-                    cli = self.inv.host(iface.peer)
-                    run(in_netns(cli.netns, ["ethtool", "-K", cli.interface_to(srv.name).name, "tso", "off"]))
                 _set_threaded(srv.netns, iface.name, mode == "pinned")
                 if gro and mode == "inline":
                     run(in_netns(srv.netns, ["ethtool", "-K", iface.name, "gro", "off"]))

@@ -45,7 +45,7 @@ def test_napi_pinned_then_inline(testbed, test_inventory):
         # server's NAPI (not the client's backlog) also without XDP there
         cli = test_inventory.host(srv.interfaces[0].peer)
         features = run(in_netns(cli.netns, ["ethtool", "-k", cli.interface_to(srv.name).name])).stdout
-        assert "tcp-segmentation-offload: off" in features
+        assert "tcp-segmentation-offload: off" in features and "tx-udp-segmentation: off" in features
     testbed.set_napi("inline")
     assert all(not napi_threads(s.interfaces[0].name) for s in test_inventory.servers)
     with pytest.raises(HarnessError, match="--napi must be one of"):

@@ -13,12 +13,13 @@ import pytest
 
 from harness import metrics
 from harness._netloop import TIMEOUT, TxnIO
-from harness.protocol import Op, Status, pack, unpack
-from harness.txn import Abort, Executor, cause_of, held_keys
+from harness.protocol import HEADER_LEN, Op, Status, pack, unpack
+from harness.txn import Abort, Batch, Executor, cause_of
 from workloads import kv, lock
 
 T = 0
 PH = bytes(8)
+SO_NO_CHECK = 11  # Linux: no UDP checksums on send (socket has no name for it)
 
 
 class FakeEngine(threading.Thread):
@@ -200,6 +201,79 @@ def test_lost_datagrams_are_retransmitted_with_the_same_id_and_given_up_as_timeo
         close(socks)
 
 
+class Recorder(threading.Thread):
+    """Answers every request OK with its own value, recording the size of
+    each datagram that arrives."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.addr = self.sock.getsockname()
+        self.sizes: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            self.sizes.append(len(data))
+            m = unpack(data)
+            self.sock.sendto(pack(m.op, m.key, m.value, table=m.table, txn=m.txn, client_id=m.client_id,
+                                  seq=m.seq, status=Status.OK), peer)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
+        self.sock.close()
+
+
+def run_batch(io, reqs, seconds=2.0):
+    io.submit("t", 5, reqs)
+    done, deadline = [], time.monotonic_ns() + int(seconds * 1e9)
+    while not done and time.monotonic_ns() < deadline:
+        done = io.run(deadline)
+    return done
+
+
+@pytest.mark.parametrize("gso", [True, False])
+def test_gso_sends_reach_the_server_as_the_datagrams_they_are(gso):
+    """Runs of same-size requests to one server go out as UDP GSO sends:
+    the server still receives one datagram per request, each its own size."""
+    values = [bytes([i]) * (8 if i % 3 else 40) for i in range(100)]
+    with Recorder() as srv:
+        socks = sockets([srv])
+        io = TxnIO([socks[0].fileno()], 9, 200_000_000, 2, 256, 40, gso)
+        (_, replies, fail), = run_batch(io, [(Op.READ, T, k, v, 0) for k, v in enumerate(values)])
+        assert fail == -1 and [r[2] for r in replies] == values
+        assert sorted(srv.sizes) == sorted(HEADER_LEN + len(v) for v in values)
+        st = io.stats()
+        assert st["gso"] is gso and st["sent"] == 100 == st["replies"] and st["send_failed"] == 0
+        close(socks)
+
+
+def test_a_refused_gso_send_falls_back_to_datagrams():
+    """A socket that cannot take GSO sends (here: UDP checksums off, which
+    GSO needs) makes the client send datagram by datagram; what the refused
+    send carried is sent again after the timeout."""
+    with Recorder() as srv:
+        socks = sockets([srv])
+        socks[0].setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        io = TxnIO([socks[0].fileno()], 9, 5_000_000, 3, 64, 8)
+        (_, replies, fail), = run_batch(io, [(Op.READ, T, k, PH, 0) for k in range(10)])
+        st = io.stats()
+        assert fail == -1 and st["gso"] is False and st["send_failed"] == 10 == st["retransmits"]
+        assert len(srv.sizes) == 10
+        close(socks)
+
+
 @pytest.mark.parametrize("bad,message", [
     ([], "at least one request"),
     ([(Op.READ, T, 1, PH)], "a tuple"),
@@ -339,14 +413,49 @@ def test_cause_of_each_rejection():
     assert cause_of(Op.COMMIT_PRIMARY, Status.NOT_OWNER) == "error"
 
 
-def test_held_keys_follow_grants_and_releases():
-    locks = [(Op.LOCK_EXCL, T, 1, PH, 0), (Op.LOCK_SHARED, T, 2, PH, 0), (Op.LOCK_EXCL, T, 3, PH, 0),
-             (Op.LOCK_EXCL, T, 4, PH, 0)]
-    granted = [(Status.OK, 1, None), (Status.OK, 1, None), (Status.LOCKED, 1, None), (TIMEOUT, 0, None)]
-    assert set(held_keys([(locks, granted)])) == {(T, 1, None), (T, 2, None), (T, 4, None)}
-    commit = [(Op.COMMIT_PRIMARY, T, 1, PH, 2), (Op.ABORT, T, 2, PH, 0)]
-    assert set(held_keys([(locks, granted), (commit, [(Status.OK, 2, None), (TIMEOUT, 0, None)])])) == \
-        {(T, 2, None), (T, 4, None)}
+def test_an_abort_releases_what_is_held_after_commits_and_releases():
+    """Locks 1, 2 and 3, commits 1, releases 2, then is refused 5 (held by a
+    foreign transaction): ABORT goes to 3 only, each time."""
+    def txn():
+        r = yield [(Op.LOCK_EXCL, T, 1, PH, 0), (Op.LOCK_SHARED, T, 2, PH, 0), (Op.LOCK_EXCL, T, 3, PH, 0)]
+        ver = r[0][1] + 1
+        yield [(Op.COMMIT_PRIMARY, T, 1, ver.to_bytes(8, "big"), ver), (Op.ABORT, T, 2, PH, 0)]
+        yield [(Op.LOCK_EXCL, T, 5, PH, 0)]
+
+    with FakeEngine() as srv:
+        srv.owner[5] = 0xF00
+        socks, ex = executor([srv], ["t"], [txn], [(0, ())], concurrency=1)
+        out = drive(ex, seconds=0.05)
+        t = out["types"]["t"]
+        assert t["aborts"]["lock"] == t["started"] > 0 and out["release_failures"] == 0
+        aborts = [key for _, _, op, _, key in srv.log if op == Op.ABORT]
+        assert aborts.count(3) == t["total"]["started"] == aborts.count(2)  # 2: its own release only
+        assert set(aborts) == {2, 3} and srv.held() == {5: (0xF00, set())}
+        close(socks)
+
+
+def test_a_batch_tolerates_only_engine_statuses():
+    with pytest.raises(ValueError, match="engine statuses"):
+        Batch([], tolerate=(TIMEOUT,))
+    assert Batch([], tolerate=(Status.NOT_FOUND, Status.EXISTS)).mask == (1 << 5) | (1 << 8)
+
+
+def test_a_transaction_that_is_not_a_generator_stops_the_run():
+    with FakeEngine() as srv:
+        socks, ex = executor([srv], ["f"], [lambda: 42], [(0, ())])
+        with pytest.raises(TypeError, match="not a generator"):
+            drive(ex, seconds=0.05)
+        close(socks)
+
+
+def test_bad_parameters_stop_the_run_with_their_index():
+    def one():
+        yield [(Op.READ, T, 1, PH, 0)]
+    with FakeEngine() as srv:
+        socks, ex = executor([srv], ["one"], [one], [(0, ()), (3, ())])
+        with pytest.raises(ValueError, match="parameters 1: not"):
+            drive(ex, seconds=0.05)
+        close(socks)
 
 
 # -- the workloads' generators -----------------------------------------------
@@ -398,10 +507,12 @@ def test_big_batches_wait_for_room_instead_of_failing():
         socks, ex = executor([srv], ["wide"], [wide], [(0, (tuple(range(200)),))], concurrency=2)
         out = drive(ex, seconds=0.2)
         assert out["types"]["wide"]["committed"] > 2 and out["types"]["wide"]["aborts"]["error"] == 0
-        assert ex.inflight == 0 and not ex.waiting
-        with pytest.raises(ValueError, match="more than the 256"):
-            ex._submit(None, [(Op.READ, T, 1, PH, 0)] * 300)
-        close(socks)
+        st = ex.stats()
+        assert st["inflight"] == 0 and st["txn_waiting"] == 0 and st["txn_active"] == 0
+        socks2, ex = executor([srv], ["wide"], [wide], [(0, (tuple(range(150)) * 2,))], concurrency=2)
+        with pytest.raises(ValueError, match="a batch of 300 requests is more than the 256"):
+            drive(ex, seconds=0.05)
+        close(socks + socks2)
 
 
 def test_open_loop_transactions_start_on_schedule():
