@@ -58,11 +58,15 @@ MODES = ("2pl", "occ")
 REPLICAS = 3
 
 _OK, _NOT_FOUND, _EXISTS = int(Status.OK), int(Status.NOT_FOUND), int(Status.EXISTS)
-_ABSENT = frozenset((_NOT_FOUND,))
 # plain ints: the hot path builds many request tuples
 (_READ, _LOCK_SHARED, _LOCK_EXCL, _VALIDATE, _LOG, _COMMIT_BACKUP, _COMMIT_PRIMARY, _ABORT, _INSERT,
  _DELETE) = (int(o) for o in (Op.READ, Op.LOCK_SHARED, Op.LOCK_EXCL, Op.VALIDATE, Op.LOG, Op.COMMIT_BACKUP,
                                Op.COMMIT_PRIMARY, Op.ABORT, Op.INSERT, Op.DELETE))
+# the batches a transaction yields, made as cheaply as lists
+_MaybeAbsent = Batch.kind(tolerate=(_NOT_FOUND,))   # rows that may be absent; VALIDATE of rows read absent
+_Must = Batch.kind(must=True)                        # after the commit point
+_MustInsert = Batch.kind(tolerate=(_EXISTS,), must=True)
+_BOTH, _READS, _UPDATES = 0, 1, 2                   # what access() returns
 
 
 class Placement:
@@ -86,20 +90,33 @@ class Placement:
         return self.holders_of[key % self.servers]
 
 
+def _pairs(items) -> list:
+    """items as a list of (table, key) tuples (they are used as dict keys)."""
+    if type(items) is list and (not items or type(items[0]) is tuple):
+        return items
+    return [(t, k) for t, k in items]
+
+
 class Tx:
     """One transaction's read set, locks and writes; its methods are
-    generators to be called with `yield from` inside a transaction."""
-    __slots__ = ("cc", "place", "sizes", "blanks", "reads", "locked", "shared", "writes", "inserts", "deletes")
+    generators to be called with `yield from` inside a transaction. Rows are
+    (table, key) tuples. It runs once per transaction on the client's
+    critical path, so it is written for speed: read() and read_for_update()
+    hand back access()'s generator itself (one frame fewer per round), and
+    the containers a transaction rarely needs are made on first use."""
+    __slots__ = ("cc", "occ", "place", "sizes", "blanks", "reads", "locked", "shared", "writes", "inserts",
+                 "deletes")
 
     def __init__(self, cc: str, place: Placement, sizes: tuple[int, ...], blanks: tuple[bytes, ...] | None = None):
         self.cc, self.place, self.sizes = cc, place, sizes
+        self.occ = occ = cc == "occ"
         self.blanks = blanks or tuple(bytes(n) for n in sizes)  # each table's placeholder value
-        self.reads: dict = {}      # OCC: (table, key) -> version read (None: read absent)
-        self.locked: dict = {}     # exclusive locks: (table, key) -> version locked
-        self.shared: set = set()   # 2PL shared locks: (table, key)
-        self.writes: dict = {}     # (table, key) -> new value
-        self.inserts: dict = {}    # (table, key) -> value
-        self.deletes: set = set()  # (table, key)
+        self.reads: dict | None = {} if occ else None      # OCC: row -> version read (None: read absent)
+        self.shared: set | None = None if occ else set()   # 2PL shared locks held
+        self.locked: dict = {}      # exclusive locks: row -> version locked
+        self.writes: dict = {}      # row -> new value
+        self.inserts: dict | None = None  # row -> value
+        self.deletes: set | None = None
 
     # -- execution --------------------------------------------------------
     def access(self, read=(), update=(), missing_ok: bool = False):
@@ -107,57 +124,59 @@ class Tx:
         2PL; value and version under OCC) and of those in update (exclusive
         locks, both modes), as two lists; an absent row's value is None if
         missing_ok (else it aborts the transaction)."""
-        n, blanks, occ = self.place.servers, self.blanks, self.cc == "occ"
-        read = [(t, k) for t, k in read]       # items may be any iterable of pairs
-        reqs = [(_READ if occ else _LOCK_SHARED, t, k, blanks[t], 0, k % n) for t, k in read]
-        if update:
-            update = [(t, k) for t, k in update]
-            reqs += [(_LOCK_EXCL, t, k, blanks[t], 0, k % n) for t, k in update]
-        replies = yield (Batch(reqs, _ABSENT) if missing_ok else reqs)
-        nr = len(read)
-        rvals = []
-        if occ:  # the read set, versions to validate (None: read absent, must stay so)
-            reads = self.reads
-            for tk, (status, ver, value) in zip(read, replies):
-                if status == _OK:
-                    rvals.append(value)
-                    if tk not in reads:
-                        reads[tk] = ver
-                else:
-                    rvals.append(None)
-                    if tk not in reads:
-                        reads[tk] = None
-        else:  # 2PL: shared locks held (unless the row is locked exclusively)
-            for tk, (status, ver, value) in zip(read, replies):
-                if status == _OK:
-                    rvals.append(value)
-                    if tk not in self.locked:
-                        self.shared.add(tk)
-                else:
-                    rvals.append(None)
-        if not update:
-            return rvals, []
-        uvals = []
-        for tk, (status, ver, value) in zip(update, replies[nr:]):
-            if status == _OK:
-                uvals.append(value)
-                self.locked[tk] = ver
-                self.shared.discard(tk)
-            else:
-                uvals.append(None)
-                if occ and tk not in self.reads:
-                    self.reads[tk] = None
-        return rvals, uvals
+        return self._access(read, update, missing_ok, _BOTH)
 
     def read(self, items, missing_ok: bool = False):
         """Values of [(table, key)]: see access()."""
-        values, _ = yield from self.access(read=items, missing_ok=missing_ok)
-        return values
+        return self._access(items, (), missing_ok, _READS)
 
     def read_for_update(self, items, missing_ok: bool = False):
         """Values of [(table, key)] under exclusive locks: see access()."""
-        _, values = yield from self.access(update=items, missing_ok=missing_ok)
-        return values
+        return self._access((), items, missing_ok, _UPDATES)
+
+    def _access(self, read, update, missing_ok, want):
+        n, blanks, occ = self.place.servers, self.blanks, self.occ
+        reqs = []
+        if read:
+            read = _pairs(read)
+            op = _READ if occ else _LOCK_SHARED
+            reqs = [(op, t, k, blanks[t], 0, k % n) for t, k in read]
+        if update:
+            update = _pairs(update)
+            reqs += [(_LOCK_EXCL, t, k, blanks[t], 0, k % n) for t, k in update]
+        replies = yield (_MaybeAbsent(reqs) if missing_ok else reqs)
+        # A reply is OK, or NOT_FOUND where tolerated (any other status has
+        # aborted the transaction): its value is bytes, or None.
+        rvals = uvals = ()
+        if read:
+            nr = len(read)
+            rvals = [r[2] for r in replies[:nr]] if update else [r[2] for r in replies]
+            if occ:  # the read set, versions to validate (None: read absent, must stay so)
+                reads = self.reads
+                for tk, r in zip(read, replies):
+                    if tk not in reads:
+                        reads[tk] = r[1] if r[0] == _OK else None
+            else:    # 2PL: shared locks held (unless the row is locked exclusively)
+                shared, locked = self.shared, self.locked
+                for tk, r in zip(read, replies):
+                    if r[0] == _OK and tk not in locked:
+                        shared.add(tk)
+        if update:
+            locked, shared, reads = self.locked, self.shared, self.reads
+            ureplies = replies[len(reqs) - len(update):] if read else replies
+            uvals = [r[2] for r in ureplies]
+            for tk, r in zip(update, ureplies):
+                if r[0] == _OK:
+                    locked[tk] = r[1]
+                    if shared:
+                        shared.discard(tk)
+                elif occ and tk not in reads:
+                    reads[tk] = None
+        if want == _READS:
+            return rvals
+        if want == _UPDATES:
+            return uvals
+        return list(rvals), list(uvals)
 
     def write(self, table: int, key: int, value: bytes) -> None:
         if (table, key) not in self.locked:
@@ -169,31 +188,38 @@ class Tx:
     def insert(self, table: int, key: int, value: bytes) -> None:
         if len(value) != self.sizes[table]:
             raise ValueError(f"table {table} holds {self.sizes[table]}-byte values, not {len(value)}")
+        if self.inserts is None:
+            self.inserts = {}
         self.inserts[(table, key)] = value
 
     def delete(self, table: int, key: int) -> None:
         if (table, key) not in self.locked:
             raise ValueError(f"delete of {table}/{key} without read_for_update")
         self.writes.pop((table, key), None)
+        if self.deletes is None:
+            self.deletes = set()
         self.deletes.add((table, key))
 
     # -- commit -----------------------------------------------------------
     def commit(self):
-        n, holders_of, blanks = self.place.servers, self.place.holders_of, self.blanks
-        locked, writes, inserts, deletes = self.locked, self.writes, self.inserts, self.deletes
-        if not locked and not inserts and len(self.reads) <= 1 and not self.shared:
+        locked, writes, inserts, deletes, shared, reads = (self.locked, self.writes, self.inserts, self.deletes,
+                                                           self.shared, self.reads)
+        if not locked and not inserts and not shared and (not reads or len(reads) == 1):
             return None  # read one row (OCC), or nothing: nothing to validate or release
+        n, holders_of, blanks = self.place.servers, self.place.holders_of, self.blanks
         # 1. validation (OCC)
-        if self.cc == "occ":
-            check = [(tk, ver) for tk, ver in self.reads.items() if tk not in locked]
-            if check and (len(self.reads) + len(locked) > 1 or writes or inserts or deletes):
-                reqs = [(_VALIDATE, t, k, blanks[t], ver or 0, k % n) for (t, k), ver in check]
-                replies = yield Batch(reqs, _ABSENT)
-                for ((_, ver), (status, _, _)) in zip(check, replies):
-                    if status not in (_OK, _NOT_FOUND) or (ver is None) != (status == _NOT_FOUND):
+        if reads:
+            check = [(tk, ver) for tk, ver in reads.items() if tk not in locked] if locked else [*reads.items()]
+            if check and (len(reads) + len(locked) > 1 or writes or inserts or deletes):
+                replies = yield _MaybeAbsent([(_VALIDATE, t, k, blanks[t], ver or 0, k % n)
+                                              for (t, k), ver in check])
+                for (_, ver), r in zip(check, replies):
+                    st = r[0]
+                    if st != _OK and st != _NOT_FOUND or (ver is None) != (st == _NOT_FOUND):
                         raise Abort("validation")   # changed, locked, appeared or vanished
         if not writes and not deletes and not inserts:
-            releases = [(_ABORT, t, k, blanks[t], 0, k % n) for t, k in (*self.shared, *locked)]
+            releases = [(_ABORT, t, k, blanks[t], 0, k % n) for t, k in (*shared, *locked)] if shared else \
+                [(_ABORT, t, k, blanks[t], 0, k % n) for t, k in locked]
             if releases:
                 yield releases
             return None
@@ -205,11 +231,9 @@ class Tx:
             log += [(_LOG, t, k, v, 0, d) for (t, k), v in inserts.items() for d in holders_of[k % n]]
         yield log
         # 3. new rows at their primaries
-        ins_ver = {}
         if inserts:
             items = list(inserts.items())
-            replies = yield Batch([(_INSERT, t, k, v, 0, k % n) for (t, k), v in items], must=True,
-                                  tolerate=(_EXISTS,))
+            replies = yield _MustInsert([(_INSERT, t, k, v, 0, k % n) for (t, k), v in items])
             if any(r[0] == _EXISTS for r in replies):
                 raise Abort("lock")
             ins_ver = {tk: r[1] for (tk, _), r in zip(items, replies)}
@@ -221,18 +245,18 @@ class Tx:
         if deletes:
             bk += [(_DELETE, t, k, blanks[t], locked[(t, k)] + 1, d) for t, k in deletes for d in holders_of[k % n][1:]]
         if bk:
-            yield Batch(bk, must=True)
+            yield _Must(bk)
         # 5. primaries: apply and release
         pr = [(_COMMIT_PRIMARY, t, k, v, locked[(t, k)] + 1, k % n) for (t, k), v in writes.items()]
         if deletes:
             pr += [(_DELETE, t, k, blanks[t], locked[(t, k)] + 1, k % n) for t, k in deletes]
-        release = [*self.shared] if self.shared else []
-        if len(locked) > len(writes) + len(deletes):
-            release += [tk for tk in locked if tk not in writes and tk not in deletes]
+        release = [*shared] if shared else []
+        if len(locked) > len(writes) + (len(deletes) if deletes else 0):
+            release += [tk for tk in locked if tk not in writes and not (deletes and tk in deletes)]
         if release:
             pr += [(_ABORT, t, k, blanks[t], 0, k % n) for t, k in release]
         if pr:
-            yield Batch(pr, must=True)
+            yield _Must(pr)
         return None
 
 

@@ -51,17 +51,33 @@ MAX_BATCH = 64       # requests in one batch, for sizing the in-flight table
 MAX_STATUS = 64      # a Batch tolerates engine statuses below this
 
 
-class Batch(list):
-    """A batch of requests with how its replies are taken (see above)."""
-    __slots__ = ("tolerate", "must", "mask")
+def _mask(tolerate) -> int:
+    statuses = {int(s) for s in tolerate}
+    if any(not 0 <= s < MAX_STATUS for s in statuses):
+        raise ValueError(f"a batch tolerates engine statuses (0..{MAX_STATUS - 1}), not {sorted(statuses)}")
+    return sum(1 << s for s in statuses)
 
-    def __init__(self, requests=(), tolerate=frozenset(), must: bool = False):
+
+class Batch(list):
+    """A batch of requests with how its replies are taken (see above). The
+    native executor reads `mask` (bit s: status s is tolerated) and `must`."""
+    __slots__ = ("mask", "must")
+
+    def __init__(self, requests=(), tolerate=(), must: bool = False):
         super().__init__(requests)
-        self.tolerate = frozenset(int(s) for s in tolerate)
-        if any(not 0 <= s < MAX_STATUS for s in self.tolerate):
-            raise ValueError(f"a batch tolerates engine statuses (0..{MAX_STATUS - 1}), not {sorted(self.tolerate)}")
-        self.mask = sum(1 << s for s in self.tolerate)  # what the native executor reads
+        self.mask = _mask(tolerate)
         self.must = must
+
+    @property
+    def tolerate(self) -> frozenset:
+        return frozenset(s for s in range(MAX_STATUS) if self.mask >> s & 1)
+
+    @classmethod
+    def kind(cls, tolerate=(), must: bool = False) -> type:
+        """A Batch class whose batches all take their replies the same way,
+        made as cheaply as a plain list: kind(...)(requests)."""
+        return type(cls.__name__, (cls,), {"__slots__": (), "mask": _mask(tolerate), "must": must,
+                                          "__init__": list.__init__})
 
 
 class Abort(Exception):

@@ -185,7 +185,7 @@ class Store:
             batch = next(gen)
             while True:
                 replies = self.answer(batch)
-                tolerate = batch.tolerate if type(batch) is Batch else frozenset()
+                tolerate = batch.tolerate if isinstance(batch, Batch) else frozenset()
                 bad = [(r[0], rep[0]) for r, rep in zip(batch, replies) if rep[0] != OK and rep[0] not in tolerate]
                 if bad:
                     gen.close()
