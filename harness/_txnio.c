@@ -15,14 +15,22 @@
  * an open-loop schedule): it starts each from its (kind, args) parameters,
  * sends what the generator yields, resumes it with the replies, and counts
  * how it ends: committed (with the label it returned, if any) or aborted by
- * cause. What a transaction may still hold is tracked as replies arrive (a
- * lock granted, or whose request timed out, and not since released by a
- * COMMIT_PRIMARY or ABORT answered OK), so an abort sends ABORT to exactly
- * those keys. harness/txn.py documents the rules; this is their only copy. */
+ * cause. What a transaction may still hold is tracked as replies arrive, so
+ * that it never leaves a lock behind: a lock granted, a lock whose request
+ * timed out, and a lock request sent more than once whatever its answer (a
+ * copy that reaches the server after the one answered may find the row free
+ * and be granted), each until a COMMIT_PRIMARY or ABORT of that key is
+ * answered OK. An abort sends ABORT to all of them; a transaction that
+ * commits still holding some (only ever after a retransmission) releases
+ * them the same way before it finishes. An ABORT given up after max_retries
+ * may leave a lock held: counted as a release failure. harness/txn.py documents the rules;
+ * this is their only copy. */
 #include "_netloop.h"
 
 #define MAX_LABELS 32 /* abort causes and outcome labels, all types together */
 #define SLEEP_NS 200000 /* open loop: nothing in flight, the next due later than this: sleep */
+#define NOT_ENDING (-1)  /* ctxn.ending: running */
+#define RELEASING (-2)   /* ctxn.ending: committed, releasing what it may still hold */
 
 /* The first labels, the causes the executor itself gives (txn.CAUSES). */
 enum { CAUSE_LOCK, CAUSE_VALIDATION, CAUSE_TIMEOUT, CAUSE_ERROR, NCAUSES };
@@ -72,7 +80,7 @@ struct ctxn {
 	uint32_t nheld, capheld;
 	uint32_t next;     /* the free list, or the queue of batches waiting for room */
 	uint16_t kind;
-	int16_t aborting;  /* the cause's label while its ABORTs are out, else -1 */
+	int16_t ending;    /* NOT_ENDING; RELEASING; or aborting: the cause's label while its ABORTs are out */
 	uint8_t recorded, must;
 };
 
@@ -268,15 +276,16 @@ static void held_del(struct ctxn *t, uint8_t table, uint64_t key, uint8_t dest)
 		t->held[i] = t->held[--t->nheld];
 }
 
-/* Slot s of a transaction's batch got status: a lock granted (or whose
- * request was given up, so perhaps granted) may be held; a commit or an
- * abort answered OK released it. */
+/* Slot s of a transaction's batch got status: a lock granted, or whose
+ * request was given up (perhaps granted), or sent more than once (a later
+ * copy may be granted after this answer) may be held; a commit or an abort
+ * answered OK released it. */
 static int track_held(TxnIO *self, struct ctxn *t, struct tslot *s, int status)
 {
 	const struct dint_hdr *h = (const void *)tslot_buf(self, (uint32_t)(s - self->slots));
 
 	if (s->op == DINT_OP_LOCK_SHARED || s->op == DINT_OP_LOCK_EXCL) {
-		if (status == DINT_ST_OK || status == TXN_TIMEOUT)
+		if (status == DINT_ST_OK || status == TXN_TIMEOUT || s->retries)
 			return held_add(t, h->table, be64toh(h->key), s->dest, s->len - DINT_HDR_LEN);
 	} else if ((s->op == DINT_OP_COMMIT_PRIMARY || s->op == DINT_OP_ABORT) && status == DINT_ST_OK) {
 		held_del(t, h->table, be64toh(h->key), s->dest);
@@ -699,8 +708,11 @@ static void txn_free(TxnIO *self, uint32_t ti)
 	self->active--;
 }
 
+static int txn_release(TxnIO *self, uint32_t ti, int ending);
+
 /* The transaction ended: committed (cause < 0, outcome its return value)
- * or aborted with cause. */
+ * or aborted with cause. A committed one still holding something (see the
+ * top) is counted now and releases it before its place is free. */
 static int txn_finish(TxnIO *self, uint32_t ti, int cause, PyObject *outcome)
 {
 	struct ctxn *t = &self->txns[ti];
@@ -731,16 +743,18 @@ static int txn_finish(TxnIO *self, uint32_t ti, int cause, PyObject *outcome)
 		if (win)
 			win->aborts[cause]++;
 	}
+	if (cause < 0 && t->nheld)
+		return txn_release(self, ti, RELEASING) < 0 ? -1 : rc;
 	txn_free(self, ti);
 	return rc;
 }
 
-/* Sends the transaction's current batch (its ABORTs while aborting). */
+/* Sends the transaction's current batch (its ABORTs while ending). */
 static int txn_send(TxnIO *self, uint32_t ti)
 {
 	struct ctxn *t = &self->txns[ti];
 
-	if (t->aborting < 0)
+	if (t->ending == NOT_ENDING)
 		return submit_requests(self, NULL, ti, t->id, t->batch);
 	PyObject *replies = PyList_New(t->nheld);
 	if (!replies)
@@ -757,7 +771,7 @@ static int txn_send(TxnIO *self, uint32_t ti)
 
 static inline uint32_t txn_batch_len(const struct ctxn *t)
 {
-	return t->aborting >= 0 ? t->nheld : (uint32_t)PySequence_Fast_GET_SIZE(t->batch);
+	return t->ending != NOT_ENDING ? t->nheld : (uint32_t)PySequence_Fast_GET_SIZE(t->batch);
 }
 
 /* Sends the transaction's batch, or holds it back (in order) while the
@@ -801,18 +815,25 @@ static int admit_waiting(TxnIO *self)
 	return 0;
 }
 
-/* Aborts: ABORT to every key it may hold, then finish with cause. */
-static int txn_abort(TxnIO *self, uint32_t ti, int cause)
+/* Sends ABORT to every key the transaction may hold; it ends (ending: a
+ * cause, or RELEASING) when they are answered. */
+static int txn_release(TxnIO *self, uint32_t ti, int ending)
 {
 	struct ctxn *t = &self->txns[ti];
 
-	if (!t->nheld)
-		return txn_finish(self, ti, cause, NULL);
-	t->aborting = (int16_t)cause;
+	t->ending = (int16_t)ending;
 	Py_CLEAR(t->batch);
 	t->must = 0;
 	t->tolerate = 0;
 	return txn_submit(self, ti);
+}
+
+/* Aborts: ABORT to every key it may hold, then finish with cause. */
+static int txn_abort(TxnIO *self, uint32_t ti, int cause)
+{
+	if (!self->txns[ti].nheld)
+		return txn_finish(self, ti, cause, NULL);
+	return txn_release(self, ti, cause);
 }
 
 /* Takes what the generator yielded as its next batch. */
@@ -821,8 +842,11 @@ static int txn_take_batch(TxnIO *self, struct ctxn *t, PyObject *yielded)
 	uint64_t tolerate = 0;
 	int must = 0;
 
-	if (!PyList_CheckExact(yielded) && !PyTuple_CheckExact(yielded) &&
-	    PyObject_IsInstance(yielded, self->batch_cls) == 1) {
+	int is_batch = PyList_CheckExact(yielded) || PyTuple_CheckExact(yielded) ? 0 :
+		       PyObject_IsInstance(yielded, self->batch_cls);
+	if (is_batch < 0)
+		return -1;
+	if (is_batch) {
 		PyObject *mask = PyObject_GetAttrString(yielded, "mask");
 		PyObject *m = mask ? PyObject_GetAttrString(yielded, "must") : NULL;
 		tolerate = mask ? PyLong_AsUnsignedLongLong(mask) : 0;
@@ -884,11 +908,15 @@ static int txn_advance(TxnIO *self, uint32_t ti, PyObject *replies, int fail)
 	struct ctxn *t = &self->txns[ti];
 	Py_ssize_t n = PyList_GET_SIZE(replies);
 
-	if (t->aborting >= 0) { /* the replies to its ABORTs */
-		if (fail >= 0)
+	if (t->ending != NOT_ENDING) { /* the replies to its ABORTs */
+		if (fail >= 0) /* given up (or refused): a lock may be left held */
 			for (Py_ssize_t i = 0; i < n; i++)
 				self->release_failures += reply_status(replies, i) != DINT_ST_OK;
-		return txn_finish(self, ti, t->aborting, NULL);
+		if (t->ending == RELEASING) { /* committed and counted already */
+			txn_free(self, ti);
+			return 0;
+		}
+		return txn_finish(self, ti, t->ending, NULL);
 	}
 	if (fail >= 0 && t->must) {
 		for (Py_ssize_t i = 0; i < n; i++) {
@@ -965,7 +993,7 @@ static int txn_start(TxnIO *self, uint64_t due)
 	t->start = due;
 	t->kind = (uint16_t)kind;
 	t->recorded = due >= self->c.win_from && due < self->c.win_until;
-	t->aborting = -1;
+	t->ending = NOT_ENDING;
 	t->nheld = 0;
 	t->tolerate = 0;
 	t->must = 0;

@@ -148,8 +148,8 @@ class Tx:
         # A reply is OK, or NOT_FOUND where tolerated (any other status has
         # aborted the transaction): its value is bytes, or None.
         rvals = uvals = ()
+        nr = len(read) if read else 0
         if read:
-            nr = len(read)
             rvals = [r[2] for r in replies[:nr]] if update else [r[2] for r in replies]
             if occ:  # the read set, versions to validate (None: read absent, must stay so)
                 reads = self.reads
@@ -163,7 +163,7 @@ class Tx:
                         shared.add(tk)
         if update:
             locked, shared, reads = self.locked, self.shared, self.reads
-            ureplies = replies[len(reqs) - len(update):] if read else replies
+            ureplies = replies[nr:] if nr else replies
             uvals = [r[2] for r in ureplies]
             for tk, r in zip(update, ureplies):
                 if r[0] == _OK:

@@ -29,10 +29,16 @@ SmallBank's WriteCheck with or without overdraft), per type.
 
 A reply whose status is not OK aborts the transaction (the generator is
 closed, not resumed); so does `raise Abort(cause)` inside it. Aborting sends
-ABORT for every key the transaction may hold (a lock granted, or whose
-outcome is unknown after a timeout, and not since released by a commit or
-an abort): ABORT releases only the sender's own lock, so an unneeded one is
-harmless. The cause is recorded per type: "lock" (LOCKED, or no room for
+ABORT for every key the transaction may hold, not since released by a
+commit or an abort: a lock granted; one whose request timed out; and one
+whose request was sent more than once, whatever the answer taken, since a
+later copy may reach the server after the answered one, find the key free
+and be granted. ABORT releases only the sender's own lock, so an unneeded
+one is harmless. A transaction that commits still holding such a lock
+releases it the same way before its place goes to the next one (counted
+committed, with its latency, when it returns). An ABORT given up after
+max_retries is counted in release_failures: it may leave a lock held. The
+cause is recorded per type: "lock" (LOCKED, or no room for
 another shared holder), "validation" (VALIDATE not OK, or STALE), "timeout",
 "error" (any other status: a bug, counted with its status).
 
@@ -42,7 +48,7 @@ latency is from the first batch sent to the last reply, committed ones only.
 from __future__ import annotations
 
 from . import metrics
-from ._netloop import TIMEOUT, TxnIO, cause_of  # noqa: F401  (cause_of: the rule, for callers and tests)
+from ._netloop import TxnIO, cause_of  # noqa: F401  (cause_of: the abort rule, for callers and tests)
 from .protocol import Op, Status
 
 CAUSES = ("lock", "validation", "timeout", "error")

@@ -92,24 +92,35 @@ class FakeEngine(threading.Thread):
         return {k: (self.owner.get(k, 0), set(self.shared.get(k, ()))) for k in self.ver
                 if self.owner.get(k, 0) or self.shared.get(k)}
 
+    def receive(self):
+        """The next datagram (logged) and its sender, or None."""
+        try:
+            data, peer = self.sock.recvfrom(2048)
+        except TimeoutError:
+            return None
+        m = unpack(data)
+        self.log.append((m.client_id, m.seq, m.op, m.txn, m.key))
+        self.sizes.append(len(data))
+        return m, peer
+
+    def answer(self, m, peer):
+        status, ver = self.apply(m)
+        value = self.value.get(m.key, m.value) if m.op == Op.READ and status == Status.OK else m.value
+        self.sock.sendto(pack(m.op, m.key, value, table=m.table, ver=ver, txn=m.txn, client_id=m.client_id,
+                              seq=m.seq, status=status), peer)
+
     def run(self):
         while not self.stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(2048)
-            except TimeoutError:
+            got = self.receive()
+            if got is None:
                 continue
-            m = unpack(data)
-            self.log.append((m.client_id, m.seq, m.op, m.txn, m.key))
-            self.sizes.append(len(data))
+            m, peer = got
             if m.key in self.silent:
                 continue
             if self.drop_first_every and m.seq % self.drop_first_every == 0 and (m.client_id, m.seq) not in self.seen:
                 self.seen.add((m.client_id, m.seq))
                 continue
-            status, ver = self.apply(m)
-            value = self.value.get(m.key, m.value) if m.op == Op.READ and status == Status.OK else m.value
-            self.sock.sendto(pack(m.op, m.key, value, table=m.table, ver=ver, txn=m.txn, client_id=m.client_id,
-                                  seq=m.seq, status=status), peer)
+            self.answer(m, peer)
 
     def __enter__(self):
         self.start()
@@ -119,6 +130,42 @@ class FakeEngine(threading.Thread):
         self.stop.set()
         self.join()
         self.sock.close()
+
+
+class LateGrant(FakeEngine):
+    """Key `key` is locked by a foreign transaction. The first lock request
+    for it is answered LOCKED only after `delay` seconds, then the foreign
+    lock goes; the copies the client sent meanwhile (it retransmits, same
+    request id) are taken after that answer, and granted."""
+    FOREIGN = 0xF00
+
+    def __init__(self, key: int, delay: float, **kw):
+        super().__init__(**kw)
+        self.key, self.delay = key, delay
+        self.owner[key] = self.FOREIGN
+        self.sock.settimeout(0.001)
+
+    def run(self):
+        first = None        # (when to answer, message, peer)
+        copies: list = []   # what arrived for the key meanwhile
+        while not self.stop.is_set():
+            if first and time.monotonic() >= first[0]:
+                self.answer(*first[1:])         # LOCKED
+                self.owner[self.key] = 0        # the foreign transaction lets go
+                for m, peer in copies:
+                    self.answer(m, peer)        # granted, to a request the client saw refused
+                first, copies = None, []
+            got = self.receive()
+            if got is None:
+                continue
+            m, peer = got
+            if m.key == self.key and m.op == Op.LOCK_EXCL and self.owner.get(self.key) == self.FOREIGN:
+                if first is None:
+                    first = (time.monotonic() + self.delay, m, peer)
+                else:
+                    copies.append((m, peer))
+                continue
+            self.answer(m, peer)
 
 
 def sockets(servers) -> list[socket.socket]:
@@ -309,6 +356,47 @@ def test_a_lock_conflict_aborts_and_releases_every_granted_lock():
         aborts = {key for _, _, op, _, key in srv.log if op == Op.ABORT}
         assert aborts == {1, 2, 3}  # to every granted key, not to the rejected one
         assert ex.stats()["txn_committed"] == 0
+        close(socks)
+
+
+def test_a_lock_refused_while_a_copy_of_its_request_was_out_is_released_too():
+    """The first answer to a lock request is LOCKED, but the request was sent
+    more than once and a later copy finds the key free and is granted: the
+    aborting transaction sends ABORT to that key as well, so no lock is left
+    behind (the copy's OK reply is a stray)."""
+    with LateGrant(key=5, delay=0.02) as srv:
+        socks, ex = executor([srv], ["two_keys"], [two_keys], [(0, (1, 5))], concurrency=1, timeout_ms=5)
+        out = drive(ex, seconds=0.1)
+        t = out["types"]["two_keys"]
+        assert t["total"]["aborts"]["lock"] == 1 and t["total"]["committed"] > 0
+        first = min(txn for _, _, _, txn, _ in srv.log)
+        assert [key for _, _, op, txn, key in srv.log if op == Op.ABORT and txn == first] == [1, 5]
+        assert srv.held() == {} and ex.stats()["stray"] > 0 and out["release_failures"] == 0
+        close(socks)
+
+
+def test_a_commit_still_holding_a_lock_releases_it_before_it_ends():
+    """A lock request answered NOT_FOUND (tolerated) after it was sent more
+    than once may have been granted to a later copy: the transaction commits
+    without it, then sends ABORT to it before it finishes."""
+    def maybe(key):
+        (v,) = yield Batch([(Op.LOCK_EXCL, T, key, PH, 0)], tolerate=(Status.NOT_FOUND,))
+        return "absent" if v[0] == Status.NOT_FOUND else "present"
+
+    class Appears(LateGrant):
+        def apply(self, m):
+            if m.key == self.key and self.owner.get(self.key) == self.FOREIGN:
+                return Status.NOT_FOUND, 0           # absent when the first copy arrives
+            return super().apply(m)
+
+    with Appears(key=5, delay=0.02) as srv:
+        socks, ex = executor([srv], ["maybe"], [maybe], [(0, (5,))], concurrency=1, timeout_ms=5)
+        out = drive(ex, seconds=0.1)
+        t = out["types"]["maybe"]
+        assert t["total"]["outcomes"]["absent"] == 1 and t["total"]["committed"] == t["total"]["started"]
+        first = min(txn for _, _, _, txn, _ in srv.log)
+        assert [key for _, _, op, txn, key in srv.log if op == Op.ABORT and txn == first] == [5]
+        assert srv.held() == {} and out["release_failures"] == 0
         close(socks)
 
 
