@@ -43,9 +43,8 @@ typedef struct {
 	uint64_t interval_ns, next_start_ns, late, skipped;
 	/* scratch */
 	struct sender sd;
-	struct mmsghdr rmsg[BATCH];
-	struct iovec riov[BATCH];
-	char sbuf[BATCH][MAX_DGRAM], rbuf[BATCH][MAX_DGRAM];
+	struct receiver rv;
+	char sbuf[BATCH][MAX_DGRAM];
 } Loop;
 
 static void Loop_dealloc(Loop *self)
@@ -154,13 +153,9 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 	if (!self->slots || !self->c.hist)
 		return PyErr_NoMemory(), -1;
 	self->next_seq = 1;
-	for (int i = 0; i < BATCH; i++) {
+	for (int i = 0; i < BATCH; i++)
 		self->sd.iov[i].iov_base = self->sbuf[i];
-		self->riov[i].iov_base = self->rbuf[i];
-		self->riov[i].iov_len = MAX_DGRAM;
-		self->rmsg[i].msg_hdr.msg_iov = &self->riov[i];
-		self->rmsg[i].msg_hdr.msg_iovlen = 1;
-	}
+	receiver_init(&self->rv);
 	return 0;
 }
 
@@ -410,15 +405,15 @@ PyObject *counts_stats(const struct counts *c, uint32_t inflight, int gso)
 }
 
 
-/* Matches the n replies received in rmsg. */
+/* Matches the n replies received in rv. */
 static int match(Loop *self, int n, uint64_t t)
 {
 	int matched = 0;
 
 	for (int i = 0; i < n; i++) {
-		const struct dint_hdr *h = (const void *)self->rbuf[i];
+		const struct dint_hdr *h = (const void *)self->rv.buf[i];
 		uint32_t seq;
-		if (!reply_seq(&self->c, &self->rmsg[i], h, self->client_id, &seq))
+		if (!reply_seq(&self->c, &self->rv.msg[i], h, self->client_id, &seq))
 			continue;
 		struct slot *s = &self->slots[seq & self->mask];
 		if (!s->busy || s->seq != seq) {
@@ -436,16 +431,26 @@ static int match(Loop *self, int n, uint64_t t)
 }
 
 /* recvmmsg on one server's socket; -1 with an exception set on a hard error. */
-int recv_batch(int fd, struct mmsghdr *rmsg, int flags)
+void receiver_init(struct receiver *rv)
+{
+	for (int i = 0; i < BATCH; i++) {
+		rv->iov[i].iov_base = rv->buf[i];
+		rv->iov[i].iov_len = MAX_DGRAM;
+		rv->msg[i].msg_hdr.msg_iov = &rv->iov[i];
+		rv->msg[i].msg_hdr.msg_iovlen = 1;
+	}
+}
+
+int recv_batch(int fd, struct receiver *rv, int flags)
 {
 	int n;
 
 	if (flags & MSG_WAITFORONE) {
 		Py_BEGIN_ALLOW_THREADS
-		n = recvmmsg(fd, rmsg, BATCH, flags, NULL);
+		n = recvmmsg(fd, rv->msg, BATCH, flags, NULL);
 		Py_END_ALLOW_THREADS
 	} else {
-		n = recvmmsg(fd, rmsg, BATCH, flags, NULL);
+		n = recvmmsg(fd, rv->msg, BATCH, flags, NULL);
 	}
 	if (n >= 0)
 		return n;
@@ -459,7 +464,7 @@ int recv_batch(int fd, struct mmsghdr *rmsg, int flags)
 
 static inline int recv_from(Loop *self, int fd, int flags)
 {
-	return recv_batch(fd, self->rmsg, flags);
+	return recv_batch(fd, &self->rv, flags);
 }
 
 /* Receives what has arrived from servers with requests in flight. When

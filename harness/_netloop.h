@@ -165,8 +165,18 @@ PyObject *set_window(struct counts *c, PyObject *args);
 /* The counters as a dict; the caller adds its own. */
 PyObject *counts_stats(const struct counts *c, uint32_t inflight, int gso);
 
-/* recvmmsg on one server's socket; -1 with an exception set on a hard error. */
-int recv_batch(int fd, struct mmsghdr *rmsg, int flags);
+/* Where a loop receives: datagram i of a recv_batch lands in buf[i]. */
+struct receiver {
+	struct mmsghdr msg[BATCH];
+	struct iovec iov[BATCH];
+	char buf[BATCH][MAX_DGRAM];
+};
+
+void receiver_init(struct receiver *rv);
+
+/* recvmmsg on one server's socket into rv; -1 with an exception set on a
+ * hard error. */
+int recv_batch(int fd, struct receiver *rv, int flags);
 
 PyObject *hist_pairs(const uint64_t *hist);
 

@@ -131,9 +131,7 @@ typedef struct {
 	char zeros[MAX_DGRAM];   /* the value of an ABORT */
 	/* scratch */
 	struct sender sd;
-	struct mmsghdr rmsg[BATCH];
-	struct iovec riov[BATCH];
-	char rbuf[BATCH][MAX_DGRAM];
+	struct receiver rv;
 } TxnIO;
 
 static void TxnIO_dealloc(TxnIO *self)
@@ -227,12 +225,7 @@ static int TxnIO_init(TxnIO *self, PyObject *args, PyObject *kw)
 		self->batches[i].next_free = i + 1;
 	self->free_batch = 0;
 	self->next_seq = 1;
-	for (int i = 0; i < BATCH; i++) {
-		self->riov[i].iov_base = self->rbuf[i];
-		self->riov[i].iov_len = MAX_DGRAM;
-		self->rmsg[i].msg_hdr.msg_iov = &self->riov[i];
-		self->rmsg[i].msg_hdr.msg_iovlen = 1;
-	}
+	receiver_init(&self->rv);
 	return 0;
 }
 
@@ -553,9 +546,9 @@ static int txn_match(TxnIO *self, int n, uint64_t t)
 	int matched = 0;
 
 	for (int i = 0; i < n; i++) {
-		const struct dint_hdr *h = (const void *)self->rbuf[i];
+		const struct dint_hdr *h = (const void *)self->rv.buf[i];
 		uint32_t seq;
-		if (!reply_seq(&self->c, &self->rmsg[i], h, self->client_id, &seq))
+		if (!reply_seq(&self->c, &self->rv.msg[i], h, self->client_id, &seq))
 			continue;
 		struct tslot *s = &self->slots[seq & self->mask];
 		if (!s->busy || s->seq != seq) {
@@ -568,7 +561,7 @@ static int txn_match(TxnIO *self, int n, uint64_t t)
 		if (h->status == DINT_ST_OK && s->op < DINT_OP_MAX)
 			self->ok_by_op[s->op]++;
 		count_answer(&self->c, s->recorded, h->status, s->first_ns, t);
-		uint32_t vlen = self->rmsg[i].msg_len - DINT_HDR_LEN;
+		uint32_t vlen = self->rv.msg[i].msg_len - DINT_HDR_LEN;
 		tslot_release(self, s);
 		if (tbatch_put(self, s, h->status, ntohl(h->ver), (const char *)(h + 1), vlen) < 0)
 			return -1;
@@ -586,7 +579,7 @@ static int txn_receive(TxnIO *self, uint64_t until)
 	for (uint32_t d = 0; d < self->ndests; d++) {
 		if (!self->dest_inflight[d])
 			continue;
-		int n = recv_batch(self->fds[d], self->rmsg, MSG_DONTWAIT);
+		int n = recv_batch(self->fds[d], &self->rv, MSG_DONTWAIT);
 		if (n < 0)
 			return -1;
 		if (n && (n = txn_match(self, n, now_ns())) < 0)
