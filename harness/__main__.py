@@ -61,7 +61,7 @@ def cmd_run(args) -> int:
                     value_size=args.value_size, keys=args.keys, store_capacity=args.store_capacity, clients_per_host=args.clients_per_host,
                     kernel_threads=args.kernel_threads, cache_fraction=args.cache_fraction,
                     cache_bloom=not args.no_bloom, cache_write_through=args.write_through,
-                    client_gso=not args.no_client_gso,
+                    client_gso=args.client_gso,
                     cc=args.cc, scale=args.scale, kv_mix=args.kv_mix, rate=args.rate, neighbour=args.neighbour,
                     **({"inventory": args.inventory} if args.inventory else {})).validate()
     summary = execute(cfg, args.out)
@@ -128,9 +128,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel-threads", type=int, default=1, help="kernel server threads per host")
     p.add_argument("--cache-fraction", type=float, default=0.0,
                    help="dint: cache slots for this fraction of the records (default 0: every key fits)")
-    p.add_argument("--no-client-gso", action="store_true",
-                   help="the client sends datagram by datagram instead of grouping same-size runs to a server "
-                        "into UDP GSO sends (servers see the same datagrams either way)")
+    p.add_argument("--client-gso", choices=("auto", "on", "off"), default="auto",
+                   help="the client groups same-size runs of datagrams to a server into UDP GSO sends (on), "
+                        "sends datagram by datagram (off), or groups them when it has several servers (auto, "
+                        "the default); servers see the same datagrams either way")
     p.add_argument("--no-bloom", action="store_true",
                    help="dint ablation: no bloom filter, every cache miss goes to the slow path")
     p.add_argument("--write-through", action="store_true",

@@ -197,7 +197,7 @@ int send_grouped(const int *fds, struct sender *sd, int k, uint64_t *send_failed
 			size_t len = sd->iov[sd->order[i]].iov_len;
 			int n = 1;
 			sd->giov[i] = sd->iov[sd->order[i]];
-			while (sd->gso && i + n < k && n < GSO_MAX_SEGS && (size_t)(n + 1) * len <= GSO_MAX_BYTES &&
+			while (sd->gso && m > m0 /* not the first */ && i + n < k && n < GSO_MAX_SEGS && (size_t)(n + 1) * len <= GSO_MAX_BYTES &&
 			       sd->dest[sd->order[i + n]] == d && sd->iov[sd->order[i + n]].iov_len == len) {
 				sd->giov[i + n] = sd->iov[sd->order[i + n]];
 				n++;

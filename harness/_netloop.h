@@ -127,7 +127,9 @@ int parse_fds(PyObject *fds, int *out, struct pollfd *pfds);
  * send (UDP_SEGMENT) of at most this many, this many bytes: one pass through
  * the socket layer instead of one per datagram. The kernel still cuts them
  * into datagrams before the wire (on the sender, see harness/testbed.py), so
- * a server receives exactly what it would without. */
+ * a server receives exactly what it would without. The first datagram to
+ * each server goes alone, so that the server starts on it while the client
+ * sends the rest. */
 #define GSO_MAX_SEGS 64
 #define GSO_MAX_BYTES 60000
 

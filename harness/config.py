@@ -11,6 +11,7 @@ from .inventory import DEFAULT_INVENTORY
 from .testbed import NAPI_MODES
 
 SYSTEMS = ("dint", "kernel", "bypass")
+CLIENT_GSO = ("auto", "on", "off")
 WORKLOADS = workloads.NAMES
 
 
@@ -33,8 +34,11 @@ class RunConfig:
     clients_per_host: int = 1
     # the client sends runs of same-size datagrams to one server as one UDP
     # GSO send (cut into datagrams on the client's side: servers see no
-    # difference); False: one send per datagram
-    client_gso: bool = True
+    # difference): on, off (one send per datagram), or auto: on when a client
+    # has several servers. With one, datagram-by-datagram sending keeps the
+    # server busy while the client sends; sent at once, the client's window
+    # goes and comes back in bursts, and the client sleeps in between.
+    client_gso: str = "auto"
     kernel_threads: int = 1       # kernel server: SO_REUSEPORT threads per host
     bypass_idle_poll_us: int = 200        # bypass server: poll (yielding) this long when idle,
     bypass_idle_sleep_max_us: int = 200   # then sleep up to this between polls (0: busy poll)
@@ -75,6 +79,8 @@ class RunConfig:
         need(self.store_capacity >= 0, "--store-capacity must not be negative")
         need(self.timeout_ms > 0 and self.max_retries >= 0, "timeout must be positive, retries not negative")
         need(1 <= self.clients_per_host <= 64, "--clients-per-host must be between 1 and 64")
+        need(self.client_gso in CLIENT_GSO, f"--client-gso must be one of {', '.join(CLIENT_GSO)}, "
+                                            f"not {self.client_gso!r}")
         need(1 <= self.kernel_threads <= 256, "--kernel-threads must be between 1 and 256")
         need(0 <= self.cache_fraction <= 4, "--cache-fraction must be between 0 (every key fits) and 4")
         need(self.bypass_idle_poll_us >= 0 and self.bypass_idle_sleep_max_us >= 0,

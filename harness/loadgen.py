@@ -87,6 +87,12 @@ def _cpu_ticks(cpus: list[int]) -> tuple[int, int]:
     return busy, total
 
 
+def use_gso(spec: dict) -> bool:
+    """Whether this client groups its sends into UDP GSO sends (RunConfig.client_gso)."""
+    mode = spec.get("client_gso", "auto")
+    return mode == "on" or (mode == "auto" and len(spec["dests"]) > 1)
+
+
 def drive(spec: dict, progress=print) -> dict:
     dests = [tuple(d) for d in spec["dests"]]
     socks = open_sockets(spec["address"], dests)
@@ -110,13 +116,13 @@ def drive(spec: dict, progress=print) -> dict:
         gc.freeze()
         loop = Executor([s.fileno() for s in socks], spec["client_id"], kinds, funcs, params,
                         spec["concurrency"], timeout_ns, spec["max_retries"], max(workload.SCHEMA.sizes),
-                        interval_ns=interval_ns, gso=spec.get("client_gso", True))
+                        interval_ns=interval_ns, gso=use_gso(spec))
         rounds = workload.MAX_ROUNDS + 1  # and the round of ABORTs of an abort
     else:
         reqs = workload.stream(spec)
         loop = Loop([s.fileno() for s in socks], spec["client_id"], reqs.data, reqs.offsets.tobytes(),
                     reqs.dest_of, spec["concurrency"], timeout_ns, spec["max_retries"],
-                    stamp_txn=workload.STAMP_TXN, interval_ns=interval_ns, gso=spec.get("client_gso", True))
+                    stamp_txn=workload.STAMP_TXN, interval_ns=interval_ns, gso=use_gso(spec))
         rounds = 1
     cpus = sorted(os.sched_getaffinity(0))
     t0 = time.monotonic_ns()

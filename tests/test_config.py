@@ -19,10 +19,18 @@ def test_defaults_validate():
     ("concurrency", 0, "--concurrency must be between"),
     ("duration_s", 0, "--duration must be positive"),
     ("value_size", 4096, "--value-size must be between"),
+    ("client_gso", "yes", "--client-gso must be one of"),
 ])
 def test_bad_values_are_named(field, value, message):
     with pytest.raises(HarnessError, match=message):
         RunConfig(**{"system": "dint", field: value}).validate()
+
+
+def test_client_gso_auto_means_several_servers():
+    from harness.loadgen import use_gso
+    one, three = [["10.0.0.1", 7777]], [["10.0.0.1", 7777]] * 3
+    assert not use_gso({"dests": one}) and use_gso({"dests": three})
+    assert use_gso({"dests": one, "client_gso": "on"}) and not use_gso({"dests": three, "client_gso": "off"})
 
 
 def test_roundtrip_and_unknown_keys():
