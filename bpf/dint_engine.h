@@ -279,13 +279,24 @@ static __always_inline int dint_apply(struct dint_rec *r, struct dint_hdr *m, __
 	case DINT_OP_ABORT:
 		dint_release(r, txn);
 		return DINT_ST_OK;
+	/* ver 0: the server chooses the version (the key's primary) and the new
+	 * row stays locked by its inserter until released, so that nobody reads
+	 * or locks it before its backups have it; a version: install it as is
+	 * (a backup). */
 	case DINT_OP_INSERT:
-		if (r->live)
-			return r->last_txn == txn && r->ver == ver ? DINT_ST_OK : DINT_ST_EXISTS;
-		if (r->ver && ver <= r->ver) /* versions of a key only grow, deletes included */
+		if (r->live) {
+			if (r->owner != txn && !(r->last_txn == txn && r->ver == ver))
+				return DINT_ST_EXISTS;
+			m->ver = dint_htonl(r->ver); /* a duplicate */
+			return DINT_ST_OK;
+		}
+		i = !ver;
+		if (!ver || ver <= r->ver) /* versions of a key only grow, deletes included */
 			ver = r->ver + 1;
 		dint_install(r, m, ver, val, end);
 		r->live = 1;
+		if (i)
+			r->owner = txn;
 		m->ver = dint_htonl(ver);
 		return DINT_ST_OK;
 	case DINT_OP_DELETE:

@@ -31,7 +31,8 @@ enum dint_op {
 	DINT_OP_COMMIT_BACKUP = 7,  /* install value as version ver */
 	DINT_OP_COMMIT_PRIMARY = 8, /* install value as version ver and release the lock */
 	DINT_OP_ABORT = 9,          /* release txn's lock, shared or exclusive */
-	DINT_OP_INSERT = 10,        /* create with value as version ver */
+	DINT_OP_INSERT = 10,        /* create with value as version ver; ver 0: the server
+				     * chooses it, and the row stays locked by the inserter */
 	DINT_OP_DELETE = 11,        /* remove, as version ver */
 	DINT_OP_MAX,
 };

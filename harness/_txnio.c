@@ -16,7 +16,8 @@
  * sends what the generator yields, resumes it with the replies, and counts
  * how it ends: committed (with the label it returned, if any) or aborted by
  * cause. What a transaction may still hold is tracked as replies arrive, so
- * that it never leaves a lock behind: a lock granted, a lock whose request
+ * that it never leaves a lock behind: a lock granted (or a row inserted with
+ * version 0, which stays locked by its inserter), a lock whose request
  * timed out, and a lock request sent more than once whatever its answer (a
  * copy that reaches the server after the one answered may find the row free
  * and be granted), each until a COMMIT_PRIMARY or ABORT of that key is
@@ -277,7 +278,8 @@ static int track_held(TxnIO *self, struct ctxn *t, struct tslot *s, int status)
 {
 	const struct dint_hdr *h = (const void *)tslot_buf(self, (uint32_t)(s - self->slots));
 
-	if (s->op == DINT_OP_LOCK_SHARED || s->op == DINT_OP_LOCK_EXCL) {
+	/* an INSERT of version 0 leaves its new row locked by the inserter */
+	if (s->op == DINT_OP_LOCK_SHARED || s->op == DINT_OP_LOCK_EXCL || (s->op == DINT_OP_INSERT && !h->ver)) {
 		if (status == DINT_ST_OK || status == TXN_TIMEOUT || s->retries)
 			return held_add(t, h->table, be64toh(h->key), s->dest, s->len - DINT_HDR_LEN);
 	} else if ((s->op == DINT_OP_COMMIT_PRIMARY || s->op == DINT_OP_ABORT) && status == DINT_ST_OK) {

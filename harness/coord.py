@@ -28,22 +28,26 @@ skipped:
   2. LOG every write, insert and delete to all its replicas. Once all are
      logged the transaction is committed (the commit point); every later
      batch is sent again, same request ids, until answered.
-  3. INSERT new rows at their primaries. An insert answered EXISTS (another
-     transaction inserted the row since it was read absent) aborts the
-     transaction as a lock conflict; its log records stay (the log is
-     redo-only and records aborted work harmlessly).
+  3. INSERT new rows at their primaries (version 0: the primary chooses it,
+     and the new row stays locked by this transaction). An insert answered
+     EXISTS (another transaction inserted the row since it was read absent)
+     aborts the transaction as a lock conflict; its log records stay (the
+     log is redo-only and records aborted work harmlessly).
   4. Backups: COMMIT_BACKUP each write, INSERT each new row (the version the
      primary gave it), DELETE each deleted row.
   5. Primaries: COMMIT_PRIMARY each write (locked version + 1; it also
      releases the lock), DELETE each deleted row, and ABORT (release) every
-     other lock held: 2PL shared locks and exclusive locks not written.
+     other lock held: 2PL shared locks, exclusive locks not written, and the
+     new rows.
 
 Deviation from DINT: DINT sends inserts through the same order as updates
 (backups, then the primary). Here a new row goes to its primary first, in
 the round before the backups, so the primary decides between concurrent
 inserts of one key and the replicas cannot diverge; it costs a round trip
-for transactions that insert. Inserted rows are not locked, so a new row is
-visible at its primary one round before the transaction's updates are.
+for transactions that insert. The new row stays locked at its primary until
+the last round, so no transaction reads, locks, updates or deletes it
+before its backups have it (a TPC-C Delivery did: its commit then found the
+order absent at a backup).
 
 An abort (a rejected lock, a failed validation, a timeout before the
 commit point, `raise Abort(...)`) is handled by the executor: it releases
@@ -253,6 +257,8 @@ class Tx:
         release = [*shared] if shared else []
         if len(locked) > len(writes) + (len(deletes) if deletes else 0):
             release += [tk for tk in locked if tk not in writes and not (deletes and tk in deletes)]
+        if inserts:
+            release += inserts
         if release:
             pr += [(_ABORT, t, k, blanks[t], 0, k % n) for t, k in release]
         if pr:

@@ -116,9 +116,12 @@ def test_insert_goes_to_its_primary_first_and_may_lose():
             return [(OK, 4, None)]
         return all_ok(batch)
     batches, _ = drive(coord.bind(add, "occ", 3, SIZES)(4), answer)
+    # the primary first (version 0: it chooses, and the row stays locked by
+    # the inserter), then the backups, then the primary releases the row
     assert [[(r[0], r[5]) for r in b] for b in batches[2:]] == [
-        [(Op.LOG, 1), (Op.LOG, 2), (Op.LOG, 0)], [(Op.INSERT, 1)], [(Op.INSERT, 2), (Op.INSERT, 0)]]
-    assert all(r[4] == 4 for r in batches[4])  # the version the primary gave it
+        [(Op.LOG, 1), (Op.LOG, 2), (Op.LOG, 0)], [(Op.INSERT, 1)], [(Op.INSERT, 2), (Op.INSERT, 0)],
+        [(Op.ABORT, 1)]]
+    assert batches[3][0][4] == 0 and all(r[4] == 4 for r in batches[4])  # the version the primary gave it
 
     def lost(batch):
         if batch[0][0] == Op.INSERT:

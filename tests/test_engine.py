@@ -55,6 +55,22 @@ def test_insert_then_read_and_duplicates(served):
     assert (m.status, m.value, m.ver) == (Status.OK, v8(7), 1)
 
 
+def test_an_insert_whose_version_the_server_chooses_stays_locked_by_its_inserter(served):
+    """ver 0 (the key's primary): the server picks the version, and nobody
+    reads, locks or inserts the row before its inserter releases it."""
+    key = 1001
+    m = served.request(Op.INSERT, key, v8(5), txn=31, ver=0)
+    assert m.status == Status.OK and m.ver >= 1
+    again = served.request(Op.INSERT, key, v8(5), txn=31, ver=0)  # retransmission
+    assert (again.status, again.ver) == (Status.OK, m.ver)
+    assert served.request(Op.READ, key, Z8, txn=32).status == Status.LOCKED
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=32).status == Status.LOCKED
+    assert served.request(Op.INSERT, key, v8(6), txn=32, ver=0).status == Status.EXISTS
+    assert served.request(Op.ABORT, key, Z8, txn=31).status == Status.OK
+    r = served.request(Op.READ, key, Z8, txn=32)
+    assert (r.status, r.value, r.ver) == (Status.OK, v8(5), m.ver)
+
+
 def test_exclusive_lock_conflicts_and_commit_releases(served):
     key = 102
     m = served.request(Op.LOCK_EXCL, key, Z8, txn=21)

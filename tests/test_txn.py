@@ -366,7 +366,8 @@ def test_a_lock_refused_while_a_copy_of_its_request_was_out_is_released_too():
     aborting transaction sends ABORT to that key as well, so no lock is left
     behind (the copy's OK reply is a stray)."""
     with LateGrant(key=5, delay=0.02) as srv:
-        socks, ex = executor([srv], ["two_keys"], [two_keys], [(0, (1, 5))], concurrency=1, timeout_ms=5)
+        socks, ex = executor([srv], ["two_keys"], [two_keys], [(0, (1, 5))], concurrency=1, timeout_ms=5,
+                             retries=20)  # not given up before the 20 ms answer
         out = drive(ex, seconds=0.1)
         t = out["types"]["two_keys"]
         assert t["total"]["aborts"]["lock"] == 1 and t["total"]["committed"] > 0
@@ -391,7 +392,8 @@ def test_a_commit_still_holding_a_lock_releases_it_before_it_ends():
             return super().apply(m)
 
     with Appears(key=5, delay=0.02) as srv:
-        socks, ex = executor([srv], ["maybe"], [maybe], [(0, (5,))], concurrency=1, timeout_ms=5)
+        socks, ex = executor([srv], ["maybe"], [maybe], [(0, (5,))], concurrency=1, timeout_ms=5,
+                             retries=20)  # not given up before the 20 ms answer
         out = drive(ex, seconds=0.1)
         t = out["types"]["maybe"]
         assert t["total"]["outcomes"]["absent"] == 1 and t["total"]["committed"] == t["total"]["started"]
