@@ -222,8 +222,7 @@ class Tx:
                     if st != _OK and st != _NOT_FOUND or (ver is None) != (st == _NOT_FOUND):
                         raise Abort("validation")   # changed, locked, appeared or vanished
         if not writes and not deletes and not inserts:
-            releases = [(_ABORT, t, k, blanks[t], 0, k % n) for t, k in (*shared, *locked)] if shared else \
-                [(_ABORT, t, k, blanks[t], 0, k % n) for t, k in locked]
+            releases = [(_ABORT, t, k, blanks[t], 0, k % n) for t, k in ((*shared, *locked) if shared else locked)]
             if releases:
                 yield releases
             return None
