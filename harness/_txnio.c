@@ -24,8 +24,8 @@
  * answered OK. An abort sends ABORT to all of them; a transaction that
  * commits still holding some (only ever after a retransmission) releases
  * them the same way before it finishes. An ABORT given up after max_retries
- * may leave a lock held: counted as a release failure. harness/txn.py documents the rules;
- * this is their only copy. */
+ * may leave a lock held: counted as a release failure. harness/txn.py
+ * documents the rules; this is their only copy. */
 #include "_netloop.h"
 
 #define MAX_LABELS 32 /* abort causes and outcome labels, all types together */
