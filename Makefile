@@ -8,8 +8,12 @@ BUILD := build
 # own: make BUILD=build/schema-X SCHEMA_CFLAGS='-DDINT_NTABLES=...' (the
 # harness does this, see harness/schema.py).
 SCHEMA_CFLAGS :=
-CFLAGS := -O2 -g -Wall -Wextra -Werror -Ibpf $(SCHEMA_CFLAGS)
-BPF_HDRS := $(wildcard bpf/*.h)
+# Includes go one way: engine/ (the protocol and the engine) includes only
+# itself; userspace/ (the store and what the user-space servers share)
+# includes engine/; baselines/ and bpf/ include both.
+CFLAGS := -O2 -g -Wall -Wextra -Werror -Iengine -Iuserspace $(SCHEMA_CFLAGS)
+ENGINE_HDRS := $(wildcard engine/*.h)
+USERSPACE_HDRS := $(wildcard userspace/*.h)
 DPDK_CFLAGS = $(shell pkg-config --cflags libdpdk)
 DPDK_LIBS = $(shell pkg-config --libs libdpdk)
 
@@ -22,16 +26,16 @@ $(BUILD)/xdp_pass.o: bpf/xdp_pass.c
 	@mkdir -p $(@D)
 	clang -O2 -g -target bpf -I/usr/include/$(shell uname -m)-linux-gnu -c $< -o $@
 
-$(BUILD)/kernel_server: baselines/kernel_server.c baselines/server_common.h baselines/store.h $(BPF_HDRS)
+$(BUILD)/kernel_server: baselines/kernel_server.c $(USERSPACE_HDRS) $(ENGINE_HDRS)
 	@mkdir -p $(@D)
 	gcc $(CFLAGS) -pthread -o $@ $<
 
-# dint's user-space slow path: the baselines' store behind the in-kernel cache.
-$(BUILD)/dint_slowpath: bpf/dint_slowpath.c baselines/server_common.h baselines/store.h $(BPF_HDRS)
+# dint's user-space slow path: the user-space store behind the in-kernel cache.
+$(BUILD)/dint_slowpath: bpf/dint_slowpath.c bpf/dint_cache.h $(USERSPACE_HDRS) $(ENGINE_HDRS)
 	@mkdir -p $(@D)
-	gcc $(CFLAGS) -Ibaselines -o $@ $<
+	gcc $(CFLAGS) -o $@ $<
 
-$(BUILD)/bypass_server: baselines/bypass_server.c baselines/server_common.h baselines/store.h $(BPF_HDRS)
+$(BUILD)/bypass_server: baselines/bypass_server.c $(USERSPACE_HDRS) $(ENGINE_HDRS)
 	@mkdir -p $(@D)
 	gcc $(CFLAGS) $(DPDK_CFLAGS) -o $@ $< $(DPDK_LIBS)
 

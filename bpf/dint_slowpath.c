@@ -1,6 +1,6 @@
 /* dint's user-space slow path: the rare work the XDP program passes up.
  *
- * It holds the full store (baselines/store.h: every key, with the initial
+ * It holds the full store (userspace/store.h: every key, with the initial
  * data) and, at start, builds the in-kernel cache's image from it: each key
  * goes into its bucket while the bucket has a free slot, the others are
  * remembered in their bucket's bloom filter; the image is written with

@@ -4,7 +4,8 @@ DPDK server that serve the same protocol."""
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BPF_DIR = ROOT / "bpf"
+ENGINE_DIR = ROOT / "engine"        # the protocol and the engine, shared by all three systems
+BPF_DIR = ROOT / "bpf"              # dint: the XDP program, its cache and its slow path
 BUILD_DIR = ROOT / "build"
 RESULTS_DIR = ROOT / "results"
 INVENTORY_DIR = ROOT / "inventory"

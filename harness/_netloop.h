@@ -20,7 +20,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "../bpf/dint_proto.h"
+#include "../engine/dint_proto.h"
 
 #define BATCH 64
 #define MAX_DESTS 64

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 
-from . import BPF_DIR, HarnessError, snapshot
+from . import BPF_DIR, ENGINE_DIR, HarnessError, snapshot
 from .schema import Schema
 
 SOURCE = BPF_DIR / "dint_xdp.c"
@@ -46,7 +46,7 @@ def possible_cpus() -> int:
 def cflags(port: int, schema: Schema, buckets: int = DEFAULT_BUCKETS, bloom: bool = True,
            write_through: bool = False) -> list[str]:
     """Build flags of the data plane; recorded with the results."""
-    return [f"-I{BPF_DIR}", f"-DDINT_PORT={port}", f"-DDINT_NCPUS={possible_cpus()}",
+    return [f"-I{ENGINE_DIR}", f"-I{BPF_DIR}", f"-DDINT_PORT={port}", f"-DDINT_NCPUS={possible_cpus()}",
             f"-DDINT_CACHE_BUCKETS={buckets}", f"-DDINT_CACHE_BLOOM={int(bloom)}",
             f"-DDINT_CACHE_WRITE_THROUGH={int(write_through)}",
             # x86's total store order: the latch is freed by a plain store

@@ -1,4 +1,4 @@
-"""Python mirror of the wire format in bpf/dint_proto.h (tests check the two
+"""Python mirror of the wire format in engine/dint_proto.h (tests check the two
 agree field by field): packing requests and reading replies."""
 from __future__ import annotations
 

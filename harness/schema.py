@@ -16,7 +16,7 @@ MAX_VALUE = 1024
 
 @dataclass(frozen=True)
 class Schema:
-    sizes: tuple[int, ...] = (8, 40, 0)  # the engine's defaults (bpf/dint_engine.h)
+    sizes: tuple[int, ...] = (8, 40, 0)  # the engine's defaults (engine/dint_engine.h)
 
     def __post_init__(self):
         if not 1 <= len(self.sizes) <= MAX_TABLES:

@@ -1,5 +1,5 @@
 """The Python mirror and the scapy layer against the one C definition of the
-wire format (bpf/dint_proto.h), compiled and asked for its layout."""
+wire format (engine/dint_proto.h), compiled and asked for its layout."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from harness import BPF_DIR, protocol
+from harness import ENGINE_DIR, protocol
 from harness.protocol import Op, Status
 from harness.scapy_layer import Dint
 
@@ -46,7 +46,7 @@ int main(void)
 def c_layout(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("layout")
     (d / "layout.c").write_text(layout_program())
-    subprocess.run(["gcc", "-Wall", "-Werror", f"-I{BPF_DIR}", "-o", str(d / "layout"), str(d / "layout.c")],
+    subprocess.run(["gcc", "-Wall", "-Werror", f"-I{ENGINE_DIR}", "-o", str(d / "layout"), str(d / "layout.c")],
                    check=True)
     out = json.loads(subprocess.run([str(d / "layout")], check=True, capture_output=True, text=True).stdout)
     out["fields"].pop("_")

@@ -1,6 +1,6 @@
 """The transaction executor (harness/txn.py over the native TxnIO) against
 small in-test servers on loopback that keep records and no-wait locks as the
-engine does (bpf/dint_engine.h), with faults injected: batches, replies
+engine does (engine/dint_engine.h), with faults injected: batches, replies
 matched by request id, retransmission with the same id, timeouts, abort
 causes, locks released on abort, the measured window, transaction ids."""
 from __future__ import annotations

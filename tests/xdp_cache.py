@@ -19,7 +19,7 @@ RESULTS = {1: "placed", 2: "evicted", 3: "present"}
 
 
 def _hash(table: int, key: int) -> int:
-    """dint_hash (bpf/dint_engine.h)."""
+    """dint_hash (engine/dint_engine.h)."""
     m = (1 << 64) - 1
     h = key ^ ((table * 0x9E3779B97F4A7C15) & m)
     h ^= h >> 33

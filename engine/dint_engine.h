@@ -2,8 +2,9 @@
  * versioned store / log semantics of every operation. Compiled into the XDP
  * program, dint's user-space slow path and both baseline servers, so the
  * systems cannot answer differently. What differs per frontend is only where
- * records live and how they are latched. A frontend defines, before
- * including this file,
+ * records live and how they are latched, and the engine includes nothing of
+ * a frontend's: a frontend defines these macros before it includes this file
+ * (or dint_net.h, which includes it),
  *
  *   DINT_REF_T                 what one latch covers: a record (the baselines'
  *                              store) or a bucket of records (dint's cache)
@@ -34,6 +35,10 @@
  * a key the transaction it last logged; versions only grow. */
 #ifndef DINT_ENGINE_H
 #define DINT_ENGINE_H
+
+#if !defined(DINT_REF_T) || !defined(dint_latch) || !defined(dint_unlatch)
+#error "define DINT_REF_T, dint_latch and dint_unlatch before including the engine (see the top of dint_engine.h)"
+#endif
 
 #include "dint_proto.h"
 

@@ -1,4 +1,4 @@
-/* The user-space store behind the engine (bpf/dint_engine.h) for both
+/* The user-space store behind the engine (engine/dint_engine.h) for both
  * baseline servers: where records live, how they are latched, and the log.
  * No protocol logic here: the engine decides what every operation does.
  *
