@@ -187,6 +187,31 @@ static int setup_port(uint16_t port, struct rte_mempool *pool)
 	return 0;
 }
 
+/* The options after "--". */
+struct app_opts {
+	unsigned long poll_us, sleep_max_us;
+	struct store_opts *store;
+};
+
+static bool take_option(int opt, const char *arg, void *ctx)
+{
+	struct app_opts *o = ctx;
+
+	switch (opt) {
+	case 's':
+		if (parse_uint(arg, 0, MAX_POLL_US, &o->poll_us) < 0)
+			usage_error(USAGE, "bad --idle-poll-us '%s' (0..%d)", arg,
+				    MAX_POLL_US);
+		return true;
+	case 'm':
+		if (parse_uint(arg, 0, MAX_SLEEP_US, &o->sleep_max_us) < 0)
+			usage_error(USAGE, "bad --idle-sleep-max-us '%s' (0..%d)", arg,
+				    MAX_SLEEP_US);
+		return true;
+	}
+	return store_parse_opt(opt, arg, USAGE, o->store);
+}
+
 /* Our options come after "--"; the rest is EAL's. Parsed before EAL starts
  * so a typo costs no hugepage or device setup. */
 static void parse_app_args(int argc, char **argv, struct backoff *b, struct store_opts *so)
@@ -197,36 +222,12 @@ static void parse_app_args(int argc, char **argv, struct backoff *b, struct stor
 		STORE_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
-	unsigned long poll_us = 200, sleep_max_us = 200;
-	int opt;
+	struct app_opts o = { 200, 200, so };
 
-	opterr = 0; /* our own one-line message instead of getopt's */
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (opt) {
-		case 's':
-			if (parse_uint(optarg, 0, MAX_POLL_US, &poll_us) < 0)
-				usage_error(USAGE, "bad --idle-poll-us '%s' (0..%d)",
-					    optarg, MAX_POLL_US);
-			break;
-		case 'm':
-			if (parse_uint(optarg, 0, MAX_SLEEP_US, &sleep_max_us) < 0)
-				usage_error(USAGE, "bad --idle-sleep-max-us '%s' (0..%d)",
-					    optarg, MAX_SLEEP_US);
-			break;
-		default:
-			if (store_parse_opt(opt, optarg, USAGE, so))
-				break;
-			if (optopt == 's' || optopt == 'm' || store_opt_is(optopt))
-				usage_error(USAGE, "missing value for '%s'", argv[optind - 1]);
-			usage_error(USAGE, "unknown option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind < argc)
-		usage_error(USAGE, "unexpected argument '%s'", argv[optind]);
-
-	b->poll_ns = (uint64_t)poll_us * 1000;
-	b->sleep_max_us = (unsigned int)sleep_max_us;
+	parse_args(argc, argv, opts, USAGE, take_option, &o);
+	b->poll_ns = (uint64_t)o.poll_us * 1000;
+	b->sleep_max_us = (unsigned int)o.sleep_max_us;
 	b->sleep_us = 1;
 }
 

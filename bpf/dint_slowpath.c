@@ -38,33 +38,29 @@
 #include <unistd.h>
 
 #include "store.h"
-#include "server_common.h"
+#include "udp_server.h"
 #include "dint_net.h"
 #include "dint_cache.h"
 
 #define USAGE "dint_slowpath --cache-fd FD --xdp-fd FD --fill-fd FD [--port P] [--cpus CPU] " \
 	      STORE_USAGE
 
-#define BATCH 64
-#define SLOT_DATA 2048
-#define RCV_TIMEOUT_US 100000
 #define FRAME_HDR (sizeof(struct dint_eth) + sizeof(struct dint_ipv4) + sizeof(struct dint_udp))
 /* Room for a frame and what XDP may append to it. */
-#define FRAME_MAX (FRAME_HDR + SLOT_DATA + sizeof(struct dint_wt) + 256)
+#define FRAME_MAX (FRAME_HDR + UDP_SLOT_DATA + sizeof(struct dint_wt) + 256)
 
+/* The engine's four counters (enum dint_stat: datagrams received, replies
+ * sent, datagrams not answered, replies with a status other than OK), then
+ * the slow path's own. */
 enum sp_stat {
-	SP_RX,        /* datagrams received */
-	SP_TX,        /* replies sent */
-	SP_DROP,      /* datagrams not answered */
-	SP_ERR,       /* replies sent with a status other than OK */
-	SP_FILL,      /* records taken into the cache */
-	SP_EVICT,     /* ... that evicted one */
-	SP_WRITEBACK, /* evicted or written-through records stored (newer than the store's) */
-	SP_WT,        /* write-through replies relayed */
-	SP_REPASS,    /* requests that missed again after their fill (retried) */
-	SP_FULL,      /* requests refused: the store had no room for a victim */
-	SP_LOADED,    /* records loaded at start */
-	SP_CACHED,    /* ... of which the cache took in (the rest overflowed full buckets) */
+	SP_FILL = DINT_STAT_MAX, /* records taken into the cache */
+	SP_EVICT,                /* ... that evicted one */
+	SP_WRITEBACK,            /* evicted or written-through records stored (newer than the store's) */
+	SP_WT,                   /* write-through replies relayed */
+	SP_REPASS,               /* requests that missed again after their fill (retried) */
+	SP_FULL,                 /* requests refused: the store had no room for a victim */
+	SP_LOADED,               /* records loaded at start */
+	SP_CACHED,               /* ... of which the cache took in (the rest overflowed full buckets) */
 	SP_MAX,
 };
 static const char *const sp_names[SP_MAX] = {
@@ -411,59 +407,25 @@ out:
 
 static void print_sp_stats(void);
 
+/* A datagram the XDP program passed up: a write-through reply to relay,
+ * or a request to answer. */
+static __u32 answer(void *port, __u8 *buf, __u32 len)
+{
+	__u32 n = take_write_through(buf, len);
+
+	return n ? n : serve_request(buf, len, *(unsigned int *)port);
+}
+
 static int serve(int fd, unsigned int port)
 {
-	static __u8 buf[BATCH][SLOT_DATA];
-	static struct sockaddr_in peer[BATCH];
-	static struct mmsghdr in[BATCH], out[BATCH];
-	static struct iovec in_iov[BATCH], out_iov[BATCH];
+	static struct udp_batch batch;
 
-	for (int i = 0; i < BATCH; i++) {
-		in_iov[i].iov_base = buf[i];
-		in_iov[i].iov_len = SLOT_DATA;
-		in[i].msg_hdr.msg_iov = &in_iov[i];
-		in[i].msg_hdr.msg_iovlen = 1;
-		in[i].msg_hdr.msg_name = &peer[i];
-	}
+	udp_batch_init(&batch);
 	while (!should_stop()) {
-		unsigned int nout = 0;
-		int n;
-
 		if (take_stats_request())
 			print_sp_stats();
-		for (int i = 0; i < BATCH; i++)
-			in[i].msg_hdr.msg_namelen = sizeof(peer[i]);
-		n = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-				continue;
-			report_error("recvmmsg failed: %s", strerror(errno));
+		if (udp_serve_batch(fd, &batch, answer, &port, stats) < 0)
 			return -1;
-		}
-		for (int i = 0; i < n; i++) {
-			__u32 len = in[i].msg_len, r;
-
-			stats[SP_RX]++;
-			if (in[i].msg_hdr.msg_flags & MSG_TRUNC)
-				r = 0;
-			else if ((r = take_write_through(buf[i], len)) == 0)
-				r = serve_request(buf[i], len, port);
-			if (!r) {
-				stats[SP_DROP]++;
-				continue;
-			}
-			if (((struct dint_hdr *)buf[i])->status != DINT_ST_OK)
-				stats[SP_ERR]++;
-			out_iov[nout].iov_base = buf[i];
-			out_iov[nout].iov_len = r;
-			memset(&out[nout], 0, sizeof(out[nout]));
-			out[nout].msg_hdr.msg_name = &peer[i];
-			out[nout].msg_hdr.msg_namelen = in[i].msg_hdr.msg_namelen;
-			out[nout].msg_hdr.msg_iov = &out_iov[nout];
-			out[nout].msg_hdr.msg_iovlen = 1;
-			nout++;
-		}
-		stats[SP_TX] += send_all(fd, out, nout);
 	}
 	return 0;
 }
@@ -486,54 +448,38 @@ static int parse_fd(const char *arg, const char *name)
 	return (int)v;
 }
 
+/* Takes the fds, or what every UDP server is told. */
+static bool take_option(int opt, const char *arg, void *ctx)
+{
+	switch (opt) {
+	case 'm':
+		cache_fd = parse_fd(arg, "--cache-fd");
+		return true;
+	case 'x':
+		xdp_fd = parse_fd(arg, "--xdp-fd");
+		return true;
+	case 'f':
+		fill_fd = parse_fd(arg, "--fill-fd");
+		return true;
+	}
+	return udp_server_parse_opt(opt, arg, USAGE, ctx);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "port", required_argument, NULL, 'p' },
-		{ "cpus", required_argument, NULL, 'c' },
 		{ "cache-fd", required_argument, NULL, 'm' },
 		{ "xdp-fd", required_argument, NULL, 'x' },
 		{ "fill-fd", required_argument, NULL, 'f' },
-		STORE_OPTIONS,
+		UDP_SERVER_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
-	struct store_opts sopts = STORE_OPTS_DEFAULT;
-	unsigned long port = DINT_PORT;
+	struct udp_server_opts o = UDP_SERVER_OPTS_DEFAULT;
 	struct bpf_map_info info;
-	int cpus[64], ncpus = 0, opt, fd, status = 0;
+	int fd, status = 0;
 
-	sopts.log_capacity = 0; /* the log is the kernel's rings */
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'p':
-			if (parse_uint(optarg, 1, 65535, &port) < 0)
-				usage_error(USAGE, "bad --port '%s'", optarg);
-			break;
-		case 'c':
-			ncpus = parse_cpu_list(optarg, cpus, 64);
-			if (ncpus < 0)
-				usage_error(USAGE, "bad --cpus '%s'", optarg);
-			break;
-		case 'm':
-			cache_fd = parse_fd(optarg, "--cache-fd");
-			break;
-		case 'x':
-			xdp_fd = parse_fd(optarg, "--xdp-fd");
-			break;
-		case 'f':
-			fill_fd = parse_fd(optarg, "--fill-fd");
-			break;
-		default:
-			if (store_parse_opt(opt, optarg, USAGE, &sopts))
-				break;
-			if (strchr("pcmxf", optopt) || store_opt_is(optopt))
-				usage_error(USAGE, "missing value for '%s'", argv[optind - 1]);
-			usage_error(USAGE, "unknown option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind < argc)
-		usage_error(USAGE, "unexpected argument '%s'", argv[optind]);
+	o.store.log_capacity = 0; /* the log is the kernel's rings */
+	parse_args(argc, argv, opts, USAGE, take_option, &o);
 	if (cache_fd < 0 || xdp_fd < 0 || fill_fd < 0)
 		usage_error(USAGE, "--cache-fd, --xdp-fd and --fill-fd are required");
 	if (map_info(cache_fd, &info) < 0) {
@@ -550,18 +496,18 @@ int main(int argc, char **argv)
 		return EXIT_SETUP;
 	}
 	nbuckets = info.max_entries;
-	if (ncpus) {
+	if (o.ncpus) {
 		cpu_set_t set;
 
 		CPU_ZERO(&set);
-		for (int i = 0; i < ncpus; i++)
-			CPU_SET(cpus[i], &set);
+		for (int i = 0; i < o.ncpus; i++)
+			CPU_SET(o.cpus[i], &set);
 		if (sched_setaffinity(0, sizeof(set), &set) < 0) {
 			report_error("pinning to --cpus failed: %s", strerror(errno));
 			return EXIT_SETUP;
 		}
 	}
-	if (store_start(&sopts) < 0)
+	if (store_start(&o.store) < 0)
 		return EXIT_SETUP;
 	if (install_stop_handlers() < 0) {
 		report_error("installing signal handlers failed: %s", strerror(errno));
@@ -581,21 +527,21 @@ int main(int argc, char **argv)
 		store_free();
 		return EXIT_SETUP;
 	}
-	fd = udp_socket(port, false, RCV_TIMEOUT_US, 4 << 20);
+	fd = udp_socket(o.port, false, 4 << 20);
 	if (fd < 0 || build_cache() < 0) {
 		store_free();
 		return EXIT_SETUP;
 	}
 	print_ready();
-	if (serve(fd, port) < 0)
+	if (serve(fd, o.port) < 0)
 		status = EXIT_SETUP;
 	close(fd);
 	/* dintd detaches XDP before stopping this process: the cache no
 	 * longer changes. */
 	if (drain_cache() < 0)
 		status = EXIT_SETUP;
-	sopts.log = NULL;
-	if (store_stop(&sopts) < 0)
+	o.store.log = NULL;
+	if (store_stop(&o.store) < 0)
 		status = EXIT_SETUP;
 	print_sp_stats();
 	return status;

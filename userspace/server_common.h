@@ -1,7 +1,7 @@
 /* What the user-space servers (the two baselines and dint's slow path)
  * share: the stop flag, the lines the harness reads from stdout (ready,
- * stats), the way they report bad input, UDP sockets, and the store's
- * options (store.h holds the store itself). */
+ * stats), the way they report bad input, and the store's options (store.h
+ * holds the store itself; udp_server.h the UDP serving loop). */
 #ifndef SERVER_COMMON_H
 #define SERVER_COMMON_H
 
@@ -20,9 +20,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include "store.h" /* defines the engine's hooks, then includes the engine */
 
@@ -151,6 +148,28 @@ static inline int parse_cpu_list(const char *s, int *cpus, int max_cpus)
 	return n;
 }
 
+/* Parses argv with getopt_long against opts (ending with a zero entry):
+ * take(opt, arg, ctx) takes each option, false if it is not one of its. A
+ * missing value, an unknown option or an argument left over ends the
+ * process with a usage error. */
+static inline void parse_args(int argc, char **argv, const struct option *opts, const char *usage,
+			      bool (*take)(int opt, const char *arg, void *ctx), void *ctx)
+{
+	int opt;
+
+	opterr = 0; /* our own one-line message instead of getopt's */
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (opt != '?' && take(opt, optarg, ctx))
+			continue;
+		for (const struct option *o = opts; o->name; o++)
+			if (o->has_arg == required_argument && o->val == optopt)
+				usage_error(usage, "missing value for '%s'", argv[optind - 1]);
+		usage_error(usage, "unknown option '%s'", argv[optind - 1]);
+	}
+	if (optind < argc)
+		usage_error(usage, "unexpected argument '%s'", argv[optind]);
+}
+
 /* Pinning through the attributes means a thread never runs a single
  * iteration on the wrong CPU, and a bad CPU id fails pthread_create. */
 static inline int pin_thread_attr(pthread_attr_t *attr, int cpu)
@@ -179,64 +198,6 @@ static inline void print_stats(const uint64_t *stats, const char *extra_key, uin
 		printf(", \"%s\": %" PRIu64, extra_key, extra);
 	fputs("}\n", stdout);
 	fflush(stdout);
-}
-
-/* ---- UDP sockets (the kernel server, dint's slow path). ---- */
-
-/* A UDP socket bound to port on every address, receiving with a timeout
- * (so a blocked receive notices the stop flag); in a SO_REUSEPORT group if
- * asked; rcvbuf > 0 asks for that receive buffer (best effort). -1 after
- * one error line. */
-static inline int udp_socket(unsigned int port, bool reuseport, long timeout_us, int rcvbuf)
-{
-	struct timeval tv = { .tv_sec = 0, .tv_usec = timeout_us };
-	struct sockaddr_in addr;
-	int one = 1;
-	int fd;
-
-	fd = socket(AF_INET, SOCK_DGRAM, 0);
-	if (fd < 0) {
-		report_error("socket failed: %s", strerror(errno));
-		return -1;
-	}
-	if (rcvbuf > 0)
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-	if ((reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
-	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
-		report_error("setsockopt failed: %s", strerror(errno));
-		close(fd);
-		return -1;
-	}
-	memset(&addr, 0, sizeof(addr));
-	addr.sin_family = AF_INET;
-	addr.sin_addr.s_addr = htonl(INADDR_ANY);
-	addr.sin_port = htons(port);
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		report_error("bind to UDP port %u failed: %s", port, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Sends msgs[0, n); returns how many went out. sendmmsg stops at the first
- * failing message: that one is skipped (not sent, so not counted). */
-static inline unsigned int send_all(int fd, struct mmsghdr *msgs, unsigned int n)
-{
-	unsigned int done = 0, sent = 0;
-	int r;
-
-	while (done < n) {
-		r = sendmmsg(fd, msgs + done, n - done, 0);
-		if (r < 0) {
-			if (errno != EINTR)
-				done++;
-			continue;
-		}
-		sent += r;
-		done += r;
-	}
-	return sent;
 }
 
 /* ---- The store's options, the same in both servers. ---- */
@@ -268,11 +229,6 @@ struct store_opts {
 
 #define STORE_OPTS_DEFAULT \
 	{ STORE_DEFAULT_CAPACITY, STORE_DEFAULT_LOG_CAPACITY, NULL, NULL, NULL }
-
-static inline bool store_opt_is(int opt)
-{
-	return opt >= OPT_CAPACITY && opt <= OPT_LOG;
-}
 
 static inline const char *store_opt_file(const char *usage, const char *name, const char *arg)
 {

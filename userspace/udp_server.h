@@ -1,0 +1,195 @@
+/* UDP sockets served in batches, received with recvmmsg, answered in place
+ * and sent back with sendmmsg: the loop of the kernel server's workers and
+ * of dint's slow path, which differ only in how they answer a datagram. */
+#ifndef UDP_SERVER_H
+#define UDP_SERVER_H
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include "server_common.h"
+
+#define UDP_BATCH 64
+
+/* Room for any datagram that fits a 1500-byte MTU frame and for any valid
+ * request; a longer one arrives truncated and cannot be answered. */
+#define UDP_SLOT_DATA (DINT_HDR_LEN + DINT_MAX_VALUE + 1 > 2048 ? \
+		       DINT_HDR_LEN + DINT_MAX_VALUE + 1 : 2048)
+/* One spare cache line per slot, so the headers of a batch do not all map
+ * to the same few cache sets. */
+#define UDP_SLOT_STRIDE (UDP_SLOT_DATA + 64)
+
+/* A blocked receive wakes up this often to look at the stop flag (threads
+ * that block the stop signals never see EINTR). */
+#define UDP_RCV_TIMEOUT_US 100000
+
+/* CPUs a --cpus list may name (repeats counted). */
+#define UDP_MAX_CPUS 256
+
+/* What the kernel server and dint's slow path are both told: the port,
+ * the CPUs to run on, and the store's options. */
+struct udp_server_opts {
+	unsigned long port;
+	int cpus[UDP_MAX_CPUS];
+	int ncpus; /* 0: not pinned */
+	struct store_opts store;
+};
+
+#define UDP_SERVER_OPTS_DEFAULT { DINT_PORT, { 0 }, 0, STORE_OPTS_DEFAULT }
+
+#define UDP_SERVER_OPTIONS                                          \
+	{ "port", required_argument, NULL, 'p' },                   \
+	{ "cpus", required_argument, NULL, 'c' },                   \
+	STORE_OPTIONS
+
+/* Takes --port, --cpus or one of the store's options; false if opt is none
+ * of them. A bad value ends the process with a usage error. */
+static inline bool udp_server_parse_opt(int opt, const char *arg, const char *usage,
+					struct udp_server_opts *o)
+{
+	switch (opt) {
+	case 'p':
+		if (parse_uint(arg, 1, 65535, &o->port) < 0)
+			usage_error(usage, "bad --port '%s'", arg);
+		return true;
+	case 'c':
+		o->ncpus = parse_cpu_list(arg, o->cpus, UDP_MAX_CPUS);
+		if (o->ncpus < 0)
+			usage_error(usage, "bad --cpus '%s'", arg);
+		return true;
+	}
+	return store_parse_opt(opt, arg, usage, &o->store);
+}
+
+/* A UDP socket bound to port on every address, receiving with a timeout
+ * (so a blocked receive notices the stop flag); in a SO_REUSEPORT group if
+ * asked; rcvbuf > 0 asks for that receive buffer (best effort). -1 after
+ * one error line. */
+static inline int udp_socket(unsigned int port, bool reuseport, int rcvbuf)
+{
+	struct timeval tv = { .tv_sec = 0, .tv_usec = UDP_RCV_TIMEOUT_US };
+	struct sockaddr_in addr;
+	int one = 1;
+	int fd;
+
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0) {
+		report_error("socket failed: %s", strerror(errno));
+		return -1;
+	}
+	if (rcvbuf > 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	if ((reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
+		report_error("setsockopt failed: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_addr.s_addr = htonl(INADDR_ANY);
+	addr.sin_port = htons(port);
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		report_error("bind to UDP port %u failed: %s", port, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Sends msgs[0, n); returns how many went out. sendmmsg stops at the first
+ * failing message: that one is skipped (not sent, so not counted). */
+static inline unsigned int send_all(int fd, struct mmsghdr *msgs, unsigned int n)
+{
+	unsigned int done = 0, sent = 0;
+	int r;
+
+	while (done < n) {
+		r = sendmmsg(fd, msgs + done, n - done, 0);
+		if (r < 0) {
+			if (errno != EINTR)
+				done++;
+			continue;
+		}
+		sent += r;
+		done += r;
+	}
+	return sent;
+}
+
+/* One batch's messages and buffers: datagram i is received into buf[i] and
+ * its reply sent from there. */
+struct udp_batch {
+	struct mmsghdr in[UDP_BATCH];
+	struct mmsghdr out[UDP_BATCH];
+	struct iovec in_iov[UDP_BATCH];
+	struct iovec out_iov[UDP_BATCH];
+	struct sockaddr_in peer[UDP_BATCH];
+	__u8 buf[UDP_BATCH][UDP_SLOT_STRIDE];
+};
+
+static inline void udp_batch_init(struct udp_batch *b)
+{
+	for (int i = 0; i < UDP_BATCH; i++) {
+		b->in_iov[i].iov_base = b->buf[i];
+		b->in_iov[i].iov_len = UDP_SLOT_DATA;
+		b->in[i].msg_hdr.msg_iov = &b->in_iov[i];
+		b->in[i].msg_hdr.msg_iovlen = 1;
+		b->in[i].msg_hdr.msg_name = &b->peer[i];
+	}
+}
+
+/* Answers datagram buf[0, len) in place (buf has room for UDP_SLOT_DATA
+ * bytes): the reply's length, or 0 to send nothing. */
+typedef __u32 (*udp_answer_fn)(void *ctx, __u8 *buf, __u32 len);
+
+/* Receives one batch on fd (waiting up to the receive timeout for its
+ * first datagram), answers each datagram with answer and sends the replies
+ * to their senders, counting in stats (indexed by enum dint_stat): every
+ * datagram received, every reply sent, every datagram left unanswered
+ * (truncated ones too) and every reply whose status is not OK. 0, or -1
+ * after one error line if receiving failed. Always inlined, so answer is a
+ * direct call. */
+static __always_inline int udp_serve_batch(int fd, struct udp_batch *b, udp_answer_fn answer,
+					   void *ctx, uint64_t *stats)
+{
+	unsigned int nout = 0;
+	int i, n;
+
+	for (i = 0; i < UDP_BATCH; i++)
+		b->in[i].msg_hdr.msg_namelen = sizeof(b->peer[i]);
+	n = recvmmsg(fd, b->in, UDP_BATCH, MSG_WAITFORONE, NULL);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return 0;
+		report_error("recvmmsg failed: %s", strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		struct msghdr *req = &b->in[i].msg_hdr;
+		__u32 len = 0;
+
+		stats[DINT_STAT_RX]++;
+		if (!(req->msg_flags & MSG_TRUNC))
+			len = answer(ctx, b->buf[i], b->in[i].msg_len);
+		if (!len) {
+			stats[DINT_STAT_DROP]++;
+			continue;
+		}
+		if (((struct dint_hdr *)b->buf[i])->status != DINT_ST_OK)
+			stats[DINT_STAT_ERR]++;
+		b->out_iov[nout].iov_base = b->buf[i];
+		b->out_iov[nout].iov_len = len;
+		memset(&b->out[nout], 0, sizeof(b->out[nout]));
+		b->out[nout].msg_hdr.msg_name = req->msg_name;
+		b->out[nout].msg_hdr.msg_namelen = req->msg_namelen;
+		b->out[nout].msg_hdr.msg_iov = &b->out_iov[nout];
+		b->out[nout].msg_hdr.msg_iovlen = 1;
+		nout++;
+	}
+	stats[DINT_STAT_TX] += send_all(fd, b->out, nout);
+	return 0;
+}
+
+#endif
