@@ -55,6 +55,20 @@ struct dint_bucket {
 	struct dint_slot slot[DINT_CACHE_SLOTS];
 };
 
+/* The XDP program's counters (the map dint_stats): the engine's four (enum
+ * dint_stat), then these, in this order, which harness/dintd.py reads by
+ * name (STAT_NAMES: DINT_STAT_<NAME>, checked by the tests). All count the
+ * wire's datagrams, not the slow path's runs. */
+enum dint_xdp_stat {
+	DINT_STAT_PASS = DINT_STAT_MAX,  /* requests passed up to the slow path */
+	DINT_STAT_WRITE_THROUGH,         /* write-through replies passed up */
+	DINT_STAT_WRITE_THROUGH_FAILED,  /* ... that could not be (no tailroom): sent here */
+	DINT_STAT_FILL,                  /* fills by the slow path */
+	DINT_STAT_EVICT,                 /* ... that evicted a record */
+	DINT_STAT_BUSY,                  /* latches still busy after DINT_LATCH_TRIES (RETRY) */
+	DINT_STAT_XDP_MAX,
+};
+
 /* The slow path asks the kernel, through BPF_PROG_TEST_RUN of the dint_fill
  * program, to take a record into the cache: in goes (table, key, rec), out
  * comes what happened and, if a slot had to be freed, the record evicted

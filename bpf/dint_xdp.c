@@ -43,18 +43,6 @@ static __always_inline void cache_unlatch(struct dint_bucket *b);
 #define DINT_NCPUS 2
 #endif
 
-/* Counters after the engine's four (enum dint_stat), in this order. All
- * count the wire's datagrams, not the slow path's runs. */
-enum dint_xdp_stat {
-	DINT_STAT_PASS = DINT_STAT_MAX, /* requests passed up to the slow path */
-	DINT_STAT_WT,                   /* write-through replies passed up */
-	DINT_STAT_WT_FAIL,              /* ... that could not be (no tailroom): sent here */
-	DINT_STAT_FILL,                 /* fills by the slow path */
-	DINT_STAT_EVICT,                /* ... that evicted a record */
-	DINT_STAT_BUSY,                 /* latches still busy after DINT_LATCH_TRIES (RETRY) */
-	DINT_STAT_XDP_MAX,
-};
-
 BPF_PERCPU_ARRAY(dint_stats, u64, DINT_STAT_XDP_MAX);
 /* Memory-mappable only so that the kernel puts its values on a page: every
  * bucket then starts a cache line (see dint_cache.h). */
@@ -271,10 +259,10 @@ int dint_xdp(struct xdp_md *ctx)
 	if (wrote(f.msg)) {
 		if (write_through(ctx) == 0) {
 			if (wire)
-				count(DINT_STAT_WT);
+				count(DINT_STAT_WRITE_THROUGH);
 			return XDP_PASS;
 		}
-		count(DINT_STAT_WT_FAIL);
+		count(DINT_STAT_WRITE_THROUGH_FAILED);
 		data = (void *)(long)ctx->data;
 		end = (void *)(long)ctx->data_end;
 		if (dint_parse_frame(data, end, &f) < 0 || (void *)(f.msg + 1) > end)

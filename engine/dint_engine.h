@@ -42,8 +42,11 @@
 
 #include "dint_proto.h"
 
-/* Tables, fixed at build time: how many, and each one's value size. The
- * control plane passes them as -D flags; the defaults are the tests'. */
+/* Tables, fixed at build time: how many (up to DINT_MAX_TABLES, as many
+ * as dint_copy has cases for), and each one's value size. The control plane
+ * passes them as -D flags; the defaults are the tests' and the default
+ * schema of harness/schema.py (the tests check that the two agree). */
+#define DINT_MAX_TABLES 8
 #ifndef DINT_NTABLES
 #define DINT_NTABLES 3
 #endif
@@ -169,7 +172,7 @@ static __always_inline void dint_copy(void *dst, const void *src, const void *pk
 #endif
 	}
 }
-_Static_assert(DINT_NTABLES >= 1 && DINT_NTABLES <= 8, "1 to 8 tables");
+_Static_assert(DINT_NTABLES >= 1 && DINT_NTABLES <= DINT_MAX_TABLES, "1 to 8 tables");
 
 static __always_inline int dint_shared_find(const struct dint_rec *r, __u64 txn)
 {

@@ -5,6 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_DIR = ROOT / "engine"        # the protocol and the engine, shared by all three systems
+USERSPACE_DIR = ROOT / "userspace"  # the user-space store and what the user-space servers share
 BPF_DIR = ROOT / "bpf"              # dint: the XDP program, its cache and its slow path
 BUILD_DIR = ROOT / "build"
 RESULTS_DIR = ROOT / "results"

@@ -8,6 +8,7 @@ import workloads
 
 from . import HarnessError
 from .inventory import DEFAULT_INVENTORY
+from .protocol import MAX_VALUE
 from .testbed import NAPI_MODES
 
 SYSTEMS = ("dint", "kernel", "bypass")
@@ -73,7 +74,7 @@ class RunConfig:
         need(0 <= self.rate <= 10_000_000, "--rate must be between 0 (closed loop) and 10,000,000 per second")
         need(self.duration_s > 0, "--duration must be positive")
         need(self.warmup_s >= 0, "--warmup must not be negative")
-        need(0 <= self.value_size <= 1024, "--value-size must be between 0 and 1024 bytes")
+        need(0 <= self.value_size <= MAX_VALUE, f"--value-size must be between 0 and {MAX_VALUE} bytes")
         need(self.requests >= 1, "requests must be at least 1")
         need(1 <= self.keys <= 2**40, "--keys must be between 1 and 2^40")
         need(self.store_capacity >= 0, "--store-capacity must not be negative")

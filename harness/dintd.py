@@ -26,13 +26,16 @@ import sys
 import threading
 
 from . import BPF_DIR, ENGINE_DIR, HarnessError, snapshot
+from .protocol import DEFAULT_PORT
 from .schema import Schema
 
 SOURCE = BPF_DIR / "dint_xdp.c"
-# enum dint_stat, then enum dint_xdp_stat (bpf/dint_xdp.c), in order
+# Mirrors of bpf/dint_cache.h, checked against it by tests/test_constants.py:
+# the map dint_stats, indexed by enum dint_stat then enum dint_xdp_stat
+# (name i is DINT_STAT_<NAME>), and DINT_CACHE_SLOTS.
 STAT_NAMES = ("rx", "tx", "drop", "err", "pass", "write_through", "write_through_failed", "fill", "evict", "busy")
+CACHE_SLOTS = 4
 DRAIN_INTERVAL_S = 0.05
-SLOT_COUNT = 4          # DINT_CACHE_SLOTS
 DEFAULT_BUCKETS = 1024
 SLOWPATH_READY_S = 120.0
 
@@ -112,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.dintd", description=__doc__.splitlines()[0])
     ap.add_argument("--ifaces", required=True, help="comma-separated interfaces to serve")
     ap.add_argument("--slowpath", help="the slow path binary built for this schema (required to serve)")
-    ap.add_argument("--port", type=int, default=7777)
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
     ap.add_argument("--cpus", default="", help="pin this process and the slow path to these CPUs once loaded")
     ap.add_argument("--schema", default=str(Schema()), help="table value sizes, e.g. 8,40,0")
     ap.add_argument("--buckets", type=int, default=DEFAULT_BUCKETS,
-                    help=f"cache buckets of {SLOT_COUNT} slots (preallocated)")
+                    help=f"cache buckets of {CACHE_SLOTS} slots (preallocated)")
     ap.add_argument("--no-bloom", action="store_true", help="ablation: every cache miss goes to the slow path")
     ap.add_argument("--write-through", action="store_true",
                     help="ablation: every writing operation goes up to the slow path")

@@ -8,15 +8,15 @@ import hashlib
 from dataclasses import dataclass
 
 from . import BUILD_DIR, ROOT, HarnessError
+from .protocol import MAX_VALUE
 from .sh import run
 
-MAX_TABLES = 8
-MAX_VALUE = 1024
+MAX_TABLES = 8  # DINT_MAX_TABLES (engine/dint_engine.h), checked by tests/test_constants.py
 
 
 @dataclass(frozen=True)
 class Schema:
-    sizes: tuple[int, ...] = (8, 40, 0)  # the engine's defaults (engine/dint_engine.h)
+    sizes: tuple[int, ...] = (8, 40, 0)  # the engine's defaults (engine/dint_engine.h), checked by the tests
 
     def __post_init__(self):
         if not 1 <= len(self.sizes) <= MAX_TABLES:

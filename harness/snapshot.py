@@ -11,6 +11,11 @@ from pathlib import Path
 from . import HarnessError
 from .schema import Schema
 
+# Mirrors of userspace/store.h (STORE_SNAP_MAGIC, STORE_LOG_MAGIC,
+# STORE_SNAP_VERSION, a record's header: STORE_SNAP_REC_HDR and
+# STORE_LOG_REC_HDR bytes), checked against it by tests/test_constants.py.
+# A log record's header is also the start of struct dint_log_rec
+# (engine/dint_engine.h), as dint's log ring holds it.
 SNAP_MAGIC, LOG_MAGIC = b"DINTSNAP", b"DINTLOG1"
 SNAP_VERSION = 1
 REC = struct.Struct("<BBBBIQQ")   # table, live, nshared, pad, ver, key, owner

@@ -15,6 +15,7 @@ import workloads
 from . import HarnessError, snapshot
 from .config import RunConfig
 from .deploy import Deployer, ProcSpec, host_pidfile
+from .dintd import CACHE_SLOTS
 from .inventory import Host, Inventory
 from .schema import Schema
 from .sh import in_netns
@@ -27,7 +28,6 @@ STOP_GRACE_S = 120.0
 # What this process has already had built, per inventory and schema: the
 # start playbook builds only the first time (a reproduce builds once).
 _BUILT: set[tuple[str, str]] = set()
-CACHE_SLOTS = 4         # DINT_CACHE_SLOTS (bpf/dint_cache.h)
 
 
 def _cpus(host: Host) -> str:

@@ -4,8 +4,10 @@ must run."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,15 @@ def need_root() -> None:
 @pytest.fixture
 def root() -> None:
     need_root()
+
+
+def run_c(directory: Path, source: str, *include_dirs: Path):
+    """Compiles a C program that prints one JSON value, runs it and returns
+    the value: how the tests ask the C headers for what Python mirrors."""
+    (directory / "prog.c").write_text(source)
+    subprocess.run(["gcc", "-Wall", "-Werror", *(f"-I{d}" for d in include_dirs), "-o", str(directory / "prog"),
+                    str(directory / "prog.c")], check=True)
+    return json.loads(subprocess.run([str(directory / "prog")], check=True, capture_output=True, text=True).stdout)
 
 
 @pytest.fixture(scope="session")

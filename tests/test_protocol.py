@@ -2,9 +2,7 @@
 wire format (engine/dint_proto.h), compiled and asked for its layout."""
 from __future__ import annotations
 
-import json
 import struct
-import subprocess
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -13,6 +11,9 @@ from scapy.layers.l2 import Ether
 from harness import ENGINE_DIR, protocol
 from harness.protocol import Op, Status
 from harness.scapy_layer import Dint
+
+from conftest import run_c
+
 
 def layout_program() -> str:
     """A C program printing the header's layout and every constant as JSON."""
@@ -44,11 +45,7 @@ int main(void)
 
 @pytest.fixture(scope="module")
 def c_layout(tmp_path_factory) -> dict:
-    d = tmp_path_factory.mktemp("layout")
-    (d / "layout.c").write_text(layout_program())
-    subprocess.run(["gcc", "-Wall", "-Werror", f"-I{ENGINE_DIR}", "-o", str(d / "layout"), str(d / "layout.c")],
-                   check=True)
-    out = json.loads(subprocess.run([str(d / "layout")], check=True, capture_output=True, text=True).stdout)
+    out = run_c(tmp_path_factory.mktemp("layout"), layout_program(), ENGINE_DIR)
     out["fields"].pop("_")
     return out
 

@@ -11,11 +11,12 @@ from harness.dintd import compile_program
 from harness.protocol import DEFAULT_PORT
 from harness.schema import Schema
 
+# Mirrors of bpf/dint_cache.h, checked against it by tests/test_constants.py
 FILL_MAGIC = 0xD17EF111
 WT_MAGIC = 0xD17E3771
-FILL_HEAD = struct.Struct("<IBB2xQ")  # magic, table, result, key
-SLOT_ID = struct.Struct("<QBB6x")     # key, table, used
-RESULTS = {1: "placed", 2: "evicted", 3: "present"}
+FILL_HEAD = struct.Struct("<IBB2xQ")  # magic, table, result, key: struct dint_fill up to rec
+SLOT_ID = struct.Struct("<QBB6x")     # key, table, used: struct dint_slot_id
+RESULTS = {1: "placed", 2: "evicted", 3: "present"}  # enum dint_fill_result, DINT_FILL_<RESULT>
 
 
 def _hash(table: int, key: int) -> int:
