@@ -55,14 +55,16 @@ def cmd_testbed(args) -> int:
 
 def cmd_run(args) -> int:
     from .config import RunConfig
-    from .run import execute, one_line
+    from .run import execute
+    from .summary import one_line
     cfg = RunConfig(system=args.system, workload=args.workload, concurrency=args.concurrency,
                     duration_s=args.duration, warmup_s=args.warmup, napi=args.napi, seed=args.seed,
                     value_size=args.value_size, keys=args.keys, store_capacity=args.store_capacity, clients_per_host=args.clients_per_host,
                     kernel_threads=args.kernel_threads, cache_fraction=args.cache_fraction,
                     cache_bloom=not args.no_bloom, cache_write_through=args.write_through,
                     client_gso=args.client_gso,
-                    cc=args.cc, scale=args.scale, kv_mix=args.kv_mix, rate=args.rate, neighbour=args.neighbour,
+                    cc=args.cc, scale=args.scale, scale_divisor=args.scale_divisor,
+                    scale_profile=args.scale_profile, kv_mix=args.kv_mix, rate=args.rate, neighbour=args.neighbour,
                     **({"inventory": args.inventory} if args.inventory else {})).validate()
     summary = execute(cfg, args.out)
     print(one_line(summary))
@@ -146,9 +148,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--neighbour", action="store_true",
                    help="colocation: a CPU-bound neighbour on every server host's cores, its work rate measured")
     p.add_argument("--scale", type=int, default=0,
-                   help="smallbank: accounts; tatp: subscribers; tpcc: warehouses with the specification's "
-                        "cardinalities, or 10000 x D + warehouses for items, customers and orders divided by D "
-                        "(10 or 100; the local default is 100002) (default: the workload's local scale)")
+                   help="smallbank: accounts; tatp: subscribers; tpcc: warehouses (default: the workload's "
+                        "--scale-profile)")
+    p.add_argument("--scale-divisor", type=int, default=0,
+                   help="tpcc: divide the items, customers and orders by 1 (the specification's), 10 or 100 "
+                        "(default: the workload's --scale-profile)")
+    p.add_argument("--scale-profile", default="local",
+                   help="where --scale and --scale-divisor default from: local (sized for one 2-core host) or "
+                        "paper (DINT's scale, for a cluster)")
     p.add_argument("--kv-mix", default="parallel",
                    help="kv: parallel (100%% reads) or contention (80%% reads, 20%% writes)")
     p.set_defaults(func=cmd_run)

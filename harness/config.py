@@ -13,7 +13,6 @@ from .testbed import NAPI_MODES
 
 SYSTEMS = ("dint", "kernel", "bypass")
 CLIENT_GSO = ("auto", "on", "off")
-WORKLOADS = workloads.NAMES
 
 
 @dataclass
@@ -27,8 +26,8 @@ class RunConfig:
     inventory: str = str(DEFAULT_INVENTORY)
     seed: int = 1
     value_size: int = 28          # echo: 36-byte header + 28 = a 64-byte payload
-    keys: int = 100_000           # kv, log: keys per table (every server holds every key)
-    store_capacity: int = 0       # records per server store; 0: twice the keys, at least 4096
+    keys: int = 100_000           # kv, log, lock: keys per table (every server holds every key)
+    store_capacity: int = 0       # records per server store; 0: twice the keys (kv, log, lock), at least 4096
     requests: int = 65536         # generated in advance, then cycled through
     timeout_ms: float = 50.0      # retransmit (same request id) after
     max_retries: int = 5          # then count the request as lost
@@ -52,7 +51,14 @@ class RunConfig:
     # -- transactional microbenchmarks (the executor, harness/txn.py) --
     cc: str = ""                  # concurrency control of a transactional workload: 2pl (no-wait
                                   # two-phase locking) or occ (FaSST-style); "": the workload's default
-    scale: int = 0                # smallbank, tatp, tpcc: the workload's size (0: its local default)
+    # smallbank, tatp, tpcc: the workload's size (accounts, subscribers,
+    # warehouses) and, TPC-C only, the divisor of its cardinalities; each
+    # left 0 takes the value of the workload's profile `scale_profile`
+    # (local, sized for one 2-core host, or paper, DINT's scale; workloads
+    # without a scale have no profiles and ignore it)
+    scale: int = 0
+    scale_divisor: int = 0
+    scale_profile: str = "local"
     kv_mix: str = "parallel"      # kv: parallel (100% reads) or contention (80% reads, 20% writes)
     # open loop: each client process starts this many transactions (requests,
     # for echo/kv/log) per second on a schedule fixed in advance, latency
@@ -68,7 +74,8 @@ class RunConfig:
             if not ok:
                 raise HarnessError(msg)
         need(self.system in SYSTEMS, f"--system must be one of {', '.join(SYSTEMS)}, not {self.system!r}")
-        need(self.workload in WORKLOADS, f"--workload must be one of {', '.join(WORKLOADS)}, not {self.workload!r}")
+        need(self.workload in workloads.NAMES,
+             f"--workload must be one of {', '.join(workloads.NAMES)}, not {self.workload!r}")
         need(self.napi in NAPI_MODES, f"--napi must be one of {', '.join(NAPI_MODES)}, not {self.napi!r}")
         need(1 <= self.concurrency <= 65536, "--concurrency must be between 1 and 65536")
         need(0 <= self.rate <= 10_000_000, "--rate must be between 0 (closed loop) and 10,000,000 per second")
@@ -86,37 +93,49 @@ class RunConfig:
         need(0 <= self.cache_fraction <= 4, "--cache-fraction must be between 0 (every key fits) and 4")
         need(self.bypass_idle_poll_us >= 0 and self.bypass_idle_sleep_max_us >= 0,
              "bypass idle settings must not be negative")
-        self._validate_transactional(need)
+        self._validate_workload(need)
         return self
 
-    def _validate_transactional(self, need) -> None:
-        from workloads import kv, lock
-        mod = workloads.load(self.workload)
-        default_cc = getattr(mod, "DEFAULT_CC", None)
-        need(bool(default_cc) or not self.cc,
-             f"--cc applies to the transactional workloads ({', '.join(workloads.TRANSACTIONAL)}) only")
-        if default_cc and not self.cc:
-            self.cc = default_cc
-        need(not self.cc or self.cc in lock.MODES, f"--cc must be one of {', '.join(lock.MODES)}, not {self.cc!r}")
-        need(self.scale >= 0, "--scale must not be negative")
-        need(not self.scale or hasattr(mod, "DEFAULT_SCALE"),
-             f"--scale applies to {', '.join(workloads.SCALED)} only")
-        if hasattr(mod, "DEFAULT_SCALE") and not self.scale:
-            self.scale = mod.DEFAULT_SCALE
-        if hasattr(mod, "check_scale") and self.scale:
-            problem = mod.check_scale(self.scale)
+    def _validate_workload(self, need) -> None:
+        """What the workload's contract (workloads/contract.py) allows."""
+        wl = workloads.get(self.workload)
+        need(bool(wl.cc) or not self.cc, "--cc applies to the transactional workloads "
+                                         f"({', '.join(workloads.with_feature(lambda w: bool(w.cc)))}) only")
+        self.cc = self.cc or wl.default_cc
+        need(not self.cc or self.cc in wl.cc, f"--cc must be one of {', '.join(wl.cc)}, not {self.cc!r}")
+        need(self.scale >= 0 and self.scale_divisor >= 0, "--scale and --scale-divisor must not be negative")
+        scaled = workloads.with_feature(lambda w: w.scaling is not None)
+        profiles = sorted({p for n in scaled for p in workloads.get(n).scaling.profiles})
+        need(self.scale_profile in profiles, f"--scale-profile must be one of {', '.join(profiles)}, "
+                                             f"not {self.scale_profile!r}")
+        if wl.scaling is None:
+            need(not self.scale and not self.scale_divisor, f"--scale applies to {', '.join(scaled)} only")
+        else:
+            profiles = wl.scaling.profiles
+            need(self.scale_profile in profiles, f"--scale-profile: {wl.name} has no profile {self.scale_profile!r}")
+            self.scale = self.scale or profiles[self.scale_profile].scale
+            self.scale_divisor = self.scale_divisor or profiles[self.scale_profile].divisor
+            problem = wl.scaling.problem(workloads.Size(self.scale, self.scale_divisor))
             need(problem is None, f"--scale: {problem}")
-        need(self.kv_mix in kv.MIXES, f"--kv-mix must be one of {', '.join(kv.MIXES)}, not {self.kv_mix!r}")
-        need(self.kv_mix == "parallel" or self.workload == "kv", "--kv-mix applies to --workload kv only")
-        need(self.workload != "lock" or self.keys >= lock.KEYS_PER_TXN[1],
-             f"--keys must be at least {lock.KEYS_PER_TXN[1]} for --workload lock "
-             f"(a transaction locks up to {lock.KEYS_PER_TXN[1]} distinct keys)")
+        if len(wl.mixes) > 1:
+            need(self.kv_mix in wl.mixes, f"--kv-mix must be one of {', '.join(wl.mixes)}, not {self.kv_mix!r}")
+        else:
+            need(self.kv_mix == wl.mixes[0], "--kv-mix applies to --workload "
+                                             f"{', '.join(workloads.with_feature(lambda w: len(w.mixes) > 1))} only")
+        if wl.min_keys > 1:
+            need(self.keys >= wl.min_keys, f"--keys must be at least {wl.min_keys} for --workload {wl.name} "
+                                           f"(a transaction uses up to {wl.min_keys} distinct keys)")
+
+    @property
+    def data(self) -> workloads.DataSpec:
+        """What the run's initial data is made from (once validated)."""
+        return workloads.DataSpec(keys=self.keys, scale=self.scale, divisor=self.scale_divisor or 1, seed=self.seed)
 
     @property
     def capacity(self) -> int:
         """Records each server's store holds (the dint map is preallocated,
         so it is sized to the data: a bigger one costs cache and TLB misses)."""
-        return self.store_capacity or max(4096, 2 * self.keys if self.workload != "echo" else 0)
+        return self.store_capacity or max(4096, 2 * self.keys if workloads.get(self.workload).keyed else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)

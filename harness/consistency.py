@@ -4,7 +4,9 @@ the workload's own invariants hold (each workload's check()). The verdict
 goes into summary.json as `consistency`; a violation fails the run."""
 from __future__ import annotations
 
-from .coord import Placement
+from workloads import CheckSpec, Workload
+
+from .placement import Placement
 from .snapshot import Record
 
 EXAMPLES = 5
@@ -18,8 +20,8 @@ def _copy(r: Record | None):
 
 
 def replicas_agree(dumps: list[list[Record]]) -> dict:
-    """Every row's copies on its replicas (primary key mod servers, then the
-    next ones) are equal: the same version and value, or all absent."""
+    """Every row's copies on its replicas (harness/placement.py) are equal:
+    the same version and value, or all absent."""
     place = Placement(len(dumps))
     by_server = [{(r.table, r.key): r for r in d} for d in dumps]
     keys = set().union(*by_server)
@@ -43,17 +45,18 @@ def no_locks_held(dumps: list[list[Record]]) -> dict:
 
 def primaries(dumps: list[list[Record]]) -> dict:
     """{(table, key): Record}: the live rows, each from its primary."""
-    n = len(dumps)
-    return {(r.table, r.key): r for s, d in enumerate(dumps) for r in d if r.live and r.key % n == s}
+    primary = Placement(len(dumps)).primary
+    return {(r.table, r.key): r for s, d in enumerate(dumps) for r in d if r.live and primary(r.key) == s}
 
 
-def check(mod, dumps: list[list[Record]], committed: dict, spec: dict, unfinished: int = 0) -> dict:
+def check(workload: Workload, dumps: list[list[Record]], committed: dict, spec: CheckSpec,
+          unfinished: int = 0) -> dict:
     """The `consistency` section: {checked, violations, details}. committed
     is {type: {"committed": n, "outcomes": {...}}} over the whole run;
     unfinished counts transactions still in flight when the clients
     stopped (their effects are unknown, so an invariant may not hold)."""
-    results = ([replicas_agree(dumps)] if getattr(mod, "REPLICATED", True) else []) + [no_locks_held(dumps)]
-    results += mod.check(primaries(dumps), committed, spec)
+    results = ([replicas_agree(dumps)] if workload.replicated else []) + [no_locks_held(dumps)]
+    results += workload.check(primaries(dumps), committed, spec)
     failed = [r["name"] for r in results if not r["ok"]]
     return {"checked": True, "violations": len(failed), "failed": failed, "unfinished_transactions": unfinished,
             "details": {r["name"]: {"ok": r["ok"], **r["detail"]} for r in results}}

@@ -11,9 +11,7 @@ run unchanged on every system (through the executor, harness/txn.py):
         tx.write(CHECKING, b, cents(money(chk_b) + 500))
         yield from tx.commit()
 
-Placement: with S servers, the primary of a key is key mod S and its
-backups the next min(3, S) - 1 servers (mod S); every server holds every key
-it is a replica of (with 3 servers, all of them).
+Placement: a key's primary and backups as harness/placement.py says.
 
 Execution: read() takes shared locks (2PL: LOCK_SHARED) or reads value and
 version (OCC: READ) at the primaries; read_for_update() takes exclusive
@@ -55,11 +53,11 @@ every lock the transaction may hold.
 """
 from __future__ import annotations
 
+from workloads.contract import CC_MODES
+
+from .placement import Placement
 from .protocol import Op, Status
 from .txn import Abort, Batch
-
-MODES = ("2pl", "occ")
-REPLICAS = 3
 
 _OK, _NOT_FOUND, _EXISTS = int(Status.OK), int(Status.NOT_FOUND), int(Status.EXISTS)
 # plain ints: the hot path builds many request tuples
@@ -71,27 +69,6 @@ _MaybeAbsent = Batch.kind(tolerate=(_NOT_FOUND,))   # rows that may be absent; V
 _Must = Batch.kind(must=True)                        # after the commit point
 _MustInsert = Batch.kind(tolerate=(_EXISTS,), must=True)
 _BOTH, _READS, _UPDATES = 0, 1, 2                   # what access() returns
-
-
-class Placement:
-    """Which servers hold a key: its primary first, then its backups."""
-
-    def __init__(self, servers: int, replicas: int = REPLICAS):
-        if servers < 1:
-            raise ValueError("at least one server")
-        self.servers = servers
-        self.replicas = min(replicas, servers)
-        # by primary: the holders, primary first (computed once)
-        self.holders_of = tuple(tuple((p + i) % servers for i in range(self.replicas)) for p in range(servers))
-
-    def primary(self, key: int) -> int:
-        return key % self.servers
-
-    def backups(self, key: int) -> tuple[int, ...]:
-        return self.holders_of[key % self.servers][1:]
-
-    def holders(self, key: int) -> tuple[int, ...]:
-        return self.holders_of[key % self.servers]
 
 
 def _pairs(items) -> list:
@@ -139,15 +116,15 @@ class Tx:
         return self._access((), items, missing_ok, _UPDATES)
 
     def _access(self, read, update, missing_ok, want):
-        n, blanks, occ = self.place.servers, self.blanks, self.occ
+        primary, blanks, occ = self.place.primary, self.blanks, self.occ
         reqs = []
         if read:
             read = _pairs(read)
             op = _READ if occ else _LOCK_SHARED
-            reqs = [(op, t, k, blanks[t], 0, k % n) for t, k in read]
+            reqs = [(op, t, k, blanks[t], 0, primary(k)) for t, k in read]
         if update:
             update = _pairs(update)
-            reqs += [(_LOCK_EXCL, t, k, blanks[t], 0, k % n) for t, k in update]
+            reqs += [(_LOCK_EXCL, t, k, blanks[t], 0, primary(k)) for t, k in update]
         replies = yield (_MaybeAbsent(reqs) if missing_ok else reqs)
         # A reply is OK, or NOT_FOUND where tolerated (any other status has
         # aborted the transaction): its value is bytes, or None.
@@ -210,56 +187,56 @@ class Tx:
                                                            self.shared, self.reads)
         if not locked and not inserts and not shared and (not reads or len(reads) == 1):
             return None  # read one row (OCC), or nothing: nothing to validate or release
-        n, holders_of, blanks = self.place.servers, self.place.holders_of, self.blanks
+        primary, holders_of, blanks = self.place.primary, self.place.holders_of, self.blanks
         # 1. validation (OCC)
         if reads:
             check = [(tk, ver) for tk, ver in reads.items() if tk not in locked] if locked else [*reads.items()]
             if check and (len(reads) + len(locked) > 1 or writes or inserts or deletes):
-                replies = yield _MaybeAbsent([(_VALIDATE, t, k, blanks[t], ver or 0, k % n)
+                replies = yield _MaybeAbsent([(_VALIDATE, t, k, blanks[t], ver or 0, primary(k))
                                               for (t, k), ver in check])
                 for (_, ver), r in zip(check, replies):
                     st = r[0]
                     if st != _OK and st != _NOT_FOUND or (ver is None) != (st == _NOT_FOUND):
                         raise Abort("validation")   # changed, locked, appeared or vanished
         if not writes and not deletes and not inserts:
-            releases = [(_ABORT, t, k, blanks[t], 0, k % n) for t, k in ((*shared, *locked) if shared else locked)]
+            releases = [(_ABORT, t, k, blanks[t], 0, primary(k)) for t, k in ((*shared, *locked) if shared else locked)]
             if releases:
                 yield releases
             return None
         # 2. log to every replica: the commit point
-        log = [(_LOG, t, k, v, locked[(t, k)] + 1, d) for (t, k), v in writes.items() for d in holders_of[k % n]]
+        log = [(_LOG, t, k, v, locked[(t, k)] + 1, d) for (t, k), v in writes.items() for d in holders_of[primary(k)]]
         if deletes:
-            log += [(_LOG, t, k, blanks[t], locked[(t, k)] + 1, d) for t, k in deletes for d in holders_of[k % n]]
+            log += [(_LOG, t, k, blanks[t], locked[(t, k)] + 1, d) for t, k in deletes for d in holders_of[primary(k)]]
         if inserts:
-            log += [(_LOG, t, k, v, 0, d) for (t, k), v in inserts.items() for d in holders_of[k % n]]
+            log += [(_LOG, t, k, v, 0, d) for (t, k), v in inserts.items() for d in holders_of[primary(k)]]
         yield log
         # 3. new rows at their primaries
         if inserts:
             items = list(inserts.items())
-            replies = yield _MustInsert([(_INSERT, t, k, v, 0, k % n) for (t, k), v in items])
+            replies = yield _MustInsert([(_INSERT, t, k, v, 0, primary(k)) for (t, k), v in items])
             if any(r[0] == _EXISTS for r in replies):
                 raise Abort("lock")
             ins_ver = {tk: r[1] for (tk, _), r in zip(items, replies)}
         # 4. backups
         bk = [(_COMMIT_BACKUP, t, k, v, locked[(t, k)] + 1, d)
-              for (t, k), v in writes.items() for d in holders_of[k % n][1:]]
+              for (t, k), v in writes.items() for d in holders_of[primary(k)][1:]]
         if inserts:
-            bk += [(_INSERT, t, k, v, ins_ver[(t, k)], d) for (t, k), v in inserts.items() for d in holders_of[k % n][1:]]
+            bk += [(_INSERT, t, k, v, ins_ver[(t, k)], d) for (t, k), v in inserts.items() for d in holders_of[primary(k)][1:]]
         if deletes:
-            bk += [(_DELETE, t, k, blanks[t], locked[(t, k)] + 1, d) for t, k in deletes for d in holders_of[k % n][1:]]
+            bk += [(_DELETE, t, k, blanks[t], locked[(t, k)] + 1, d) for t, k in deletes for d in holders_of[primary(k)][1:]]
         if bk:
             yield _Must(bk)
         # 5. primaries: apply and release
-        pr = [(_COMMIT_PRIMARY, t, k, v, locked[(t, k)] + 1, k % n) for (t, k), v in writes.items()]
+        pr = [(_COMMIT_PRIMARY, t, k, v, locked[(t, k)] + 1, primary(k)) for (t, k), v in writes.items()]
         if deletes:
-            pr += [(_DELETE, t, k, blanks[t], locked[(t, k)] + 1, k % n) for t, k in deletes]
+            pr += [(_DELETE, t, k, blanks[t], locked[(t, k)] + 1, primary(k)) for t, k in deletes]
         release = [*shared] if shared else []
         if len(locked) > len(writes) + (len(deletes) if deletes else 0):
             release += [tk for tk in locked if tk not in writes and not (deletes and tk in deletes)]
         if inserts:
             release += inserts
         if release:
-            pr += [(_ABORT, t, k, blanks[t], 0, k % n) for t, k in release]
+            pr += [(_ABORT, t, k, blanks[t], 0, primary(k)) for t, k in release]
         if pr:
             yield _Must(pr)
         return None
@@ -269,8 +246,8 @@ def bind(func, cc: str, servers: int, sizes: tuple[int, ...]):
     """A transaction function func(tx, *args) as the executor calls it:
     f(*args) -> generator, with a fresh Tx each time. func returns its
     outcome label (or None) after `yield from tx.commit()`."""
-    if cc not in MODES:
-        raise ValueError(f"concurrency control must be one of {', '.join(MODES)}, not {cc!r}")
+    if cc not in CC_MODES:
+        raise ValueError(f"concurrency control must be one of {', '.join(CC_MODES)}, not {cc!r}")
     place = Placement(servers)
     blanks = tuple(bytes(n) for n in sizes)
 
@@ -281,5 +258,5 @@ def bind(func, cc: str, servers: int, sizes: tuple[int, ...]):
 
 
 # Rounds of the longest commit (validate, log, insert, backups, primaries);
-# a workload's MAX_ROUNDS adds its execution rounds.
+# a workload's Transactions.rounds adds its execution rounds.
 COMMIT_ROUNDS = 5

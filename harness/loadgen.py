@@ -15,16 +15,48 @@ import resource
 import socket
 import sys
 import time
+from dataclasses import asdict, dataclass, replace
 
 import workloads
+from workloads import DataSpec, LoadSpec
 
-from . import HarnessError, metrics
+from . import HarnessError, coord, metrics
 from ._netloop import Loop
 from .protocol import Op, Status, pack, unpack
 from .txn import Executor
 
 PING_ID_BIT = 0x80000000  # readiness pings use their own client id
 SLICE_NS = 250_000_000    # the native loop returns this often, for progress and signals
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """What one client process is told (written as JSON by the run,
+    harness/processes.py, and read here): who it is, where its servers
+    are, how to drive them, and what to generate (`load`)."""
+    client_id: int
+    host: str
+    address: str
+    dests: tuple[tuple[str, int], ...]  # one (address, port) per server, in server order
+    workload: str
+    load: LoadSpec
+    concurrency: int
+    warmup_s: float
+    duration_s: float
+    timeout_ms: float
+    max_retries: int
+    client_gso: str = "auto"
+    rate: float = 0.0  # open loop: transactions (requests) per second; 0: closed loop
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ClientSpec":
+        d = json.loads(text)
+        load = d.pop("load")
+        load = LoadSpec(**{**load, "data": DataSpec(**load["data"])})
+        return cls(**{**d, "dests": tuple(tuple(x) for x in d["dests"]), "load": load})
 
 
 def open_sockets(address: str, dests: list[tuple[str, int]]) -> list[socket.socket]:
@@ -87,47 +119,57 @@ def _cpu_ticks(cpus: list[int]) -> tuple[int, int]:
     return busy, total
 
 
-def use_gso(spec: dict) -> bool:
-    """Whether this client groups its sends into UDP GSO sends (RunConfig.client_gso)."""
-    mode = spec.get("client_gso", "auto")
-    return mode == "on" or (mode == "auto" and len(spec["dests"]) > 1)
+def use_gso(mode: str, servers: int) -> bool:
+    """Whether a client groups its sends into UDP GSO sends (RunConfig.client_gso)."""
+    return mode == "on" or (mode == "auto" and servers > 1)
 
 
-def drive(spec: dict, progress=print) -> dict:
-    dests = [tuple(d) for d in spec["dests"]]
-    socks = open_sockets(spec["address"], dests)
-    pings_sent, pings_received = ping(socks, spec["client_id"])
-    workload = workloads.load(spec["workload"])
-    transactional = workloads.transactional(workload, spec)
-    timeout_ns = int(spec["timeout_ms"] * 1e6)
-    interval_ns = round(1e9 / spec["rate"]) if spec.get("rate") else 0  # open loop
-    if transactional:
+def _executor(spec: ClientSpec, wl: workloads.Workload, fds: list[int], interval_ns: int) -> Executor:
+    """The transaction executor over the workload's transactions, with the
+    parameters drawn from the client's seed."""
+    tx = wl.transactions
+    load = spec.load
+    if tx.params_per_s:
         # Enough parameters that none is used twice, for a workload whose
-        # outcomes depend on it (TATP: an insert repeated finds its row);
-        # the executor reports it if it had to start the list over.
-        per_s = getattr(workload, "PARAMS_PER_S", 0)
-        if per_s:
-            spec = {**spec, "requests": max(spec["requests"],
-                                            int((spec["warmup_s"] + spec["duration_s"] + 2) * per_s))}
-        kinds, funcs, params = workload.transactions(spec)
-        # The parameters (up to a million tuples) live for the whole run:
-        # out of the collector's sight, so its full collections stay short.
-        gc.collect()
-        gc.freeze()
-        loop = Executor([s.fileno() for s in socks], spec["client_id"], kinds, funcs, params,
-                        spec["concurrency"], timeout_ns, spec["max_retries"], max(workload.SCHEMA.sizes),
-                        interval_ns=interval_ns, gso=use_gso(spec))
-        rounds = workload.MAX_ROUNDS + 1  # and the round of ABORTs of an abort
+        # outcomes depend on it; the executor reports it if it had to start
+        # the list over.
+        need = int((spec.warmup_s + spec.duration_s + 2) * tx.params_per_s)
+        load = replace(load, requests=max(load.requests, need))
+    types = tx.types_for(load.cc)
+    funcs = [t.func for t in types]
+    if tx.coordinated:
+        funcs = [coord.bind(f, load.cc, load.servers, wl.schema.sizes) for f in funcs]
+    params = tx.params(load, types)
+    # The parameters (up to a million tuples) live for the whole run:
+    # out of the collector's sight, so its full collections stay short.
+    gc.collect()
+    gc.freeze()
+    return Executor(fds, spec.client_id, [t.name for t in types], funcs, params, spec.concurrency,
+                    int(spec.timeout_ms * 1e6), spec.max_retries, max(wl.schema.sizes),
+                    interval_ns=interval_ns, gso=use_gso(spec.client_gso, len(spec.dests)))
+
+
+def drive(spec: ClientSpec, progress=print) -> dict:
+    socks = open_sockets(spec.address, list(spec.dests))
+    pings_sent, pings_received = ping(socks, spec.client_id)
+    wl = workloads.get(spec.workload)
+    fds = [s.fileno() for s in socks]
+    timeout_ns = int(spec.timeout_ms * 1e6)
+    interval_ns = round(1e9 / spec.rate) if spec.rate else 0  # open loop
+    transactional = wl.transactional(spec.load.mix)
+    if transactional:
+        loop = _executor(spec, wl, fds, interval_ns)
+        rounds = wl.transactions.rounds + 1  # and the round of ABORTs of an abort
     else:
-        reqs = workload.stream(spec)
-        loop = Loop([s.fileno() for s in socks], spec["client_id"], reqs.data, reqs.offsets.tobytes(),
-                    reqs.dest_of, spec["concurrency"], timeout_ns, spec["max_retries"],
-                    stamp_txn=workload.STAMP_TXN, interval_ns=interval_ns, gso=use_gso(spec))
+        reqs = wl.stream.generate(spec.load)
+        loop = Loop(fds, spec.client_id, reqs.data, reqs.offsets.tobytes(), reqs.dest_of, spec.concurrency,
+                    timeout_ns, spec.max_retries, stamp_txn=wl.stream.stamp_txn, interval_ns=interval_ns,
+                    gso=use_gso(spec.client_gso, len(spec.dests)))
         rounds = 1
     cpus = sorted(os.sched_getaffinity(0))
     t0 = time.monotonic_ns()
-    win_from = t0 + int(spec["warmup_s"] * 1e9)
-    win_until = win_from + int(spec["duration_s"] * 1e9)
+    win_from = t0 + int(spec.warmup_s * 1e9)
+    win_until = win_from + int(spec.duration_s * 1e9)
     loop.set_window(win_from, win_until)
 
     def run_until(deadline: int, phase: str) -> None:
@@ -141,7 +183,7 @@ def drive(spec: dict, progress=print) -> dict:
     ru1, ticks1, w1 = resource.getrusage(resource.RUSAGE_SELF), _cpu_ticks(cpus), loop.stats()["wait_ns"]
     window_s = (time.monotonic_ns() - win_from) / 1e9
     # Requests (transactions) started in the window may still be in flight: let them finish.
-    loop.run(time.monotonic_ns() + rounds * timeout_ns * (spec["max_retries"] + 1) + 100_000_000, False)
+    loop.run(time.monotonic_ns() + rounds * timeout_ns * (spec.max_retries + 1) + 100_000_000, False)
     stats = loop.stats()
     cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     hist = metrics.from_pairs(loop.histogram())
@@ -149,8 +191,8 @@ def drive(spec: dict, progress=print) -> dict:
     for sock in socks:
         sock.close()
     return {
-        "client_id": spec["client_id"],
-        "host": spec["host"],
+        "client_id": spec.client_id,
+        "host": spec.host,
         "window_s": window_s,
         "window_ns": [win_from, win_until],  # CLOCK_MONOTONIC, as every process on the host sees it
         "pings_sent": pings_sent,
@@ -176,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         print("usage: python -m harness.loadgen SPEC.json RESULT.json", file=sys.stderr)
         return 2
-    spec = json.loads(open(argv[0]).read())
+    spec = ClientSpec.from_json(open(argv[0]).read())
     try:
         result = drive(spec, progress=lambda line: print(line, flush=True))
     except HarnessError as e:

@@ -21,7 +21,8 @@ from pathlib import Path
 import yaml
 
 from . import RESULTS_DIR, HarnessError, envinfo, experiments, inventory, results
-from .run import execute, one_line
+from .run import execute
+from .summary import one_line
 from .testbed import Testbed
 
 MAX_ATTEMPTS = 2  # the first run and one retry on resume

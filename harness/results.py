@@ -13,7 +13,7 @@ TABLE = "points.csv"
 SYSTEM_ORDER = ["dint", "kernel", "bypass"]
 
 COLUMNS = [
-    "experiment", "figure", "point", "status", "system", "workload", "variant", "cc", "kv_mix", "scale", "keys",
+    "experiment", "figure", "point", "status", "system", "workload", "variant", "cc", "kv_mix", "scale", "scale_divisor", "keys",
     "cache_fraction", "cache_bloom", "cache_write_through", "neighbour", "napi", "concurrency", "rate",
     "transactional", "goodput_per_s", "throughput_per_s", "request_throughput_per_s",
     "lat_mean_us", "lat_p50_us", "lat_p99_us", "lat_p999_us", "abort_rate", "abort_causes",
@@ -44,7 +44,7 @@ def row_of(summary: dict) -> dict:
         "system": summary.get("system"), "workload": summary.get("workload"),
         "concurrency": summary.get("concurrency"), "napi": summary.get("napi", cfg.get("napi")),
         "cc": cfg.get("cc", ""), "kv_mix": cfg.get("kv_mix") if summary.get("workload") == "kv" else "",
-        "scale": cfg.get("scale"), "keys": cfg.get("keys"),
+        "scale": cfg.get("scale"), "scale_divisor": cfg.get("scale_divisor"), "keys": cfg.get("keys"),
         "cache_fraction": cfg.get("cache_fraction"), "cache_bloom": cfg.get("cache_bloom"),
         "cache_write_through": cfg.get("cache_write_through"), "neighbour": cfg.get("neighbour"),
         "rate": cfg.get("rate", summary.get("rate")),

@@ -81,9 +81,9 @@ class System:
 
     def growth(self) -> int:
         """Rows a run may insert on each server, at most: the workload's
-        bound per client process and second (ROWS_PER_S, e.g. TPC-C's
+        bound per client process and second (Workload.rows_per_s, e.g. TPC-C's
         orders, lines and history) over the whole run and its drain."""
-        per_s = getattr(workloads.load(self.cfg.workload), "ROWS_PER_S", 0)
+        per_s = workloads.get(self.cfg.workload).rows_per_s
         clients = self.cfg.clients_per_host * len(self.inv.clients)
         return int(per_s * clients * (self.cfg.warmup_s + self.cfg.duration_s + 5))
 
@@ -204,7 +204,7 @@ class DintSystem(System):
         or the keys the workload may create if more (a log server starts
         empty)."""
         n = self.records + self.growth()
-        if self.cfg.workload != "echo":
+        if workloads.get(self.cfg.workload).keyed:
             n = max(n, self.cfg.keys)
         if self.cfg.cache_fraction:
             return max(1, math.ceil(self.cfg.cache_fraction * n / CACHE_SLOTS))

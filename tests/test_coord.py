@@ -9,7 +9,8 @@ from harness import consistency, coord
 from harness.protocol import Op, Status
 from harness.snapshot import Record
 from harness.txn import Abort, Batch
-from workloads import smallbank
+from harness.placement import Placement
+from workloads import CC_MODES, CheckSpec, DataSpec, smallbank
 
 OK, NF = int(Status.OK), int(Status.NOT_FOUND)
 SIZES = (8, 8)
@@ -47,12 +48,12 @@ def transfer(tx, a, b):
 
 
 def test_placement_primary_then_next_two():
-    p = coord.Placement(3)
+    p = Placement(3)
     assert [list(p.holders(k)) for k in (0, 1, 2, 5)] == [[0, 1, 2], [1, 2, 0], [2, 0, 1], [2, 0, 1]]
-    assert list(coord.Placement(1).holders(4)) == [0] and list(coord.Placement(5).backups(4)) == [0, 1]
+    assert list(Placement(1).holders(4)) == [0] and list(Placement(5).backups(4)) == [0, 1]
 
 
-@pytest.mark.parametrize("cc", coord.MODES)
+@pytest.mark.parametrize("cc", CC_MODES)
 def test_commit_order_log_backups_primary(cc):
     batches, out = drive(coord.bind(transfer, cc, 3, SIZES)(4, 5), all_ok)
     assert out == "done"
@@ -131,7 +132,7 @@ def test_insert_goes_to_its_primary_first_and_may_lose():
 
 
 def test_writes_need_a_lock_and_the_table_size():
-    tx = coord.Tx("2pl", coord.Placement(3), SIZES)
+    tx = coord.Tx("2pl", Placement(3), SIZES)
     with pytest.raises(ValueError, match="without read_for_update"):
         tx.write(0, 1, V)
     with pytest.raises(ValueError, match="8-byte values"):
@@ -159,12 +160,12 @@ def test_replicas_must_agree_and_locks_be_free():
 
 
 def test_smallbank_money_must_be_conserved():
-    spec = {"scale": 50, "seed": 3}
-    rows = smallbank.initial(spec)
+    spec = CheckSpec(DataSpec(scale=50, seed=3), servers=3)
+    rows = smallbank.WORKLOAD.initial(spec.data)
     dumps = [list(rows) for _ in range(3)]
     committed = {"DepositChecking": {"committed": 2, "outcomes": {}},
                  "WriteCheck": {"committed": 1, "outcomes": {"overdraft": 1}}}
-    verdict = consistency.check(smallbank, dumps, committed, spec)
+    verdict = consistency.check(smallbank.WORKLOAD, dumps, committed, spec)
     assert verdict["violations"] == 1 and verdict["failed"] == ["money_conserved"]
     assert verdict["details"]["money_conserved"]["difference_cents"] == -(2 * 130 - 600)
-    assert consistency.check(smallbank, dumps, {}, spec)["violations"] == 0
+    assert consistency.check(smallbank.WORKLOAD, dumps, {}, spec)["violations"] == 0

@@ -14,7 +14,7 @@ from harness import consistency, coord
 from harness.protocol import Op, Status
 from harness.snapshot import Record
 from harness.txn import Abort, Batch, cause_of
-from workloads import tatp
+from workloads import CC_MODES, CheckSpec, DataSpec, LoadSpec, Size, tatp
 from workloads.tatp import loader, params, schema
 from workloads.tatp.schema import (ACCESS_INFO, CALL_FORWARDING, SPECIAL_FACILITY, SUB_NBR, SUBSCRIBER, ai_key,
                                    cf_key, sf_key)
@@ -90,7 +90,7 @@ def test_population_rules(pop):
 
 
 def test_population_comes_from_the_seed(pop):
-    assert loader.initial({"scale": 4000, "seed": 1, "keys": 0}) == pop
+    assert loader.initial(DataSpec(scale=4000, seed=1, keys=0)) == pop
     assert loader.population(50, 2) != loader.population(50, 1)
 
 
@@ -114,13 +114,14 @@ def test_subscriber_choice_is_the_spec_formula_and_skewed():
 
 def test_mix_and_arguments():
     n, subs = 100_000, 1000
-    ps = params.generate(n, subs, 3)
-    assert ps == params.generate(n, subs, 3) and ps != params.generate(n, subs, 4)
-    mix = Counter(params.KINDS[k] for k, _ in ps)
+    types = tatp.WORKLOAD.transactions.types
+    ps = params.generate(n, subs, 3, types)
+    assert ps == params.generate(n, subs, 3, types) and ps != params.generate(n, subs, 4, types)
+    mix = Counter(types[k].name for k, _ in ps)
     for name, pct in schema.MIX.items():
         assert abs(mix[name] / n - pct / 100) < 0.006, name
     for k, args in ps:
-        name = params.KINDS[k]
+        name = types[k].name
         if name in ("UpdateLocation", "InsertCallForwarding", "DeleteCallForwarding"):
             assert len(args[0]) == 15 and 1 <= int(args[0]) <= subs
         else:
@@ -132,11 +133,15 @@ def test_mix_and_arguments():
 
 
 def test_transactions_interface():
-    spec = {"cc": None, "dests": [0, 1, 2], "requests": 100, "scale": 50, "seed": 1}
-    kinds, funcs, ps = tatp.transactions(spec)
-    assert kinds == list(schema.MIX) == [f.__name__ for f in funcs] and len(ps) == 100
-    assert tatp.DEFAULT_CC == "occ" and tatp.PROFILES == {"local": 20_000, "paper": 7_000_000}
-    assert tatp.check_scale(0) and tatp.check_scale(1) is None and tatp.STAMP_TXN is False
+    wl = tatp.WORKLOAD
+    tx = wl.transactions
+    load = LoadSpec(data=DataSpec(scale=50), seed=1, requests=100, servers=3, cc="occ")
+    ps = tx.params(load, tx.types_for("occ"))
+    assert [t.name for t in tx.types] == list(schema.MIX) == [t.func.__name__ for t in tx.types] and len(ps) == 100
+    assert [t.weight for t in tx.types] == list(schema.MIX.values())
+    assert wl.default_cc == "occ" and tx.coordinated and wl.replicated and wl.check is tcheck.check
+    assert {p: s.scale for p, s in wl.scaling.profiles.items()} == {"local": 20_000, "paper": 7_000_000}
+    assert wl.scaling.problem(Size(0)) and wl.scaling.problem(Size(1)) is None and wl.stream is None
 
 
 # -- the transactions against a store in a dict -----------------------------
@@ -201,7 +206,7 @@ class Store:
 
 
 def bound(cc="occ"):
-    return {f.__name__: coord.bind(f, cc, 3, schema.SCHEMA.sizes) for f in tatp.txns.FUNCS}
+    return {t.name: coord.bind(t.func, cc, 3, schema.SCHEMA.sizes) for t in tatp.WORKLOAD.transactions.types}
 
 
 def small_world():
@@ -218,7 +223,7 @@ def small_world():
     return Store(recs)
 
 
-@pytest.mark.parametrize("cc", coord.MODES)
+@pytest.mark.parametrize("cc", CC_MODES)
 def test_reads(cc):
     st, f = small_world(), bound(cc)
     assert st.run(f["GetSubscriberData"](1)) == "success"
@@ -289,15 +294,16 @@ def sequential_run():
     n, seed = 2000, 7
     st = Store(loader.population(n, seed))
     f = bound()
-    funcs = [f[k] for k in params.KINDS]
-    committed = {k: {"committed": 0, "outcomes": {}} for k in params.KINDS}
-    for kind, args in params.generate(30_000, n, seed * 1000 + 1):
+    names = [t.name for t in tatp.WORKLOAD.transactions.types]
+    funcs = [f[k] for k in names]
+    committed = {k: {"committed": 0, "outcomes": {}} for k in names}
+    for kind, args in params.generate(30_000, n, seed * 1000 + 1, tatp.WORKLOAD.transactions.types):
         out = st.run(funcs[kind](*args))
-        assert out in ("success", "fail"), (params.KINDS[kind], args, out)
-        c = committed[params.KINDS[kind]]
+        assert out in ("success", "fail"), (names[kind], args, out)
+        c = committed[names[kind]]
         c["committed"] += 1
         c["outcomes"][out] = c["outcomes"].get(out, 0) + 1
-    return st, committed, {"scale": n, "seed": seed, "keys": 0, "servers": 3}
+    return st, committed, CheckSpec(DataSpec(scale=n, seed=seed, keys=0), servers=3)
 
 
 def test_expected_success_rates():
@@ -310,10 +316,10 @@ def test_expected_success_rates():
 
 def test_a_sequential_run_passes_the_check(sequential_run):
     st, committed, spec = sequential_run
-    results = {r["name"]: r for r in tatp.check(st.state(), committed, spec)}
+    results = {r["name"]: r for r in tatp.WORKLOAD.check(st.state(), committed, spec)}
     assert all(r["ok"] for r in results.values()), {k: r["detail"] for k, r in results.items() if not r["ok"]}
     rates = results["success_rates"]["detail"]["types"]
-    assert all(rates[k]["checked"] for k in params.KINDS if k not in ("UpdateSubscriberData",
+    assert all(rates[k]["checked"] for k in schema.MIX if k not in ("UpdateSubscriberData",
                                                                        "InsertCallForwarding",
                                                                        "DeleteCallForwarding"))
     # the rates themselves, loosely; given the rows loaded, GetAccessData's closely
@@ -325,7 +331,7 @@ def test_a_sequential_run_passes_the_check(sequential_run):
     assert results["call_forwarding_count"]["detail"]["deleted"] > 0
     # and as the harness calls it, with three identical dumps
     dumps = [[Record(t, k, v[0], v[1]) for (t, k), v in st.rows.items()]] * 3
-    assert consistency.check(tatp, dumps, committed, spec)["violations"] == 0
+    assert consistency.check(tatp.WORKLOAD, dumps, committed, spec)["violations"] == 0
 
 
 def doctored(sequential_run, change):
@@ -333,7 +339,7 @@ def doctored(sequential_run, change):
     state = st.state()
     committed = {k: {"committed": v["committed"], "outcomes": dict(v["outcomes"])} for k, v in committed.items()}
     change(state, committed)
-    return sorted(r["name"] for r in tatp.check(state, committed, spec) if not r["ok"])
+    return sorted(r["name"] for r in tatp.WORKLOAD.check(state, committed, spec) if not r["ok"])
 
 
 def some(state, table):

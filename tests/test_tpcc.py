@@ -13,17 +13,19 @@ from harness import coord
 from harness.protocol import Op, Status
 from harness.snapshot import Record
 from harness.txn import Abort
-from workloads import tpcc
+from workloads import CC_MODES, CheckSpec, DataSpec, Size, tpcc
 from workloads.tpcc import params, schema as s, txns
 
 OK, NF, LOCKED, EXISTS = int(Status.OK), int(Status.NOT_FOUND), int(Status.LOCKED), int(Status.EXISTS)
-TINY = s.scale_of(2, 100)
-SPEC = {"scale": TINY, "seed": 3, "keys": 0, "servers": 3}
+TINY = DataSpec(scale=2, divisor=100, seed=3, keys=0)
+SPEC = CheckSpec(TINY, servers=3)
+TYPES = tpcc.WORKLOAD.transactions.types
+KINDS = [t.name for t in TYPES]
 
 
 @pytest.fixture(scope="module")
 def loaded():
-    return tpcc.initial(SPEC)
+    return tpcc.WORKLOAD.initial(TINY)
 
 
 def state_of(records):
@@ -31,7 +33,7 @@ def state_of(records):
 
 
 def failed(state):
-    return [r["name"] for r in tpcc.check(state, {}, SPEC) if not r["ok"]]
+    return [r["name"] for r in tpcc.WORKLOAD.check(state, {}, SPEC) if not r["ok"]]
 
 
 def test_nurand_in_range_and_skewed():
@@ -64,17 +66,19 @@ def test_key_packing_round_trips_and_tables_fit():
     assert s.decode_name(s.encode_name(40, [3, 1, 2]))[0] == 40
 
 
-def test_scale_encoding():
-    assert s.Card.of(5) == s.Card(5, 1) and s.Card.of(s.scale_of(2, 10)) == s.Card(2, 10)
-    assert tpcc.check_scale(tpcc.PROFILES["paper"]) is None and tpcc.check_scale(tpcc.DEFAULT_SCALE) is None
-    assert tpcc.check_scale(0) and tpcc.check_scale(s.scale_of(1, 7))
+def test_scale_and_divisor():
+    assert s.Card.of(DataSpec(scale=5)) == s.Card(5, 1) and s.Card.of(DataSpec(scale=2, divisor=10)) == s.Card(2, 10)
+    scaling = tpcc.WORKLOAD.scaling
+    assert all(scaling.problem(size) is None for size in scaling.profiles.values())
+    assert scaling.profiles["local"] == Size(2, 10) and scaling.profiles["paper"] == Size(10, 1)
+    assert scaling.problem(Size(0)) and scaling.problem(Size(1, 7)) and scaling.problem(Size(s.MAX_W + 1))
 
 
 def test_initial_state_satisfies_conditions_1_to_7(loaded):
     card = s.Card.of(TINY)
     st = state_of(loaded)
     assert len(st) == len(loaded)  # keys unique
-    assert all(r["ok"] for r in tpcc.check(st, {}, SPEC)), failed(st)
+    assert all(r["ok"] for r in tpcc.WORKLOAD.check(st, {}, SPEC)), failed(st)
     by = Counter(s.unkey(r.key)[0] for r in loaded)
     assert by[s.ITEM] == card.items and by[s.STOCK] == card.items * 2
     assert by[s.NEW_ORDER] == card.new_orders * 20 and by[s.ORDER] == card.orders * 20
@@ -82,8 +86,8 @@ def test_initial_state_satisfies_conditions_1_to_7(loaded):
 
 
 def test_initial_state_is_the_seeds():
-    assert tpcc.initial(SPEC)[:50] == tpcc.initial(SPEC)[:50]
-    assert tpcc.initial(SPEC)[:50] != tpcc.initial({**SPEC, "seed": 4})[:50]
+    assert tpcc.WORKLOAD.initial(TINY)[:50] == tpcc.WORKLOAD.initial(TINY)[:50]
+    assert tpcc.WORKLOAD.initial(TINY)[:50] != tpcc.WORKLOAD.initial(DataSpec(scale=2, divisor=100, seed=4, keys=0))[:50]
 
 
 def doctor(records, lt, w, d, rest, fn):
@@ -193,10 +197,10 @@ def drive(gen, store):
 
 
 def bound(cc):
-    return dict(zip(params.KINDS, [coord.bind(f, cc, 3, s.SIZES) for f in txns.FUNCS]))
+    return {t.name: coord.bind(t.func, cc, 3, s.SIZES) for t in TYPES}
 
 
-@pytest.mark.parametrize("cc", coord.MODES)
+@pytest.mark.parametrize("cc", CC_MODES)
 def test_new_order_by_hand(loaded, cc):
     store = Store(loaded)
     card = s.Card.of(TINY)
@@ -220,7 +224,7 @@ def test_new_order_by_hand(loaded, cc):
     assert s.D.decode(store.rows[s.dist(1, 4)][1]).next_o_id == o + 1
 
 
-@pytest.mark.parametrize("cc", coord.MODES)
+@pytest.mark.parametrize("cc", CC_MODES)
 def test_payment_by_name_picks_the_middle_customer(loaded, cc):
     store = Store(loaded)
     # a last name shared by several customers of (1, 1)
@@ -242,37 +246,38 @@ def test_payment_by_name_picks_the_middle_customer(loaded, cc):
     assert failed(store.state()) == []
 
 
-@pytest.mark.parametrize("cc", coord.MODES)
+@pytest.mark.parametrize("cc", CC_MODES)
 def test_a_stream_of_every_type_keeps_the_conditions(loaded, cc):
     store = Store(loaded)
     fns = bound(cc)
     outcomes = Counter()
-    for kind, args in params.generate(600, TINY, 9):
-        out = drive(fns[params.KINDS[kind]](*args), store)
+    for kind, args in params.generate(600, s.Card.of(TINY), 9, TYPES):
+        out = drive(fns[KINDS[kind]](*args), store)
         assert not store.locks
-        outcomes[(params.KINDS[kind], out if isinstance(out, str) else out.cause)] += 1
+        outcomes[(KINDS[kind], out if isinstance(out, str) else out.cause)] += 1
     assert failed(store.state()) == [], outcomes
     kinds = {k for k, _ in outcomes}
-    assert kinds == set(params.KINDS)
+    assert kinds == set(KINDS)
     assert outcomes[("Delivery", "delivered")] > 0
     assert {o for (k, o) in outcomes if k != "NewOrder"} <= {"by_name", "by_id", "delivered", "skipped", "low",
                                                              "none_low"}
 
 
 def test_mix_and_parameters():
-    ps = params.generate(20_000, s.scale_of(3, 10), 1)
-    kinds = Counter(params.KINDS[k] for k, _ in ps)
+    ps = params.generate(20_000, s.Card(3, 10), 1, TYPES)
+    kinds = Counter(KINDS[k] for k, _ in ps)
     business = {k: n / (10 if k == "Delivery" else 1) for k, n in kinds.items()}
     total = sum(business.values())
-    for k, pct in params.MIX.items():
+    for k, pct in s.MIX.items():
         assert abs(100 * business[k] / total - pct) < 1.5, (k, business[k] / total)
-    new = [a for k, a in ps if params.KINDS[k] == "NewOrder"]
+    new = [a for k, a in ps if KINDS[k] == "NewOrder"]
     assert all(5 <= len(a[3]) <= 15 and len({i for i, _, _ in a[3]}) == len(a[3]) for a in new)
     assert 0.005 < sum(a[4] for a in new) / len(new) < 0.02
-    pay = [a for k, a in ps if params.KINDS[k] == "Payment"]
+    pay = [a for k, a in ps if KINDS[k] == "Payment"]
     assert 0.55 < sum(a[4] for a in pay) / len(pay) < 0.65
     assert 0.10 < sum(a[0] != a[2] for a in pay) / len(pay) < 0.20
 
 
 def test_max_rounds_covers_the_longest():
-    assert tpcc.MAX_ROUNDS >= txns.STOCK_LEVEL_ROUNDS and tpcc.MAX_ROUNDS >= 3 + coord.COMMIT_ROUNDS
+    rounds = tpcc.WORKLOAD.transactions.rounds
+    assert rounds >= txns.STOCK_LEVEL_ROUNDS and rounds >= 3 + coord.COMMIT_ROUNDS

@@ -15,7 +15,7 @@ from harness import metrics
 from harness._netloop import TIMEOUT, TxnIO
 from harness.protocol import HEADER_LEN, Op, Status, pack, unpack
 from harness.txn import Abort, Batch, Executor, cause_of
-from workloads import kv, lock
+from workloads import DataSpec, LoadSpec, kv, lock
 
 T = 0
 PH = bytes(8)
@@ -526,25 +526,34 @@ def test_lock_transactions_draw_5_to_10_distinct_keys_a_fifth_written():
     assert all(len(set(r) | set(w)) == len(r) + len(w) for r, w in txns)
     written = sum(len(w) for _, w in txns) / sum(sizes)
     assert written == pytest.approx(0.2, abs=0.02)
-    kinds, funcs, params = lock.transactions({"cc": "occ", "requests": 10, "keys": 100, "seed": 1})
-    assert kinds == ["occ"] and funcs == [lock.occ] and len(params) == 10
+    tx = lock.WORKLOAD.transactions
+    types = tx.types_for("occ")
+    params = tx.params(load(requests=10, keys=100, seed=1, cc="occ"), types)
+    assert [t.name for t in types] == ["occ"] and [t.func for t in types] == [lock.occ] and len(params) == 10
     _, (reads, writes, first) = params[0]
     assert [op for op, *_ in first] == [Op.READ] * len(reads) + [Op.LOCK_EXCL] * len(writes)
+    assert [dest for *_, dest in first] == [k % 3 for k in reads + writes]  # each key's primary
+
+
+def load(requests: int, keys: int, seed: int, cc: str = "", servers: int = 3) -> LoadSpec:
+    return LoadSpec(data=DataSpec(keys=keys), seed=seed, requests=requests, servers=servers, cc=cc)
 
 
 def test_kv_contention_mix_is_a_fifth_writes():
-    kinds, funcs, params = kv.transactions({"requests": 5000, "keys": 100, "seed": 2})
-    assert kinds == ["read", "write"]
+    tx = kv.WORKLOAD.transactions
+    params = tx.params(load(requests=5000, keys=100, seed=2), tx.types)
+    assert [t.name for t in tx.types] == ["read", "write"]
     assert sum(1 for k, _ in params if k == 1) / len(params) == pytest.approx(0.2, abs=0.02)
-    assert kv.transactional({"kv_mix": "contention"}) and not kv.transactional({"kv_mix": "parallel"})
+    assert kv.WORKLOAD.transactional("contention") and not kv.WORKLOAD.transactional("parallel")
 
 
 def test_kv_contention_against_the_fake_engine_keeps_values_consistent():
     with FakeEngine(keys=range(20)) as a, FakeEngine(keys=range(20)) as b:
         for srv in (a, b):
             srv.value = {k: kv.value_of(k) for k in srv.ver}
-        kinds, funcs, params = kv.transactions({"requests": 500, "keys": 20, "seed": 2})
-        socks, ex = executor([a, b], kinds, funcs, params, concurrency=8)
+        tx = kv.WORKLOAD.transactions
+        params = tx.params(load(requests=500, keys=20, seed=2, servers=2), tx.types)
+        socks, ex = executor([a, b], [t.name for t in tx.types], [t.func for t in tx.types], params, concurrency=8)
         out = drive(ex)
         w = out["types"]["write"]
         assert w["committed"] > 0 and out["types"]["read"]["committed"] > 0

@@ -4,6 +4,8 @@ held, the workload's invariants), per-type figures, and outcomes; a
 violation fails the run loudly, with the summary written."""
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import subprocess
 import sys
@@ -20,8 +22,8 @@ SYSTEMS = ["dint", "kernel", "bypass"]
 RUNS = {
     "smallbank": (["--scale", "400"], ["Amalgamate", "Balance", "DepositChecking", "SendPayment",
                                        "TransactSavings", "WriteCheck"]),
-    # 1 warehouse, cardinalities / 100 (workloads/tpcc: scale = 10,000 x divisor + warehouses)
-    "tpcc": (["--scale", "1000001"], ["NewOrder", "Payment", "OrderStatus", "Delivery"]),
+    # 1 warehouse, cardinalities / 100
+    "tpcc": (["--scale", "1", "--scale-divisor", "100"], ["NewOrder", "Payment", "OrderStatus", "Delivery"]),
     # the frequent types (2% ones may see no commit in a second)
     "tatp": (["--scale", "300"], ["GetSubscriberData", "GetNewDestination", "GetAccessData", "UpdateLocation"]),
 }
@@ -49,14 +51,14 @@ def test_run_ends_with_a_clean_consistency_verdict(testbed, test_inventory_path,
     for k in kinds:
         assert t[k]["committed"] > 0, k
         assert t[k]["latency_us"]["p50"] > 0
-    assert s["config"]["cc"] == workloads.load(workload).DEFAULT_CC
+    assert s["config"]["cc"] == workloads.get(workload).default_cc
     assert s["errors"] == 0 and s["instrument_check"]["match"], s["instrument_check"]
 
 
 def test_a_violation_fails_the_run_with_the_summary_written(testbed, test_inventory_path, tmp_path, monkeypatch):
-    mod = workloads.load("smallbank")
-    monkeypatch.setattr(mod, "check", lambda state, committed, spec: [
-        {"name": "made_up_rule", "ok": False, "detail": {"rows": len(state)}}])
+    mod = importlib.import_module("workloads.smallbank")
+    monkeypatch.setattr(mod, "WORKLOAD", dataclasses.replace(mod.WORKLOAD, check=lambda state, committed, spec: [
+        {"name": "made_up_rule", "ok": False, "detail": {"rows": len(state)}}]))
     cfg = RunConfig(system="kernel", workload="smallbank", scale=100, duration_s=0.3, warmup_s=0.1,
                     inventory=str(test_inventory_path))
     with pytest.raises(HarnessError, match="consistency check failed: made_up_rule"):
@@ -71,7 +73,17 @@ def test_scale_and_cc_are_checked():
     with pytest.raises(HarnessError, match="--scale applies to"):
         RunConfig(system="kernel", workload="kv", scale=10).validate()
     cfg = RunConfig(system="kernel", workload="smallbank").validate()
-    assert (cfg.cc, cfg.scale) == ("2pl", workloads.load("smallbank").DEFAULT_SCALE)
+    assert (cfg.cc, cfg.scale) == ("2pl", workloads.get("smallbank").scaling.default.scale)
+    paper = RunConfig(system="kernel", workload="tpcc", scale_profile="paper").validate()
+    assert (paper.scale, paper.scale_divisor) == (10, 1)
+    local = RunConfig(system="kernel", workload="tpcc").validate()
+    assert (local.scale, local.scale_divisor) == (2, 10)
+    with pytest.raises(HarnessError, match="--scale: TPC-C divides its cardinalities by 1 or 10 or 100, not by 7"):
+        RunConfig(system="kernel", workload="tpcc", scale=3, scale_divisor=7).validate()
+    with pytest.raises(HarnessError, match="--scale applies to"):
+        RunConfig(system="kernel", workload="kv", scale_divisor=10).validate()
+    with pytest.raises(HarnessError, match="--scale-profile must be one of local, paper, not 'huge'"):
+        RunConfig(system="kernel", workload="echo", scale_profile="huge").validate()
 
 
 def test_a_server_that_loses_records_at_stop_fails_the_run(testbed, test_inventory_path, tmp_path):
@@ -79,8 +91,9 @@ def test_a_server_that_loses_records_at_stop_fails_the_run(testbed, test_invento
     small for the rows the run inserted, records are lost: the run fails
     and draws no consistency verdict from the dumps."""
     out = tmp_path / "run"
-    records = len(workloads.load("tpcc").initial({"keys": 0, "scale": 1000001, "seed": 1}))
-    p = harness("run", "--system", "dint", "--workload", "tpcc", "--scale", "1000001", "--store-capacity",
+    records = len(workloads.get("tpcc").initial(workloads.DataSpec(keys=0, scale=1, divisor=100, seed=1)))
+    p = harness("run", "--system", "dint", "--workload", "tpcc", "--scale", "1", "--scale-divisor", "100",
+                "--store-capacity",
                 str(records + 10), "--concurrency", "8", "--duration", "0.8", "--warmup", "0.2",
                 "--inventory", str(test_inventory_path), "--out", str(out))
     assert p.returncode == 1

@@ -1,7 +1,8 @@
 """KV microbenchmark (DINT's key-value store server): TATP
 CALL_FORWARDING-like records, 40-byte values, keyed over `keys` keys, all
 loaded on every server (each holds every key, as primary or backup); a
-request goes to its key's primary (key mod servers). Two mixes (--kv-mix):
+request goes to its key's primary (harness/placement.py). Two mixes
+(--kv-mix):
 
 - parallel: 100% reads, a flat request stream for the native request loop;
 - contention: 80% reads, 20% writes. A write is a transaction of two round
@@ -15,20 +16,18 @@ from __future__ import annotations
 
 import random
 
+from harness.placement import Placement
 from harness.protocol import Op, pack
 from harness.schema import Schema
 from harness.snapshot import Record
 
-from . import RequestStream
+from .contract import DataSpec, LoadSpec, Stream, Transactions, TxnType, Workload
+from .stream import RequestStream
 
 SCHEMA = Schema((40,))
-STAMP_TXN = False
 TABLE = 0
 VALUE_SIZE = 40
 PLACEHOLDER = bytes(VALUE_SIZE)
-MIXES = ("parallel", "contention")
-WRITE_FRACTION = 0.2  # contention
-MAX_ROUNDS = 2
 
 
 def value_of(key: int, ver: int = 1) -> bytes:
@@ -36,26 +35,22 @@ def value_of(key: int, ver: int = 1) -> bytes:
     return (key.to_bytes(8, "big") + ver.to_bytes(4, "big")) * 3 + bytes(4)
 
 
-def initial(spec: dict) -> list[Record]:
-    return [Record(TABLE, k, 1, value_of(k)) for k in range(spec["keys"])]
+def initial(data: DataSpec) -> list[Record]:
+    return [Record(TABLE, k, 1, value_of(k)) for k in range(data.keys)]
 
 
 def generate(n: int, servers: int, keys: int, seed: int = 1) -> RequestStream:
     rng = random.Random(seed)
-    placeholder = bytes(VALUE_SIZE)
+    place = Placement(servers)
     reqs = []
     for _ in range(n):
         key = rng.randrange(keys)
-        reqs.append((key % servers, pack(Op.READ, key, placeholder, table=TABLE)))
+        reqs.append((place.primary(key), pack(Op.READ, key, PLACEHOLDER, table=TABLE)))
     return RequestStream.pack(reqs)
 
 
-def stream(spec: dict) -> RequestStream:
-    return generate(spec["requests"], len(spec["dests"]), spec["keys"], spec["seed"])
-
-
-def transactional(spec: dict) -> bool:
-    return spec.get("kv_mix", "parallel") == "contention"
+def stream(load: LoadSpec) -> RequestStream:
+    return generate(load.requests, load.servers, load.data.keys, load.seed)
 
 
 def read(batch):
@@ -65,18 +60,31 @@ def read(batch):
 def write(key, lock):
     replies = yield lock
     ver = replies[0][1] + 1
-    yield [(Op.COMMIT_PRIMARY, TABLE, key, value_of(key, ver), ver)]
+    yield [(Op.COMMIT_PRIMARY, TABLE, key, value_of(key, ver), ver, lock[0][5])]
 
 
-def transactions(spec: dict) -> tuple[list[str], list, list]:
-    """The contention mix for the executor: (type names, functions,
-    [(type, args)]), each transaction's first batch built here, once."""
-    rng = random.Random(spec["seed"])
-    params = []
-    for _ in range(spec["requests"]):
-        key = rng.randrange(spec["keys"])
-        if rng.random() < WRITE_FRACTION:
-            params.append((1, (key, ((Op.LOCK_EXCL, TABLE, key, PLACEHOLDER, 0),))))
+TXN_TYPES = (TxnType("read", read, 80), TxnType("write", write, 20))
+
+
+def draw(load: LoadSpec, types) -> list:
+    """The contention mix: [(type, args)], each transaction's first batch
+    built here, once."""
+    rng = random.Random(load.seed)
+    place = Placement(load.servers)
+    names = [t.name for t in types]
+    r, w = names.index("read"), names.index("write")
+    write_share = types[w].weight / 100
+    out = []
+    for _ in range(load.requests):
+        key = rng.randrange(load.data.keys)
+        dest = place.primary(key)
+        if rng.random() < write_share:
+            out.append((w, (key, ((Op.LOCK_EXCL, TABLE, key, PLACEHOLDER, 0, dest),))))
         else:
-            params.append((0, (((Op.READ, TABLE, key, PLACEHOLDER, 0),),)))
-    return ["read", "write"], [read, write], params
+            out.append((r, (((Op.READ, TABLE, key, PLACEHOLDER, 0, dest),),)))
+    return out
+
+
+WORKLOAD = Workload(
+    name="kv", schema=SCHEMA, initial=initial, stream=Stream(stream), keyed=True,
+    transactions=Transactions(types=TXN_TYPES, params=draw, rounds=2, mixes=("contention",)))

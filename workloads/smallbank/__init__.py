@@ -12,7 +12,7 @@ params.py (the parameters, drawn from a seed apart from execution), txns.py
 (one function per transaction, named as the benchmark names them) and
 check.py (the consistency check after every run).
 
-Scale: accounts. Profiles: `local` 100,000 accounts (this machine: 200,000
+Scale: accounts. Profiles (WORKLOAD.scaling): `local` 100,000 accounts (this machine: 200,000
 rows on each server); `paper` 24,000,000 (DINT).
 
 Deviations, deliberate:
@@ -30,28 +30,15 @@ from __future__ import annotations
 
 from harness import coord
 
-from . import check as _check
-from .loader import initial  # noqa: F401  (the workload interface)
-from .params import KINDS, generate
-from .schema import SCHEMA  # noqa: F401
-from .txns import FUNCS
+from ..contract import CC_MODES, Scaling, Size, Transactions, Workload
+from . import check, loader, params
+from .schema import SCHEMA
+from .txns import TXN_TYPES
 
-DEFAULT_CC = "2pl"
-DEFAULT_SCALE = 100_000
-PROFILES = {"local": 100_000, "paper": 24_000_000}
-STAMP_TXN = False
-MAX_ROUNDS = 1 + coord.COMMIT_ROUNDS
-
-
-def check_scale(scale: int) -> str | None:
-    return None if scale >= 2 else "SmallBank needs at least 2 accounts"
-
-
-def transactions(spec: dict) -> tuple[list[str], list, list]:
-    """(type names, their functions bound to the coordinator, [(type, args)])."""
-    funcs = [coord.bind(f, spec["cc"] or DEFAULT_CC, len(spec["dests"]), SCHEMA.sizes) for f in FUNCS]
-    return list(KINDS), funcs, generate(spec["requests"], spec["scale"], spec["seed"])
-
-
-def check(state: dict, committed: dict, spec: dict) -> list[dict]:
-    return _check.check(state, committed, spec)
+WORKLOAD = Workload(
+    name="smallbank", schema=SCHEMA, initial=loader.initial,
+    transactions=Transactions(types=TXN_TYPES, params=params.draw, rounds=1 + coord.COMMIT_ROUNDS, coordinated=True,
+                              cc=CC_MODES),  # 2pl first: the default, as DINT runs it
+    scaling=Scaling(title="SmallBank", unit="account", minimum=2,
+                    profiles={"local": Size(100_000), "paper": Size(24_000_000)}),
+    check=check.check, replicated=True)

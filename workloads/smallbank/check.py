@@ -1,19 +1,20 @@
 """SmallBank's consistency check: money is conserved, exactly, in cents."""
 from __future__ import annotations
 
+from ..contract import CheckSpec
 from .loader import balances
 from .schema import CHECKING, DEPOSIT_CHECKING, OVERDRAFT_PENALTY, SAVINGS, TRANSACT_SAVINGS, WRITE_CHECK, cents
 
 
-def check(state: dict, committed: dict, spec: dict) -> list[dict]:
+def check(state: dict, committed: dict, spec: CheckSpec) -> list[dict]:
     """state: {(table, key): Record} (the primaries' live rows); committed:
     {type: {"committed": n, "outcomes": {label: n}}} over the whole run.
     The total of all balances must equal the initial total plus what the
     committed DepositChecking, TransactSavings and WriteCheck added or took;
     Amalgamate and SendPayment only move money. Every account keeps both
     rows."""
-    accounts = spec["scale"]
-    sav, chk = balances(accounts, spec["seed"])
+    accounts = spec.data.scale
+    sav, chk = balances(accounts, spec.data.seed)
     initial = sum(sav) + sum(chk)
 
     def n(kind, outcome=None):

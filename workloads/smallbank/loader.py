@@ -6,6 +6,7 @@ import random
 
 from harness.snapshot import Record
 
+from ..contract import DataSpec
 from .schema import CHECKING, INITIAL_BALANCE, SAVINGS, encode
 
 
@@ -15,7 +16,7 @@ def balances(accounts: int, seed: int) -> tuple[list[int], list[int]]:
     return ([rng.randint(lo, hi) for _ in range(accounts)], [rng.randint(lo, hi) for _ in range(accounts)])
 
 
-def initial(spec: dict) -> list[Record]:
-    sav, chk = balances(spec["scale"], spec["seed"])
+def initial(data: DataSpec) -> list[Record]:
+    sav, chk = balances(data.scale, data.seed)
     return ([Record(SAVINGS, a, 1, encode(b)) for a, b in enumerate(sav)] +
             [Record(CHECKING, a, 1, encode(b)) for a, b in enumerate(chk)])

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from harness.txn import Abort
 
-from .schema import (CHECKING, DEPOSIT_CHECKING, OVERDRAFT_PENALTY, SAVINGS, SEND_PAYMENT, TRANSACT_SAVINGS,
+from ..contract import mix_of
+from .schema import (CHECKING, DEPOSIT_CHECKING, MIX, OVERDRAFT_PENALTY, SAVINGS, SEND_PAYMENT, TRANSACT_SAVINGS,
                      WRITE_CHECK, cents, encode)
 
 
@@ -58,4 +59,4 @@ def WriteCheck(tx, a):
     return "overdraft" if overdraft else "normal"
 
 
-FUNCS = (Amalgamate, Balance, DepositChecking, SendPayment, TransactSavings, WriteCheck)
+TXN_TYPES = mix_of(MIX, Amalgamate, Balance, DepositChecking, SendPayment, TransactSavings, WriteCheck)

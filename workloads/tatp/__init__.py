@@ -21,12 +21,12 @@ allowance is wide); and it checks the references between the tables, the
 index, the tables no transaction changes the rows of, and
 CALL_FORWARDING's row count against the committed inserts and deletes.
 
-Scale: subscribers. Profiles: `local` 20,000 subscribers (about 216,000
+Scale: subscribers. Profiles (WORKLOAD.scaling): `local` 20,000 subscribers (about 216,000
 rows on each server: a run loads, dumps and checks them in a few seconds
 on a 2-core host; 100,000 take about 30 s a run); `paper` 7,000,000 (DINT).
 
 Deviations, deliberate:
-- Population as WORKLOADS.md states it: each start_time of a
+- Population: each start_time of a
   SPECIAL_FACILITY row has a CALL_FORWARDING row with probability 1/2 (the
   spec draws 0-3 rows). Text columns are filler (loader.py).
 - Subscribers are numbered 1..N and sub_nbr is s_id as a 15-digit string,
@@ -55,41 +55,27 @@ from __future__ import annotations
 
 from harness import coord
 
-from . import check as _check
-from .loader import initial  # noqa: F401  (the workload interface)
-from .params import KINDS, generate
-from .schema import SCHEMA  # noqa: F401
-from .txns import FUNCS
+from ..contract import CC_MODES, Scaling, Size, Transactions, Workload
+from . import check, loader, params
+from .schema import SCHEMA
+from .txns import TXN_TYPES
 
-DEFAULT_CC = "occ"
-DEFAULT_SCALE = 20_000
-PROFILES = {"local": 20_000, "paper": 7_000_000}
-STAMP_TXN = False
-# InsertCallForwarding: the index lookup, the reads, then the commit
-MAX_ROUNDS = 2 + coord.COMMIT_ROUNDS
-
-
-def check_scale(scale: int) -> str | None:
-    return None if scale >= 1 else "TATP needs at least 1 subscriber"
-
-
-# Parameters a client generates per second of its run: more than a client
-# process starts, so none is used twice (a repeated InsertCallForwarding
-# finds the row it inserted, which would skew the success rates). One
-# process on one core of a 2-core host runs about 100,000 a second against
-# dint; a million take about a second to draw and 180 MB to hold.
-PARAMS_PER_S = 150_000
-# Rows a client process inserts per second, at most (InsertCallForwarding,
-# 2% of the mix, about a third of them succeeding): the servers' stores are
-# sized for it (harness/systems.py).
-ROWS_PER_S = 2_000
-
-
-def transactions(spec: dict) -> tuple[list[str], list, list]:
-    """(type names, their functions bound to the coordinator, [(type, args)])."""
-    funcs = [coord.bind(f, spec["cc"] or DEFAULT_CC, len(spec["dests"]), SCHEMA.sizes) for f in FUNCS]
-    return list(KINDS), funcs, generate(spec["requests"], spec["scale"], spec["seed"])
-
-
-def check(state: dict, committed: dict, spec: dict) -> list[dict]:
-    return _check.check(state, committed, spec)
+WORKLOAD = Workload(
+    name="tatp", schema=SCHEMA, initial=loader.initial,
+    transactions=Transactions(
+        types=TXN_TYPES, params=params.draw, coordinated=True, cc=tuple(reversed(CC_MODES)),  # occ first: the default
+        # InsertCallForwarding: the index lookup, the reads, then the commit
+        rounds=2 + coord.COMMIT_ROUNDS,
+        # Parameters a client draws per second of its run: more than a
+        # client process starts, so none is used twice (a repeated
+        # InsertCallForwarding finds the row it inserted, which would skew
+        # the success rates). One process on one core of a 2-core host runs
+        # about 100,000 a second against dint; a million take about a
+        # second to draw and 180 MB to hold.
+        params_per_s=150_000),
+    scaling=Scaling(title="TATP", unit="subscriber",
+                    profiles={"local": Size(20_000), "paper": Size(7_000_000)}),
+    check=check.check, replicated=True,
+    # Rows a client process inserts per second, at most
+    # (InsertCallForwarding, 2% of the mix, about a third of them succeeding)
+    rows_per_s=2_000)

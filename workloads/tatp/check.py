@@ -11,6 +11,7 @@ import random
 from collections import Counter
 from fractions import Fraction
 
+from ..contract import CheckSpec
 from . import loader
 from .params import subscriber_chooser
 from .schema import (ACCESS_INFO, CALL_FORWARDING, END_SPAN, MIX, P_ACTIVE, P_CALL_FORWARDING, QUERY_END_TIMES,
@@ -48,8 +49,8 @@ def _p_new_destination() -> Fraction:
 
 def expected_success() -> dict[str, float]:
     """The success rate of each type, from the population rules and the
-    parameters' distributions (no contention). WORKLOADS.md quotes the
-    spec's "about 23.9%" for GetNewDestination; these rules give 15.8%."""
+    parameters' distributions (no contention). The spec quotes "about
+    23.9%" for GetNewDestination; these rules give 15.8%."""
     present = _p_present()
     return {
         "GetSubscriberData": 1.0,
@@ -163,18 +164,18 @@ def success_rates(committed: dict, subscribers: int, ais: dict | None = None, sf
             "detail": {"off": bad, "concentration": None if conc is None else round(conc, 2), "types": rates}}
 
 
-def check(state: dict, committed: dict, spec: dict) -> list[dict]:
+def check(state: dict, committed: dict, spec: CheckSpec) -> list[dict]:
     """state: {(table, key): Record} (the primaries' live rows); committed:
     {type: {"committed": n, "outcomes": {"success": n, "fail": n}}} over the
     whole run."""
-    n = spec["scale"]
+    n = spec.data.scale
     tables: dict[int, dict] = {t: {} for t in (SUBSCRIBER, ACCESS_INFO, SPECIAL_FACILITY, CALL_FORWARDING, SUB_NBR)}
     for (t, k), r in state.items():
         tables.setdefault(t, {})[k] = r.value
     subs, ais, sfs, cfs, nbrs = (tables[t] for t in (SUBSCRIBER, ACCESS_INFO, SPECIAL_FACILITY, CALL_FORWARDING,
                                                      SUB_NBR))
     loaded: dict[int, set] = {t: set() for t in tables}
-    for r in loader.population(n, spec["seed"]):
+    for r in loader.population(n, spec.data.seed):
         loaded[r.table].add(r.key)
 
     # references: ACCESS_INFO, SPECIAL_FACILITY and CALL_FORWARDING rows
@@ -217,5 +218,5 @@ def check(state: dict, committed: dict, spec: dict) -> list[dict]:
                     "inserted": inserted, "deleted": deleted}},
         {"name": "values_well_formed", "ok": not malformed,
          "detail": {"bad": len(malformed), "examples": malformed[:EXAMPLES]}},
-        success_rates(committed, n, ais, sfs, reused=bool(spec.get("params_wrapped"))),
+        success_rates(committed, n, ais, sfs, reused=bool(spec.params_wrapped)),
     ]

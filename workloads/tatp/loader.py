@@ -1,5 +1,5 @@
 """TATP's initial state, drawn from the seed (spec 1.0, section 2.3, with
-WORKLOADS.md's population rules), so every system loads the same data:
+the population rules below), so every system loads the same data:
 
 - SUBSCRIBER s_id = 1..N, random bits, hexes, byte2s and locations; its
   SUB_NBR index row.
@@ -19,6 +19,7 @@ import random
 
 from harness.snapshot import Record
 
+from ..contract import DataSpec
 from .schema import (ACCESS_INFO, CALL_FORWARDING, END_SPAN, P_ACTIVE, P_CALL_FORWARDING, SPECIAL_FACILITY,
                      START_TIMES, SUB_NBR, SUBSCRIBER, encode_index, pack_access_info, pack_call_forwarding,
                      pack_special_facility, pack_subscriber)
@@ -31,8 +32,8 @@ ORDERS = [(a, b, c, d) for a in range(1, 5) for b in range(1, 5) for c in range(
 assert END_SPAN == 8  # drawn as 3 random bits below
 
 
-def initial(spec: dict) -> list[Record]:
-    return population(spec["scale"], spec["seed"])
+def initial(data: DataSpec) -> list[Record]:
+    return population(data.scale, data.seed)
 
 
 def population(n: int, seed: int) -> list[Record]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import random
 
-from .schema import END_SPAN, MIX, QUERY_END_TIMES, START_TIMES, nonuniform_a, sub_nbr
-
-KINDS = tuple(MIX)
+from ..contract import LoadSpec, TxnType
+from .schema import END_SPAN, QUERY_END_TIMES, START_TIMES, nonuniform_a, sub_nbr
 
 
 def subscriber_chooser(rng: random.Random, n: int):
@@ -17,8 +16,9 @@ def subscriber_chooser(rng: random.Random, n: int):
     return lambda: ((bits(k) | randrange(1, n + 1)) % n) + 1
 
 
-def generate(n: int, subscribers: int, seed: int) -> list[tuple[int, tuple]]:
-    """n transactions over subscribers 1..subscribers, in the mix. Arguments:
+def generate(n: int, subscribers: int, seed: int, types: tuple[TxnType, ...]) -> list[tuple[int, tuple]]:
+    """n transactions of the mix `types` over subscribers 1..subscribers,
+    as (index into types, args). Arguments:
 
       GetSubscriberData     (s_id,)
       GetNewDestination     (s_id, sf_type, start_time, end_time)
@@ -36,10 +36,10 @@ def generate(n: int, subscribers: int, seed: int) -> list[tuple[int, tuple]]:
     rng = random.Random(f"tatp-params-{seed}")
     s_id = subscriber_chooser(rng, subscribers)
     randrange, bits = rng.randrange, rng.getrandbits
-    kinds = rng.choices(range(len(KINDS)), weights=[MIX[k] for k in KINDS], k=n)
+    kinds = rng.choices(range(len(types)), weights=[t.weight for t in types], k=n)
     out = []
     for kind in kinds:
-        name = KINDS[kind]
+        name = types[kind].name
         if name == "GetSubscriberData":
             args = (s_id(),)
         elif name == "GetNewDestination":
@@ -54,7 +54,13 @@ def generate(n: int, subscribers: int, seed: int) -> list[tuple[int, tuple]]:
             start = START_TIMES[randrange(3)]
             args = (sub_nbr(s_id()), 1 + bits(2), start, start + 1 + randrange(END_SPAN),
                     "".join(rng.choices("0123456789", k=15)))
-        else:  # DeleteCallForwarding
+        elif name == "DeleteCallForwarding":
             args = (sub_nbr(s_id()), 1 + bits(2), START_TIMES[randrange(3)])
+        else:
+            raise ValueError(f"no parameters for a TATP transaction named {name!r}")
         out.append((kind, args))
     return out
+
+
+def draw(load: LoadSpec, types: tuple[TxnType, ...]) -> list[tuple[int, tuple]]:
+    return generate(load.requests, load.data.scale, load.seed, types)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from harness.txn import Abort
 
-from .schema import (ACCESS_INFO, CALL_FORWARDING, FAIL, SPECIAL_FACILITY, START_TIMES, SUB_NBR, SUBSCRIBER,
+from ..contract import mix_of
+from .schema import (ACCESS_INFO, CALL_FORWARDING, FAIL, MIX, SPECIAL_FACILITY, START_TIMES, SUB_NBR, SUBSCRIBER,
                      SUCCESS, TYPES, ai_key, call_forwarding, cf_key, index, nbr_key, pack_call_forwarding,
                      sf_key, special_facility, subscriber)
 
@@ -113,5 +114,5 @@ def DeleteCallForwarding(tx, number, sf_type, start_time):
     return SUCCESS
 
 
-FUNCS = (GetSubscriberData, GetNewDestination, GetAccessData, UpdateSubscriberData, UpdateLocation,
-         InsertCallForwarding, DeleteCallForwarding)
+TXN_TYPES = mix_of(MIX, GetSubscriberData, GetNewDestination, GetAccessData, UpdateSubscriberData, UpdateLocation,
+                   InsertCallForwarding, DeleteCallForwarding)

@@ -25,14 +25,14 @@ W_ID (16) | D_ID (4) | the rest (40):
 Money is integer cents, tax and discount in 1/10000, dates in seconds with
 0 for unset (O_CARRIER_ID 0 is unset too).
 
-Scale: warehouses, with the spec's cardinalities (100,000 items and
-stock rows per warehouse, 3,000 customers and orders per district);
-scale = 10,000 x divisor + warehouses divides the items, customers,
-initial orders (and the 900 undelivered ones) and C_LAST values by the
-divisor (10 or 100). Profiles: `local` 2 warehouses, divisor 10 (scale
-100002: 117,708 rows on each server, initial() in about 1.2 s here);
-`paper` 10 warehouses, spec cardinalities (about 6.4 million rows; 1
-warehouse alone is 638,966 rows and 5 s of initial()).
+Scale: warehouses (--scale), with the spec's cardinalities (100,000 items
+and stock rows per warehouse, 3,000 customers and orders per district);
+--scale-divisor 10 or 100 divides the items, customers, initial orders
+(and the 900 undelivered ones) and C_LAST values by itself. Profiles
+(WORKLOAD.scaling): `local` 2 warehouses, divisor 10 (117,708 rows on each
+server); `paper` 10 warehouses, spec cardinalities (about 6.4 million rows;
+1 warehouse alone is 638,966 rows). DINT does not run TPC-C: the paper
+profile's size is this project's choice.
 
 Deviations, deliberate:
 - Local profile: cardinalities divided by 10 (above); the paper profile
@@ -62,35 +62,21 @@ from __future__ import annotations
 
 from harness import coord
 
-from . import check as _check
-from . import schema as _schema
-from .loader import initial  # noqa: F401  (the workload interface)
-from .params import KINDS, generate
-from .schema import SCHEMA  # noqa: F401
-from .txns import FUNCS, STOCK_LEVEL_ROUNDS
+from ..contract import CC_MODES, Scaling, Size, Transactions, Workload
+from . import check, loader, params
+from .schema import DIVISORS, MAX_W, SCHEMA
+from .txns import STOCK_LEVEL_ROUNDS, TXN_TYPES
 
-DEFAULT_CC = "occ"
-# Rows a client process inserts per second, at most (NewOrder: an order, a
-# NEW_ORDER row and 5-15 lines; Payment: a HISTORY row): the servers' stores
-# are sized for it (harness/systems.py).
-ROWS_PER_S = 30_000
-PROFILES = {"local": _schema.scale_of(2, 10), "paper": _schema.scale_of(10)}
-DEFAULT_SCALE = PROFILES["local"]
-STAMP_TXN = False
-# Payment by last name: index row, a later index row, customer; StockLevel
-# commits nothing but reads the most rounds.
-MAX_ROUNDS = max(3 + coord.COMMIT_ROUNDS, STOCK_LEVEL_ROUNDS)
-
-
-def check_scale(scale: int) -> str | None:
-    return _schema.check_scale(scale)
-
-
-def transactions(spec: dict) -> tuple[list[str], list, list]:
-    """(type names, their functions bound to the coordinator, [(type, args)])."""
-    funcs = [coord.bind(f, spec["cc"] or DEFAULT_CC, len(spec["dests"]), SCHEMA.sizes) for f in FUNCS]
-    return list(KINDS), funcs, generate(spec["requests"], spec["scale"], spec["seed"])
-
-
-def check(state: dict, committed: dict, spec: dict) -> list[dict]:
-    return _check.check(state, committed, spec)
+WORKLOAD = Workload(
+    name="tpcc", schema=SCHEMA, initial=loader.initial,
+    transactions=Transactions(
+        types=TXN_TYPES, params=params.draw, coordinated=True, cc=tuple(reversed(CC_MODES)),  # occ first: the default
+        # Payment by last name: index row, a later index row, customer;
+        # StockLevel commits nothing but reads the most rounds.
+        rounds=max(3 + coord.COMMIT_ROUNDS, STOCK_LEVEL_ROUNDS)),
+    scaling=Scaling(title="TPC-C", unit="warehouse", maximum=MAX_W, divisors=DIVISORS,
+                    profiles={"local": Size(2, divisor=10), "paper": Size(10)}),
+    check=check.check, replicated=True,
+    # Rows a client process inserts per second, at most (NewOrder: an
+    # order, a NEW_ORDER row and 5-15 lines; Payment: a HISTORY row)
+    rows_per_s=30_000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ..contract import CheckSpec
 from . import schema as s
 
 EXAMPLES = 5
@@ -21,8 +22,8 @@ CONDITIONS = (
 )
 
 
-def check(state: dict, committed: dict, spec: dict) -> list[dict]:
-    card = s.Card.of(spec["scale"])
+def check(state: dict, committed: dict, spec: CheckSpec) -> list[dict]:
+    card = s.Card.of(spec.data)
     w_ytd, d_ytd, d_row, head = {}, {}, {}, {}
     orders = defaultdict(dict)        # (w, d) -> {o: Order}
     lines = defaultdict(lambda: defaultdict(list))  # (w, d) -> o -> [delivery_d]

@@ -7,6 +7,7 @@ import string
 
 from harness.snapshot import Record
 
+from ..contract import DataSpec
 from . import schema as s
 
 LOAD_DATE = 1_700_000_000  # O_ENTRY_D, OL_DELIVERY_D, H_DATE, C_SINCE of the loaded rows
@@ -22,10 +23,10 @@ def _data(rng: random.Random, n: int) -> bytes:
     return b"ORIGINAL" + _astr(rng, n - 8) if rng.random() < 0.1 else _astr(rng, n)
 
 
-def initial(spec: dict) -> list[Record]:
-    card = s.Card.of(spec["scale"])
-    k = s.constants(spec["seed"])
-    rng = random.Random(f"tpcc-load-{spec['seed']}")
+def initial(data: DataSpec) -> list[Record]:
+    card = s.Card.of(data)
+    k = s.constants(data.seed)
+    rng = random.Random(f"tpcc-load-{data.seed}")
     rows = []
     add = rows.append
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import random
 
+from ..contract import LoadSpec, TxnType
 from . import schema as s
-
-MIX = {"NewOrder": 45, "Payment": 43, "OrderStatus": 4, "Delivery": 4, "StockLevel": 4}
-KINDS = tuple(MIX)
-NEW_ORDER, PAYMENT, ORDER_STATUS, DELIVERY, STOCK_LEVEL = range(5)
 
 
 def _customer(rng, card, k, by_name: bool):
@@ -23,19 +20,20 @@ def _other(rng, card, w):
     return o + 1 if o >= w else o
 
 
-def generate(n: int, scale: int, seed: int) -> list[tuple[int, tuple]]:
-    """n database transactions. A Delivery (clause 2.7) is ten of them, one
-    per district, in a row (see the package docstring), so the stream may
-    run up to 9 past n."""
-    card, k = s.Card.of(scale), s.constants(seed)
+def generate(n: int, card: s.Card, seed: int, types: tuple[TxnType, ...]) -> list[tuple[int, tuple]]:
+    """n database transactions of the mix `types`, as (index into types,
+    args). A Delivery (clause 2.7) is ten of them, one per district, in a
+    row (see the package docstring), so the stream may run up to 9 past n."""
+    k = s.constants(seed)
     rng = random.Random(f"tpcc-params-{seed}")
-    weights = [MIX[t] for t in KINDS]
+    weights = [t.weight for t in types]
     out: list[tuple[int, tuple]] = []
     while len(out) < n:
-        kind = rng.choices(range(len(KINDS)), weights)[0]
+        kind = rng.choices(range(len(types)), weights)[0]
+        name = types[kind].name
         w = rng.randint(1, card.warehouses)
         d = rng.randint(1, s.DISTRICTS)
-        if kind == NEW_ORDER:
+        if name == "NewOrder":
             c = s.nurand(rng, 1023, 1, card.customers, k.c_id)
             rollback = rng.random() < 0.01                # clause 2.4.1.4
             count = rng.randint(5, 15)
@@ -49,19 +47,25 @@ def generate(n: int, scale: int, seed: int) -> list[tuple[int, tuple]]:
             lines = tuple((i, _other(rng, card, w) if card.warehouses > 1 and rng.random() < 0.01 else w,
                            rng.randint(1, 10)) for i in ids)
             out.append((kind, (w, d, c, lines, rollback)))
-        elif kind == PAYMENT:
+        elif name == "Payment":
             if card.warehouses == 1 or rng.random() < 0.85:  # clause 2.5.1.2
                 cw, cd = w, d
             else:
                 cw, cd = _other(rng, card, w), rng.randint(1, s.DISTRICTS)
             by_name, who = _customer(rng, card, k, rng.random() < 0.6)
             out.append((kind, (w, d, cw, cd, by_name, who, rng.randint(100, 500_000))))
-        elif kind == ORDER_STATUS:
+        elif name == "OrderStatus":
             by_name, who = _customer(rng, card, k, rng.random() < 0.6)
             out.append((kind, (w, d, by_name, who)))
-        elif kind == DELIVERY:
+        elif name == "Delivery":
             carrier = rng.randint(1, 10)
             out.extend((kind, (w, dd, carrier)) for dd in range(1, s.DISTRICTS + 1))
-        else:
+        elif name == "StockLevel":
             out.append((kind, (w, d, rng.randint(10, 20))))
+        else:
+            raise ValueError(f"no parameters for a TPC-C transaction named {name!r}")
     return out
+
+
+def draw(load: LoadSpec, types: tuple[TxnType, ...]) -> list[tuple[int, tuple]]:
+    return generate(load.requests, s.Card.of(load.data), load.seed, types)

@@ -120,21 +120,25 @@ def last_name(n: int) -> str:
     return SYLLABLES[n // 100] + SYLLABLES[n // 10 % 10] + SYLLABLES[n % 10]
 
 
+# -- the mix (clause 5.2.3: minimum shares, here exact) ----------------------
+MIX = {"NewOrder": 45, "Payment": 43, "OrderStatus": 4, "Delivery": 4, "StockLevel": 4}
+
 # -- cardinalities and the scale ---------------------------------------------
 DISTRICTS = 10
 DIVISORS = (1, 10, 100)
-SCALE_UNIT = 10_000  # scale = divisor * 10,000 + warehouses (divisor 1: scale = warehouses)
 
 
 @dataclass(frozen=True)
 class Card:
-    """Cardinalities: the spec's (divisor 1) or divided by 10 or 100."""
+    """Cardinalities: the spec's (divisor 1) or divided by 10 or 100, for a
+    number of warehouses (the workload's scale)."""
     warehouses: int
     divisor: int = 1
 
     @classmethod
-    def of(cls, scale: int) -> "Card":
-        return cls(scale % SCALE_UNIT, max(1, scale // SCALE_UNIT))
+    def of(cls, data) -> "Card":
+        """From a DataSpec: scale warehouses, its divisor."""
+        return cls(data.scale, data.divisor)
 
     @property
     def items(self): return 100_000 // self.divisor
@@ -146,19 +150,6 @@ class Card:
     def new_orders(self): return 900 // self.divisor   # the last ones, undelivered
     @property
     def last_names(self): return 1000 // self.divisor  # C_LAST numbers 0..last_names-1
-
-
-def scale_of(warehouses: int, divisor: int = 1) -> int:
-    return warehouses if divisor == 1 else divisor * SCALE_UNIT + warehouses
-
-
-def check_scale(scale: int) -> str | None:
-    c = Card.of(scale)
-    if c.divisor not in DIVISORS:
-        return f"TPC-C scale is warehouses plus 10,000 x a divisor in {DIVISORS[1:]} (got divisor {c.divisor})"
-    if not 1 <= c.warehouses <= MAX_W:
-        return f"TPC-C needs 1 to {MAX_W} warehouses (scale {scale} means {c.warehouses})"
-    return None
 
 
 # -- NURand (clause 2.1.6) ---------------------------------------------------

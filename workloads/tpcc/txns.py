@@ -7,7 +7,9 @@ import time
 from harness.protocol import Op
 from harness.txn import MAX_BATCH, Abort
 
+from ..contract import mix_of
 from . import schema as s
+from .schema import MIX
 
 STOCK_LEVEL_ORDERS = 20  # clause 2.8.2.2
 
@@ -160,6 +162,6 @@ def StockLevel(tx, w, d, threshold):
     return "low" if low else "none_low"
 
 
-FUNCS = (NewOrder, Payment, OrderStatus, Delivery, StockLevel)
+TXN_TYPES = mix_of(MIX, NewOrder, Payment, OrderStatus, Delivery, StockLevel)
 # StockLevel's round trips at most: district, orders, lines, stocks (15 lines per order)
 STOCK_LEVEL_ROUNDS = 2 + 2 * -(-STOCK_LEVEL_ORDERS * 15 // MAX_BATCH)
