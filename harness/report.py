@@ -258,9 +258,8 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
     fl = flags(df)
     if fl:
         lines += ["## Flags", ""] + [f"- {f}" for f in fl] + [""]
-    lines += [f"Points: {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
-              f"{counts.get('skipped', 0)} skipped, {counts.get('pending', 0)} pending. "
-              f"Table: `points.csv`; figures: `plots/`; resolved experiments: `experiments.yml`.", ""]
+    lines += ["Points: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in results.STATUSES) + ". "
+              "Table: `points.csv`; figures: `plots/`; resolved experiments: `experiments.yml`.", ""]
     if env:
         keys = ("hostname", "kernel", "cpu_model", "cpus", "git_revision", "git_dirty")
         lines += ["Environment: " + ", ".join(f"{k} {env[k]}" for k in keys if k in env), ""]
@@ -272,12 +271,6 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
         sec = bars_section(df, fig)
         if sec:
             lines += [f"## {title}", ""] + sec + [""]
-    skipped = df[df["status"] == "skipped"]
-    if not skipped.empty:
-        lines += ["## Skipped points", ""]
-        for reason, g in skipped.groupby("error"):
-            lines.append(f"- {len(g)} point(s) ({', '.join(sorted(set(g['experiment'])))}): {reason}")
-        lines.append("")
     figs = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").exists() else []
     if figs:
         lines += ["## Figures", ""] + [f"- [{f.stem}](plots/{f.name})" for f in figs] + [""]

@@ -8,8 +8,10 @@ then the table (points.csv), the figures and REPORT.md.
   run's point index (index.json) with its error, and retried once on the
   next resume (its partial directory is kept under _failed/).
 - A failing point does not stop the run.
-- Points that this checkout cannot run (a workload not merged yet, a
-  RunConfig field it lacks) are recorded as skipped, with the reason."""
+- Every point of the file runs: experiments.load has already refused a
+  file with a point this checkout cannot run (an unknown workload or
+  field, a value RunConfig rejects). A point's status in the index is
+  one of results.STATUSES."""
 from __future__ import annotations
 
 import json
@@ -58,22 +60,13 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
     todo = []
     for p in points:
         e = entries[p.name]
-        if p.skip:
-            e.update(status="skipped", error=p.skip)
-        elif (run_dir / p.name / "summary.json").exists():
+        if (run_dir / p.name / "summary.json").exists():
             if e["status"] != "done":
                 e["status"] = "done"
         elif e["status"] == "failed" and e["attempts"] >= MAX_ATTEMPTS:
             pass  # failed twice: left as it is
         else:
             todo.append(p)
-    skipped = [p for p in points if p.skip]
-    if skipped:
-        reasons: dict[str, int] = {}
-        for p in skipped:
-            reasons[p.skip] = reasons.get(p.skip, 0) + 1
-        for r, n in reasons.items():
-            log(f"skipping {n} point(s): {r}")
     done = sum(1 for n in mine if entries[n]["status"] == "done")
     todo_names = {p.name for p in todo}
     failed_for_good = [n for n in mine if entries[n]["status"] == "failed" and n not in todo_names]
@@ -81,7 +74,7 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
         log(f"not retrying {len(failed_for_good)} point(s) that failed {MAX_ATTEMPTS} times: "
             + ", ".join(failed_for_good[:5]) + (" ..." if len(failed_for_good) > 5 else ""))
     if done:
-        log(f"{done} point(s) done before, skipped")
+        log(f"{done} point(s) done before, not run again")
     log(f"{len(todo)} point(s) to run, about {estimate_s(todo) / 60:.1f} min")
     results.write_index(run_dir, index)
 

@@ -10,6 +10,10 @@ import pandas as pd
 
 INDEX = "index.json"
 TABLE = "points.csv"
+# A point's status in the index: measured (done; a consistency violation
+# or an unclean stop leaves it done, with its error), failed (no
+# measurement), or not run yet (pending).
+STATUSES = ("done", "failed", "pending")
 SYSTEM_ORDER = ["dint", "kernel", "bypass"]
 
 COLUMNS = [
@@ -98,7 +102,7 @@ def row_of(summary: dict) -> dict:
 
 
 def table(run_dir: Path) -> pd.DataFrame:
-    """Every point of the run's index (done, failed or skipped), in index
+    """Every point of the run's index (done, failed or pending), in index
     order; points without an index entry but with a summary are added."""
     run_dir = Path(run_dir)
     index = read_index(run_dir)
@@ -118,7 +122,7 @@ def table(run_dir: Path) -> pd.DataFrame:
         if summary.exists():
             s = json.loads(summary.read_text())
             row.update({k: v for k, v in row_of(s).items() if v is not None or k not in row})
-            if row["status"] in ("", "skipped", "pending"):
+            if row["status"] in ("", "pending"):
                 row["status"] = "done"
         rows.append(row)
     df = pd.DataFrame(rows)

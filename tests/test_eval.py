@@ -48,9 +48,7 @@ def test_shipped_profiles_parse_and_expand(profile):
     figures = {p.figure for p in pts}
     assert figures == set(experiments.FIGURES)
     for p in pts:
-        if p.skip is None:
-            assert p.config().system == p.system
-    assert not any(p.skip for p in pts)
+        assert p.config().system == p.system
     assert {p.workload for p in pts} >= {"smallbank", "tatp", "tpcc", "lock", "kv", "log", "echo"}
     if profile == "paper":
         assert all(p.fields["duration_s"] == 10.0 and p.fields["warmup_s"] == 5.0 for p in pts)
@@ -179,7 +177,7 @@ def test_resume_skips_done_points_and_retries_a_failure_once(tmp_path, tiny_file
     run = tmp_path / "run"
     run.mkdir()
     pts = tiny_file.points()
-    runnable = [p.name for p in pts if not p.skip]
+    runnable = [p.name for p in pts]
     bad = "micro-lock__2pl__kernel__c8"
     calls, logs = [], []
     monkeypatch.setattr(reproduce, "execute", fake_execute(calls, fail={bad}))
@@ -249,7 +247,22 @@ def test_report_puts_violations_first_and_compares_with_the_paper(fake_run):
     assert re.search(r"\| lock 2pl \| .* \| 2\.67x \| 2\.00x \|", text), text
     assert "paper <= 1.10x" in text and "paper <= 1.16x" in text and "up to 2.6x" in text
     assert "dint/bypass 2.00x" in text  # the echo ceiling ratio beside
-    assert "## Skipped points" in text or not any(df.status == "skipped")
+
+
+def test_every_point_runs_and_the_report_counts_only_statuses_that_occur(fake_run, tiny_file):
+    """A valid file's points all run (a point this checkout cannot run
+    fails the file's validation instead): the index holds every point, each
+    with a status of results.STATUSES, and the report counts those and no
+    other."""
+    assert not hasattr(experiments.Point, "skip")
+    index = results.read_index(fake_run)["points"]
+    assert set(index) == {p.name for p in tiny_file.points()}
+    assert {e["status"] for e in index.values()} == {"done", "failed"}
+    assert set(results.STATUSES) == {"done", "failed", "pending"}
+    text = report.render(fake_run, results.write_table(fake_run))
+    counted = re.search(r"^Points: (.*)\. Table", text, re.M).group(1)
+    assert [c.split(" ", 1)[1] for c in counted.split(", ")] == list(results.STATUSES)
+    assert "skipped" not in text.lower()
 
 
 def test_plots_are_png_and_pdf_for_every_figure_type(fake_run):
@@ -320,7 +333,7 @@ def test_reproduce_end_to_end(testbed, test_inventory_path, tmp_path):
 def test_a_selection_keeps_the_other_points_of_the_index(tmp_path, tiny_file, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
-    pts = [p for p in tiny_file.points() if not p.skip]
+    pts = tiny_file.points()
     calls = []
     monkeypatch.setattr(reproduce, "execute", fake_execute(calls))
     reproduce.run_points(run, pts[:3], progress=False, log=lambda m: None)
