@@ -63,13 +63,23 @@ def _sat(r) -> str:
 def flags(df: pd.DataFrame) -> list[str]:
     lines = []
     d = df[df["status"] == "done"]
-    checked = d[d["consistency_checked"].fillna(False).astype(bool)]
-    viol = checked[checked["consistency_violations"].fillna(0).astype(float) > 0]
+    verdict = d["consistency"].fillna("").astype(str)
+    checked = d[verdict.isin(["ok", "violations", "partly unchecked"])]
+    viol = d[verdict == "violations"]
+    partly = checked[checked["consistency_unchecked"].fillna("").astype(str) != ""]
     if not viol.empty:
         lines.append(f"**CONSISTENCY VIOLATIONS in {len(viol)} point(s): "
                      + "; ".join(f"{r.point} ({r.consistency_failed})" for r in viol.itertuples()) + "**")
-    elif len(checked):
-        lines.append(f"Consistency: checked after {len(checked)} transactional point(s), no violation.")
+    if len(checked):
+        # no violation reads as fully checked only when every check drew a verdict
+        line = f"Consistency: checked after {len(checked)} transactional point(s), " + (
+            "no violation" if viol.empty else f"violations in {len(viol)}")
+        if partly.empty:
+            line += "; every check drew a verdict."
+        else:
+            line += (f"; but in {len(partly)} of them some checks drew no verdict (they pass unchecked): "
+                     + "; ".join(f"{r.point}: {r.consistency_unchecked}" for r in partly.itertuples()) + ".")
+        lines.append(line)
     failed = df[df["status"] == "failed"]
     if not failed.empty:
         lines.append(f"**{len(failed)} point(s) failed:** " + "; ".join(

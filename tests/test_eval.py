@@ -109,8 +109,9 @@ def test_bad_yaml_and_missing_profile(tmp_path):
 BASE = {"dint": 400e3, "kernel": 150e3, "bypass": 200e3}
 
 
-def fake_summary(cfg, violation: bool = False) -> dict:
-    """A summary.json shaped as harness/run.py writes it, with made-up figures."""
+def fake_summary(cfg, violation: bool = False, unchecked: tuple = ()) -> dict:
+    """A summary.json shaped as harness/run.py writes it, with made-up
+    figures; `unchecked`: (check, reason) pairs that drew no verdict."""
     base = BASE[cfg.system] / (1 if cfg.workload == "echo" else 8)
     rate = getattr(cfg, "rate", 0) or 0
     tput = min(base * cfg.concurrency / (cfg.concurrency + 4), rate or 1e12)
@@ -129,10 +130,12 @@ def fake_summary(cfg, violation: bool = False) -> dict:
         s["transactions"] = {"total": {
             "committed": int(t * 0.9), "aborted": int(t * 0.1), "throughput_per_s": t, "goodput_per_s": t * 0.9,
             "abort_rate": 0.1, "abort_rate_by_cause": {"lock": 0.1, "validation": 0.0},
+            "aborts": {"lock": int(t * 0.1), "validation": 0},
             "latency_us": {"mean": lat * 3.6, "p50": lat * 3, "p99": lat * 12, "p999": lat * 20},
             "run_total": {"committed": int(t * 0.9 * 1.5), "aborted": int(t * 0.1 * 1.5)}}}
         s["consistency"] = {"checked": True, "violations": 1 if violation else 0,
-                            "failed": ["conservation"] if violation else [], "details": {}}
+                            "failed": ["conservation"] if violation else [],
+                            "unchecked": [{"check": c, "reason": r} for c, r in unchecked], "details": {}}
     return s
 
 
@@ -143,7 +146,11 @@ def tiny_file(tmp_path):
     return experiments.load(str(path))
 
 
-def fake_execute(calls, fail=(), violate=()):
+SMALL_SAMPLE = (("success_rates.UpdateSubscriberData", "40 committed, fewer than the 200 a rate is judged from"),
+                ("success_rates.DeleteCallForwarding", "38 committed, fewer than the 200 a rate is judged from"))
+
+
+def fake_execute(calls, fail=(), violate=(), partial=()):
     def execute(cfg, out, show_progress=None, testbed=None, data_cache=None):
         name = out.name
         calls.append(name)
@@ -151,7 +158,7 @@ def fake_execute(calls, fail=(), violate=()):
         (out / "config.json").write_text("{}")
         if name in fail:
             raise HarnessError(f"server on s1 died ({name})")
-        s = fake_summary(cfg, violation=name in violate)
+        s = fake_summary(cfg, violation=name in violate, unchecked=SMALL_SAMPLE if name in partial else ())
         (out / "summary.json").write_text(json.dumps(s))
         if name in violate:
             raise HarnessError("consistency check failed: conservation")
@@ -162,13 +169,15 @@ def fake_execute(calls, fail=(), violate=()):
 @pytest.fixture
 def fake_run(tmp_path, tiny_file, monkeypatch):
     """A run directory as reproduce leaves it, from fabricated summaries:
-    one point failed, one with a consistency violation."""
+    one point failed, one with a consistency violation, one whose check
+    left two rates unjudged (too few commits)."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "experiments.yml").write_text(yaml.safe_dump(experiments.resolved(tiny_file)))
     calls = []
     monkeypatch.setattr(reproduce, "execute", fake_execute(
-        calls, fail={"micro-lock__occ__bypass__c8"}, violate={"ablation__smallbank__no-bloom__dint"}))
+        calls, fail={"micro-lock__occ__bypass__c8"}, violate={"ablation__smallbank__no-bloom__dint"},
+        partial={"tatp__kernel__c1"}))
     reproduce.run_points(run, tiny_file.points(), progress=False, log=lambda m: None)
     return run
 
@@ -263,6 +272,36 @@ def test_every_point_runs_and_the_report_counts_only_statuses_that_occur(fake_ru
     counted = re.search(r"^Points: (.*)\. Table", text, re.M).group(1)
     assert [c.split(" ", 1)[1] for c in counted.split(", ")] == list(results.STATUSES)
     assert "skipped" not in text.lower()
+
+
+def test_checks_that_drew_no_verdict_are_named_not_passed_as_checked(fake_run):
+    """TATP's rate of a type with too few commits is not judged: points.csv
+    and the report say which checks went unchecked instead of a bare "no
+    violation"."""
+    df = results.write_table(fake_run)
+    row = df[df.point == "tatp__kernel__c1"].iloc[0]
+    assert row.consistency == "partly unchecked" and row.consistency_violations == 0
+    assert row.consistency_unchecked == ("2 checks unchecked: success_rates.UpdateSubscriberData (40 committed, "
+                                         "fewer than the 200 a rate is judged from); success_rates."
+                                         "DeleteCallForwarding (38 committed, fewer than the 200 a rate is "
+                                         "judged from)")
+    full = df[df.point == "tatp__dint__c1"].iloc[0]
+    assert full.consistency == "ok" and full.consistency_unchecked == ""
+    assert df[df.point == "ablation__smallbank__no-bloom__dint"].iloc[0].consistency == "violations"
+    assert set(df[df.workload == "echo"].consistency) == {""}  # no check, no verdict
+    back = results.load_table(fake_run)
+    assert back[back.point == "tatp__kernel__c1"].iloc[0].consistency_unchecked == row.consistency_unchecked
+    text = report.render(fake_run, df)
+    line = next(x for x in text.splitlines() if x.startswith("- Consistency: checked after"))
+    assert "every check drew a verdict" not in line
+    assert "tatp__kernel__c1: 2 checks unchecked: success_rates.UpdateSubscriberData (40 committed" in line
+    # without the unjudged rates, the same run reads as checked in full
+    summary = fake_run / "tatp__kernel__c1" / "summary.json"
+    s = json.loads(summary.read_text())
+    s["consistency"]["unchecked"] = []
+    summary.write_text(json.dumps(s))
+    text = report.render(fake_run, results.write_table(fake_run))
+    assert "violations in 1; every check drew a verdict." in text
 
 
 def test_plots_are_png_and_pdf_for_every_figure_type(fake_run):
