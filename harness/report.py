@@ -60,6 +60,13 @@ def _sat(r) -> str:
     return " (client saturated)" if bool(r.get("client_saturated")) else ""
 
 
+def _attempts(r) -> str:
+    try:
+        return str(int(r.attempts))
+    except (TypeError, ValueError):
+        return "-"
+
+
 def flags(df: pd.DataFrame) -> list[str]:
     lines = []
     d = df[df["status"] == "done"]
@@ -67,9 +74,14 @@ def flags(df: pd.DataFrame) -> list[str]:
     checked = d[verdict.isin(["ok", "violations", "partly unchecked"])]
     viol = d[verdict == "violations"]
     partly = checked[checked["consistency_unchecked"].fillna("").astype(str) != ""]
+    unchecked = d[verdict == "unchecked"]
     if not viol.empty:
         lines.append(f"**CONSISTENCY VIOLATIONS in {len(viol)} point(s): "
                      + "; ".join(f"{r.point} ({r.consistency_failed})" for r in viol.itertuples()) + "**")
+    if not unchecked.empty:
+        lines.append(f"**CONSISTENCY NOT CHECKED in {len(unchecked)} measured point(s) (no verdict drawn; a red x "
+                     "in the figures): " + "; ".join(f"{r.point} ({r.consistency_unchecked}; attempts "
+                                                      f"{_attempts(r)})" for r in unchecked.itertuples()) + "**")
     if len(checked):
         # no violation reads as fully checked only when every check drew a verdict
         line = f"Consistency: checked after {len(checked)} transactional point(s), " + (
@@ -85,7 +97,7 @@ def flags(df: pd.DataFrame) -> list[str]:
         lines.append(f"**{len(failed)} point(s) failed:** " + "; ".join(
             f"{r.point}: {str(r.error)[:160]}" for r in failed.itertuples()))
     errs = d[d["error"].fillna("").astype(str) != ""]
-    errs = errs[~errs.index.isin(viol.index)]
+    errs = errs[~errs.index.isin(viol.index) & ~errs.index.isin(unchecked.index)]
     if not errs.empty:
         lines.append(f"{len(errs)} measured point(s) reported an error: " + "; ".join(
             f"{r.point}: {str(r.error)[:120]}" for r in errs.itertuples()))

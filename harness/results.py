@@ -64,6 +64,17 @@ def consistency_verdict(c: dict | None) -> tuple[str, str]:
     return ("partly unchecked" if un else "ok"), note
 
 
+def unchecked_reason(point_dir: Path) -> str:
+    """Why a measured point's consistency drew no verdict at all ("" when it
+    did, when its workload has no check, or without a summary)."""
+    try:
+        summary = json.loads((Path(point_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    verdict, why = consistency_verdict(summary.get("consistency"))
+    return why if verdict == "unchecked" else ""
+
+
 def row_of(summary: dict) -> dict:
     """The table's figures of one summary.json."""
     cfg = summary.get("config", {})
@@ -157,7 +168,7 @@ def table(run_dir: Path) -> pd.DataFrame:
             df[col] = None
     df = df[COLUMNS]
     for col in ("consistency", "consistency_unchecked"):
-        df[col] = df[col].fillna("").astype(str)
+        df[col] = df[col].astype(object).fillna("").astype(str)
     # the client's own ceiling (echo, concurrency 32, pinned) of each system in this run
     ceil = echo_ceilings(df)
     df["echo_ceiling_per_s"] = df["system"].map(ceil)
@@ -187,7 +198,7 @@ def load_table(run_dir: Path) -> pd.DataFrame:
             if col not in df.columns:
                 df[col] = None
         for col in TEXT_COLUMNS:
-            df[col] = df[col].fillna("").astype(str)
+            df[col] = df[col].astype(object).fillna("").astype(str)
         for col in ("client_saturated", "oversubscribed"):
             df[col] = df[col].fillna(False).astype(bool)
         return df

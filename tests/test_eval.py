@@ -150,7 +150,10 @@ SMALL_SAMPLE = (("success_rates.UpdateSubscriberData", "40 committed, fewer than
                 ("success_rates.DeleteCallForwarding", "38 committed, fewer than the 200 a rate is judged from"))
 
 
-def fake_execute(calls, fail=(), violate=(), partial=()):
+UNCLEAN = "server(s) s1 did not stop cleanly: their dumps are not trusted"
+
+
+def fake_execute(calls, fail=(), violate=(), partial=(), unclean=()):
     def execute(cfg, out, show_progress=None, testbed=None, data_cache=None):
         name = out.name
         calls.append(name)
@@ -159,7 +162,11 @@ def fake_execute(calls, fail=(), violate=(), partial=()):
         if name in fail:
             raise HarnessError(f"server on s1 died ({name})")
         s = fake_summary(cfg, violation=name in violate, unchecked=SMALL_SAMPLE if name in partial else ())
+        if name in unclean:  # as harness/run.py writes it when a server did not stop cleanly
+            s["consistency"] = {"checked": False, "violations": 0, "failed": [], "reason": UNCLEAN}
         (out / "summary.json").write_text(json.dumps(s))
+        if name in unclean:
+            raise HarnessError(f"server(s) s1 did not stop cleanly: see {out / 'logs' / 'server-s1.log'}")
         if name in violate:
             raise HarnessError("consistency check failed: conservation")
         return s
@@ -302,6 +309,76 @@ def test_checks_that_drew_no_verdict_are_named_not_passed_as_checked(fake_run):
     summary.write_text(json.dumps(s))
     text = report.render(fake_run, results.write_table(fake_run))
     assert "violations in 1; every check drew a verdict." in text
+
+
+def test_a_point_measured_without_a_consistency_verdict_is_retried_once_and_shown_unchecked(
+        tmp_path, tiny_file, monkeypatch):
+    """A server that did not stop cleanly leaves a measured point with no
+    consistency verdict: it is not counted as checked, it is marked in
+    points.csv, the report's flags and the figures, and it is run once more
+    on the next resume; after that it stays, visibly unchecked."""
+    from plots import bars, curves, latency
+    from plots.common import UNCHECKED_GID
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "experiments.yml").write_text(yaml.safe_dump(experiments.resolved(tiny_file)))
+    pts = tiny_file.points()
+    curve, bar, unloaded = "tatp__kernel__c8", "ablation__smallbank__base__dint", "unloaded__lock__bypass"
+    calls, logs = [], []
+    monkeypatch.setattr(reproduce, "execute", fake_execute(calls, unclean={curve, bar, unloaded}))
+    index = reproduce.run_points(run, pts, progress=False, log=logs.append)
+    assert index["points"][curve]["status"] == "done" and "did not stop cleanly" in index["points"][curve]["error"]
+    assert any(m.startswith(f"UNCHECKED {curve} (measured, consistency not checked)") for m in logs), logs
+
+    df = results.write_table(run)
+    row = df[df.point == curve].iloc[0]
+    assert (row.consistency, row.consistency_unchecked, row.consistency_checked) == ("unchecked", UNCLEAN, False)
+    assert set(df[df.point.isin([bar, unloaded])].consistency) == {"unchecked"}
+    assert df[df.point == "tatp__kernel__c1"].iloc[0].consistency == "ok"
+    back = results.load_table(run)
+    assert back[back.point == curve].iloc[0].consistency == "unchecked"
+    text = report.render(run, df)
+    flag = next(x for x in text.splitlines() if "CONSISTENCY NOT CHECKED" in x)
+    assert flag.startswith("- **CONSISTENCY NOT CHECKED in 3 measured point(s)")
+    assert f"{curve} ({UNCLEAN}; attempts 1)" in flag
+    assert "checked after 24 transactional point(s), no violation" in text  # 27 with a check, 3 not checked
+
+    # the figures cross these points out, where they are drawn, and say why
+    drawn = {}
+    for mod in (curves, bars, latency):
+        def keep(fig, out_dir, stem, note=None, _save=mod.save):
+            drawn[stem] = (fig, note)
+            return _save(fig, out_dir, stem, note)
+        monkeypatch.setattr(mod, "save", keep)
+    plot_run(run, df)
+
+    def marks(stem):
+        fig, note = drawn[stem]
+        assert "consistency not checked" in (note or ""), stem
+        return [(tuple(a.get_xdata()), tuple(a.get_ydata())) for ax in fig.axes for a in ax.get_lines()
+                if a.get_gid() == UNCHECKED_GID]
+    assert marks("curve-tatp") == [((row.goodput_per_s / 1e3,), (row.lat_p50_us,)),
+                                   ((row.goodput_per_s / 1e3,), (row.lat_p99_us,))]
+    assert len(marks("bars-ablation")) == 3  # goodput, p99 and server CPU panels
+    assert len(marks("latency-unloaded")) == 2
+    assert drawn["curve-micro-lock"][1] is None or "consistency" not in drawn["curve-micro-lock"][1]
+
+    # the next resume runs them once more: two come out checked, one does not
+    calls.clear()
+    monkeypatch.setattr(reproduce, "execute", fake_execute(calls, unclean={curve}))
+    index = reproduce.run_points(run, pts, progress=False, log=logs.append)
+    assert sorted(calls) == sorted([curve, bar, unloaded])
+    assert (run / "_failed" / f"{curve}.attempt1" / "summary.json").exists()
+    assert index["points"][curve]["attempts"] == 2
+    assert index["points"][bar]["error"] == "" and index["points"][bar]["attempts"] == 2
+    # and no more: it stays measured and visibly unchecked
+    calls.clear()
+    index = reproduce.run_points(run, pts, progress=False, log=logs.append)
+    assert calls == [] and index["points"][curve]["status"] == "done"
+    df = results.write_table(run)
+    assert dict(zip(df.point, df.consistency))[curve] == "unchecked"
+    assert dict(zip(df.point, df.consistency))[bar] == "ok"
+    assert "**CONSISTENCY NOT CHECKED in 1 measured point(s)" in report.render(run, df)
 
 
 def test_plots_are_png_and_pdf_for_every_figure_type(fake_run):
