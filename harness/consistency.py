@@ -51,12 +51,17 @@ def primaries(dumps: list[list[Record]]) -> dict:
 
 def check(workload: Workload, dumps: list[list[Record]], committed: dict, spec: CheckSpec,
           unfinished: int = 0) -> dict:
-    """The `consistency` section: {checked, violations, details}. committed
-    is {type: {"committed": n, "outcomes": {...}}} over the whole run;
-    unfinished counts transactions still in flight when the clients
-    stopped (their effects are unknown, so an invariant may not hold)."""
+    """The `consistency` section: {checked, violations, failed, unchecked,
+    details}. committed is {type: {"committed": n, "outcomes": {...}}} over
+    the whole run; unfinished counts transactions still in flight when the
+    clients stopped (their effects are unknown, so an invariant may not
+    hold). `unchecked` lists the parts of checks that drew no verdict
+    ({check, reason}, from a result's own `unchecked`): they pass, so a run
+    without violations but with unchecked parts was not checked in full."""
     results = ([replicas_agree(dumps)] if workload.replicated else []) + [no_locks_held(dumps)]
     results += workload.check(primaries(dumps), committed, spec)
     failed = [r["name"] for r in results if not r["ok"]]
-    return {"checked": True, "violations": len(failed), "failed": failed, "unfinished_transactions": unfinished,
+    unchecked = [u for r in results for u in r.get("unchecked", ())]
+    return {"checked": True, "violations": len(failed), "failed": failed, "unchecked": unchecked,
+            "unfinished_transactions": unfinished,
             "details": {r["name"]: {"ok": r["ok"], **r["detail"]} for r in results}}

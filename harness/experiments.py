@@ -77,7 +77,6 @@ class Point:
     sweep_field: str
     sweep_value: object
     fields: dict = field(default_factory=dict)  # every RunConfig field set (but system, workload)
-    skip: str | None = None   # why this point cannot run on this checkout
 
     def config(self, inventory: str | None = None) -> RunConfig:
         kw = {"system": self.system, "workload": self.workload, **self.fields}
@@ -274,16 +273,14 @@ def _check_systems(where: str, systems) -> None:
 
 
 def _check_points(ef: ExperimentFile, source: str) -> None:
-    """Every runnable point must make a valid RunConfig, so a bad value
-    fails before anything runs; names must be unique."""
+    """Every point must make a valid RunConfig, so a bad value fails before
+    anything runs; names must be unique."""
     names: dict[str, str] = {}
     for p in ef.points():
         if p.name in names:
             raise HarnessError(f"{source}: two points named {p.name} (experiments {names[p.name]} and "
                                f"{p.experiment})")
         names[p.name] = p.experiment
-        if p.skip:
-            continue
         try:
             p.config()
         except HarnessError as e:
@@ -321,5 +318,4 @@ def resolved(ef: ExperimentFile) -> dict:
     return {"source": str(ef.path), "profile": ef.profile, "description": ef.description,
             "file": ef.raw,
             "points": [{"name": p.name, "experiment": p.experiment, "figure": p.figure, "workload": p.workload,
-                        "system": p.system, "variant": p.variant, "fields": p.fields,
-                        **({"skip": p.skip} if p.skip else {})} for p in ef.points()]}
+                        "system": p.system, "variant": p.variant, "fields": p.fields} for p in ef.points()]}

@@ -60,22 +60,44 @@ def _sat(r) -> str:
     return " (client saturated)" if bool(r.get("client_saturated")) else ""
 
 
+def _attempts(r) -> str:
+    try:
+        return str(int(r.attempts))
+    except (TypeError, ValueError):
+        return "-"
+
+
 def flags(df: pd.DataFrame) -> list[str]:
     lines = []
     d = df[df["status"] == "done"]
-    checked = d[d["consistency_checked"].fillna(False).astype(bool)]
-    viol = checked[checked["consistency_violations"].fillna(0).astype(float) > 0]
+    verdict = d["consistency"].fillna("").astype(str)
+    checked = d[verdict.isin(["ok", "violations", "partly unchecked"])]
+    viol = d[verdict == "violations"]
+    partly = checked[checked["consistency_unchecked"].fillna("").astype(str) != ""]
+    unchecked = d[verdict == "unchecked"]
     if not viol.empty:
         lines.append(f"**CONSISTENCY VIOLATIONS in {len(viol)} point(s): "
                      + "; ".join(f"{r.point} ({r.consistency_failed})" for r in viol.itertuples()) + "**")
-    elif len(checked):
-        lines.append(f"Consistency: checked after {len(checked)} transactional point(s), no violation.")
+    if not unchecked.empty:
+        lines.append(f"**CONSISTENCY NOT CHECKED in {len(unchecked)} measured point(s) (no verdict drawn; a red x "
+                     "in the figures): " + "; ".join(f"{r.point} ({r.consistency_unchecked}; attempts "
+                                                      f"{_attempts(r)})" for r in unchecked.itertuples()) + "**")
+    if len(checked):
+        # no violation reads as fully checked only when every check drew a verdict
+        line = f"Consistency: checked after {len(checked)} transactional point(s), " + (
+            "no violation" if viol.empty else f"violations in {len(viol)}")
+        if partly.empty:
+            line += "; every check drew a verdict."
+        else:
+            line += (f"; but in {len(partly)} of them some checks drew no verdict (they pass unchecked): "
+                     + "; ".join(f"{r.point}: {r.consistency_unchecked}" for r in partly.itertuples()) + ".")
+        lines.append(line)
     failed = df[df["status"] == "failed"]
     if not failed.empty:
         lines.append(f"**{len(failed)} point(s) failed:** " + "; ".join(
             f"{r.point}: {str(r.error)[:160]}" for r in failed.itertuples()))
     errs = d[d["error"].fillna("").astype(str) != ""]
-    errs = errs[~errs.index.isin(viol.index)]
+    errs = errs[~errs.index.isin(viol.index) & ~errs.index.isin(unchecked.index)]
     if not errs.empty:
         lines.append(f"{len(errs)} measured point(s) reported an error: " + "; ".join(
             f"{r.point}: {str(r.error)[:120]}" for r in errs.itertuples()))
@@ -258,9 +280,8 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
     fl = flags(df)
     if fl:
         lines += ["## Flags", ""] + [f"- {f}" for f in fl] + [""]
-    lines += [f"Points: {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
-              f"{counts.get('skipped', 0)} skipped, {counts.get('pending', 0)} pending. "
-              f"Table: `points.csv`; figures: `plots/`; resolved experiments: `experiments.yml`.", ""]
+    lines += ["Points: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in results.STATUSES) + ". "
+              "Table: `points.csv`; figures: `plots/`; resolved experiments: `experiments.yml`.", ""]
     if env:
         keys = ("hostname", "kernel", "cpu_model", "cpus", "git_revision", "git_dirty")
         lines += ["Environment: " + ", ".join(f"{k} {env[k]}" for k in keys if k in env), ""]
@@ -272,12 +293,6 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
         sec = bars_section(df, fig)
         if sec:
             lines += [f"## {title}", ""] + sec + [""]
-    skipped = df[df["status"] == "skipped"]
-    if not skipped.empty:
-        lines += ["## Skipped points", ""]
-        for reason, g in skipped.groupby("error"):
-            lines.append(f"- {len(g)} point(s) ({', '.join(sorted(set(g['experiment'])))}): {reason}")
-        lines.append("")
     figs = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").exists() else []
     if figs:
         lines += ["## Figures", ""] + [f"- [{f.stem}](plots/{f.name})" for f in figs] + [""]

@@ -7,9 +7,16 @@ then the table (points.csv), the figures and REPORT.md.
   with the same --run-id skips those. A point that failed is recorded in the
   run's point index (index.json) with its error, and retried once on the
   next resume (its partial directory is kept under _failed/).
+- A point measured without a consistency verdict (a server did not stop
+  cleanly, so its dump was not trusted) is done, with its error, and
+  marked unchecked in points.csv, the figures and the report; it is also
+  retried once on the next resume (its first measurement kept under
+  _failed/), and after that left as it is.
 - A failing point does not stop the run.
-- Points that this checkout cannot run (a workload not merged yet, a
-  RunConfig field it lacks) are recorded as skipped, with the reason."""
+- Every point of the file runs: experiments.load has already refused a
+  file with a point this checkout cannot run (an unknown workload or
+  field, a value RunConfig rejects). A point's status in the index is
+  one of results.STATUSES."""
 from __future__ import annotations
 
 import json
@@ -56,33 +63,30 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
     index["points"] = {**old, **{p.name: _entry(p, old.get(p.name)) for p in points}}
     entries = index["points"]
     mine = {p.name for p in points}
-    todo = []
+    todo, recheck = [], []
     for p in points:
         e = entries[p.name]
-        if p.skip:
-            e.update(status="skipped", error=p.skip)
-        elif (run_dir / p.name / "summary.json").exists():
-            if e["status"] != "done":
+        if (run_dir / p.name / "summary.json").exists():
+            if results.unchecked_reason(run_dir / p.name) and e["attempts"] < MAX_ATTEMPTS:
+                todo.append(p)  # measured without a consistency verdict: once more
+                recheck.append(p.name)
+            elif e["status"] != "done":
                 e["status"] = "done"
         elif e["status"] == "failed" and e["attempts"] >= MAX_ATTEMPTS:
             pass  # failed twice: left as it is
         else:
             todo.append(p)
-    skipped = [p for p in points if p.skip]
-    if skipped:
-        reasons: dict[str, int] = {}
-        for p in skipped:
-            reasons[p.skip] = reasons.get(p.skip, 0) + 1
-        for r, n in reasons.items():
-            log(f"skipping {n} point(s): {r}")
-    done = sum(1 for n in mine if entries[n]["status"] == "done")
     todo_names = {p.name for p in todo}
+    done = sum(1 for n in mine if entries[n]["status"] == "done" and n not in todo_names)
     failed_for_good = [n for n in mine if entries[n]["status"] == "failed" and n not in todo_names]
     if failed_for_good:
         log(f"not retrying {len(failed_for_good)} point(s) that failed {MAX_ATTEMPTS} times: "
             + ", ".join(failed_for_good[:5]) + (" ..." if len(failed_for_good) > 5 else ""))
+    if recheck:
+        log(f"running again {len(recheck)} point(s) measured without a consistency verdict: "
+            + ", ".join(recheck[:5]) + (" ..." if len(recheck) > 5 else ""))
     if done:
-        log(f"{done} point(s) done before, skipped")
+        log(f"{done} point(s) done before, not run again")
     log(f"{len(todo)} point(s) to run, about {estimate_s(todo) / 60:.1f} min")
     results.write_index(run_dir, index)
 
@@ -98,7 +102,7 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
             if bar is not None:
                 bar.set_description(p.name[:48])
             out = run_dir / p.name
-            if out.exists():  # a partial directory of an interrupted or failed attempt
+            if out.exists():  # a partial directory of an interrupted or failed attempt, or an unchecked one
                 keep = run_dir / "_failed" / f"{p.name}.attempt{e['attempts']}"
                 keep.parent.mkdir(exist_ok=True)
                 if keep.exists():
@@ -117,9 +121,15 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
                 raise
             except Exception as exc:  # noqa: BLE001 - one point failing must not stop the run
                 msg = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
-                # a consistency violation is raised after the summary is written: the point is measured
+                # a consistency violation, or a server that did not stop cleanly, is raised after the
+                # summary is written: the point is measured
                 e.update(status="done" if (out / "summary.json").exists() else "failed", error=msg)
-                log(f"FAILED {p.name}: {msg}")
+                if results.unchecked_reason(out):
+                    log(f"UNCHECKED {p.name} (measured, consistency not checked): {msg}"
+                        + (" [run again with this --run-id to retry it once]" if e["attempts"] < MAX_ATTEMPTS
+                           else f" [after {e['attempts']} attempts]"))
+                else:
+                    log(f"FAILED {p.name}: {msg}")
             finally:
                 e["elapsed_s"] = round(time.monotonic() - t0, 1)
                 results.write_index(run_dir, index)

@@ -10,6 +10,10 @@ import pandas as pd
 
 INDEX = "index.json"
 TABLE = "points.csv"
+# A point's status in the index: measured (done; a consistency violation
+# or an unclean stop leaves it done, with its error), failed (no
+# measurement), or not run yet (pending).
+STATUSES = ("done", "failed", "pending")
 SYSTEM_ORDER = ["dint", "kernel", "bypass"]
 
 COLUMNS = [
@@ -18,10 +22,14 @@ COLUMNS = [
     "transactional", "goodput_per_s", "throughput_per_s", "request_throughput_per_s",
     "lat_mean_us", "lat_p50_us", "lat_p99_us", "lat_p999_us", "abort_rate", "abort_causes",
     "server_cpu_us_per_op", "server_cpu_us_per_txn", "client_cpu_util", "client_saturated", "oversubscribed",
-    "consistency_checked", "consistency_violations", "consistency_failed", "errors", "instrument_match",
+    "consistency", "consistency_unchecked", "consistency_checked", "consistency_violations", "consistency_failed",
+    "errors", "instrument_match",
     "neighbour_share", "neighbour_idle_units_per_s", "neighbour_window_units_per_s",
     "echo_ceiling_per_s", "error", "attempts", "dir",
 ]
+# columns of text, empty (not NaN) where a point has none
+TEXT_COLUMNS = ("variant", "cc", "kv_mix", "error", "abort_causes", "consistency", "consistency_unchecked",
+                "consistency_failed")
 
 
 def read_index(run_dir: Path) -> dict:
@@ -34,6 +42,37 @@ def write_index(run_dir: Path, index: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(index, indent=1, default=str))
     tmp.replace(path)
+
+
+def consistency_verdict(c: dict | None) -> tuple[str, str]:
+    """A summary's consistency section as (verdict, what drew no verdict):
+    ("", "") for a workload without a check; ("unchecked", why) when no
+    verdict was drawn at all (a server did not stop cleanly); else
+    "violations", "partly unchecked" (no violation, but some checks drew no
+    verdict: they pass without being checked) or "ok" (every check drew
+    one, and none failed). The second part names the unchecked checks
+    ("N checks unchecked: check (reason); ...")."""
+    if not c:
+        return "", ""
+    if not c.get("checked"):
+        return "unchecked", str(c.get("reason") or "no reason recorded")
+    un = c.get("unchecked") or []
+    note = (f"{len(un)} check{'' if len(un) == 1 else 's'} unchecked: "
+            + "; ".join(f"{u.get('check')} ({u.get('reason')})" for u in un)) if un else ""
+    if c.get("violations"):
+        return "violations", note
+    return ("partly unchecked" if un else "ok"), note
+
+
+def unchecked_reason(point_dir: Path) -> str:
+    """Why a measured point's consistency drew no verdict at all ("" when it
+    did, when its workload has no check, or without a summary)."""
+    try:
+        summary = json.loads((Path(point_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    verdict, why = consistency_verdict(summary.get("consistency"))
+    return why if verdict == "unchecked" else ""
 
 
 def row_of(summary: dict) -> dict:
@@ -92,13 +131,15 @@ def row_of(summary: dict) -> dict:
         })
     c = summary.get("consistency")
     if c:
-        row.update({"consistency_checked": bool(c.get("checked")), "consistency_violations": c.get("violations", 0),
+        verdict, unchecked = consistency_verdict(c)
+        row.update({"consistency": verdict, "consistency_unchecked": unchecked,
+                    "consistency_checked": bool(c.get("checked")), "consistency_violations": c.get("violations", 0),
                     "consistency_failed": " ".join(c.get("failed") or [])})
     return row
 
 
 def table(run_dir: Path) -> pd.DataFrame:
-    """Every point of the run's index (done, failed or skipped), in index
+    """Every point of the run's index (done, failed or pending), in index
     order; points without an index entry but with a summary are added."""
     run_dir = Path(run_dir)
     index = read_index(run_dir)
@@ -118,7 +159,7 @@ def table(run_dir: Path) -> pd.DataFrame:
         if summary.exists():
             s = json.loads(summary.read_text())
             row.update({k: v for k, v in row_of(s).items() if v is not None or k not in row})
-            if row["status"] in ("", "skipped", "pending"):
+            if row["status"] in ("", "pending"):
                 row["status"] = "done"
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -126,6 +167,8 @@ def table(run_dir: Path) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = None
     df = df[COLUMNS]
+    for col in ("consistency", "consistency_unchecked"):
+        df[col] = df[col].astype(object).fillna("").astype(str)
     # the client's own ceiling (echo, concurrency 32, pinned) of each system in this run
     ceil = echo_ceilings(df)
     df["echo_ceiling_per_s"] = df["system"].map(ceil)
@@ -151,9 +194,11 @@ def load_table(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / TABLE
     if path.exists():
         df = pd.read_csv(path, keep_default_na=True)
-        for col in ("variant", "cc", "kv_mix", "error", "abort_causes", "consistency_failed"):
-            if col in df.columns:
-                df[col] = df[col].fillna("").astype(str)
+        for col in COLUMNS:  # a table written before a column was added
+            if col not in df.columns:
+                df[col] = None
+        for col in TEXT_COLUMNS:
+            df[col] = df[col].astype(object).fillna("").astype(str)
         for col in ("client_saturated", "oversubscribed"):
             df[col] = df[col].fillna(False).astype(bool)
         return df

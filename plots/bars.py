@@ -1,6 +1,7 @@
 """Bar figures: dint's ablations (goodput and p99 latency of each variant,
 per workload) and colocation (each system alone and beside a CPU-bound
-neighbour). Hatched bars: the client was saturated."""
+neighbour). Hatched bars: the client was saturated; a red x on a bar: the
+point's consistency was not checked."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,20 +9,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import COLORS, SATURATED_NOTE, done, kfmt, plt, save, systems_in
+from .common import COLORS, done, kfmt, mark_unchecked, note, plt, save, systems_in, unchecked
 
 VARIANT_COLORS = ["#1b9e77", "#e6ab02", "#e7298a", "#66a61e", "#a6761d", "#666666"]
 
 
-def _bars(ax, xs, heights, width, color, sats, label, fmt=kfmt):
+def _bars(ax, xs, heights, width, color, sats, label, fmt=kfmt, not_checked=None):
+    """Bars, hatched where the client was saturated (sats) and crossed out
+    where the point's consistency was not checked (not_checked)."""
     bars = ax.bar(xs, heights, width, color=color, label=label, edgecolor="black", linewidth=0.4)
-    for b, h, sat in zip(bars, heights, sats):
+    for b, h, sat, nc in zip(bars, heights, sats, not_checked or [False] * len(bars)):
         if sat:
             b.set_hatch("///")
             b.set_facecolor("white")
             b.set_edgecolor(color)
         if h == h and h > 0:
             ax.annotate(fmt(h), (b.get_x() + b.get_width() / 2, h), ha="center", va="bottom", fontsize=6)
+        if nc:
+            mark_unchecked(ax, b.get_x() + b.get_width() / 2, h if h == h else 0)
     return bars
 
 
@@ -29,26 +34,29 @@ PANELS = (("goodput_per_s", 1e3, "goodput (k txn or requests/s)"), ("lat_p99_us"
           ("server_cpu_us_per_op", 1, "server CPU per request (us)"))
 
 
-def _grouped(axes, d: pd.DataFrame, by: str, groups: list, variants: list, draw) -> bool:
+def _grouped(axes, d: pd.DataFrame, by: str, groups: list, variants: list, draw) -> tuple[bool, bool]:
     """Both panels of a grouped bar figure: for each variant, one bar per
     group (rows where column `by` is the group), drawn by draw(ax, xs,
-    heights, width, saturated, variant index, variant). Returns whether a
-    point was client-saturated."""
+    heights, width, saturated, not checked, variant index, variant).
+    Returns whether a point was client-saturated, and whether one's
+    consistency was not checked."""
     width = 0.8 / len(variants)
-    any_sat = False
+    any_sat = any_nc = False
     for ax, (col, scale, label) in zip(axes, PANELS):
         for i, v in enumerate(variants):
-            hs, sats = [], []
+            hs, sats, ncs = [], [], []
             for g in groups:
                 r = d[(d[by] == g) & (d["variant"].fillna("") == v)]
                 hs.append(float(r[col].iloc[0]) / scale if len(r) and pd.notna(r[col].iloc[0]) else np.nan)
                 sats.append(bool(r["client_saturated"].iloc[0]) if len(r) else False)
+                ncs.append(unchecked(r))
             any_sat |= any(sats)
+            any_nc |= any(ncs)
             xs = np.arange(len(groups)) + (i - (len(variants) - 1) / 2) * width
-            draw(ax, xs, hs, width, sats, i, v)
+            draw(ax, xs, hs, width, sats, ncs, i, v)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
-    return any_sat
+    return any_sat, any_nc
 
 
 def ablation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[Path]:
@@ -58,9 +66,10 @@ def ablation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> li
     wls = list(dict.fromkeys(d["workload"]))
     variants = list(dict.fromkeys(d["variant"].fillna("")))
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    any_sat = _grouped(axes, d, "workload", wls, variants,
-                       lambda ax, xs, hs, w, sats, i, v: _bars(ax, xs, hs, w, VARIANT_COLORS[i % len(VARIANT_COLORS)],
-                                                               sats, v or "base"))
+    any_sat, any_nc = _grouped(
+        axes, d, "workload", wls, variants,
+        lambda ax, xs, hs, w, sats, ncs, i, v: _bars(ax, xs, hs, w, VARIANT_COLORS[i % len(VARIANT_COLORS)], sats,
+                                                     v or "base", not_checked=ncs))
     for ax in axes:
         ax.set_xticks(range(len(wls)), [_wl_label(d, w) for w in wls])
     from matplotlib.patches import Patch
@@ -69,7 +78,7 @@ def ablation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> li
     fig.legend(handles=h, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5), title="dint variant")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return save(fig, out_dir, f"bars-{experiment}", SATURATED_NOTE if any_sat else None)
+    return save(fig, out_dir, f"bars-{experiment}", note(any_sat, any_nc))
 
 
 def _wl_label(d: pd.DataFrame, w: str) -> str:
@@ -86,12 +95,12 @@ def colocation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> 
     variants = list(dict.fromkeys(d["variant"].fillna("")))
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
 
-    def draw(ax, xs, hs, width, sats, i, v):
-        for b, s in zip(_bars(ax, xs, hs, width, "#999999", sats, v), systems):
+    def draw(ax, xs, hs, width, sats, ncs, i, v):
+        for b, s in zip(_bars(ax, xs, hs, width, "#999999", sats, v, not_checked=ncs), systems):
             if not b.get_hatch():
                 b.set_facecolor(COLORS[s])
             b.set_alpha(1.0 if i == 0 else 0.55)
-    any_sat = _grouped(axes[:3], d, "system", systems, variants, draw)
+    any_sat, any_nc = _grouped(axes[:3], d, "system", systems, variants, draw)
     for ax in axes:
         ax.set_xticks(range(len(systems)), systems)
     # the neighbour's own work: with the servers up but idle, and while they serve
@@ -111,4 +120,4 @@ def colocation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> 
                       fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return save(fig, out_dir, f"bars-{experiment}", SATURATED_NOTE if any_sat else None)
+    return save(fig, out_dir, f"bars-{experiment}", note(any_sat, any_nc))

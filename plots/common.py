@@ -1,5 +1,6 @@
 """What every figure shares: system order and colours, markers for
-client-saturated points, the experiment titles of a run, saving as PNG+PDF."""
+client-saturated points and for points whose consistency was not checked,
+the experiment titles of a run, saving as PNG+PDF."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,6 +17,9 @@ SYSTEM_ORDER = ["dint", "kernel", "bypass"]
 COLORS = {"dint": "#1b9e77", "kernel": "#d95f02", "bypass": "#7570b3"}
 MARKERS = {"dint": "o", "kernel": "s", "bypass": "^"}
 SATURATED_NOTE = "hollow marker / hatched bar: the client was saturated (>= 90% CPU), so the system may do more"
+UNCHECKED_NOTE = ("red x: consistency not checked (measured, but no verdict could be drawn from the servers' "
+                  "dumps; see REPORT.md)")
+UNCHECKED_GID = "consistency-unchecked"  # the artists marking such points
 
 
 def systems_in(df: pd.DataFrame) -> list[str]:
@@ -50,6 +54,28 @@ def marker_kw(system: str, saturated: bool, size: float = 6) -> dict:
             "markerfacecolor": "white" if saturated else c, "color": c}
 
 
+def unchecked(rows: pd.DataFrame) -> bool:
+    """Whether the (first) row's consistency drew no verdict at all."""
+    return bool(len(rows)) and "consistency" in rows and rows["consistency"].iloc[0] == "unchecked"
+
+
+def mark_unchecked(ax, x, y) -> None:
+    """A red x over a point (or a bar's top) whose consistency was not checked."""
+    ax.plot([x], [y], linestyle="none", marker="x", markersize=9, markeredgewidth=1.8, color="#d00000", zorder=4,
+            gid=UNCHECKED_GID)
+
+
+def unchecked_legend_handle():
+    return Line2D([], [], linestyle="none", marker="x", markersize=7, markeredgewidth=1.8, color="#d00000",
+                  label="consistency not checked")
+
+
+def note(saturated: bool, not_checked: bool = False) -> str | None:
+    """The figure's footnote for the marks it carries."""
+    parts = [n for n, on in ((SATURATED_NOTE, saturated), (UNCHECKED_NOTE, not_checked)) if on]
+    return "\n".join(parts) or None
+
+
 def saturation_legend_handles() -> list:
     return [Line2D([], [], linestyle="none", marker="o", markerfacecolor="gray", markeredgecolor="gray",
                    label="client not saturated"),
@@ -59,7 +85,9 @@ def saturation_legend_handles() -> list:
 
 def save(fig, out_dir: Path, stem: str, note: str | None = None) -> list[Path]:
     if note:
-        fig.text(0.005, 0.005, note, fontsize=7, color="#444444", ha="left", va="bottom")
+        # below the axes (the saved area grows to hold it), so that a note of
+        # several lines does not run into the x label
+        fig.text(0.005, 0.0, note, fontsize=7, color="#444444", ha="left", va="top")
     paths = [Path(out_dir) / f"{stem}.png", Path(out_dir) / f"{stem}.pdf"]
     for p in paths:
         fig.savefig(p, dpi=150, bbox_inches="tight")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .bars import _bars
-from .common import COLORS, SATURATED_NOTE, done, kfmt, plt, save, systems_in
+from .common import COLORS, done, kfmt, note, plt, save, systems_in, unchecked
 
 
 def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[Path]:
@@ -21,16 +21,18 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
     systems = systems_in(d)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     width = 0.8 / len(systems)
-    any_sat = False
+    any_sat = any_nc = False
     for i, s in enumerate(systems):
-        hs, sats = [], []
+        hs, sats, ncs = [], [], []
         for r in rates:
             row = d[(d["system"] == s) & (d["rate"] == r)]
             hs.append(float(row["server_cpu_us_per_op"].iloc[0]) if len(row) else np.nan)
             sats.append(bool(row["client_saturated"].iloc[0]) if len(row) else False)
+            ncs.append(unchecked(row))
         any_sat |= any(sats)
+        any_nc |= any(ncs)
         xs = np.arange(len(rates)) + (i - (len(systems) - 1) / 2) * width
-        _bars(ax, xs, hs, width, COLORS[s], sats, s, fmt=lambda v: f"{v:.2f}")
+        _bars(ax, xs, hs, width, COLORS[s], sats, s, fmt=lambda v: f"{v:.2f}", not_checked=ncs)
     ax.set_xticks(range(len(rates)), [f"{kfmt(r)}/s" for r in rates])
     ax.set_xlabel("offered rate per client process (transactions or requests/s)")
     ax.set_ylabel("server CPU per request (us)")
@@ -38,4 +40,4 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
     ax.legend(fontsize=7, frameon=False)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return save(fig, out_dir, f"cpu-{experiment}", SATURATED_NOTE if any_sat else None)
+    return save(fig, out_dir, f"cpu-{experiment}", note(any_sat, any_nc))

@@ -1,15 +1,16 @@
 """Throughput-latency curves of a closed-loop sweep: x = goodput (committed
 transactions, or requests, per second), y = median and 99th-percentile
 latency (log scale), one line per system, one panel per variant; points
-labelled with their concurrency; client-saturated points hollow."""
+labelled with their concurrency; client-saturated points hollow, points
+whose consistency was not checked crossed out."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
 
-from .common import (COLORS, SATURATED_NOTE, done, marker_kw, plain_log_ticks, plt, save, saturation_legend_handles,
-                     systems_in)
+from .common import (COLORS, done, mark_unchecked, marker_kw, note, plain_log_ticks, plt, save,
+                     saturation_legend_handles, systems_in, unchecked_legend_handle)
 from matplotlib.lines import Line2D
 
 
@@ -26,7 +27,7 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
     rows = (("lat_p50_us", "median (p50)"), ("lat_p99_us", "99th percentile"))
     fig, axes = plt.subplots(2, len(variants), figsize=(4.6 * len(variants) + 1.6, 6.4), squeeze=False,
                              sharex="col")
-    any_sat = False
+    any_sat = any_unchecked = False
     for j, v in enumerate(variants):
         sub = d[d["variant"].fillna("") == v]
         for i, (col, what) in enumerate(rows):
@@ -35,9 +36,13 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
                 s = sub[sub["system"] == system].sort_values("concurrency")
                 x = s["goodput_per_s"] / 1e3
                 ax.plot(x, s[col], color=COLORS[system], linewidth=1.3, zorder=1)
-                for xi, yi, sat, c in zip(x, s[col], s["client_saturated"], s["concurrency"]):
+                for xi, yi, sat, c, verdict in zip(x, s[col], s["client_saturated"], s["concurrency"],
+                                                   s["consistency"]):
                     any_sat |= bool(sat)
                     ax.plot([xi], [yi], linestyle="none", zorder=2, **marker_kw(system, bool(sat)))
+                    if verdict == "unchecked":
+                        any_unchecked = True
+                        mark_unchecked(ax, xi, yi)
                     ax.annotate(f"{int(c)}", (xi, yi), textcoords="offset points", xytext=(5, 2), fontsize=6,
                                 color=COLORS[system])
             ax.set_yscale("log")
@@ -53,8 +58,10 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
                for s in systems_in(d)]
     if any_sat:
         handles += saturation_legend_handles()
+    if any_unchecked:
+        handles.append(unchecked_legend_handle())
     handles.append(Line2D([], [], linestyle="none", label="labels: concurrency"))
     fig.legend(handles=handles, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return save(fig, out_dir, f"curve-{experiment}", SATURATED_NOTE if any_sat else None)
+    return save(fig, out_dir, f"curve-{experiment}", note(any_sat, any_unchecked))

@@ -1,5 +1,6 @@
-"""The unloaded latency table as a figure: per workload, each system's mean
-and p99 latency at concurrency 1 (log scale)."""
+"""The unloaded latency table as a figure: per workload, each system's p50
+and p99 latency at concurrency 1 (log scale); a red x on a bar: the
+point's consistency was not checked."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .bars import _wl_label
-from .common import COLORS, done, plain_log_ticks, plt, save, systems_in
+from .common import COLORS, done, mark_unchecked, note, plain_log_ticks, plt, save, systems_in, unchecked
 
 
 def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[Path]:
@@ -19,18 +20,23 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
     systems = systems_in(d)
     fig, axes = plt.subplots(1, 2, figsize=(min(15, 3 + 2.2 * len(wls)), 3.8), sharey=True)
     width = 0.8 / len(systems)
+    any_nc = False
     for ax, col, lab in ((axes[0], "lat_p50_us", "p50"), (axes[1], "lat_p99_us", "p99")):
         for i, s in enumerate(systems):
-            vals = []
+            vals, ncs = [], []
             for w in wls:
                 r = d[(d["workload"] == w) & (d["system"] == s)]
                 vals.append(float(r[col].iloc[0]) if len(r) else np.nan)
+                ncs.append(unchecked(r))
+            any_nc |= any(ncs)
             xs = np.arange(len(wls)) + (i - (len(systems) - 1) / 2) * width
             bars = ax.bar(xs, vals, width, color=COLORS[s], label=s)
-            for b, v in zip(bars, vals):
+            for b, v, nc in zip(bars, vals, ncs):
                 if v == v:
                     ax.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom",
                                 fontsize=6)
+                    if nc:
+                        mark_unchecked(ax, b.get_x() + b.get_width() / 2, v)
         ax.set_xticks(range(len(wls)), [_wl_label(d, w) for w in wls], fontsize=8)
         ax.set_yscale("log")
         plain_log_ticks(ax)
@@ -40,4 +46,4 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
     axes[0].legend(fontsize=7, frameon=False, loc="upper left")
     fig.suptitle(f"{title}\n(flat workloads: per request; transactional: per committed transaction)", fontsize=10)
     fig.tight_layout()
-    return save(fig, out_dir, f"latency-{experiment}")
+    return save(fig, out_dir, f"latency-{experiment}", note(False, any_nc))

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from harness import consistency, coord
+from harness import consistency, coord, results as results_table
 from harness.protocol import Op, Status
 from harness.snapshot import Record
 from harness.txn import Abort, Batch, cause_of
@@ -20,7 +20,7 @@ from workloads.tatp.schema import (ACCESS_INFO, CALL_FORWARDING, SPECIAL_FACILIT
                                    cf_key, sf_key)
 
 OK, NF, STALE, EXISTS = (int(s) for s in (Status.OK, Status.NOT_FOUND, Status.STALE, Status.EXISTS))
-tcheck = importlib.import_module("workloads.tatp.check")  # the package's `check` is the function
+tcheck = importlib.import_module("workloads.tatp.check")
 
 
 # -- keys and values --------------------------------------------------------
@@ -331,7 +331,28 @@ def test_a_sequential_run_passes_the_check(sequential_run):
     assert results["call_forwarding_count"]["detail"]["deleted"] > 0
     # and as the harness calls it, with three identical dumps
     dumps = [[Record(t, k, v[0], v[1]) for (t, k), v in st.rows.items()]] * 3
-    assert consistency.check(tatp.WORKLOAD, dumps, committed, spec)["violations"] == 0
+    section = consistency.check(tatp.WORKLOAD, dumps, committed, spec)
+    assert section["violations"] == 0 and section["unchecked"] == []
+    assert results_table.consistency_verdict(section) == ("ok", "")
+
+
+def test_rates_too_small_to_judge_are_named_as_unchecked(sequential_run):
+    """A type with fewer than MIN_SAMPLE commits passes without a verdict:
+    the consistency section says which and why, and the verdict is not a
+    plain "ok"."""
+    st, committed, spec = sequential_run
+    few = {k: dict(v) for k, v in committed.items()}
+    few["UpdateSubscriberData"] = {"committed": 150, "outcomes": {"success": 150}}   # 100%: far off 62.5%
+    dumps = [[Record(t, k, v[0], v[1]) for (t, k), v in st.rows.items()]] * 3
+    section = consistency.check(tatp.WORKLOAD, dumps, few, spec)
+    assert section["violations"] == 0
+    assert section["unchecked"] == [{"check": "success_rates.UpdateSubscriberData",
+                                     "reason": f"150 committed, fewer than the {tcheck.MIN_SAMPLE} a rate is "
+                                               "judged from"}]
+    assert section["details"]["success_rates"]["types"]["UpdateSubscriberData"]["checked"] is False
+    verdict, note = results_table.consistency_verdict(section)
+    assert verdict == "partly unchecked"
+    assert note.startswith("1 check unchecked: success_rates.UpdateSubscriberData (150 committed")
 
 
 def doctored(sequential_run, change):
@@ -401,6 +422,11 @@ def test_small_samples_are_not_judged():
     r = tcheck.success_rates(committed, 100_000)
     assert r["ok"] and not r["detail"]["types"]["GetAccessData"]["checked"]
     assert r["detail"]["types"]["GetNewDestination"]["checked"]
+    # every rate not judged is named, with its sample (none committed counts too)
+    assert {u["check"]: u["reason"] for u in r["unchecked"]} == {
+        f"success_rates.{k}": f"{n} committed, fewer than the 200 a rate is judged from"
+        for k, n in (("GetAccessData", 150), ("UpdateSubscriberData", 0), ("InsertCallForwarding", 0),
+                     ("DeleteCallForwarding", 0))}
     committed["GetNewDestination"]["outcomes"] = {"success": 1200, "fail": 3800}   # the spec's 24%
     assert not tcheck.success_rates(committed, 100_000)["ok"]
 
@@ -417,3 +443,4 @@ def test_reused_parameters_leave_the_call_forwarding_rates_unjudged():
     lenient = tcheck.success_rates(committed, 100_000, reused=True)
     assert lenient["ok"]
     assert lenient["detail"]["types"]["InsertCallForwarding"]["why"] == "parameters reused"
+    assert {"check": "success_rates.InsertCallForwarding", "reason": "parameters reused"} in lenient["unchecked"]

@@ -128,11 +128,12 @@ def success_rates(committed: dict, subscribers: int, ais: dict | None = None, sf
     sqrt(p (1 - p) c / subscribers), c the choice's concentration. With
     reused parameters (a client started its list over), the types that
     depend on CALL_FORWARDING rows are not judged: an insert repeated finds
-    the row it made."""
+    the row it made. A rate not judged passes, and is named with the reason
+    in the result's `unchecked` list."""
     rules = expected_success()
     given = conditional_success(subscribers, ais, sfs) if ais is not None and sfs is not None else {}
     conc = None
-    rates, bad = {}, []
+    rates, bad, unchecked = {}, [], []
     for kind in MIX:
         c = committed.get(kind, {})
         n, ok = c.get("committed", 0), c.get("outcomes", {}).get(SUCCESS, 0)
@@ -155,12 +156,14 @@ def success_rates(committed: dict, subscribers: int, ais: dict | None = None, sf
             entry.update(checked=True, tolerance=round(tol, 4))
             good = abs(ok / n - p) <= tol
         else:
-            entry.update(checked=False)
+            entry.update(checked=False, why=f"{n} committed, fewer than the {MIN_SAMPLE} a rate is judged from")
             good = True
         rates[kind] = entry
+        if not entry["checked"]:
+            unchecked.append({"check": f"success_rates.{kind}", "reason": entry["why"]})
         if not good:
             bad.append(kind)
-    return {"name": "success_rates", "ok": not bad,
+    return {"name": "success_rates", "ok": not bad, "unchecked": unchecked,
             "detail": {"off": bad, "concentration": None if conc is None else round(conc, 2), "types": rates}}
 
 
