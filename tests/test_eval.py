@@ -65,8 +65,6 @@ def test_readme_gives_the_local_profile_s_point_count():
     assert int(stated.group(1)) == len(experiments.load("local").points())
 
 
-@pytest.mark.xfail(strict=True, reason="README.md states a 1.5 s window for the local profile; "
-                                       "experiments/local.yml measures 1 s (remove this mark with the fix)")
 def test_readme_gives_the_local_profile_s_window_and_warmup():
     stated = re.search(r"`local` \(the default\): ([0-9.]+) s measured after ([0-9.]+) s warm-up", _readme())
     assert stated, "README no longer states the local profile's window and warm-up"
