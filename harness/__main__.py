@@ -125,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results directory of this run")
     p.add_argument("--inventory", help="inventory file (default inventory/local.yml)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--value-size", type=int, default=28, help="echo value bytes (default: 64-byte payloads)")
+    p.add_argument("--value-size", type=int, default=24, help="echo value bytes (default: 64-byte payloads)")
     p.add_argument("--clients-per-host", type=int, default=1)
     p.add_argument("--kernel-threads", type=int, default=1, help="kernel server threads per host")
     p.add_argument("--cache-fraction", type=float, default=0.0,

@@ -25,7 +25,7 @@ class RunConfig:
     napi: str = "pinned"          # where server-side packet work runs (testbed)
     inventory: str = str(DEFAULT_INVENTORY)
     seed: int = 1
-    value_size: int = 28          # echo: 36-byte header + 28 = a 64-byte payload
+    value_size: int = 24          # echo: 40-byte header + 24 = a 64-byte payload
     keys: int = 100_000           # kv, log, lock: keys per table (every server holds every key)
     store_capacity: int = 0       # records per server store; 0: twice the keys (kv, log, lock), at least 4096
     requests: int = 65536         # generated in advance, then cycled through
