@@ -28,7 +28,7 @@ SLICE_NS = 250_000_000    # the native loop returns this often, for progress and
 
 
 def open_sockets(address: str, dests: list[tuple[str, int]]) -> list[socket.socket]:
-    """One UDP socket per server, connected to it (see harness/_netloop.c)."""
+    """One UDP socket per server, connected to it (see harness/native/wire.h)."""
     socks = []
     for dest in dests:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -2,8 +2,9 @@
 that yield batches of requests and receive their replies; many run at once
 (the concurrency). The loop that starts them, sends their batches, resumes
 them with the replies and counts how they end is native
-(harness._netloop.TxnIO, harness/_txnio.c), so the client's Python time goes
-to the transactions and the coordinator only; the rules below are its.
+(harness._netloop.TxnIO, harness/native/executor.c), so the client's Python
+time goes to the transactions and the coordinator only; the rules below are
+its.
 
     def transfer(a, b):                                  # one transaction type
         r = yield [(Op.LOCK_EXCL, T, a, PH, 0), (Op.LOCK_EXCL, T, b, PH, 0)]
@@ -110,7 +111,7 @@ class Executor:
     parameters taken in turn (cycled) from `params`, a list of
     (kind index, args) drawn in advance from a seed. `kinds` names the
     transaction types and `funcs` holds their generator functions. The loop
-    itself is native (TxnIO.drive in harness/_txnio.c): Python runs the
+    itself is native (TxnIO.drive, harness/native/executor.c): Python runs the
     transactions and the coordinator only.
 
     Same interface as the native request loop (set_window, run, stats,

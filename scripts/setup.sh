@@ -77,7 +77,9 @@ if [[ ! -x .venv/bin/python ]]; then
 	say "creating .venv from /usr/bin/python3 (with system site packages, for bcc)"
 	/usr/bin/python3 -m venv --system-site-packages .venv || die "cannot create .venv: is python3-venv installed?"
 fi
-stamp=$(cat pyproject.toml harness/_netloop.h harness/_netloop.c harness/_txnio.c bpf/dint_proto.h bpf/dint_compat.h | sha256sum | cut -c1-16)
+# Any change to the native extension's sources (every file under
+# harness/native) or to the headers it includes reinstalls it.
+stamp=$(cat pyproject.toml harness/native/* bpf/dint_proto.h bpf/dint_compat.h | sha256sum | cut -c1-16)
 if [[ $(cat .venv/.dint-stamp 2>/dev/null) != "$stamp" ]]; then
 	say "installing the project and its pinned Python dependencies into .venv"
 	.venv/bin/pip install -q --disable-pip-version-check -e . ||

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from harness import metrics
-from harness._netloop import TIMEOUT, TxnIO
+from harness._netloop import TIMEOUT, BatchIO
 from harness.protocol import HEADER_LEN, Op, Status, pack, unpack
 from harness.txn import Abort, Batch, Executor, cause_of
 from workloads import kv, lock
@@ -210,7 +210,7 @@ def two_keys(a, b):
 def test_a_batch_completes_once_with_replies_in_request_order():
     with FakeEngine() as a, FakeEngine() as b:
         socks = sockets([a, b])
-        io = TxnIO([s.fileno() for s in socks], 9, 20_000_000, 2, 64, 8)
+        io = BatchIO([s.fileno() for s in socks], 9, 20_000_000, 2, 64, 8)
         tag = object()
         reqs = [(Op.READ, T, k, PH, 0) for k in (4, 1, 3, 2, 0)]
         io.submit(tag, 5, reqs)
@@ -233,7 +233,7 @@ def test_a_batch_completes_once_with_replies_in_request_order():
 def test_lost_datagrams_are_retransmitted_with_the_same_id_and_given_up_as_timeout():
     with FakeEngine(drop_first_every=2, silent={7}) as srv:
         socks = sockets([srv])
-        io = TxnIO([socks[0].fileno()], 9, 5_000_000, 2, 64, 8)
+        io = BatchIO([socks[0].fileno()], 9, 5_000_000, 2, 64, 8)
         io.submit("t", 5, [(Op.READ, T, k, PH, 0) for k in (1, 2, 3, 7)])
         done, deadline = [], time.monotonic_ns() + 2_000_000_000
         while not done and time.monotonic_ns() < deadline:
@@ -265,7 +265,7 @@ def test_gso_sends_reach_the_server_as_the_datagrams_they_are(gso):
     values = [bytes([i]) * (8 if i % 3 else 40) for i in range(100)]
     with FakeEngine(keys=()) as srv:  # ABORT of a key it does not have: OK
         socks = sockets([srv])
-        io = TxnIO([socks[0].fileno()], 9, 200_000_000, 2, 256, 40, gso)
+        io = BatchIO([socks[0].fileno()], 9, 200_000_000, 2, 256, 40, gso)
         (_, replies, fail), = run_batch(io, [(Op.ABORT, T, k, v, 0) for k, v in enumerate(values)])
         assert fail == -1 and len(replies) == 100
         assert sorted(srv.sizes) == sorted(HEADER_LEN + len(v) for v in values)
@@ -281,7 +281,7 @@ def test_a_refused_gso_send_falls_back_to_datagrams():
     with FakeEngine() as srv:
         socks = sockets([srv])
         socks[0].setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
-        io = TxnIO([socks[0].fileno()], 9, 5_000_000, 3, 64, 8)
+        io = BatchIO([socks[0].fileno()], 9, 5_000_000, 3, 64, 8)
         (_, replies, fail), = run_batch(io, [(Op.READ, T, k, PH, 0) for k in range(10)])
         st = io.stats()
         # the first datagram goes alone (sent); the other nine, as one GSO send (refused)
@@ -300,7 +300,7 @@ def test_a_refused_gso_send_falls_back_to_datagrams():
 ])
 def test_bad_requests_are_refused_and_leave_nothing_in_flight(bad, message):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    io = TxnIO([sock.fileno()], 1, 10**6, 1, 8, 8)
+    io = BatchIO([sock.fileno()], 1, 10**6, 1, 8, 8)
     with pytest.raises((ValueError, TypeError), match=message):
         io.submit("t", 1, [(Op.READ, T, 2, PH, 0)] + bad if bad else bad)
     assert io.stats()["inflight"] == 0
