@@ -49,13 +49,14 @@ latency is from the first batch sent to the last reply, committed ones only.
 from __future__ import annotations
 
 from . import metrics
-from ._netloop import TxnIO, cause_of  # noqa: F401  (cause_of: the abort rule, for callers and tests)
+# from the native executor, its only copy: CAUSES, the causes it gives; TXN_KINDS,
+# the transaction types it keeps apart (a latency histogram each); MAX_STATUS, a
+# Batch tolerates engine statuses below it (the bits of its mask); cause_of, the
+# abort rule, for callers and tests
+from ._netloop import CAUSES, MAX_STATUS, TXN_KINDS, TxnIO, cause_of  # noqa: F401
 from .protocol import Op, Status
 
-CAUSES = ("lock", "validation", "timeout", "error")
-MAX_KINDS = 16       # transaction types per workload (histograms in TxnIO)
 MAX_BATCH = 64       # requests in one batch, for sizing the in-flight table
-MAX_STATUS = 64      # a Batch tolerates engine statuses below this
 
 
 def _mask(tolerate) -> int:
@@ -120,8 +121,8 @@ class Executor:
     def __init__(self, fds, client_id: int, kinds: list[str], funcs: list, params: list,
                  concurrency: int, timeout_ns: int, max_retries: int, max_value: int = 64,
                  interval_ns: int = 0, gso: bool = True):
-        if not 1 <= len(kinds) == len(funcs) <= MAX_KINDS:
-            raise ValueError(f"1 to {MAX_KINDS} transaction types, each with a function")
+        if not 1 <= len(kinds) == len(funcs) <= TXN_KINDS:
+            raise ValueError(f"1 to {TXN_KINDS} transaction types, each with a function")
         if not params:
             raise ValueError("no transaction parameters")
         if not 1 <= client_id < 2**31:

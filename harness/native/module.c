@@ -11,7 +11,7 @@
  *   held.c      what a transaction may hold
  *   executor.c  the transaction state machine; txnio.c: TxnIO around it
  *   batchio.c   BatchIO: the batches alone, for tests
- *   module.c    this: the module */
+ *   module.c    this: the module, and the constants Python takes from it */
 #include "executor.h"
 
 static PyObject *hist_roundtrip(PyObject *Py_UNUSED(mod), PyObject *arg)
@@ -44,6 +44,20 @@ static struct PyModuleDef netloop_module = {
 	.m_size = -1, .m_methods = module_methods,
 };
 
+/* CAUSES: the abort causes the executor gives, in label order. */
+static PyObject *causes(void)
+{
+	PyObject *t = PyTuple_New(NCAUSES);
+	for (int i = 0; t && i < NCAUSES; i++) {
+		PyObject *s = PyUnicode_InternFromString(cause_names[i]);
+		if (!s)
+			Py_CLEAR(t);
+		else
+			PyTuple_SET_ITEM(t, i, s);
+	}
+	return t;
+}
+
 PyMODINIT_FUNC PyInit__netloop(void)
 {
 	PyTypeObject *types[] = { &LoopType, &TxnIOType, &BatchIOType };
@@ -56,8 +70,14 @@ PyMODINIT_FUNC PyInit__netloop(void)
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
 		if (PyModule_AddObjectRef(m, strrchr(types[i]->tp_name, '.') + 1, (PyObject *)types[i]) < 0)
 			goto fail;
-	if (PyModule_AddIntConstant(m, "HEADER_LEN", DINT_HDR_LEN) < 0 ||
-	    PyModule_AddIntConstant(m, "TIMEOUT", ST_TIMEOUT) < 0)
+	PyObject *c = causes();
+	int bad = !c || PyModule_AddObjectRef(m, "CAUSES", c) < 0;
+	Py_XDECREF(c);
+	if (bad || PyModule_AddIntConstant(m, "HEADER_LEN", DINT_HDR_LEN) < 0 ||
+	    PyModule_AddIntConstant(m, "TIMEOUT", ST_TIMEOUT) < 0 ||
+	    PyModule_AddIntConstant(m, "LATE_NS", LATE_NS) < 0 ||
+	    PyModule_AddIntConstant(m, "TXN_KINDS", TXN_KINDS) < 0 ||
+	    PyModule_AddIntConstant(m, "MAX_STATUS", MAX_STATUS) < 0)
 		goto fail;
 	return m;
 fail:
