@@ -206,7 +206,7 @@ def two_keys(a, b):
     yield [(Op.COMMIT_PRIMARY, T, b, ver.to_bytes(8, "big"), ver), (Op.ABORT, T, a, PH, 0)]
 
 
-# -- the native batch I/O ------------------------------------------------------
+# -- the native batch I/O (BatchIO: the executor's, without the executor) -----
 def test_a_batch_completes_once_with_replies_in_request_order():
     with FakeEngine() as a, FakeEngine() as b:
         socks = sockets([a, b])

@@ -7,16 +7,16 @@
 static int request_done(struct reqtable *rt, struct slot *s, int status, const struct dint_hdr *reply, uint32_t len)
 {
 	struct batches *io = (struct batches *)((char *)rt - offsetof(struct batches, rt));
-	const struct dint_hdr *req = (const void *)rt_datagram(rt, (uint32_t)(s - rt->slots));
 	struct batch *b = &io->b[s->batch];
 	PyObject *value;
 
 	if (status == DINT_ST_OK)
-		io->ok_by_op[req->op]++;
-	if (b->held && held_track(b->held, req, s->dest, s->retries, status) < 0)
+		io->ok_by_op[s->op]++;
+	if (b->held && held_track(b->held, s->op, rt_datagram(rt, (uint32_t)(s - rt->slots)), s->dest, s->retries,
+				  status) < 0)
 		return -1;
 	if (reply && status == DINT_ST_OK &&
-	    (req->op == DINT_OP_READ || req->op == DINT_OP_LOCK_SHARED || req->op == DINT_OP_LOCK_EXCL)) {
+	    (s->op == DINT_OP_READ || s->op == DINT_OP_LOCK_SHARED || s->op == DINT_OP_LOCK_EXCL)) {
 		value = PyBytes_FromStringAndSize((const char *)(reply + 1), len - DINT_HDR_LEN);
 		if (!value)
 			return -1;
@@ -150,6 +150,7 @@ void batches_stage(struct batches *io, uint32_t bi, uint32_t pos, uint8_t op, ui
 
 	s->batch = bi;
 	s->pos = pos;
+	s->op = op;
 	h->magic = htons(DINT_MAGIC);
 	h->proto = DINT_PROTO_VERSION;
 	h->op = op;

@@ -28,15 +28,15 @@ static int add(struct held *h, uint8_t table, uint64_t key, uint8_t dest, uint16
 	return 0;
 }
 
-int held_track(struct held *h, const struct dint_hdr *req, uint8_t dest, uint16_t retries, int status)
+int held_track(struct held *h, uint8_t op, const void *req, uint8_t dest, uint16_t retries, int status)
 {
-	uint8_t op = req->op;
+	const struct dint_hdr *r = req;
 
-	if (op == DINT_OP_LOCK_SHARED || op == DINT_OP_LOCK_EXCL || (op == DINT_OP_INSERT && !req->ver)) {
+	if (op == DINT_OP_LOCK_SHARED || op == DINT_OP_LOCK_EXCL || (op == DINT_OP_INSERT && !r->ver)) {
 		if (status == DINT_ST_OK || status == ST_TIMEOUT || retries)
-			return add(h, req->table, be64toh(req->key), dest, ntohs(req->val_len));
+			return add(h, r->table, be64toh(r->key), dest, ntohs(r->val_len));
 	} else if ((op == DINT_OP_COMMIT_PRIMARY || op == DINT_OP_ABORT) && status == DINT_ST_OK) {
-		int i = find(h, req->table, be64toh(req->key), dest);
+		int i = find(h, r->table, be64toh(r->key), dest);
 		if (i >= 0)
 			h->keys[i] = h->keys[--h->n];
 	}

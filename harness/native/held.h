@@ -22,10 +22,11 @@ struct held {
 	uint32_t n, cap;
 };
 
-/* Takes the end of a request req (to server dest, sent again retries
- * times) into account: status is its answer, or ST_TIMEOUT. -1 with
- * MemoryError set. */
-int held_track(struct held *h, const struct dint_hdr *req, uint8_t dest, uint16_t retries, int status);
+/* Takes the end of a request into account: operation op, its datagram
+ * req (read only for the operations that take or release a lock), to
+ * server dest, sent again retries times; status is its answer, or
+ * ST_TIMEOUT. -1 with MemoryError set. */
+int held_track(struct held *h, uint8_t op, const void *req, uint8_t dest, uint16_t retries, int status);
 
 void held_free(struct held *h);
 

@@ -13,6 +13,7 @@
  *   rt_flush(rt);                            send what is queued
  *   rt_tick(rt, t);                          every millisecond: retransmit, give up
  *   rt_receive(rt, block, max_wait_ns);      read replies, or wait for them
+ *   rt_due(rt, now, &due);                   open loop: is the next one due?
  *
  * An owner that needs each request's end sets rt->done: it is called with
  * the reply, or with ST_TIMEOUT when the request was given up, after the
@@ -33,13 +34,16 @@
 
 struct slot {
 	uint32_t seq;
-	uint32_t batch;   /* the owner's: the batch the request belongs to */
-	uint16_t pos;     /* and its place there */
-	uint16_t len;     /* of its datagram */
+	uint16_t len;      /* of its datagram */
 	uint8_t dest, busy, recorded;
 	uint16_t retries;
 	uint64_t first_ns; /* what its latency counts from */
 	uint64_t last_ns;  /* sent last */
+	/* the owner's (batches.c): the batch the request belongs to, its place
+	 * there, and its operation (at hand on a reply, unlike the datagram) */
+	uint32_t batch;
+	uint16_t pos;
+	uint8_t op;
 };
 
 struct reqtable;
