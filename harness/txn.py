@@ -7,16 +7,18 @@ time goes to the transactions and the coordinator only; the rules below are
 its.
 
     def transfer(a, b):                                  # one transaction type
-        r = yield [(Op.LOCK_EXCL, T, a, PH, 0), (Op.LOCK_EXCL, T, b, PH, 0)]
-        yield [(Op.COMMIT_PRIMARY, T, a, val, r[0][1] + 1), ...]
+        r = yield [(Op.LOCK_EXCL, T, a, PH, 0, a % N), (Op.LOCK_EXCL, T, b, PH, 0, b % N)]
+        yield [(Op.COMMIT_PRIMARY, T, a, val, r[0][1] + 1, a % N), ...]
 
-A request is a tuple (op, table, key, value, ver[, dest]): value is bytes of
-the table's value size (a placeholder for reads and locks), dest a server
-index (default: key % servers, the key's primary). The executor stamps every
-request with the transaction's id (client id << 32 | a counter). A reply is
-(status, ver, value), value being bytes for an answered READ or a granted
-lock and None otherwise; status TIMEOUT means the request was retransmitted
-(same request id) max_retries times and given up.
+A request is a tuple (op, table, key, value, ver, dest): value is bytes of
+the table's value size (a placeholder for reads and locks), dest the index of
+the server it goes to. The workload places its requests (above, on the key's
+primary of N servers); the executor has no placement rule of its own, and
+refuses a request without dest. The executor stamps every request with the
+transaction's id (client id << 32 | a counter). A reply is (status, ver,
+value), value being bytes for an answered READ or a granted lock and None
+otherwise; status TIMEOUT means the request was retransmitted (same request
+id) max_retries times and given up.
 
 A transaction may yield a Batch instead of a list: its `tolerate` statuses
 (engine statuses, e.g. NOT_FOUND for a row that may be absent) are handed to

@@ -112,8 +112,8 @@ def test_an_aborted_transaction_releases_its_locks(served, client_sockets):
     foreign = 0xF0F0
     assert served.request(Op.LOCK_EXCL, 104, bytes(8), server=primary[104], txn=foreign).status == Status.OK
     reads, writes = (100, 101, 102), (103, 104, 105)
-    first = tuple([(Op.LOCK_SHARED, 0, k, bytes(8), 0) for k in reads] +
-                  [(Op.LOCK_EXCL, 0, k, bytes(8), 0) for k in writes])
+    first = tuple([(Op.LOCK_SHARED, 0, k, bytes(8), 0, k % len(servers)) for k in reads] +
+                  [(Op.LOCK_EXCL, 0, k, bytes(8), 0, k % len(servers)) for k in writes])
     ex = Executor([s.fileno() for s in client_sockets], 11, ["2pl"], [lock.two_phase_locking],
                   [(0, (reads, writes, first))], 1, 20_000_000, 3, max_value=40)
     t0 = time.monotonic_ns()

@@ -187,9 +187,10 @@ int batches_submit(struct batches *io, PyObject *tag, uint32_t owner, struct hel
 
 	for (Py_ssize_t i = 0; i < n; i++) {
 		PyObject *r = items[i];
-		Py_ssize_t nf = PyTuple_Check(r) ? PyTuple_GET_SIZE(r) : 0;
-		if (nf != 5 && nf != 6) {
-			PyErr_Format(PyExc_TypeError, "request %zd: a tuple (op, table, key, value, ver[, dest])", i);
+		if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 6) {
+			/* where a request goes is the workload's placement, not a rule of this layer */
+			PyErr_Format(PyExc_TypeError, "request %zd: a tuple (op, table, key, value, ver, dest), the "
+				     "destination (a server index) included", i);
 			goto fail;
 		}
 		unsigned long op = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(r, 0));
@@ -197,8 +198,7 @@ int batches_submit(struct batches *io, PyObject *tag, uint32_t owner, struct hel
 		unsigned long long key = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 2));
 		PyObject *value = PyTuple_GET_ITEM(r, 3);
 		unsigned long ver = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(r, 4));
-		unsigned long dest = nf == 6 ? PyLong_AsUnsignedLong(PyTuple_GET_ITEM(r, 5)) :
-					       (unsigned long)(key % rt->w.ndests);
+		unsigned long dest = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(r, 5));
 		if (PyErr_Occurred()) {
 			PyErr_Format(PyExc_ValueError, "request %zd: op, table, key, ver and dest are unsigned integers",
 				     i);

@@ -14,7 +14,7 @@ static void BatchIO_dealloc(BatchIO *self)
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-PyDoc_STRVAR(BatchIO_submit_doc, "submit(tag, txn, requests): queue a batch of (op, table, key, value, ver[, dest]) "
+PyDoc_STRVAR(BatchIO_submit_doc, "submit(tag, txn, requests): queue a batch of (op, table, key, value, ver, dest) "
 				 "requests, stamped with transaction id txn, for the next run()");
 static PyObject *BatchIO_submit(BatchIO *self, PyObject *args)
 {
