@@ -6,7 +6,6 @@ causes, locks released on abort, the measured window, transaction ids."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
@@ -17,23 +16,21 @@ from harness.protocol import HEADER_LEN, Op, Status, pack, unpack
 from harness.txn import Abort, Batch, Executor, cause_of
 from workloads import DataSpec, LoadSpec, kv, lock
 
+from conftest import LoopbackServer, run_window
+
 T = 0
 PH = bytes(8)
 SO_NO_CHECK = 11  # Linux: no UDP checksums on send (socket has no name for it)
 
 
-class FakeEngine(threading.Thread):
+class FakeEngine(LoopbackServer):
     """One server on 127.0.0.1: versioned records, no-wait shared/exclusive
     locks remembered by owner, idempotent commits. Faults: drop the first
     transmission of every request whose seq is a multiple of drop_first_every;
     never answer keys in `silent`."""
 
     def __init__(self, keys=range(100), drop_first_every: int = 0, silent=()):
-        super().__init__(daemon=True)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.addr = self.sock.getsockname()
+        super().__init__()
         self.ver = {k: 1 for k in keys}
         self.value = {k: PH for k in keys}
         self.owner: dict[int, int] = {}
@@ -43,7 +40,6 @@ class FakeEngine(threading.Thread):
         self.seen: set[tuple[int, int]] = set()
         self.log: list = []  # (client_id, seq, op, txn, key) of every datagram received
         self.sizes: list = []  # and its size
-        self.stop = threading.Event()
 
     def apply(self, m) -> tuple[int, int]:
         k, txn = m.key, m.txn
@@ -122,15 +118,6 @@ class FakeEngine(threading.Thread):
                 continue
             self.answer(m, peer)
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.join()
-        self.sock.close()
-
 
 class LateGrant(FakeEngine):
     """Key `key` is locked by a foreign transaction. The first lock request
@@ -186,11 +173,7 @@ def executor(servers, kinds, funcs, params, concurrency=4, timeout_ms=20, retrie
 
 
 def drive(ex, seconds=0.3, warmup=0.0):
-    t0 = time.monotonic_ns()
-    start, end = t0 + int(warmup * 1e9), t0 + int((warmup + seconds) * 1e9)
-    ex.set_window(start, end)
-    ex.run(end, True)
-    ex.run(time.monotonic_ns() + 2_000_000_000, False)  # drain
+    run_window(ex, seconds, warmup, drain_s=2.0)
     return ex.transactions()
 
 
