@@ -60,7 +60,7 @@ class ClientSpec:
 
 
 def open_sockets(address: str, dests: list[tuple[str, int]]) -> list[socket.socket]:
-    """One UDP socket per server, connected to it (see harness/_netloop.c)."""
+    """One UDP socket per server, connected to it (see harness/native/wire.h)."""
     socks = []
     for dest in dests:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

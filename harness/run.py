@@ -18,7 +18,7 @@ import yaml
 import workloads
 
 from . import HarnessError, consistency, envinfo, inventory, metrics, snapshot
-LATE_NS = 100_000  # the native loops: an open-loop request sent this long after it was due is late
+from ._netloop import LATE_NS
 from .config import RunConfig
 from .cost import ServerCost
 from .deploy import Deployer

@@ -217,7 +217,7 @@ class Testbed:
                 # it went through the client's backlog, and a socket server's
                 # receive work ran on the client's core (UDP never uses TSO).
                 # Without UDP segmentation offload, so that the client's GSO
-                # sends (harness/_netloop.h) are cut into datagrams on the
+                # sends (harness/native/wire.h) are cut into datagrams on the
                 # client's side, as a NIC would, and every server receives
                 # plain datagrams. (An XDP program on the server's end takes
                 # both off anyway.)

@@ -2,20 +2,23 @@
 that yield batches of requests and receive their replies; many run at once
 (the concurrency). The loop that starts them, sends their batches, resumes
 them with the replies and counts how they end is native
-(harness._netloop.TxnIO, harness/_txnio.c), so the client's Python time goes
-to the transactions and the coordinator only; the rules below are its.
+(harness._netloop.TxnIO, harness/native/executor.c), so the client's Python
+time goes to the transactions and the coordinator only; the rules below are
+its.
 
     def transfer(a, b):                                  # one transaction type
-        r = yield [(Op.LOCK_EXCL, T, a, PH, 0), (Op.LOCK_EXCL, T, b, PH, 0)]
-        yield [(Op.COMMIT_PRIMARY, T, a, val, r[0][1] + 1), ...]
+        r = yield [(Op.LOCK_EXCL, T, a, PH, 0, a % N), (Op.LOCK_EXCL, T, b, PH, 0, b % N)]
+        yield [(Op.COMMIT_PRIMARY, T, a, val, r[0][1] + 1, a % N), ...]
 
-A request is a tuple (op, table, key, value, ver[, dest]): value is bytes of
-the table's value size (a placeholder for reads and locks), dest a server
-index (default: key % servers, the key's primary). The executor stamps every
-request with the transaction's id (client id << 32 | a counter). A reply is
-(status, ver, value), value being bytes for an answered READ or a granted
-lock and None otherwise; status TIMEOUT means the request was retransmitted
-(same request id) max_retries times and given up.
+A request is a tuple (op, table, key, value, ver, dest): value is bytes of
+the table's value size (a placeholder for reads and locks), dest the index of
+the server it goes to. The workload places its requests (above, on the key's
+primary of N servers); the executor has no placement rule of its own, and
+refuses a request without dest. The executor stamps every request with the
+transaction's id (client id << 32 | a counter). A reply is (status, ver,
+value), value being bytes for an answered READ or a granted lock and None
+otherwise; status TIMEOUT means the request was retransmitted (same request
+id) max_retries times and given up.
 
 A transaction may yield a Batch instead of a list: its `tolerate` statuses
 (engine statuses, e.g. NOT_FOUND for a row that may be absent) are handed to
@@ -48,13 +51,14 @@ latency is from the first batch sent to the last reply, committed ones only.
 from __future__ import annotations
 
 from . import metrics
-from ._netloop import TxnIO, cause_of  # noqa: F401  (cause_of: the abort rule, for callers and tests)
+# from the native executor, its only copy: CAUSES, the causes it gives; TXN_KINDS,
+# the transaction types it keeps apart (a latency histogram each); MAX_STATUS, a
+# Batch tolerates engine statuses below it (the bits of its mask); cause_of, the
+# abort rule, for callers and tests
+from ._netloop import CAUSES, MAX_STATUS, TXN_KINDS, TxnIO, cause_of  # noqa: F401
 from .protocol import Op, Status
 
-CAUSES = ("lock", "validation", "timeout", "error")
-MAX_KINDS = 16       # transaction types per workload (histograms in TxnIO)
 MAX_BATCH = 64       # requests in one batch, for sizing the in-flight table
-MAX_STATUS = 64      # a Batch tolerates engine statuses below this
 
 
 def _mask(tolerate) -> int:
@@ -110,7 +114,7 @@ class Executor:
     parameters taken in turn (cycled) from `params`, a list of
     (kind index, args) drawn in advance from a seed. `kinds` names the
     transaction types and `funcs` holds their generator functions. The loop
-    itself is native (TxnIO.drive in harness/_txnio.c): Python runs the
+    itself is native (TxnIO.drive, harness/native/executor.c): Python runs the
     transactions and the coordinator only.
 
     Same interface as the native request loop (set_window, run, stats,
@@ -119,8 +123,8 @@ class Executor:
     def __init__(self, fds, client_id: int, kinds: list[str], funcs: list, params: list,
                  concurrency: int, timeout_ns: int, max_retries: int, max_value: int = 64,
                  interval_ns: int = 0, gso: bool = True):
-        if not 1 <= len(kinds) == len(funcs) <= MAX_KINDS:
-            raise ValueError(f"1 to {MAX_KINDS} transaction types, each with a function")
+        if not 1 <= len(kinds) == len(funcs) <= TXN_KINDS:
+            raise ValueError(f"1 to {TXN_KINDS} transaction types, each with a function")
         if not params:
             raise ValueError("no transaction parameters")
         if not 1 <= client_id < 2**31:

@@ -77,7 +77,7 @@ if [[ ! -x .venv/bin/python ]]; then
 	say "creating .venv from /usr/bin/python3 (with system site packages, for bcc)"
 	/usr/bin/python3 -m venv --system-site-packages .venv || die "cannot create .venv: is python3-venv installed?"
 fi
-stamp=$(cat pyproject.toml harness/_netloop.h harness/_netloop.c harness/_txnio.c engine/dint_proto.h engine/dint_compat.h | sha256sum | cut -c1-16)
+stamp=$(cat pyproject.toml harness/native/* engine/dint_proto.h engine/dint_compat.h | sha256sum | cut -c1-16)
 if [[ $(cat .venv/.dint-stamp 2>/dev/null) != "$stamp" ]]; then
 	say "installing the project and its pinned Python dependencies into .venv"
 	.venv/bin/pip install -q --disable-pip-version-check -e . ||

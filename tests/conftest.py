@@ -8,6 +8,8 @@ import json
 import os
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,39 @@ from harness.testbed import Testbed as LocalTestbed, leftovers
 # Two checkouts testing at once on one machine give each its own.
 TEST_PREFIX = os.environ.get("DINT_TEST_PREFIX", "tst")
 TEST_SUBNET = os.environ.get("DINT_TEST_SUBNET", "10.78.0")
+
+
+class LoopbackServer(threading.Thread):
+    """A fake server for the client's own tests: a thread answering on a UDP
+    socket of 127.0.0.1 (its run() is the subclass's), started and stopped
+    as a context manager."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.addr = self.sock.getsockname()
+        self.stop = threading.Event()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
+        self.sock.close()
+
+
+def run_window(loop, seconds: float, warmup: float, drain_s: float) -> None:
+    """Runs a native loop (Loop, or an Executor) through a warm-up and a
+    measured window, then lets what is in flight finish (up to drain_s)."""
+    t0 = time.monotonic_ns()
+    start, end = t0 + int(warmup * 1e9), t0 + int((warmup + seconds) * 1e9)
+    loop.set_window(start, end)
+    loop.run(end, True)
+    loop.run(time.monotonic_ns() + int(drain_s * 1e9), False)
 
 
 def need_root() -> None:

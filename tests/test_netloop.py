@@ -4,7 +4,6 @@ duplicates ignored, requests given up on, only the window recorded."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
@@ -14,24 +13,21 @@ from harness._netloop import Loop
 from harness.protocol import Op, Status, pack, unpack
 from workloads import RequestStream, echo
 
+from conftest import LoopbackServer, run_window
 
-class FaultyEcho(threading.Thread):
+
+class FaultyEcho(LoopbackServer):
     """Answers dint echo requests on 127.0.0.1, with optional faults."""
 
     def __init__(self, drop_first_every: int = 0, duplicate: bool = False, silent_key: int | None = None,
                  status: int = Status.OK, busy_first_every: int = 0):
-        super().__init__(daemon=True)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.addr = self.sock.getsockname()
+        super().__init__()
         self.drop_first_every, self.duplicate, self.silent_key, self.status = \
             drop_first_every, duplicate, silent_key, status
         self.busy_first_every, self.busy_seen = busy_first_every, set()
         self.seen: set[int] = set()
         self.txns: dict[int, set[int]] = {}  # seq -> transaction ids it arrived with
         self.received = 0
-        self.stop = threading.Event()
 
     def run(self):
         while not self.stop.is_set():
@@ -55,15 +51,6 @@ class FaultyEcho(threading.Thread):
             for _ in range(2 if self.duplicate else 1):
                 self.sock.sendto(bytes(reply), peer)
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.join()
-        self.sock.close()
-
 
 def make_loop(server, stream: RequestStream, concurrency=4, timeout_ms=20, retries=3, stamp_txn=False):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -75,11 +62,7 @@ def make_loop(server, stream: RequestStream, concurrency=4, timeout_ms=20, retri
 
 
 def drive(loop, seconds=0.4, warmup=0.0):
-    t0 = time.monotonic_ns()
-    start, end = t0 + int(warmup * 1e9), t0 + int((warmup + seconds) * 1e9)
-    loop.set_window(start, end)
-    loop.run(end, True)
-    loop.run(time.monotonic_ns() + 1_000_000_000, False)  # drain
+    run_window(loop, seconds, warmup, drain_s=1.0)
     return loop.stats()
 
 

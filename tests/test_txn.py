@@ -6,34 +6,31 @@ causes, locks released on abort, the measured window, transaction ids."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
 
 from harness import metrics
-from harness._netloop import TIMEOUT, TxnIO
+from harness._netloop import TIMEOUT, BatchIO
 from harness.protocol import HEADER_LEN, Op, Status, pack, unpack
 from harness.txn import Abort, Batch, Executor, cause_of
 from workloads import DataSpec, LoadSpec, kv, lock
+
+from conftest import LoopbackServer, run_window
 
 T = 0
 PH = bytes(8)
 SO_NO_CHECK = 11  # Linux: no UDP checksums on send (socket has no name for it)
 
 
-class FakeEngine(threading.Thread):
+class FakeEngine(LoopbackServer):
     """One server on 127.0.0.1: versioned records, no-wait shared/exclusive
     locks remembered by owner, idempotent commits. Faults: drop the first
     transmission of every request whose seq is a multiple of drop_first_every;
     never answer keys in `silent`."""
 
     def __init__(self, keys=range(100), drop_first_every: int = 0, silent=()):
-        super().__init__(daemon=True)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.addr = self.sock.getsockname()
+        super().__init__()
         self.ver = {k: 1 for k in keys}
         self.value = {k: PH for k in keys}
         self.owner: dict[int, int] = {}
@@ -43,7 +40,6 @@ class FakeEngine(threading.Thread):
         self.seen: set[tuple[int, int]] = set()
         self.log: list = []  # (client_id, seq, op, txn, key) of every datagram received
         self.sizes: list = []  # and its size
-        self.stop = threading.Event()
 
     def apply(self, m) -> tuple[int, int]:
         k, txn = m.key, m.txn
@@ -122,15 +118,6 @@ class FakeEngine(threading.Thread):
                 continue
             self.answer(m, peer)
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.join()
-        self.sock.close()
-
 
 class LateGrant(FakeEngine):
     """Key `key` is locked by a foreign transaction. The first lock request
@@ -186,11 +173,7 @@ def executor(servers, kinds, funcs, params, concurrency=4, timeout_ms=20, retrie
 
 
 def drive(ex, seconds=0.3, warmup=0.0):
-    t0 = time.monotonic_ns()
-    start, end = t0 + int(warmup * 1e9), t0 + int((warmup + seconds) * 1e9)
-    ex.set_window(start, end)
-    ex.run(end, True)
-    ex.run(time.monotonic_ns() + 2_000_000_000, False)  # drain
+    run_window(ex, seconds, warmup, drain_s=2.0)
     return ex.transactions()
 
 
@@ -199,20 +182,21 @@ def close(socks):
         s.close()
 
 
-def two_keys(a, b):
-    """Locks two keys, writes the second (its version + 1)."""
-    r = yield [(Op.LOCK_SHARED, T, a, PH, 0), (Op.LOCK_EXCL, T, b, PH, 0)]
+def two_keys(a, b, servers=1):
+    """Locks two keys, writes the second (its version + 1); each on its primary."""
+    r = yield [(Op.LOCK_SHARED, T, a, PH, 0, a % servers), (Op.LOCK_EXCL, T, b, PH, 0, b % servers)]
     ver = r[1][1] + 1
-    yield [(Op.COMMIT_PRIMARY, T, b, ver.to_bytes(8, "big"), ver), (Op.ABORT, T, a, PH, 0)]
+    yield [(Op.COMMIT_PRIMARY, T, b, ver.to_bytes(8, "big"), ver, b % servers),
+           (Op.ABORT, T, a, PH, 0, a % servers)]
 
 
-# -- the native batch I/O ------------------------------------------------------
+# -- the native batch I/O (BatchIO: the executor's, without the executor) -----
 def test_a_batch_completes_once_with_replies_in_request_order():
     with FakeEngine() as a, FakeEngine() as b:
         socks = sockets([a, b])
-        io = TxnIO([s.fileno() for s in socks], 9, 20_000_000, 2, 64, 8)
+        io = BatchIO([s.fileno() for s in socks], 9, 20_000_000, 2, 64, 8)
         tag = object()
-        reqs = [(Op.READ, T, k, PH, 0) for k in (4, 1, 3, 2, 0)]
+        reqs = [(Op.READ, T, k, PH, 0, (k + 1) % 2) for k in (4, 1, 3, 2, 0)]  # not the keys' primaries
         io.submit(tag, 5, reqs)
         done = []
         deadline = time.monotonic_ns() + 1_000_000_000
@@ -222,8 +206,8 @@ def test_a_batch_completes_once_with_replies_in_request_order():
         got_tag, replies, fail = done[0]
         assert got_tag is tag and fail == -1
         assert [r[:2] for r in replies] == [(Status.OK, 1)] * 5 and all(r[2] == PH for r in replies)
-        # routed to key % servers, in one round, stamped with the transaction
-        assert sorted(k for *_, k in a.log) == [0, 2, 4] and sorted(k for *_, k in b.log) == [1, 3]
+        # each to the server it names, in one round, stamped with the transaction
+        assert sorted(k for *_, k in a.log) == [1, 3] and sorted(k for *_, k in b.log) == [0, 2, 4]
         assert {txn for *_, txn, _ in a.log + b.log} == {5}
         st = io.stats()
         assert st["sent"] == 5 == st["replies"] and st["inflight"] == 0 and st["batches"] == 1
@@ -233,8 +217,8 @@ def test_a_batch_completes_once_with_replies_in_request_order():
 def test_lost_datagrams_are_retransmitted_with_the_same_id_and_given_up_as_timeout():
     with FakeEngine(drop_first_every=2, silent={7}) as srv:
         socks = sockets([srv])
-        io = TxnIO([socks[0].fileno()], 9, 5_000_000, 2, 64, 8)
-        io.submit("t", 5, [(Op.READ, T, k, PH, 0) for k in (1, 2, 3, 7)])
+        io = BatchIO([socks[0].fileno()], 9, 5_000_000, 2, 64, 8)
+        io.submit("t", 5, [(Op.READ, T, k, PH, 0, 0) for k in (1, 2, 3, 7)])
         done, deadline = [], time.monotonic_ns() + 2_000_000_000
         while not done and time.monotonic_ns() < deadline:
             done = io.run(deadline)
@@ -265,8 +249,8 @@ def test_gso_sends_reach_the_server_as_the_datagrams_they_are(gso):
     values = [bytes([i]) * (8 if i % 3 else 40) for i in range(100)]
     with FakeEngine(keys=()) as srv:  # ABORT of a key it does not have: OK
         socks = sockets([srv])
-        io = TxnIO([socks[0].fileno()], 9, 200_000_000, 2, 256, 40, gso)
-        (_, replies, fail), = run_batch(io, [(Op.ABORT, T, k, v, 0) for k, v in enumerate(values)])
+        io = BatchIO([socks[0].fileno()], 9, 200_000_000, 2, 256, 40, gso)
+        (_, replies, fail), = run_batch(io, [(Op.ABORT, T, k, v, 0, 0) for k, v in enumerate(values)])
         assert fail == -1 and len(replies) == 100
         assert sorted(srv.sizes) == sorted(HEADER_LEN + len(v) for v in values)
         st = io.stats()
@@ -281,8 +265,8 @@ def test_a_refused_gso_send_falls_back_to_datagrams():
     with FakeEngine() as srv:
         socks = sockets([srv])
         socks[0].setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
-        io = TxnIO([socks[0].fileno()], 9, 5_000_000, 3, 64, 8)
-        (_, replies, fail), = run_batch(io, [(Op.READ, T, k, PH, 0) for k in range(10)])
+        io = BatchIO([socks[0].fileno()], 9, 5_000_000, 3, 64, 8)
+        (_, replies, fail), = run_batch(io, [(Op.READ, T, k, PH, 0, 0) for k in range(10)])
         st = io.stats()
         # the first datagram goes alone (sent); the other nine, as one GSO send (refused)
         assert fail == -1 and st["gso"] is False and st["send_failed"] == 9 == st["retransmits"]
@@ -293,26 +277,27 @@ def test_a_refused_gso_send_falls_back_to_datagrams():
 @pytest.mark.parametrize("bad,message", [
     ([], "at least one request"),
     ([(Op.READ, T, 1, PH)], "a tuple"),
-    ([(Op.READ, T, 1, bytes(100), 0)], "value must be bytes"),
-    ([(99, T, 1, PH, 0)], "out of range"),
+    ([(Op.READ, T, 1, PH, 0)], "request 1: .* dest"),  # the destination is not optional
+    ([(Op.READ, T, 1, bytes(100), 0, 0)], "value must be bytes"),
+    ([(99, T, 1, PH, 0, 0)], "out of range"),
     ([(Op.READ, T, 1, PH, 0, 3)], "out of range"),
-    ([(Op.READ, T, -1, PH, 0)], "unsigned"),
+    ([(Op.READ, T, -1, PH, 0, 0)], "unsigned"),
 ])
 def test_bad_requests_are_refused_and_leave_nothing_in_flight(bad, message):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    io = TxnIO([sock.fileno()], 1, 10**6, 1, 8, 8)
+    io = BatchIO([sock.fileno()], 1, 10**6, 1, 8, 8)
     with pytest.raises((ValueError, TypeError), match=message):
-        io.submit("t", 1, [(Op.READ, T, 2, PH, 0)] + bad if bad else bad)
+        io.submit("t", 1, [(Op.READ, T, 2, PH, 0, 0)] + bad if bad else bad)
     assert io.stats()["inflight"] == 0
     with pytest.raises(RuntimeError, match="max_inflight"):
-        io.submit("t", 1, [(Op.READ, T, k, PH, 0) for k in range(9)])
+        io.submit("t", 1, [(Op.READ, T, k, PH, 0, 0) for k in range(9)])
     sock.close()
 
 
 # -- the executor ----------------------------------------------------------
 def test_transactions_commit_and_every_started_one_finishes():
     with FakeEngine() as a, FakeEngine() as b:
-        params = [(0, (k, k + 50)) for k in range(0, 40, 2)]
+        params = [(0, (k, k + 50, 2)) for k in range(0, 40, 2)]
         socks, ex = executor([a, b], ["two_keys"], [two_keys], params, concurrency=4)
         out = drive(ex)
         t = out["types"]["two_keys"]
@@ -347,8 +332,8 @@ def test_a_lock_conflict_aborts_and_releases_every_granted_lock():
     with FakeEngine() as srv:
         srv.owner[5] = 0xF00
         txn_lock = lock.two_phase_locking
-        first = ((Op.LOCK_SHARED, T, 1, PH, 0), (Op.LOCK_EXCL, T, 2, PH, 0), (Op.LOCK_EXCL, T, 5, PH, 0),
-                 (Op.LOCK_SHARED, T, 3, PH, 0))
+        first = ((Op.LOCK_SHARED, T, 1, PH, 0, 0), (Op.LOCK_EXCL, T, 2, PH, 0, 0), (Op.LOCK_EXCL, T, 5, PH, 0, 0),
+                 (Op.LOCK_SHARED, T, 3, PH, 0, 0))
         socks, ex = executor([srv], ["2pl"], [txn_lock], [(0, ((1, 3), (2, 5), first))], concurrency=1)
         out = drive(ex, seconds=0.1)
         t = out["types"]["2pl"]
@@ -382,7 +367,7 @@ def test_a_commit_still_holding_a_lock_releases_it_before_it_ends():
     than once may have been granted to a later copy: the transaction commits
     without it, then sends ABORT to it before it finishes."""
     def maybe(key):
-        (v,) = yield Batch([(Op.LOCK_EXCL, T, key, PH, 0)], tolerate=(Status.NOT_FOUND,))
+        (v,) = yield Batch([(Op.LOCK_EXCL, T, key, PH, 0, 0)], tolerate=(Status.NOT_FOUND,))
         return "absent" if v[0] == Status.NOT_FOUND else "present"
 
     class Appears(LateGrant):
@@ -405,8 +390,8 @@ def test_a_commit_still_holding_a_lock_releases_it_before_it_ends():
 
 def test_occ_validation_failure_is_its_own_cause():
     def stale_read(key):
-        r = yield [(Op.READ, T, key, PH, 0)]
-        yield [(Op.VALIDATE, T, key, PH, r[0][1] - 1)]  # as if the version had moved
+        r = yield [(Op.READ, T, key, PH, 0, 0)]
+        yield [(Op.VALIDATE, T, key, PH, r[0][1] - 1, 0)]  # as if the version had moved
 
     with FakeEngine() as srv:
         socks, ex = executor([srv], ["stale"], [stale_read], [(0, (4,))], concurrency=2)
@@ -421,7 +406,7 @@ def test_timeouts_abort_and_release_locks_whose_outcome_is_unknown():
     "timeout" and sends ABORT also to key 9 (its LOCK_EXCL may have been
     granted); an ABORT left unanswered is counted."""
     with FakeEngine(silent={9}) as srv:
-        first = ((Op.LOCK_EXCL, T, 8, PH, 0), (Op.LOCK_EXCL, T, 9, PH, 0))
+        first = ((Op.LOCK_EXCL, T, 8, PH, 0, 0), (Op.LOCK_EXCL, T, 9, PH, 0, 0))
         socks, ex = executor([srv], ["2pl"], [lock.two_phase_locking], [(0, ((), (8, 9), first))],
                              concurrency=1, timeout_ms=5, retries=1)
         out = drive(ex, seconds=0.05)
@@ -435,11 +420,11 @@ def test_timeouts_abort_and_release_locks_whose_outcome_is_unknown():
 
 def test_user_abort_and_unexpected_status():
     def user(key):
-        r = yield [(Op.LOCK_EXCL, T, key, PH, 0)]
+        r = yield [(Op.LOCK_EXCL, T, key, PH, 0, 0)]
         raise Abort("user")
 
     def missing(key):
-        yield [(Op.READ, T, key, PH, 0)]
+        yield [(Op.READ, T, key, PH, 0, 0)]
 
     with FakeEngine(keys=range(10)) as srv:
         socks, ex = executor([srv], ["user", "missing"], [user, missing], [(0, (3,)), (1, (77,))],
@@ -476,10 +461,10 @@ def test_an_abort_releases_what_is_held_after_commits_and_releases():
     """Locks 1, 2 and 3, commits 1, releases 2, then is refused 5 (held by a
     foreign transaction): ABORT goes to 3 only, each time."""
     def txn():
-        r = yield [(Op.LOCK_EXCL, T, 1, PH, 0), (Op.LOCK_SHARED, T, 2, PH, 0), (Op.LOCK_EXCL, T, 3, PH, 0)]
+        r = yield [(Op.LOCK_EXCL, T, 1, PH, 0, 0), (Op.LOCK_SHARED, T, 2, PH, 0, 0), (Op.LOCK_EXCL, T, 3, PH, 0, 0)]
         ver = r[0][1] + 1
-        yield [(Op.COMMIT_PRIMARY, T, 1, ver.to_bytes(8, "big"), ver), (Op.ABORT, T, 2, PH, 0)]
-        yield [(Op.LOCK_EXCL, T, 5, PH, 0)]
+        yield [(Op.COMMIT_PRIMARY, T, 1, ver.to_bytes(8, "big"), ver, 0), (Op.ABORT, T, 2, PH, 0, 0)]
+        yield [(Op.LOCK_EXCL, T, 5, PH, 0, 0)]
 
     with FakeEngine() as srv:
         srv.owner[5] = 0xF00
@@ -507,9 +492,20 @@ def test_a_transaction_that_is_not_a_generator_stops_the_run():
         close(socks)
 
 
+def test_a_request_without_its_destination_stops_the_run_with_its_index():
+    def placed_by_nobody():
+        yield [(Op.READ, T, 1, PH, 0, 0), (Op.READ, T, 2, PH, 0)]
+    with FakeEngine() as srv:
+        socks, ex = executor([srv], ["p"], [placed_by_nobody], [(0, ())])
+        with pytest.raises(TypeError, match=r"request 1: a tuple \(op, table, key, value, ver, dest\)"):
+            drive(ex, seconds=0.05)
+        assert srv.log == [] and ex.stats()["inflight"] == 0  # nothing of that batch was sent
+        close(socks)
+
+
 def test_bad_parameters_stop_the_run_with_their_index():
     def one():
-        yield [(Op.READ, T, 1, PH, 0)]
+        yield [(Op.READ, T, 1, PH, 0, 0)]
     with FakeEngine() as srv:
         socks, ex = executor([srv], ["one"], [one], [(0, ()), (3, ())])
         with pytest.raises(ValueError, match="parameters 1: not"):
@@ -569,7 +565,7 @@ def test_big_batches_wait_for_room_instead_of_failing():
     """Two transactions of 200 reads each, with room for 256 requests in
     flight (concurrency 2): the second batch waits for the first."""
     def wide(keys):
-        replies = yield [(Op.READ, T, k, PH, 0) for k in keys]
+        replies = yield [(Op.READ, T, k, PH, 0, 0) for k in keys]
         assert len(replies) == len(keys) and all(r[0] == Status.OK for r in replies)
     with FakeEngine(keys=range(200)) as srv:
         socks, ex = executor([srv], ["wide"], [wide], [(0, (tuple(range(200)),))], concurrency=2)
@@ -585,7 +581,7 @@ def test_big_batches_wait_for_room_instead_of_failing():
 
 def test_open_loop_transactions_start_on_schedule():
     def one(key):
-        yield [(Op.READ, T, key, PH, 0)]
+        yield [(Op.READ, T, key, PH, 0, 0)]
     with FakeEngine() as srv:
         socks = sockets([srv])
         ex = Executor([s.fileno() for s in socks], 7, ["one"], [one], [(0, (3,))], 16, int(20e6), 3,

@@ -82,7 +82,7 @@ class CheckSpec:
 
 @dataclass(frozen=True)
 class Stream:
-    """Flat requests for the native request loop (harness/_netloop.c)."""
+    """Flat requests for the native request loop (harness/native/loop.c)."""
     generate: Callable[[LoadSpec], RequestStream]
     stamp_txn: bool = False  # every request is a transaction of its own: the loop stamps its id
 

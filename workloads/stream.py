@@ -1,4 +1,4 @@
-"""Requests packed for the client's native request loop (harness/_netloop.c)."""
+"""Requests packed for the client's native request loop (harness/native/loop.c)."""
 from __future__ import annotations
 
 from array import array

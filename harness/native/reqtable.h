@@ -1,0 +1,147 @@
+/* The request table: the requests a client has in flight, for every loop
+ * (the flat loop in loop.c, the transaction executor through batches.c).
+ * It gives each request a slot and a request id (client id, sequence
+ * number: the sequence number picks the slot), keeps its datagram for
+ * retransmission, matches replies by request id, sends overdue requests
+ * again with the same id after timeout_ns, makes a RETRY reply (dint: the
+ * record's latch stayed busy) overdue at once, and gives up after
+ * max_retries. It counts all of it (counters.h), and keeps the open-loop
+ * schedule: when the next request (or transaction) is due.
+ *
+ *   i = rt_add(rt, dest, len, first_ns, t);  take a slot, queued to be sent;
+ *   write the datagram at rt_datagram(rt, i)  (its id: rt->client_id, rt->slots[i].seq)
+ *   rt_flush(rt);                            send what is queued
+ *   rt_tick(rt, t);                          every millisecond: retransmit, give up
+ *   rt_receive(rt, block, max_wait_ns);      read replies, or wait for them
+ *   rt_due(rt, now, &due);                   open loop: is the next one due?
+ *
+ * An owner that needs each request's end sets rt->done: it is called with
+ * the reply, or with ST_TIMEOUT when the request was given up, after the
+ * slot was freed (its fields and datagram stay as they were until the next
+ * rt_add). */
+#ifndef NATIVE_REQTABLE_H
+#define NATIVE_REQTABLE_H
+
+#include "common.h"
+#include "counters.h"
+#include "wire.h"
+
+#define ST_TIMEOUT 255 /* a status no server sends: the request was given up */
+
+/* An open-loop request (or transaction) started this much after it was due
+ * counts as late. */
+#define LATE_NS 100000
+
+struct slot {
+	uint32_t seq;
+	uint16_t len;      /* of its datagram */
+	uint8_t dest, busy, recorded;
+	uint16_t retries;
+	uint64_t first_ns; /* what its latency counts from */
+	uint64_t last_ns;  /* sent last */
+	/* the owner's (batches.c): the batch the request belongs to, its place
+	 * there, and its operation (at hand on a reply, unlike the datagram) */
+	uint32_t batch;
+	uint16_t pos;
+	uint8_t op;
+};
+
+struct reqtable;
+typedef int (*rt_done_fn)(struct reqtable *rt, struct slot *s, int status, const struct dint_hdr *reply,
+			  uint32_t len);
+
+struct reqtable {
+	struct wire w;
+	struct counts c;
+	uint32_t client_id;
+	struct slot *slots;   /* request seq is in slot seq & mask */
+	char *slab;           /* slot i's datagram is slab[i * slot_bytes] */
+	uint32_t slot_bytes, mask, inflight, next_seq;
+	uint32_t dest_inflight[MAX_DESTS];
+	uint32_t *sendq;      /* slots to send (or send again) at the next flush */
+	uint32_t nsendq;
+	uint64_t timeout_ns, last_scan_ns;
+	uint32_t max_retries;
+	/* open loop (interval_ns > 0): one is due every interval_ns from the
+	 * first, however late the replies */
+	uint64_t interval_ns, next_due, late, skipped;
+	rt_done_fn done;
+};
+
+/* Room for capacity requests in flight of at most max_len bytes each, over
+ * the sockets fds (wire_open). -1 with an exception set. */
+int rt_init(struct reqtable *rt, PyObject *fds, int gso, uint32_t client_id, uint32_t capacity, uint32_t max_len,
+	    uint64_t timeout_ns, uint32_t max_retries);
+void rt_free(struct reqtable *rt);
+
+static inline char *rt_datagram(const struct reqtable *rt, uint32_t i)
+{
+	return rt->slab + (size_t)i * rt->slot_bytes;
+}
+
+/* Takes a free slot for a request of len bytes to server dest, sent now (t)
+ * and timed from first_ns, and queues it for the next flush; returns the
+ * slot's index. The caller checked there is room. */
+static inline uint32_t rt_add(struct reqtable *rt, uint8_t dest, uint32_t len, uint64_t first_ns, uint64_t t)
+{
+	uint32_t seq = rt->next_seq;
+	while (rt->slots[seq & rt->mask].busy)
+		seq++; /* a slow request still holds this slot */
+	rt->next_seq = seq + 1;
+	uint32_t i = seq & rt->mask;
+	struct slot *s = &rt->slots[i];
+	s->seq = seq;
+	s->len = len;
+	s->dest = dest;
+	s->busy = 1;
+	s->retries = 0;
+	s->first_ns = first_ns;
+	s->last_ns = t;
+	s->recorded = in_window(&rt->c, first_ns);
+	rt->c.rec_started += s->recorded;
+	rt->inflight++;
+	rt->dest_inflight[dest]++;
+	rt->sendq[rt->nsendq++] = i;
+	return i;
+}
+
+/* Gives back the slots queued since the queue held mark requests, as if
+ * they had never been taken (a batch found bad before it was sent). */
+void rt_unqueue(struct reqtable *rt, uint32_t mark);
+
+/* Sends every queued request, BATCH at a time, grouped per server. */
+int rt_flush(struct reqtable *rt);
+
+/* At most once a millisecond: sends overdue requests again, with the same
+ * request id, and gives up on those sent max_retries times already. */
+int rt_tick(struct reqtable *rt, uint64_t t);
+
+/* Receives what has arrived from servers with requests in flight; returns
+ * the replies matched, or -1 with an exception set. When block is set and
+ * nothing was matched it waits, up to max_wait_ns and at most about a
+ * millisecond: in recvmmsg itself with one server (as a C client would), in
+ * ppoll with several; a wait under 2 us is spun instead. */
+int rt_receive(struct reqtable *rt, int block, uint64_t max_wait_ns);
+
+/* Open loop: whether one is due by now, and when (*due: latency counts
+ * from then); counts it late if it is over LATE_NS behind. What fell behind
+ * during the warm-up is not carried into the window: at the window's start
+ * it is skipped (and counted). */
+static inline int rt_due(struct reqtable *rt, uint64_t now, uint64_t *due)
+{
+	if (!rt->next_due)
+		rt->next_due = now;
+	if (rt->next_due < rt->c.win_from && rt->c.win_from <= now) {
+		rt->skipped += (rt->c.win_from - rt->next_due) / rt->interval_ns;
+		rt->next_due = rt->c.win_from;
+	}
+	if (rt->next_due > now)
+		return 0;
+	*due = rt->next_due;
+	rt->next_due += rt->interval_ns;
+	if (now - *due > LATE_NS && in_window(&rt->c, *due))
+		rt->late++;
+	return 1;
+}
+
+#endif
