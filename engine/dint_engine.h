@@ -90,11 +90,6 @@
 #ifndef DINT_SHARED_MAX
 #define DINT_SHARED_MAX 4
 #endif
-/* Completion records per client (a power of two): a client keeps its
- * request ids between its ack and its newest within this many. */
-#ifndef DINT_WINDOW
-#define DINT_WINDOW 65536
-#endif
 _Static_assert((DINT_WINDOW & (DINT_WINDOW - 1)) == 0, "DINT_WINDOW is a power of two");
 
 enum dint_verdict {
@@ -190,7 +185,7 @@ static __always_inline __u64 dint_hash(__u8 table, __u64 key)
 
 static __always_inline int dint_op_writes(__u8 op)
 {
-	return op != DINT_OP_READ && op != DINT_OP_VALIDATE;
+	return DINT_OP_CHANGES(op);
 }
 
 /* Copies a value of table t between packet and memory: pkt is the side in

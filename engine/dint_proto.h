@@ -16,6 +16,13 @@
 #define DINT_PORT 7777
 #endif
 
+/* Request ids a client may have between its ack (its oldest request still
+ * unanswered) and its newest, a power of two: the servers keep this many
+ * completion records per client (dint_engine.h, "Exactly once"). */
+#ifndef DINT_WINDOW
+#define DINT_WINDOW 65536
+#endif
+
 /* Largest value a datagram may carry (bytes after the header). */
 #ifndef DINT_MAX_VALUE
 #define DINT_MAX_VALUE 1024
@@ -36,6 +43,11 @@ enum dint_op {
 	DINT_OP_DELETE = 11,        /* remove, as version ver */
 	DINT_OP_MAX,
 };
+
+/* Whether an operation may change a server's state: a request of one is
+ * applied at most once (dint_engine.h, "Exactly once"), and a client never
+ * gives it up. */
+#define DINT_OP_CHANGES(op) ((op) != DINT_OP_ECHO && (op) != DINT_OP_READ && (op) != DINT_OP_VALIDATE)
 
 /* A request carries DINT_ST_REQUEST; every reply carries another status, so a
  * server never answers a reply (no reflection loops). */

@@ -65,7 +65,8 @@ def cmd_run(args) -> int:
                     client_gso=args.client_gso,
                     cc=args.cc, scale=args.scale, scale_divisor=args.scale_divisor,
                     scale_profile=args.scale_profile, kv_mix=args.kv_mix, rate=args.rate, neighbour=args.neighbour,
-                    **({"inventory": args.inventory} if args.inventory else {})).validate()
+                    **({"inventory": args.inventory} if args.inventory else {}),
+                    **({"rto_min_ms": args.rto_min_ms} if args.rto_min_ms is not None else {})).validate()
     summary = execute(cfg, args.out)
     print(one_line(summary))
     print(f"results: {args.out}/summary.json")
@@ -145,6 +146,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.0,
                    help="open loop: transactions (echo/kv/log: requests) per second per client process, on a "
                         "schedule fixed in advance; --concurrency caps those in flight (default 0: closed loop)")
+    p.add_argument("--rto-min", type=float, default=None, dest="rto_min_ms",
+                   help="the least retransmission timeout, ms: the measured one (smoothed round trip + 4 "
+                        "deviations) never goes below it (default: RunConfig.rto_min_ms)")
     p.add_argument("--neighbour", action="store_true",
                    help="colocation: a CPU-bound neighbour on every server host's cores, its work rate measured")
     p.add_argument("--scale", type=int, default=0,

@@ -52,7 +52,16 @@ typedef struct {
 int BatchesObject_init(BatchesObject *self, PyObject *args, PyObject *kw);
 PyObject *BatchesObject_stats(BatchesObject *self, PyObject *unused);
 extern const char BatchesObject_stats_doc[];
+PyObject *BatchesObject_linger(BatchesObject *self, PyObject *args);
+extern const char BatchesObject_linger_doc[];
 void batches_free(struct batches *io);
+
+/* Whether n more requests fit: under max_inflight, and in the request
+ * table's window (rt_room). */
+static inline int batches_room(struct batches *io, uint32_t n)
+{
+	return io->rt.inflight + n <= io->max_inflight && rt_room(&io->rt, n);
+}
 
 /* Opens a batch of n requests, which the caller then stages (there must be
  * room for them in flight); returns its index, or -1 with an exception
