@@ -92,7 +92,7 @@ struct config {
 
 /* Counters, per CPU (harness/faults.py: COUNTERS, same order). */
 enum counter {
-	REQ_SEEN, REQ_DROPPED, REQ_DUP, REQ_LATE, REQ_REORDER, REQ_GSO_UNTOUCHED, REQ_CLONE_FAILED,
+	REQ_SEEN, REQ_DROPPED, REQ_DUP, REQ_LATE, REQ_REORDER, REQ_GSO_UNTOUCHED, REQ_COPY_FAILED,
 	REL_LATE, REL_REORDER, REL_DEBT, REL_FAILED,
 	HOLD_FAILED, HOLD_DEBT_BYTES, LATE_BEYOND_DRAW,
 	LATE_SUM_NS, LATE_MAX_NS, LATE_MIN_INV_NS, LATE_ERR_SUM_NS, LATE_ERR_MAX_NS,
@@ -299,8 +299,8 @@ static __always_inline int place(struct config *cfg, int reorder, __u64 now, __u
 {
 	__u64 rate = reorder ? cfg->reorder_rate : cfg->late_rate;
 	__u32 slots = cfg->slots ? cfg->slots : 1;
-	if (!rate)
-		return -1;
+	if (!rate || !cfg->hold_ifindex)
+		return -1;  /* no delay line */
 	struct scan sc = {.base = (bpf_get_smp_processor_id() % slots) * SLOT_LANES + (reorder ? LATE_LANES : 0),
 			  .now = now, .due = due, .debt_min = cost_ns(DEBT_MIN, rate), .earliest_at = ~0ull};
 	bpf_loop(reorder ? REORDER_LANES : LATE_LANES, scan_lane, &sc, 0);
@@ -386,7 +386,7 @@ int faults_request(struct __sk_buff *skb)
 		__u32 mark = skb->mark;
 		skb->mark = MARK_DUP;
 		if (bpf_clone_redirect(skb, skb->ifindex, 0))
-			count(REQ_CLONE_FAILED, 1);
+			count(REQ_COPY_FAILED, 1);
 		else
 			count(REQ_DUP, 1);
 		skb->mark = mark;
@@ -396,7 +396,7 @@ int faults_request(struct __sk_buff *skb)
 		__u64 due = now + draw_between(cfg, cfg->late_min_ns, cfg->late_max_ns);
 		struct pending p = {.kind = HOLD_LATE, .ifindex = skb->ifindex, .created_ns = now};
 		if (place(cfg, 0, now, due, skb->len, &p) || hold(skb, cfg, &p)) {
-			count(REQ_CLONE_FAILED, 1);
+			count(REQ_COPY_FAILED, 1);
 		} else {
 			count(REQ_LATE, 1);
 			if (p.due_ns > due)
@@ -413,7 +413,7 @@ int faults_request(struct __sk_buff *skb)
 			count(REQ_REORDER, 1);
 			return TC_ACT_SHOT;
 		}
-		count(REQ_CLONE_FAILED, 1);
+		count(REQ_COPY_FAILED, 1);
 	}
 	return TC_ACT_OK;
 }

@@ -289,6 +289,39 @@ def lane_rate(max_delay_ns: int) -> int:
     return math.ceil(DEBT_MAX * 1_000_000_000 / max_delay_ns)
 
 
+def load(pins: Path) -> None:
+    """build/faults.o loaded, its programs pinned in pins and its maps in
+    pins/maps."""
+    pins.parent.mkdir(parents=True, exist_ok=True)
+    p = run(["bpftool", "prog", "loadall", str(OBJ), str(pins), "pinmaps", str(pins / "maps")], check=False)
+    if p.returncode:
+        detail = [line for line in p.stderr.splitlines() if line.strip()]
+        raise HarnessError(f"loading {OBJ} failed: {detail[-1] if detail else p.returncode}")
+
+
+def write_config(pins: Path, spec: FaultSpec, seed: int, port: int, hold_ifindex: int = 0, host_index: int = 0,
+                 slots: int = 1) -> None:
+    """The programs' struct config, in the pinned faults_config map."""
+    share = lambda f: round(f * 2**32)  # noqa: E731 - a threshold out of 2^32
+    cfg = CONFIG_LAYOUT.pack(
+        seed & (2**64 - 1), share(spec.reply_loss), share(spec.request_loss), share(spec.dup), share(spec.late_dup),
+        share(spec.reorder), *spec.late_delay_ns, *spec.reorder_delay_ns, lane_rate(spec.late_delay_ns[1]),
+        lane_rate(spec.reorder_delay_ns[1]), port, hold_ifindex, host_index, LANE_MINOR, slots, 0)
+    run(["bpftool", "map", "update", "pinned", str(pins / "maps" / "faults_config"), "key", "hex", "00", "00",
+         "00", "00", "value", "hex", *(f"{b:02x}" for b in cfg)])
+
+
+def counters(pins: Path) -> dict[str, int]:
+    """The programs' counters in pins/maps, summed over CPUs (maxima: the
+    largest)."""
+    values = _map_values(pins / "maps" / "faults_counters")
+    out = {}
+    for i, name in enumerate(COUNTERS):
+        per_cpu = values.get(i, [0])
+        out[name] = max(per_cpu) if name in MAX_COUNTERS else sum(per_cpu)
+    return out
+
+
 def remove(host: Host) -> list[str]:
     """Takes everything of the injector off a client host, whatever is left:
     xdp_pass back on its ends (if they carry another program), their clsact
@@ -397,23 +430,12 @@ class Injector:
         ns = host.netns
         remove(host)  # what a killed run may have left
         pins = pin_dir(ns)
-        pins.parent.mkdir(parents=True, exist_ok=True)
-        p = run(["bpftool", "prog", "loadall", str(OBJ), str(pins), "pinmaps", str(pins / "maps")], check=False)
-        if p.returncode:
-            detail = [line for line in p.stderr.splitlines() if line.strip()]
-            raise HarnessError(f"loading {OBJ} failed: {detail[-1] if detail else p.returncode}")
+        load(pins)
         hold_ifindex = 0
         slots = max(1, min(MAX_SLOTS, len(host.cpus)))
         if self.spec.delays:
             hold_ifindex = self._delay_line(host, slots)
-        s = self.spec
-        share = lambda f: round(f * 2**32)  # noqa: E731 - a threshold out of 2^32
-        cfg = CONFIG_LAYOUT.pack(
-            self.seed & (2**64 - 1), share(s.reply_loss), share(s.request_loss), share(s.dup), share(s.late_dup),
-            share(s.reorder), *s.late_delay_ns, *s.reorder_delay_ns, self.late_rate, self.reorder_rate,
-            self.inv.port, hold_ifindex, index, LANE_MINOR, slots, 0)
-        run(["bpftool", "map", "update", "pinned", str(pins / "maps" / "faults_config"), "key", "hex", "00", "00",
-             "00", "00", "value", "hex", *(f"{b:02x}" for b in cfg)])
+        write_config(pins, self.spec, self.seed, self.inv.port, hold_ifindex, index, slots)
         self.udp_before[ns] = _udp_stats(ns)
         for iface in host.interfaces:
             _ns(ns, ["tc", "qdisc", "add", "dev", iface.name, "clsact"])
@@ -477,13 +499,8 @@ class Injector:
     def _read(self) -> None:
         total = dict.fromkeys(COUNTERS, 0)
         for host in self.hosts:
-            values = _map_values(pin_dir(host.netns) / "maps" / "faults_counters")
-            for i, name in enumerate(COUNTERS):
-                per_cpu = values.get(i, [0])
-                if name in MAX_COUNTERS:
-                    total[name] = max(total[name], *per_cpu)
-                else:
-                    total[name] += sum(per_cpu)
+            for name, v in counters(pin_dir(host.netns)).items():
+                total[name] = max(total[name], v) if name in MAX_COUNTERS else total[name] + v
             self.udp_after[host.netns] = _udp_stats(host.netns)
             if self.spec.delays:
                 hold, _ = delay_line_names(host)
