@@ -20,11 +20,16 @@ DPDK_LIBS = $(shell pkg-config --libs libdpdk)
 setup:
 	@bash scripts/setup.sh
 
-build: $(BUILD)/xdp_pass.o $(BUILD)/kernel_server $(BUILD)/bypass_server $(BUILD)/dint_slowpath
+build: $(BUILD)/xdp_pass.o $(BUILD)/faults.o $(BUILD)/kernel_server $(BUILD)/bypass_server $(BUILD)/dint_slowpath
 
 $(BUILD)/xdp_pass.o: bpf/xdp_pass.c
 	@mkdir -p $(@D)
 	clang -O2 -g -target bpf -I/usr/include/$(shell uname -m)-linux-gnu -c $< -o $@
+
+# Fault injection on the testbed's client ends (harness/faults.py).
+$(BUILD)/faults.o: bpf/faults.c
+	@mkdir -p $(@D)
+	clang -O2 -g -Wall -Werror -target bpf -I/usr/include/$(shell uname -m)-linux-gnu -c $< -o $@
 
 $(BUILD)/kernel_server: baselines/kernel_server.c $(USERSPACE_HDRS) $(ENGINE_HDRS)
 	@mkdir -p $(@D)

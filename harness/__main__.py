@@ -48,6 +48,10 @@ def cmd_testbed(args) -> int:
                             for i in r["interfaces"])
             print(f"{r['host']:>4} {r['role']:<6} {r['netns']:<10} {state:<6} {r['address']:<12} "
                   f"cpus={r['cpus']} {ifs}")
+            if r.get("faults"):
+                line = r["faults"]["delay_line"]
+                print(f"       fault injector attached ({r['faults']['pinned']})"
+                      + (f", delay line {' -> '.join(line)}" if line else ""))
             for p in r["processes"]:
                 print(f"       pid {p['pid']}: {p['cmd']}")
     return 0
@@ -65,6 +69,7 @@ def cmd_run(args) -> int:
                     client_gso=args.client_gso,
                     cc=args.cc, scale=args.scale, scale_divisor=args.scale_divisor,
                     scale_profile=args.scale_profile, kv_mix=args.kv_mix, rate=args.rate, neighbour=args.neighbour,
+                    faults=args.faults,
                     **({"inventory": args.inventory} if args.inventory else {}),
                     **({"rto_min_ms": args.rto_min_ms} if args.rto_min_ms is not None else {})).validate()
     summary = execute(cfg, args.out)
@@ -162,6 +167,10 @@ def parser() -> argparse.ArgumentParser:
                         "paper (DINT's scale, for a cluster)")
     p.add_argument("--kv-mix", default="parallel",
                    help="kv: parallel (100%% reads) or contention (80%% reads, 20%% writes)")
+    p.add_argument("--faults", default="",
+                   help="fault injection on the local testbed's client ends, e.g. "
+                        "reply-loss=1%%,request-loss=1%%,dup=5%%,late-dup=5%%,reorder=2%% (optional: "
+                        "late-delay=50ms-1s, reorder-delay=200us-2ms, fault-seed=N; default seed: --seed)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("deploy", help="set hosts up through Ansible (deploy/setup.yml)")

@@ -1,4 +1,4 @@
-"""Running a loaded XDP program on a packet without a NIC, through the
+"""Running a loaded XDP or TC program on a packet without a NIC, through the
 kernel's BPF_PROG_TEST_RUN (libbpf's bpf_prog_test_run_opts, which libbcc
 carries): the verdict, the packet as the program left it, and the time."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import NamedTuple
 from . import HarnessError
 
 XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
+TC_VERDICTS = {0: "TC_ACT_OK", 2: "TC_ACT_SHOT", 7: "TC_ACT_REDIRECT", 0xFFFFFFFF: "TC_ACT_UNSPEC"}
 
 
 class _Opts(ctypes.Structure):  # struct bpf_test_run_opts (libbpf 1.1)
@@ -27,7 +28,9 @@ class Result(NamedTuple):
     duration_ns: int
 
 
-def run(prog_fd: int, packet: bytes, repeat: int = 1) -> Result:
+def run(prog_fd: int, packet: bytes, repeat: int = 1, verdicts: dict = XDP_VERDICTS) -> Result:
+    """Runs the program once (or repeat times) on packet; verdicts names
+    its return codes (TC_VERDICTS for a TC program)."""
     from bcc.libbcc import lib
     fn = lib.bpf_prog_test_run_opts
     fn.argtypes = [ctypes.c_int, ctypes.POINTER(_Opts)]
@@ -40,5 +43,5 @@ def run(prog_fd: int, packet: bytes, repeat: int = 1) -> Result:
     err = fn(prog_fd, ctypes.byref(opts))
     if err < 0:
         raise HarnessError(f"BPF_PROG_TEST_RUN failed: {os.strerror(-err)}")
-    return Result(XDP_VERDICTS.get(opts.retval, str(opts.retval)), data_out.raw[:opts.data_size_out],
+    return Result(verdicts.get(opts.retval, str(opts.retval)), data_out.raw[:opts.data_size_out],
                   opts.duration)

@@ -75,6 +75,9 @@ class RunConfig:
     # colocation: a CPU-bound neighbour application on every server host's
     # cores during the run, its progress measured (harness/neighbour.py)
     neighbour: bool = False
+    # fault injection on the local testbed's client ends (harness/faults.py):
+    # e.g. "reply-loss=1%,dup=5%,late-dup=5%,reorder=2%"; "": none
+    faults: str = ""
 
     def validate(self) -> "RunConfig":
         def need(ok: bool, msg: str) -> None:
@@ -102,7 +105,19 @@ class RunConfig:
         need(self.bypass_idle_poll_us >= 0 and self.bypass_idle_sleep_max_us >= 0,
              "bypass idle settings must not be negative")
         self._validate_workload(need)
+        self._validate_faults(need)
         return self
+
+    def _validate_faults(self, need) -> None:
+        """A request sent as one UDP GSO batch is one packet where the
+        request faults act: with them, the client sends datagram by
+        datagram (auto resolves to off; on is refused)."""
+        from . import faults
+        spec = faults.parse(self.faults)
+        if spec.on_requests:
+            need(self.client_gso != "on", "--client-gso on cannot be used with request faults (a GSO batch is one "
+                                          "packet where they act): use --client-gso off or auto")
+            self.client_gso = "off"
 
     def _validate_workload(self, need) -> None:
         """What the workload's contract (workloads/contract.py) allows."""

@@ -20,6 +20,8 @@ File format::
           - {name: 2pl, cc: 2pl}
           - {name: occ, cc: occ}
         sweep: {concurrency: [1, 8, 32]}     # optional: one field and its values
+                                             # (faults: ["", "reply-loss=1%"] sweeps
+                                             # fault injection, harness/faults.py)
 
 A point is one (workload, variant, system, sweep value). Workload-specific
 fields may be given per workload: `config: {by_workload: {tpcc: {scale: 1}}}`.
@@ -49,6 +51,7 @@ FIGURES = {
     "ablation": "bars: one system's variants side by side",
     "colocation": "bars: each system with and without a CPU-bound neighbour",
     "latency": "unloaded latency table (concurrency 1)",
+    "faults": "goodput and p99 latency against injected loss (a sweep of --faults), per system",
 }
 KNOWN_WORKLOADS = workloads.NAMES
 TOP_KEYS = {"version", "profile", "description", "defaults", "systems", "experiments"}
@@ -298,6 +301,15 @@ def _fmt(v) -> str:
 SWEEP_TAGS = {"concurrency": "c", "rate": "r"}
 
 
+def sweep_tag(name: str, value) -> str:
+    """A point name's part for a sweep value: c32, r1000, or for faults
+    the spec made readable (no-faults, reply-loss-1pct)."""
+    if name == "faults":
+        from .faults import tag
+        return tag(value)
+    return SWEEP_TAGS.get(name, name.replace("_", "-")) + _fmt(value)
+
+
 def expand(e: Experiment, defaults: dict) -> list[Point]:
     out = []
     for wl, v, system, val in itertools.product(e.workloads, e.variants, e.systems, e.sweep_values):
@@ -307,7 +319,7 @@ def expand(e: Experiment, defaults: dict) -> list[Point]:
         parts = [e.name] + ([wl] if len(e.workloads) > 1 else []) + ([vname] if vname else []) + [system]
         if e.sweep_field:
             fields[e.sweep_field] = val
-            parts.append(SWEEP_TAGS.get(e.sweep_field, e.sweep_field.replace("_", "-")) + _fmt(val))
+            parts.append(sweep_tag(e.sweep_field, val))
         out.append(Point(name="__".join(parts), experiment=e.name, figure=e.figure, workload=wl, system=system,
                          variant=vname, sweep_field=e.sweep_field, sweep_value=val, fields=fields))
     return out

@@ -270,6 +270,42 @@ def bars_section(df: pd.DataFrame, figure: str) -> list[str]:
     return out
 
 
+def faults_section(df: pd.DataFrame) -> list[str]:
+    """Per experiment of the faults figure and system: the goodput kept at
+    each injected loss rate as a share of the same system's fault-free
+    point, with each point's consistency verdict."""
+    d = df[(df["figure"] == "faults") & (df["status"] == "done")]
+    if d.empty:
+        return []
+    out = ["Goodput kept at each injected loss rate, as a share of the same system's point without faults "
+           "(consistency verdict in brackets). With faults, violations are possible where the protocol does not "
+           "yet handle duplicates; the instrument check accounts for what the injector dropped and added.", ""]
+    for (exp, variant), g in d.groupby(["experiment", d["variant"].fillna("")], sort=False):
+        name = exp + (f" ({variant})" if variant else "")
+        for s in SYSTEMS:
+            rows = g[g["system"] == s].sort_values("loss_percent")
+            if rows.empty:
+                continue
+            base = rows[rows["faults"].fillna("") == ""]
+            cells = []
+            for r in rows.itertuples():
+                if r.faults == "":
+                    continue
+                b = float(base["goodput_per_s"].iloc[0]) if len(base) and pd.notna(base["goodput_per_s"].iloc[0]) \
+                    else float("nan")
+                kept = (f"{r.goodput_per_s / b:.0%}" if b == b and b and pd.notna(r.goodput_per_s)
+                        else "- (no fault-free point)" if base.empty else "-")
+                cells.append(f"{r.faults}: {kept} ({r.consistency or 'no check'})")
+            fault_free = (f"fault-free {_num(float(base['goodput_per_s'].iloc[0]))}/s "
+                          f"({base['consistency'].iloc[0] or 'no check'})" if len(base) else "no fault-free point")
+            out.append(f"- {name}, {s}: {fault_free}; " + ("; ".join(cells) or "no point with faults"))
+    mism = d[(d["faults"].fillna("") != "") & (d["instrument_match"].astype(str).str.lower() == "false")]
+    if not mism.empty:
+        out += ["", "Not every datagram explained by the injector's counters in: "
+                + ", ".join(mism["point"]) + " (see each summary's instrument_check.parts)."]
+    return out
+
+
 def render(run_dir: Path, df: pd.DataFrame) -> str:
     run_dir = Path(run_dir)
     env = {}
@@ -293,6 +329,9 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
         sec = bars_section(df, fig)
         if sec:
             lines += [f"## {title}", ""] + sec + [""]
+    sec = faults_section(df)
+    if sec:
+        lines += ["## Fault injection", ""] + sec + [""]
     figs = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").exists() else []
     if figs:
         lines += ["## Figures", ""] + [f"- [{f.stem}](plots/{f.name})" for f in figs] + [""]

@@ -19,6 +19,7 @@ SYSTEM_ORDER = ["dint", "kernel", "bypass"]
 COLUMNS = [
     "experiment", "figure", "point", "status", "system", "workload", "variant", "cc", "kv_mix", "scale", "scale_divisor", "keys",
     "cache_fraction", "cache_bloom", "cache_write_through", "neighbour", "napi", "concurrency", "rate",
+    "faults", "loss_percent",
     "transactional", "goodput_per_s", "throughput_per_s", "request_throughput_per_s",
     "lat_mean_us", "lat_p50_us", "lat_p99_us", "lat_p999_us", "abort_rate", "abort_causes",
     "server_cpu_us_per_op", "server_cpu_us_per_txn", "client_cpu_util", "client_saturated", "oversubscribed",
@@ -28,8 +29,20 @@ COLUMNS = [
     "echo_ceiling_per_s", "error", "attempts", "dir",
 ]
 # columns of text, empty (not NaN) where a point has none
-TEXT_COLUMNS = ("variant", "cc", "kv_mix", "error", "abort_causes", "consistency", "consistency_unchecked",
+TEXT_COLUMNS = ("variant", "cc", "kv_mix", "faults", "error", "abort_causes", "consistency", "consistency_unchecked",
                 "consistency_failed")
+
+
+def loss_percent(spec: str) -> float | None:
+    """The share of datagrams a --faults spec drops, in percent (reply
+    loss plus request loss): the faults figure's x axis. None for a spec
+    this checkout cannot read."""
+    from . import HarnessError, faults
+    try:
+        s = faults.parse(spec or "")
+    except HarnessError:
+        return None
+    return round((s.reply_loss + s.request_loss) * 100, 6)
 
 
 def read_index(run_dir: Path) -> dict:
@@ -87,6 +100,7 @@ def row_of(summary: dict) -> dict:
         "cache_fraction": cfg.get("cache_fraction"), "cache_bloom": cfg.get("cache_bloom"),
         "cache_write_through": cfg.get("cache_write_through"), "neighbour": cfg.get("neighbour"),
         "rate": cfg.get("rate", summary.get("rate")),
+        "faults": cfg.get("faults", ""), "loss_percent": loss_percent(cfg.get("faults", "")),
         "request_throughput_per_s": summary.get("throughput_per_s"),
         "server_cpu_us_per_op": summary.get("server_cpu_us_per_op"),
         "client_cpu_util": summary.get("client_cpu_util"),
@@ -152,8 +166,10 @@ def table(run_dir: Path) -> pd.DataFrame:
                "variant": e.get("variant", ""), "status": e.get("status", ""), "error": e.get("error", ""),
                "attempts": e.get("attempts", 0), "dir": str(run_dir / name)}
         fields = e.get("fields") or {}
-        row.update({k: fields.get(k) for k in ("concurrency", "rate", "napi", "cc", "kv_mix", "neighbour")
+        row.update({k: fields.get(k) for k in ("concurrency", "rate", "napi", "cc", "kv_mix", "neighbour", "faults")
                     if k in fields})
+        if "faults" in fields:
+            row["loss_percent"] = loss_percent(fields["faults"])
         row.update({"system": e.get("system"), "workload": e.get("workload")})
         summary = run_dir / name / "summary.json"
         if summary.exists():
@@ -167,7 +183,7 @@ def table(run_dir: Path) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = None
     df = df[COLUMNS]
-    for col in ("consistency", "consistency_unchecked"):
+    for col in ("consistency", "consistency_unchecked", "faults"):
         df[col] = df[col].astype(object).fillna("").astype(str)
     # the client's own ceiling (echo, concurrency 32, pinned) of each system in this run
     ceil = echo_ceilings(df)

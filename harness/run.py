@@ -17,7 +17,7 @@ import yaml
 
 import workloads
 
-from . import HarnessError, consistency, envinfo, inventory, metrics, snapshot
+from . import HarnessError, consistency, envinfo, faults, inventory, metrics, snapshot
 from ._netloop import LATE_NS
 from .config import RunConfig
 from .cost import ServerCost
@@ -65,6 +65,7 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
     cfg.validate()
     out = prepare_out(out)
     inv = inventory.load(cfg.inventory)
+    faults.check_inventory(cfg.faults, inv)
     show_progress = sys.stderr.isatty() if show_progress is None else show_progress
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     (out / "inventory.yml").write_text(yaml.safe_dump(inv.raw, sort_keys=False))
@@ -90,6 +91,9 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
             stack.callback(neighbours.stop)
             neighbours.start()
         cost = stack.enter_context(ServerCost(system, inv))
+        # after the servers are ready, before the clients start; removed
+        # (after the delayed packets have left) before the servers stop
+        injector = stack.enter_context(faults.Injector(inv, cfg.faults, cfg.seed, cfg.client_gso))
         clients = Clients(inv, cfg, out, deployer)
         stack.callback(clients.stop)
         before = cost.sample()
@@ -101,7 +105,8 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
     # leaving the stack stopped the clients, reset NAPI, then stopped the servers
     (out / "ansible" / "timings.json").write_text(json.dumps(dict(deployer.timings), indent=1))
     hist = metrics.merge(metrics.decode(r["histogram"]) for r in results)
-    summary, txn_hists = summarize(cfg, results, hist, system.stats, placement(inv, system.polls), napi, LATE_NS)
+    summary, txn_hists = summarize(cfg, results, hist, system.stats, placement(inv, system.polls), napi, LATE_NS,
+                                   injector.result())
     cost_now = ServerCost.per_op(system.name, before, after, summary.instrument_check["client_sent"])
     summary.server_cpu_us_per_op = cost_now.pop("server_cpu_us_per_op")
     summary.server_cost = cost_now

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from . import envinfo, metrics
+from . import envinfo, faults as fault_injection, metrics
 from .config import RunConfig
 from .inventory import Inventory
 from .protocol import Status
@@ -178,6 +178,7 @@ class RunSummary:
     open_loop: dict | None = None
     transactions: dict | None = None
     consistency: dict | None = None
+    faults: dict | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items()
@@ -185,9 +186,11 @@ class RunSummary:
 
 
 def summarize(cfg: RunConfig, results: list[dict], hist, server_stats: dict, placed: dict, napi: dict,
-              late_ns: int) -> tuple[RunSummary, dict]:
+              late_ns: int, faults: dict | None = None) -> tuple[RunSummary, dict]:
     """The run's summary from its clients' results and its servers' final
-    counters; and the merged latency histogram of each transaction type."""
+    counters (and, in a run with faults, the injector's: see
+    harness/faults.py); and the merged latency histogram of each
+    transaction type."""
     window = max(r["window_s"] for r in results)
     st = lambda key: sum(r["stats"][key] for r in results)  # noqa: E731
     transactional = any("transactions" in r for r in results)
@@ -216,14 +219,16 @@ def summarize(cfg: RunConfig, results: list[dict], hist, server_stats: dict, pla
         # Validating the instrument: what the clients sent, the servers
         # received; what the servers did not drop, they answered; and every
         # answer reached a client (pings included).
-        instrument_check={
+        # With faults, what the injector dropped and added is accounted for.
+        instrument_check=fault_injection.instrument_check(
+            sent, received, srv, None not in server_stats.values(), faults) if faults else {
             "client_sent": sent, "server_rx": srv["rx"], "server_drop": srv["drop"], "server_tx": srv["tx"],
             "client_received": received,
             "match": (None not in server_stats.values() and sent == srv["rx"]
                       and srv["tx"] + srv["drop"] == srv["rx"] and received == srv["tx"]),
         },
         servers=server_stats, placement=placed, napi_placement=napi, env=envinfo.collect(),
-        config=cfg.to_dict())
+        config=cfg.to_dict(), faults=faults)
     if cfg.rate:
         s.open_loop = {
             "rate_per_client": cfg.rate, "offered_per_s": cfg.rate * len(results),
@@ -237,6 +242,23 @@ def summarize(cfg: RunConfig, results: list[dict], hist, server_stats: dict, pla
 
 
 def one_line(s: dict) -> str:
+    return _one_line(s) + _faults_note(s.get("faults"))
+
+
+def _faults_note(f: dict | None) -> str:
+    if not f:
+        return ""
+    c = f.get("counters")
+    if not c:
+        return f"  faults {f['canonical']} (counters not read)"
+    req, rep = c["requests"], c["replies"]
+    did = [f"{n} {what}" for n, what in ((req["dropped"], "requests dropped"), (req["duplicated"], "copied"),
+                                         (req["late_duplicated"], "copied late"), (req["reordered"], "reordered"),
+                                         (rep["dropped"], "replies dropped")) if n]
+    return f"  faults {f['canonical']}: {', '.join(did) or 'none injected'}"
+
+
+def _one_line(s: dict) -> str:
     lat = s["latency_us"]
     sat = " CLIENT-SATURATED" if s["client_saturated"] else ""
     if "transactions" in s:

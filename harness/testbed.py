@@ -171,7 +171,10 @@ class Testbed:
 
     def down(self) -> None:
         """Removes every namespace of this testbed (and of the one recorded as
-        up), with the processes inside and so the links and XDP programs."""
+        up), with the processes inside and so the links, XDP programs, qdiscs
+        and filters (the fault injector's delay line too), and the fault
+        injector's pinned programs and maps (harness/faults.py)."""
+        from . import faults
         recorded = []
         if self.state_file.exists():
             try:
@@ -183,6 +186,7 @@ class Testbed:
             if ns in have:
                 kill_netns_processes(ns)
                 ip("netns", "del", ns, check=False)
+            faults.remove_pins(ns)
         left = _namespaces() & set(self.namespaces + recorded)
         if left:
             raise HarnessError(f"could not remove namespaces: {', '.join(sorted(left))}")
@@ -252,6 +256,7 @@ class Testbed:
 
     # -- inspection ------------------------------------------------------
     def status(self) -> list[dict]:
+        from . import faults
         have = _namespaces()
         rows = []
         for h in self.inv.hosts:
@@ -261,6 +266,8 @@ class Testbed:
             if up:
                 for i in h.interfaces:
                     row["interfaces"].append({"name": i.name, "xdp_prog": xdp_prog_id(h.netns, i.name)})
+                if h.role == "client":
+                    row["faults"] = faults.attached(h)
                 for pid in netns_pids(h.netns):
                     try:
                         with open(f"/proc/{pid}/cmdline", "rb") as f:

@@ -1,7 +1,7 @@
 """`make plots RUN=results/<run-id>` / `python -m plots results/<run-id>`: the
 figures of a run directory, as PNG and PDF in <run>/plots/, one per
 experiment, drawn by the module of its figure type (curves, bars, cpu,
-calibration, latency), from the run's table (points.csv, rebuilt from the
+calibration, latency, faults), from the run's table (points.csv, rebuilt from the
 summaries if missing)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import bars, calibration, cpu, curves, latency
+from . import bars, calibration, cpu, curves, faults, latency
 from .common import titles
 
 DRAW = {
@@ -19,6 +19,7 @@ DRAW = {
     "cpu": cpu.plot,
     "calibration": calibration.plot,
     "latency": latency.plot,
+    "faults": faults.plot,
 }
 
 

@@ -31,6 +31,17 @@ def done(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "done"]
 
 
+def variant_grid(d: pd.DataFrame, rows: tuple, width: float = 4.6, extra: float = 1.6):
+    """A figure of one row of panels per (column, label) of rows and one
+    column per variant of d; returns the figure and, for each panel, (ax,
+    d's rows of that variant, column, label, row index, variant)."""
+    variants = list(dict.fromkeys(d["variant"].fillna("")))
+    fig, axes = plt.subplots(len(rows), len(variants), figsize=(width * len(variants) + extra, 6.4), squeeze=False,
+                             sharex="col")
+    return fig, [(axes[i][j], d[d["variant"].fillna("") == v], col, what, i, v)
+                 for j, v in enumerate(variants) for i, (col, what) in enumerate(rows)]
+
+
 def titles(run_dir: Path) -> dict[str, str]:
     """Experiment name -> title, from the run's resolved experiment file."""
     path = Path(run_dir) / "experiments.yml"

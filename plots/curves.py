@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import (COLORS, done, mark_unchecked, marker_kw, note, plain_log_ticks, plt, save,
+from .common import (variant_grid, COLORS, done, mark_unchecked, marker_kw, note, plain_log_ticks, plt, save,
                      saturation_legend_handles, systems_in, unchecked_legend_handle)
 from matplotlib.lines import Line2D
 
@@ -23,37 +23,32 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
     d = d[d["goodput_per_s"].notna()]
     if d.empty:
         return []
-    variants = list(dict.fromkeys(d["variant"].fillna("")))
     rows = (("lat_p50_us", "median (p50)"), ("lat_p99_us", "99th percentile"))
-    fig, axes = plt.subplots(2, len(variants), figsize=(4.6 * len(variants) + 1.6, 6.4), squeeze=False,
-                             sharex="col")
+    fig, panels = variant_grid(d, rows)
     any_sat = any_unchecked = False
-    for j, v in enumerate(variants):
-        sub = d[d["variant"].fillna("") == v]
-        for i, (col, what) in enumerate(rows):
-            ax = axes[i][j]
-            for system in systems_in(sub):
-                s = sub[sub["system"] == system].sort_values("concurrency")
-                x = s["goodput_per_s"] / 1e3
-                ax.plot(x, s[col], color=COLORS[system], linewidth=1.3, zorder=1)
-                for xi, yi, sat, c, verdict in zip(x, s[col], s["client_saturated"], s["concurrency"],
-                                                   s["consistency"]):
-                    any_sat |= bool(sat)
-                    ax.plot([xi], [yi], linestyle="none", zorder=2, **marker_kw(system, bool(sat)))
-                    if verdict == "unchecked":
-                        any_unchecked = True
-                        mark_unchecked(ax, xi, yi)
-                    ax.annotate(f"{int(c)}", (xi, yi), textcoords="offset points", xytext=(5, 2), fontsize=6,
-                                color=COLORS[system])
-            ax.set_yscale("log")
-            plain_log_ticks(ax)
-            ax.set_xlim(left=0)
-            ax.grid(alpha=0.3, which="both")
-            ax.set_ylabel(f"{what} latency (us, log)")
-            if i == 0:
-                ax.set_title(v or "", fontsize=10)
-            else:
-                ax.set_xlabel(f"goodput (k {unit(sub)})")
+    for ax, sub, col, what, i, v in panels:
+        for system in systems_in(sub):
+            s = sub[sub["system"] == system].sort_values("concurrency")
+            x = s["goodput_per_s"] / 1e3
+            ax.plot(x, s[col], color=COLORS[system], linewidth=1.3, zorder=1)
+            for xi, yi, sat, c, verdict in zip(x, s[col], s["client_saturated"], s["concurrency"],
+                                               s["consistency"]):
+                any_sat |= bool(sat)
+                ax.plot([xi], [yi], linestyle="none", zorder=2, **marker_kw(system, bool(sat)))
+                if verdict == "unchecked":
+                    any_unchecked = True
+                    mark_unchecked(ax, xi, yi)
+                ax.annotate(f"{int(c)}", (xi, yi), textcoords="offset points", xytext=(5, 2), fontsize=6,
+                            color=COLORS[system])
+        ax.set_yscale("log")
+        plain_log_ticks(ax)
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3, which="both")
+        ax.set_ylabel(f"{what} latency (us, log)")
+        if i == 0:
+            ax.set_title(v or "", fontsize=10)
+        else:
+            ax.set_xlabel(f"goodput (k {unit(sub)})")
     handles = [Line2D([], [], color=COLORS[s], marker=marker_kw(s, False)["marker"], label=s)
                for s in systems_in(d)]
     if any_sat:
