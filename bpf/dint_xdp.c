@@ -83,10 +83,10 @@ static __always_inline void count(int stat)
 #define DINT_LATCH_TRIES 64
 #endif
 
-static __always_inline int cache_latch(struct dint_bucket *b)
+static __always_inline int latch(__u64 *word)
 {
 	for (int i = 0; i < DINT_LATCH_TRIES; i++)
-		if (__sync_val_compare_and_swap(&b->latch, 0, 1) == 0)
+		if (__sync_val_compare_and_swap(word, 0, 1) == 0)
 			return 0;
 	count(DINT_STAT_BUSY);
 	return -1;
@@ -97,14 +97,35 @@ static __always_inline int cache_latch(struct dint_bucket *b)
  * before an earlier load, so there a plain store after a compiler barrier
  * is enough (the JIT emits a plain mov); elsewhere, an atomic exchange (a
  * full barrier). dintd defines DINT_TSO on x86-64. */
-static __always_inline void cache_unlatch(struct dint_bucket *b)
+static __always_inline void unlatch(__u64 *word)
 {
 #if DINT_TSO
 	asm volatile("" ::: "memory");
-	*(volatile __u64 *)&b->latch = 0;
+	*(volatile __u64 *)word = 0;
 #else
-	__sync_lock_test_and_set(&b->latch, 0);
+	__sync_lock_test_and_set(word, 0);
 #endif
+}
+
+/* A bucket's latch, and (dint_engine.h) a completion record's. */
+static __always_inline int cache_latch(struct dint_bucket *b)
+{
+	return latch(&b->latch);
+}
+
+static __always_inline void cache_unlatch(struct dint_bucket *b)
+{
+	unlatch(&b->latch);
+}
+
+static __always_inline int dint_done_latch(struct dint_done *d)
+{
+	return latch(&d->latch);
+}
+
+static __always_inline void dint_done_unlatch(struct dint_done *d)
+{
+	unlatch(&d->latch);
 }
 
 static __always_inline struct dint_bucket *bucket_of(__u64 h)
@@ -160,26 +181,6 @@ static __always_inline struct dint_done *dint_done(__u32 client, __u32 seq)
 {
 	int i = client_slot(client) * DINT_WINDOW + (seq & (DINT_WINDOW - 1));
 	return dint_done_recs.lookup(&i);
-}
-
-/* The bucket latch's way (above), on a completion record's word. */
-static __always_inline int dint_done_latch(struct dint_done *d)
-{
-	for (int i = 0; i < DINT_LATCH_TRIES; i++)
-		if (__sync_val_compare_and_swap(&d->latch, 0, 1) == 0)
-			return 0;
-	count(DINT_STAT_BUSY);
-	return -1;
-}
-
-static __always_inline void dint_done_unlatch(struct dint_done *d)
-{
-#if DINT_TSO
-	asm volatile("" ::: "memory");
-	*(volatile __u64 *)&d->latch = 0;
-#else
-	__sync_lock_test_and_set(&d->latch, 0);
-#endif
 }
 
 static __always_inline int dint_log_room(void)
