@@ -71,7 +71,8 @@ def cmd_run(args) -> int:
                     scale_profile=args.scale_profile, kv_mix=args.kv_mix, rate=args.rate, neighbour=args.neighbour,
                     faults=args.faults,
                     **({"inventory": args.inventory} if args.inventory else {}),
-                    **({"rto_min_ms": args.rto_min_ms} if args.rto_min_ms is not None else {})).validate()
+                    **({"rto_min_ms": args.rto_min_ms} if args.rto_min_ms is not None else {}),
+                    **({"server_window": args.server_window} if args.server_window is not None else {})).validate()
     summary = execute(cfg, args.out)
     print(one_line(summary))
     print(f"results: {args.out}/summary.json")
@@ -154,6 +155,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rto-min", type=float, default=None, dest="rto_min_ms",
                    help="the least retransmission timeout, ms: the measured one (smoothed round trip + 4 "
                         "deviations) never goes below it (default: RunConfig.rto_min_ms)")
+    p.add_argument("--server-window", type=int, default=None, dest="server_window",
+                   help="requests a client keeps on the wire to one server at most, the rest queued until answers "
+                        "make room; 0: no limit (default: RunConfig.server_window, under the testbed's veth rings)")
     p.add_argument("--neighbour", action="store_true",
                    help="colocation: a CPU-bound neighbour on every server host's cores, its work rate measured")
     p.add_argument("--scale", type=int, default=0,

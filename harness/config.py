@@ -38,6 +38,10 @@ class RunConfig:
     timeout_ms: float = 50.0
     rto_min_ms: float = 0.25
     max_retries: int = 5
+    # requests a client keeps on the wire to one server at most, the rest
+    # queued until answers make room (0: no limit): a burst larger than a
+    # ring on the way is lost (the testbed's veth rings hold 256 datagrams)
+    server_window: int = 128
     clients_per_host: int = 1
     # the client sends runs of same-size datagrams to one server as one UDP
     # GSO send (cut into datagrams on the client's side: servers see no
@@ -97,6 +101,7 @@ class RunConfig:
         need(self.store_capacity >= 0, "--store-capacity must not be negative")
         need(self.timeout_ms > 0 and self.max_retries >= 0, "timeout must be positive, retries not negative")
         need(0 < self.rto_min_ms <= self.timeout_ms, "rto_min_ms must be positive and at most timeout_ms")
+        need(0 <= self.server_window <= MAX_INFLIGHT, f"--server-window must be between 0 and {MAX_INFLIGHT}")
         need(1 <= self.clients_per_host <= 64, "--clients-per-host must be between 1 and 64")
         need(self.client_gso in CLIENT_GSO, f"--client-gso must be one of {', '.join(CLIENT_GSO)}, "
                                             f"not {self.client_gso!r}")

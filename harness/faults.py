@@ -82,8 +82,10 @@ MAX_DELAY_RATIO = DEBT_MAX // DEBT_MIN // 2
 DRAIN_MARGIN_S = 0.2   # after the delay line is empty: for the last replies to arrive
 RULE = ("requests: every datagram the clients sent passed the injector (client_sent == requests seen), and "
         "server_rx == client_sent - requests dropped + copies sent at once + late copies released "
-        "- reordered requests never released; replies: every reply the servers sent passed the injector "
-        "(replies seen == server_tx), and client_received == server_tx - replies dropped - replies that "
+        "- reordered requests never released - requests the links dropped after the injector (link_drops); "
+        "replies: every reply the servers sent passed the injector "
+        "(replies seen == server_tx), and client_received == server_tx - replies dropped - replies the links "
+        "dropped - replies that "
         "reached a client socket already closed (UDP NoPorts in the client namespaces over the run) - replies "
         "left unread in a client's socket when it closed, which only copies can cause (a client waits for the "
         "replies to its own requests): 0 <= unread <= copies sent at once + late copies released; "
@@ -582,9 +584,11 @@ class Injector:
         return out
 
 
-def instrument_check(sent: int, received: int, srv: dict, servers_reported: bool, faults: dict) -> dict:
+def instrument_check(sent: int, received: int, srv: dict, servers_reported: bool, faults: dict,
+                     links: dict | None = None) -> dict:
     """The instrument check of a run with faults (RULE): every datagram
-    explained by the injector's counters."""
+    explained by the injector's counters, and what the links dropped after
+    it (a burst filling a veth ring)."""
     c = faults.get("counters")
     base = {"client_sent": sent, "server_rx": srv["rx"], "server_drop": srv["drop"], "server_tx": srv["tx"],
             "client_received": received, "rule": RULE}
@@ -596,8 +600,10 @@ def instrument_check(sent: int, received: int, srv: dict, servers_reported: bool
     late_released = (line.get("late") or {}).get("released", 0)
     reorder_lost = req["reordered"] - (line.get("reorder") or {}).get("released", 0)
     closed = faults["client_sockets"]["closed_port_replies"]
-    expected_rx = sent - req["dropped"] + req["duplicated"] + late_released - reorder_lost
-    unread = srv["tx"] - rep["dropped"] - closed - received
+    link_req = (links or {}).get("requests") or 0
+    link_rep = (links or {}).get("replies") or 0
+    expected_rx = sent - req["dropped"] + req["duplicated"] + late_released - reorder_lost - link_req
+    unread = srv["tx"] - rep["dropped"] - closed - link_rep - received
     copies = req["duplicated"] + late_released
     parts = {"injector_saw_every_request": req["seen"] == sent,
              "server_rx_explained": srv["rx"] == expected_rx,
@@ -607,5 +613,5 @@ def instrument_check(sent: int, received: int, srv: dict, servers_reported: bool
     return {**base, "requests_dropped": req["dropped"], "copies_at_once": req["duplicated"],
             "late_copies_released": late_released, "held_not_released": not_released,
             "replies_dropped": rep["dropped"], "replies_to_closed_sockets": closed,
-            "replies_unread_at_close": unread, "expected_server_rx": expected_rx,
+            "replies_unread_at_close": unread, "expected_server_rx": expected_rx, "link_drops": links,
             "parts": parts, "match": servers_reported and all(parts.values())}

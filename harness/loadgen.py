@@ -47,6 +47,7 @@ class ClientSpec:
     timeout_ms: float
     max_retries: int
     rto_min_ms: float
+    server_window: int
     client_gso: str = "auto"
     rate: float = 0.0  # open loop: transactions (requests) per second; 0: closed loop
 
@@ -148,7 +149,7 @@ def _executor(spec: ClientSpec, wl: workloads.Workload, fds: list[int], interval
     gc.freeze()
     return Executor(fds, spec.client_id, [t.name for t in types], funcs, params, spec.concurrency,
                     int(spec.timeout_ms * 1e6), spec.max_retries, max(wl.schema.sizes),
-                    rto_min_ns=int(spec.rto_min_ms * 1e6),
+                    rto_min_ns=int(spec.rto_min_ms * 1e6), server_window=spec.server_window,
                     interval_ns=interval_ns, gso=use_gso(spec.client_gso, len(spec.dests)))
 
 
@@ -167,7 +168,7 @@ def drive(spec: ClientSpec, progress=print) -> dict:
         reqs = wl.stream.generate(spec.load)
         loop = Loop(fds, spec.client_id, reqs.data, reqs.offsets.tobytes(), reqs.dest_of, spec.concurrency,
                     timeout_ns, spec.max_retries, stamp_txn=wl.stream.stamp_txn, interval_ns=interval_ns,
-                    rto_min_ns=int(spec.rto_min_ms * 1e6),
+                    rto_min_ns=int(spec.rto_min_ms * 1e6), server_window=spec.server_window,
                     gso=use_gso(spec.client_gso, len(spec.dests)))
         rounds = 1
     cpus = sorted(os.sched_getaffinity(0))

@@ -91,7 +91,7 @@ class Clients:
                         mix=c.kv_mix, value_size=c.value_size)
         return ClientSpec(client_id=self.nonce << 16 | cid, host=host.name, address=host.address, dests=dests, workload=c.workload,
                           load=load, concurrency=c.concurrency, warmup_s=c.warmup_s, duration_s=c.duration_s,
-                          timeout_ms=c.timeout_ms, max_retries=c.max_retries, rto_min_ms=c.rto_min_ms,
+                          timeout_ms=c.timeout_ms, max_retries=c.max_retries, rto_min_ms=c.rto_min_ms, server_window=c.server_window,
                           client_gso=c.client_gso, rate=c.rate)
 
     def start(self) -> None:

@@ -129,7 +129,8 @@ class Executor:
 
     def __init__(self, fds, client_id: int, kinds: list[str], funcs: list, params: list,
                  concurrency: int, timeout_ns: int, max_retries: int, max_value: int = 64,
-                 interval_ns: int = 0, gso: bool = True, rto_min_ns: int = 250_000, dead_ns: int = 5 * 10**9):
+                 interval_ns: int = 0, gso: bool = True, rto_min_ns: int = 250_000, dead_ns: int = 5 * 10**9,
+                 server_window: int = 0):
         if not 1 <= len(kinds) == len(funcs) <= TXN_KINDS:
             raise ValueError(f"1 to {TXN_KINDS} transaction types, each with a function")
         if not params:
@@ -140,7 +141,8 @@ class Executor:
             raise ValueError(f"concurrency must be between 1 and {MAX_INFLIGHT}")
         # requests in flight at once: room for every transaction's batch
         self.capacity = min(concurrency * MAX_BATCH * 2, MAX_INFLIGHT)
-        self.io = TxnIO(fds, client_id, timeout_ns, max_retries, self.capacity, max_value, gso, rto_min_ns, dead_ns)
+        self.io = TxnIO(fds, client_id, timeout_ns, max_retries, self.capacity, max_value, gso, rto_min_ns, dead_ns,
+                        server_window)
         # params as they are when a list: a copy of a million tuples would be
         # one more big object for the collector to walk
         self.io.configure(list(funcs), params if type(params) is list else list(params), concurrency,

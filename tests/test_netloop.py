@@ -131,6 +131,34 @@ def test_the_retransmission_timeout_follows_the_round_trips():
         sock.close()
 
 
+def test_no_more_than_the_server_window_is_on_the_wire():
+    """A server that never answers sees only server_window requests (and
+    their copies): the others wait in the client's send queue."""
+    mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mute.bind(("127.0.0.1", 0))
+    mute.settimeout(0.05)
+    stream = echo.generate(100, 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.connect(mute.getsockname())
+    loop = Loop([sock], 77, stream.data, stream.offsets.tobytes(), stream.dest_of, 32, 10_000_000, 100,
+                rto_min_ns=10_000_000, server_window=4)
+    t0 = time.monotonic_ns()
+    loop.set_window(t0, t0 + 10**9)
+    loop.run(t0 + 100_000_000, True)
+    seqs = set()
+    try:
+        while True:
+            seqs.add(unpack(mute.recv(2048)).seq)
+    except TimeoutError:
+        pass
+    assert seqs == {1, 2, 3, 4}  # and copies of them, sent again
+    st = loop.stats()
+    assert st["inflight"] == 32 and st["sent"] == st["retransmits"] + len(seqs)
+    sock.close()
+    mute.close()
+
+
 def test_duplicate_replies_are_ignored():
     with FaultyEcho(duplicate=True) as srv:
         sock, loop = make_loop(srv, echo.generate(50, 1), concurrency=1)

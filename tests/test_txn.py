@@ -613,6 +613,22 @@ def test_kv_contention_against_the_fake_engine_keeps_values_consistent():
         close(socks)
 
 
+def test_a_batch_larger_than_the_server_window_goes_out_in_parts():
+    """100 reads to one server with room for 16 on the wire: the rest wait
+    in the send queue, and the batch completes."""
+    def reads(keys):
+        replies = yield [(Op.READ, T, k, PH, 0, 0) for k in keys]
+        assert all(r[0] == Status.OK for r in replies)
+    with FakeEngine(keys=range(200)) as srv:
+        socks = sockets([srv])
+        ex = Executor([s.fileno() for s in socks], 7, ["reads"], [reads], [(0, (tuple(range(100)),))], 1,
+                      200_000_000, 3, max_value=40, rto_min_ns=200_000_000, server_window=16)
+        out = drive(ex, seconds=0.2)
+        assert out["types"]["reads"]["committed"] > 0 and out["active"] == 0
+        assert ex.stats()["retransmits"] == 0
+        close(socks)
+
+
 def test_big_batches_wait_for_room_instead_of_failing():
     """Two transactions of 200 reads each, with room for 256 requests in
     flight (concurrency 2): the second batch waits for the first."""

@@ -53,9 +53,9 @@ int BatchesObject_init(BatchesObject *self, PyObject *args, PyObject *kw)
 {
 	struct batches *io = &self->io;
 	static char *kwlist[] = { "fds", "client_id", "timeout_ns", "max_retries", "max_inflight", "max_value",
-				  "gso", "rto_min_ns", "dead_ns", NULL };
+				  "gso", "rto_min_ns", "dead_ns", "server_window", NULL };
 	PyObject *fds;
-	unsigned int client_id, max_retries, max_inflight, max_value = 64;
+	unsigned int client_id, max_retries, max_inflight, max_value = 64, server_window = 0;
 	unsigned long long timeout_ns, rto_min_ns = RTO_MIN_NS, dead_ns = DEAD_NS;
 	int gso = 1;
 
@@ -63,8 +63,9 @@ int BatchesObject_init(BatchesObject *self, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_RuntimeError, "initialised once");
 		return -1;
 	}
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIKII|IpKK", kwlist, &fds, &client_id, &timeout_ns,
-					 &max_retries, &max_inflight, &max_value, &gso, &rto_min_ns, &dead_ns))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIKII|IpKKI", kwlist, &fds, &client_id, &timeout_ns,
+					 &max_retries, &max_inflight, &max_value, &gso, &rto_min_ns, &dead_ns,
+					 &server_window))
 		return -1;
 	if (max_inflight < 1 || max_inflight > DINT_WINDOW / 2) {
 		PyErr_Format(PyExc_ValueError, "max_inflight must be in 1..%d requests", DINT_WINDOW / 2);
@@ -78,6 +79,7 @@ int BatchesObject_init(BatchesObject *self, PyObject *args, PyObject *kw)
 		    rto_min_ns < timeout_ns ? rto_min_ns : timeout_ns, timeout_ns, max_retries, dead_ns) < 0)
 		return -1;
 	io->rt.done = request_done;
+	io->rt.dest_window = server_window;
 	io->max_inflight = max_inflight;
 	io->max_value = max_value;
 	io->b = PyMem_Calloc(max_inflight, sizeof(struct batch));

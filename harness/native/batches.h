@@ -41,7 +41,8 @@ struct batches {
 
 /* The Python objects made of batches, TxnIO and BatchIO, start with
  * this, and share its constructor, (fds, client_id, timeout_ns,
- * max_retries, max_inflight, max_value=64, gso=True), and stats(): the
+ * max_retries, max_inflight, max_value=64, gso=True, rto_min_ns, dead_ns,
+ * server_window=0), and stats(): the
  * request table's counters, and batches (completed), batches_inflight,
  * ok_by_op. */
 typedef struct {

@@ -7,7 +7,7 @@
 #include "reqtable.h"
 
 PyDoc_STRVAR(Loop_doc, "Loop(fds, client_id, requests, offsets, dest_of, concurrency, timeout_ns, max_retries, "
-		       "stamp_txn=False, interval_ns=0, gso=True, rto_min_ns=250000, dead_ns=5e9): the flat "
+		       "stamp_txn=False, interval_ns=0, gso=True, rto_min_ns=250000, dead_ns=5e9, server_window=0): the flat "
 		       "request loop, closed or (interval_ns > 0) open, over one connected UDP socket per server; "
 		       "timeout_ns: the longest retransmission timeout, and the first (reqtable.h)");
 
@@ -40,16 +40,16 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "fds", "client_id", "requests", "offsets", "dest_of",
 				  "concurrency", "timeout_ns", "max_retries", "stamp_txn", "interval_ns", "gso",
-				  "rto_min_ns", "dead_ns", NULL };
+				  "rto_min_ns", "dead_ns", "server_window", NULL };
 	PyObject *fds;
-	unsigned int client_id, concurrency, max_retries;
+	unsigned int client_id, concurrency, max_retries, server_window = 0;
 	unsigned long long timeout_ns, interval_ns = 0, rto_min_ns = RTO_MIN_NS, dead_ns = DEAD_NS;
 	int gso = 1;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIy*y*y*IKI|pKpKK", kwlist, &fds, &client_id,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIy*y*y*IKI|pKpKKI", kwlist, &fds, &client_id,
 					 &self->reqbuf, &self->offbuf, &self->destbuf,
 					 &concurrency, &timeout_ns, &max_retries, &self->stamp_txn, &interval_ns,
-					 &gso, &rto_min_ns, &dead_ns))
+					 &gso, &rto_min_ns, &dead_ns, &server_window))
 		return -1;
 	if (self->offbuf.len % 4 || self->offbuf.len < 8) {
 		PyErr_SetString(PyExc_ValueError, "offsets must hold at least 2 uint32 values");
@@ -80,6 +80,7 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 	if (rt_init(&self->rt, fds, gso, client_id, concurrency, max_len, rto_min_ns < timeout_ns ? rto_min_ns :
 		    timeout_ns, timeout_ns, max_retries, dead_ns) < 0)
 		return -1;
+	self->rt.dest_window = server_window;
 	for (uint32_t i = 0; i < self->nreq; i++) {
 		if (self->dest_of[i] >= self->rt.w.ndests) {
 			PyErr_Format(PyExc_ValueError, "request %u names destination %u of %u", i,
@@ -139,7 +140,7 @@ static PyObject *Loop_run(Loop *self, PyObject *args)
 		uint64_t t = now_ns();
 		if (t >= until || (!issue_new && !rt->inflight))
 			break;
-		if (issue_new && issue(self, t) < 0)
+		if (issue_new ? issue(self, t) < 0 : rt->nsendq && rt_flush(rt) < 0)
 			return NULL;
 		if (rt_tick(rt, t) < 0)
 			return NULL;

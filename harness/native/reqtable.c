@@ -57,6 +57,7 @@ static inline void release(struct reqtable *rt, struct slot *s)
 	s->busy = 0;
 	rt->inflight--;
 	rt->dest_inflight[s->dest]--;
+	rt->dest_wire[s->dest] -= s->onwire;
 }
 
 void rt_unqueue(struct reqtable *rt, uint32_t mark)
@@ -72,23 +73,37 @@ void rt_unqueue(struct reqtable *rt, uint32_t mark)
 int rt_flush(struct reqtable *rt)
 {
 	struct sender *sd = &rt->w.sd;
-	uint32_t q = 0, ack = htonl(rt_ack(rt));
+	uint32_t q = 0, kept = 0, ack = htonl(rt_ack(rt));
+	uint64_t t = now_ns();
 
 	while (q < rt->nsendq) {
 		int k = 0;
-		for (; q < rt->nsendq && k < BATCH; q++, k++) {
-			const struct slot *s = &rt->slots[rt->sendq[q]];
-			struct dint_hdr *h = (void *)rt_datagram(rt, rt->sendq[q]);
+		for (; q < rt->nsendq && k < BATCH; q++) {
+			uint32_t i = rt->sendq[q];
+			struct slot *s = &rt->slots[i];
+			if (!s->onwire) {
+				if (rt->dest_window && rt->dest_wire[s->dest] >= rt->dest_window) {
+					rt->sendq[kept++] = i; /* its server's window is full: later */
+					continue;
+				}
+				s->onwire = 1;
+				rt->dest_wire[s->dest]++;
+				s->sent_ns = s->last_ns = t; /* its timeout runs from now */
+				s->due_ns = t + rt->rtt[s->dest].rto;
+				if (s->due_ns < rt->next_tick_ns)
+					rt->next_tick_ns = s->due_ns;
+			}
+			struct dint_hdr *h = (void *)rt_datagram(rt, i);
 			h->ack = ack; /* what the client waits for now, copies of older ones the servers drop */
 			sd->iov[k].iov_base = h;
 			sd->iov[k].iov_len = s->len;
-			sd->dest[k] = s->dest;
+			sd->dest[k++] = s->dest;
 		}
-		if (wire_send(&rt->w, k, &rt->c.send_failed) < 0)
+		if (k && wire_send(&rt->w, k, &rt->c.send_failed) < 0)
 			return -1;
 		rt->c.sent += k;
 	}
-	rt->nsendq = 0;
+	rt->nsendq = kept;
 	return 0;
 }
 
@@ -104,6 +119,13 @@ static inline uint64_t backoff(const struct reqtable *rt, const struct slot *s)
 
 static int poll_replies(struct reqtable *rt);
 
+/* A tick sends at most this many copies to one server, the oldest first:
+ * when a server stalls, every request to it falls due at once, and sending
+ * them all again at once would overflow the rings on the way that the
+ * server window keeps the first copies within. The rest follow a gap later. */
+#define RETX_BURST 16
+#define RETX_GAP_NS 100000
+
 int rt_tick(struct reqtable *rt, uint64_t t)
 {
 	if (t < rt->next_tick_ns)
@@ -115,9 +137,11 @@ int rt_tick(struct reqtable *rt, uint64_t t)
 		return -1;
 	t = now_ns();
 	uint64_t next = UINT64_MAX, backed_off = 0;
-	for (uint32_t i = 0; i <= rt->mask; i++) {
+	uint16_t burst[MAX_DESTS] = { 0 };
+	for (uint32_t j = 0; j <= rt->mask; j++) {
+		uint32_t i = (rt->ack + j) & rt->mask; /* from the oldest */
 		struct slot *s = &rt->slots[i];
-		if (!s->busy)
+		if (!s->busy || !s->onwire) /* waiting to be sent: not due */
 			continue;
 		if (t < s->due_ns) {
 			if (s->due_ns < next)
@@ -131,6 +155,12 @@ int rt_tick(struct reqtable *rt, uint64_t t)
 				return -1;
 			continue;
 		}
+		if (burst[s->dest] >= RETX_BURST) {
+			if (t + RETX_GAP_NS < next)
+				next = t + RETX_GAP_NS;
+			continue;
+		}
+		burst[s->dest]++;
 		if (s->keep && t - s->sent_ns >= rt->dead_ns) {
 			char msg[160]; /* PyErr_Format has no %f */
 			snprintf(msg, sizeof(msg), "server %u has not answered a request for %.1f s (sent %u times): "

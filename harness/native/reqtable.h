@@ -18,6 +18,11 @@
  * always known, or until its server has not answered for dead_ns, which
  * fails the run.
  *
+ * Per server, at most dest_window requests are on the wire at once (sent,
+ * not yet answered): the rest wait in the send queue until answers make
+ * room. A burst larger than a receive ring or socket buffer on the way
+ * would lose requests (the testbed's veth rings hold 256 datagrams).
+ *
  * Retransmission timeout, per server: the larger of RFC 6298's estimate
  * (the smoothed round trip plus four mean deviations) and 1.5 times a
  * running estimate of the round trips' 99th percentile (a server's round
@@ -61,6 +66,7 @@ struct slot {
 	uint16_t len;      /* of its datagram */
 	uint8_t dest, busy, recorded;
 	uint8_t keep;      /* never given up: it may change state (set by the owner) */
+	uint8_t onwire;    /* sent (at least once): counted in dest_wire */
 	uint8_t bumped;    /* answered RETRY once: its round trip is not a sample */
 	uint16_t retries;
 	uint64_t first_ns; /* what its latency counts from */
@@ -94,6 +100,8 @@ struct reqtable {
 	uint32_t slot_bytes, mask, inflight, next_seq;
 	uint32_t ack;         /* the oldest request id in flight (next_seq: none) */
 	uint32_t dest_inflight[MAX_DESTS];
+	uint32_t dest_wire[MAX_DESTS]; /* sent and unanswered */
+	uint32_t dest_window;          /* at most this many on the wire per server; 0: no limit */
 	uint32_t *sendq;      /* slots to send (or send again) at the next flush */
 	uint32_t nsendq;
 	struct rtt rtt[MAX_DESTS];
@@ -142,7 +150,8 @@ static inline int rt_room(struct reqtable *rt, uint32_t n)
 /* Takes a free slot for a request of len bytes to server dest, sent now (t)
  * and timed from first_ns, and queues it for the next flush; returns the
  * slot's index. The caller checked there is room (rt_room). */
-static inline uint32_t rt_add(struct reqtable *rt, uint8_t dest, uint32_t len, uint64_t first_ns, uint64_t t)
+static inline uint32_t rt_add(struct reqtable *rt, uint8_t dest, uint32_t len, uint64_t first_ns,
+			      uint64_t t)
 {
 	uint32_t seq = rt->next_seq;
 	while (rt->slots[seq & rt->mask].busy)
@@ -156,12 +165,10 @@ static inline uint32_t rt_add(struct reqtable *rt, uint8_t dest, uint32_t len, u
 	s->busy = 1;
 	s->keep = 0;
 	s->bumped = 0;
+	s->onwire = 0;
 	s->retries = 0;
 	s->first_ns = first_ns;
-	s->sent_ns = s->last_ns = t;
-	s->due_ns = t + rt->rtt[dest].rto;
-	if (s->due_ns < rt->next_tick_ns)
-		rt->next_tick_ns = s->due_ns;
+	s->sent_ns = s->last_ns = t; /* and again when it leaves (rt_flush) */
 	s->recorded = in_window(&rt->c, first_ns);
 	rt->c.rec_started += s->recorded;
 	rt->inflight++;
@@ -174,7 +181,8 @@ static inline uint32_t rt_add(struct reqtable *rt, uint8_t dest, uint32_t len, u
  * they had never been taken (a batch found bad before it was sent). */
 void rt_unqueue(struct reqtable *rt, uint32_t mark);
 
-/* Sends every queued request, BATCH at a time, grouped per server. */
+/* Sends the queued requests, BATCH at a time, grouped per server; a new
+ * one whose server has dest_window on the wire stays queued. */
 int rt_flush(struct reqtable *rt);
 
 /* When a request is due: sends overdue requests again, with the same
