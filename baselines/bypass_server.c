@@ -102,7 +102,7 @@ static void serve_burst(uint16_t port, struct rte_mbuf **pkts, uint16_t n, uint6
 			continue;
 		}
 		stats[DINT_STAT_RX]++;
-		if (dint_process(f.msg, end, f.msg_len) != DINT_REPLY) {
+		if (!dint_reply_len(dint_process(f.msg, end, f.msg_len), f.msg_len, stats)) {
 			stats[DINT_STAT_DROP]++;
 			rte_pktmbuf_free(m);
 			continue;

@@ -64,7 +64,7 @@ enum sp_stat {
 	SP_MAX,
 };
 static const char *const sp_names[SP_MAX] = {
-	"rx", "tx", "drop", "err", "fill", "evict", "writeback", "wt", "repass", "full", "loaded", "cached",
+	"rx", "tx", "drop", "err", "stale", "fill", "evict", "writeback", "wt", "repass", "full", "loaded", "cached",
 };
 static uint64_t stats[SP_MAX];
 
@@ -231,7 +231,11 @@ static __u32 serve_request(__u8 *buf, __u32 len, unsigned int port)
 			report_error("running dint_xdp failed: %s", strerror(errno));
 			return 0;
 		}
-		if (v == XDP_DROP || v == XDP_ABORTED || out_len < FRAME_HDR)
+		if (v == XDP_DROP) { /* it parsed as a request: a stale copy (dint_process) */
+			stats[DINT_STAT_STALE]++;
+			return 0;
+		}
+		if (v == XDP_ABORTED || out_len < FRAME_HDR)
 			return 0;
 		udp = (const void *)(out + sizeof(struct dint_eth) + sizeof(struct dint_ipv4));
 		n = dint_ntohs(udp->len);

@@ -9,7 +9,8 @@
  *   DINT_CACHE_BLOOM          1: a miss whose bloom bits are clear is
  *                             answered here; 0 (ablation): every miss passes
  *   DINT_CACHE_WRITE_THROUGH  1 (ablation): every writing operation goes up
- *                             to the slow path with its record; 0: write-back */
+ *                             to the slow path with its record; 0: write-back
+ *   DINT_CLIENTS              client slots of the exactly-once state */
 #include <uapi/linux/bpf.h>
 
 struct dint_bucket;
@@ -42,6 +43,9 @@ static __always_inline void cache_unlatch(struct dint_bucket *b);
 #ifndef DINT_NCPUS
 #define DINT_NCPUS 2
 #endif
+#ifndef DINT_CLIENTS
+#define DINT_CLIENTS 16
+#endif
 
 BPF_PERCPU_ARRAY(dint_stats, u64, DINT_STAT_XDP_MAX);
 /* Memory-mappable only so that the kernel puts its values on a page: every
@@ -57,6 +61,10 @@ BPF_F_TABLE("array", int, struct dint_log_rec, dint_log_ring, DINT_NCPUS * DINT_
  * writes tail. */
 BPF_PERCPU_ARRAY(dint_log_head, u64, 1);
 BPF_PERCPU_ARRAY(dint_log_tail, u64, 1);
+/* Exactly once (dint_engine.h): a session per client slot, and each slot's
+ * window of completion records. */
+BPF_ARRAY(dint_sessions, struct dint_session, DINT_CLIENTS);
+BPF_ARRAY(dint_done_recs, struct dint_done, DINT_CLIENTS * DINT_WINDOW);
 
 static __always_inline void count(int stat)
 {
@@ -75,10 +83,10 @@ static __always_inline void count(int stat)
 #define DINT_LATCH_TRIES 64
 #endif
 
-static __always_inline int cache_latch(struct dint_bucket *b)
+static __always_inline int latch(__u64 *word)
 {
 	for (int i = 0; i < DINT_LATCH_TRIES; i++)
-		if (__sync_val_compare_and_swap(&b->latch, 0, 1) == 0)
+		if (__sync_val_compare_and_swap(word, 0, 1) == 0)
 			return 0;
 	count(DINT_STAT_BUSY);
 	return -1;
@@ -89,14 +97,35 @@ static __always_inline int cache_latch(struct dint_bucket *b)
  * before an earlier load, so there a plain store after a compiler barrier
  * is enough (the JIT emits a plain mov); elsewhere, an atomic exchange (a
  * full barrier). dintd defines DINT_TSO on x86-64. */
-static __always_inline void cache_unlatch(struct dint_bucket *b)
+static __always_inline void unlatch(__u64 *word)
 {
 #if DINT_TSO
 	asm volatile("" ::: "memory");
-	*(volatile __u64 *)&b->latch = 0;
+	*(volatile __u64 *)word = 0;
 #else
-	__sync_lock_test_and_set(&b->latch, 0);
+	__sync_lock_test_and_set(word, 0);
 #endif
+}
+
+/* A bucket's latch, and (dint_engine.h) a completion record's. */
+static __always_inline int cache_latch(struct dint_bucket *b)
+{
+	return latch(&b->latch);
+}
+
+static __always_inline void cache_unlatch(struct dint_bucket *b)
+{
+	unlatch(&b->latch);
+}
+
+static __always_inline int dint_done_latch(struct dint_done *d)
+{
+	return latch(&d->latch);
+}
+
+static __always_inline void dint_done_unlatch(struct dint_done *d)
+{
+	unlatch(&d->latch);
 }
 
 static __always_inline struct dint_bucket *bucket_of(__u64 h)
@@ -133,6 +162,25 @@ static __always_inline struct dint_rec *dint_rec(struct dint_bucket *b, __u8 tab
 	dint_cache_set(b, i, table, key);
 	__builtin_memset(&b->slot[i].rec, 0, sizeof(b->slot[i].rec));
 	return &b->slot[i].rec;
+}
+
+/* A client's slot: its low 16 bits (the harness numbers its clients 1..N
+ * there), so the clients of a run never share one (as userspace/store.h). */
+static __always_inline __u32 client_slot(__u32 client)
+{
+	return (client & 0xFFFF) % DINT_CLIENTS;
+}
+
+static __always_inline struct dint_session *dint_session(__u32 client)
+{
+	int i = client_slot(client);
+	return dint_sessions.lookup(&i);
+}
+
+static __always_inline struct dint_done *dint_done(__u32 client, __u32 seq)
+{
+	int i = client_slot(client) * DINT_WINDOW + (seq & (DINT_WINDOW - 1));
+	return dint_done_recs.lookup(&i);
 }
 
 static __always_inline int dint_log_room(void)
@@ -245,9 +293,12 @@ int dint_xdp(struct xdp_md *ctx)
 	if (wire)
 		count(DINT_STAT_RX);
 	verdict = dint_process(f.msg, end, f.msg_len);
-	if (verdict == DINT_DROP) {
-		if (wire)
+	if (verdict == DINT_DROP || verdict == DINT_STALE) {
+		if (wire) {
 			count(DINT_STAT_DROP);
+			if (verdict == DINT_STALE)
+				count(DINT_STAT_STALE);
+		}
 		return XDP_DROP;
 	}
 	if (verdict == DINT_PASS) {

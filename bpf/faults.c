@@ -97,7 +97,7 @@ enum counter {
 	HOLD_FAILED, HOLD_DEBT_BYTES, LATE_BEYOND_DRAW,
 	LATE_SUM_NS, LATE_MAX_NS, LATE_MIN_INV_NS, LATE_ERR_SUM_NS, LATE_ERR_MAX_NS,
 	REORDER_SUM_NS, REORDER_MAX_NS, REORDER_MIN_INV_NS, REORDER_ERR_SUM_NS, REORDER_ERR_MAX_NS,
-	REP_SEEN, REP_DROPPED,
+	REP_SEEN, REP_DROPPED, REQ_DUP_LINK_DROPPED,
 	NCOUNTERS
 };
 
@@ -385,10 +385,17 @@ int faults_request(struct __sk_buff *skb)
 	if (happens(cfg, 0, cfg->dup)) {
 		__u32 mark = skb->mark;
 		skb->mark = MARK_DUP;
-		if (bpf_clone_redirect(skb, skb->ifindex, 0))
+		/* > 0 (NET_XMIT_DROP): the copy left and the end dropped it, a
+		 * full ring that the end counts in its tx_dropped like any
+		 * other datagram (the run's link_drops); < 0: no copy left */
+		int err = bpf_clone_redirect(skb, skb->ifindex, 0);
+		if (err < 0) {
 			count(REQ_COPY_FAILED, 1);
-		else
+		} else {
 			count(REQ_DUP, 1);
+			if (err > 0)
+				count(REQ_DUP_LINK_DROPPED, 1);
+		}
 		skb->mark = mark;
 	}
 	__u64 now = bpf_ktime_get_ns();

@@ -28,11 +28,41 @@
  *        so a full log is answered before any record changes)
  *   int dint_log_append(const struct dint_hdr *msg, const __u8 *val, const void *end)
  *        0 when the record is logged, -1 when the log is full
+ *   struct dint_session *dint_session(__u32 client)
+ *        the session slot a client's requests use (see "Exactly once"
+ *        below); 0 if the frontend keeps none
+ *   struct dint_done *dint_done(__u32 client, __u32 seq)
+ *        the completion record slot of request (client, seq); 0 if none
+ *   int dint_done_latch(struct dint_done *d), void dint_done_unlatch(d)
+ *        a completion record's latch, as dint_latch for records
  *
- * Idempotence comes from the records' own state, so a retransmitted request
- * is answered again and never applied twice: a lock remembers its owners, a
- * commit, insert or delete the transaction that made the current version,
- * a key the transaction it last logged; versions only grow. */
+ * Exactly once. Every request that can change state (a lock, a log
+ * record, a commit, a release, an insert, a delete) and carries a request
+ * id (client_id, seq != 0) is applied at most once, and every copy of it,
+ * however late, is answered as the first was or dropped with no effect:
+ *   - its outcome (status and version) is kept in a completion record, in
+ *     a window of DINT_WINDOW records per client indexed by seq, and a copy
+ *     finding the record is answered from it (a granted lock's value read
+ *     again, unchanged: its holder is still waiting for it, or no longer
+ *     cares) without touching anything;
+ *   - every request carries the client's ack, its oldest request id still
+ *     unanswered: the client will never send, nor wait for, any request
+ *     before it, so a copy older than the latest ack a client sent is
+ *     dropped unanswered (it may be older than the window). A client keeps
+ *     fewer than DINT_WINDOW request ids between its ack and its newest
+ *     request, so an answered request's record outlives every copy the
+ *     client could still take for an answer.
+ * This is RIFL's design (Lee et al., SOSP'15: completion records kept until
+ * the client acknowledges them, the acknowledgement carried on requests),
+ * with a fixed window instead of allocated records, as XDP allows. A client
+ * (client_id) takes over its session slot from an earlier one mapped to the
+ * same slot: a new run's client starts afresh. Requests without an id
+ * (seq 0) and those that change nothing (ECHO, READ, VALIDATE) skip it.
+ *
+ * Below that, idempotence also comes from the records' own state: a lock
+ * remembers its owners, a commit, insert or delete the transaction that
+ * made the current version, a key the transaction it last logged; versions
+ * only grow. */
 #ifndef DINT_ENGINE_H
 #define DINT_ENGINE_H
 
@@ -60,11 +90,13 @@
 #ifndef DINT_SHARED_MAX
 #define DINT_SHARED_MAX 4
 #endif
+_Static_assert((DINT_WINDOW & (DINT_WINDOW - 1)) == 0, "DINT_WINDOW is a power of two");
 
 enum dint_verdict {
 	DINT_DROP = 0,  /* not a request of ours: send nothing */
 	DINT_REPLY = 1, /* the buffer now holds the reply, same length */
 	DINT_PASS = 2,  /* untouched: the record lives elsewhere (dint's slow path answers) */
+	DINT_STALE = 3, /* a copy of a request older than its client's ack: send nothing */
 };
 
 /* Why dint_rec found no record. */
@@ -77,8 +109,9 @@ enum dint_where {
 enum dint_stat {
 	DINT_STAT_RX = 0, /* datagrams to the dint port */
 	DINT_STAT_TX,     /* replies sent */
-	DINT_STAT_DROP,   /* malformed datagrams dropped */
+	DINT_STAT_DROP,   /* datagrams not answered: malformed, or stale copies */
 	DINT_STAT_ERR,    /* replies with a status other than OK */
+	DINT_STAT_STALE,  /* ... of the dropped: copies older than their client's ack */
 	DINT_STAT_MAX,
 };
 
@@ -108,12 +141,33 @@ struct dint_log_rec {
 	__u8 value[DINT_VAL_MAX];
 };
 
+/* A client's session: which client holds the slot, and the newest ack it
+ * sent (0: none yet). */
+struct dint_session {
+	__u32 client;
+	__u32 ack;
+};
+
+/* The outcome of request (client, seq), kept for its copies. */
+struct dint_done {
+	__u64 latch;   /* 64 bits: XDP's atomics */
+	__u32 client;
+	__u32 seq;
+	__u32 ver;     /* the reply's version */
+	__u8 status;   /* the reply's status; 0: no outcome kept */
+	__u8 pad[3];
+} __attribute__((aligned(8)));
+
 /* The storage hooks, defined by each frontend (see the top of this file). */
 static __always_inline DINT_REF_T dint_ref(__u8 table, __u64 key, int create);
 static __always_inline struct dint_rec *dint_rec(DINT_REF_T ref, __u8 table, __u64 key, int create,
 						 int *where);
 static __always_inline int dint_log_room(void);
 static __always_inline int dint_log_append(const struct dint_hdr *msg, const __u8 *val, const void *end);
+static __always_inline struct dint_session *dint_session(__u32 client);
+static __always_inline struct dint_done *dint_done(__u32 client, __u32 seq);
+static __always_inline int dint_done_latch(struct dint_done *d);
+static __always_inline void dint_done_unlatch(struct dint_done *d);
 
 /* Where (table, key) lives in every frontend's hash structure: murmur3's
  * finaliser over the key with the table folded in. */
@@ -131,7 +185,7 @@ static __always_inline __u64 dint_hash(__u8 table, __u64 key)
 
 static __always_inline int dint_op_writes(__u8 op)
 {
-	return op != DINT_OP_READ && op != DINT_OP_VALIDATE;
+	return DINT_OP_CHANGES(op);
 }
 
 /* Copies a value of table t between packet and memory: pkt is the side in
@@ -374,16 +428,158 @@ static __always_inline int dint_absent_status(__u8 op)
 	return op == DINT_OP_INSERT ? DINT_ST_FULL : op == DINT_OP_ABORT ? DINT_ST_OK : DINT_ST_NOT_FOUND;
 }
 
+/* Serial-number order of request ids (RFC 1982): a comes before b. */
+static __always_inline int dint_seq_before(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) < 0;
+}
+
+/* What dint_once_begin found for a request. */
+enum dint_once {
+	DINT_ONCE_NEW = 0, /* not applied before: apply it (its record, if any, is latched) */
+	DINT_ONCE_COPY,    /* a copy of one applied: answer its outcome */
+	DINT_ONCE_STALE,   /* older than its client's ack: drop it */
+	DINT_ONCE_BUSY,    /* its completion record's latch stayed busy: RETRY */
+};
+
+/* Exactly once, before a state-changing request with an id is applied (see
+ * the top of this file): takes its client's ack, and finds its completion
+ * record. COPY returns the kept outcome in *status and *ver; NEW returns
+ * the record's slot in *dp, latched, for dint_once_end (0 if the frontend
+ * keeps none). */
+static __always_inline int dint_once_begin(const struct dint_hdr *m, struct dint_done **dp, __u8 *status,
+					   __u32 *ver)
+{
+	__u32 client = dint_ntohl(m->client_id), seq = dint_ntohl(m->seq), ack = dint_ntohl(m->ack);
+	struct dint_session *s = dint_session(client);
+	struct dint_done *d;
+
+	*dp = 0;
+	if (!s)
+		return DINT_ONCE_NEW;
+	if (s->client != client) { /* a new client takes the slot over */
+		s->client = client;
+		s->ack = ack;
+	} else if (ack && (!s->ack || dint_seq_before(s->ack, ack))) {
+		s->ack = ack;
+	}
+	if (s->ack && dint_seq_before(seq, s->ack))
+		return DINT_ONCE_STALE;
+	d = dint_done(client, seq);
+	if (!d)
+		return DINT_ONCE_NEW;
+	if (dint_done_latch(d))
+		return DINT_ONCE_BUSY;
+	if (d->status && d->client == client && d->seq == seq) {
+		*status = d->status;
+		*ver = d->ver;
+		dint_done_unlatch(d);
+		return DINT_ONCE_COPY;
+	}
+	*dp = d;
+	return DINT_ONCE_NEW;
+}
+
+/* Exactly once, after: keeps the outcome of the reply in m unless it was
+ * not decided (RETRY: a latch was busy; the client sends the request again,
+ * and may not have it answered otherwise), then frees the record. */
+static __always_inline void dint_once_end(struct dint_done *d, const struct dint_hdr *m, int verdict)
+{
+	if (!d)
+		return;
+	if (verdict == DINT_REPLY && m->status != DINT_ST_RETRY) {
+		d->client = dint_ntohl(m->client_id);
+		d->seq = dint_ntohl(m->seq);
+		d->ver = dint_ntohl(m->ver);
+		d->status = m->status;
+	}
+	dint_done_unlatch(d);
+}
+
+/* A copy of a granted lock request is answered with the record's value,
+ * read and not changed: its holder still holds it (nobody else can change
+ * it) if it is still waiting for this answer, and does not care otherwise. */
+static __always_inline int dint_reread(struct dint_hdr *msg, const void *end, __u8 status, __u32 ver)
+{
+	__u64 key = dint_ntohll(msg->key);
+	DINT_REF_T ref = dint_ref(msg->table, key, 0);
+	struct dint_rec *r;
+	int where = DINT_ABSENT;
+
+	if (!ref) {
+		msg->status = status;
+		msg->ver = dint_htonl(ver);
+		return DINT_REPLY;
+	}
+	if (dint_latch(ref)) {
+		msg->status = DINT_ST_RETRY;
+		return DINT_REPLY;
+	}
+	r = dint_rec(ref, msg->table, key, 0, &where);
+	if (!r && where == DINT_ELSEWHERE) {
+		dint_unlatch(ref);
+		return DINT_PASS; /* the slow path takes it into the cache and asks again */
+	}
+	if (r)
+		dint_copy((__u8 *)(msg + 1), r->value, (__u8 *)(msg + 1), msg->table, end);
+	dint_unlatch(ref);
+	msg->status = status;
+	msg->ver = dint_htonl(ver);
+	return DINT_REPLY;
+}
+
+/* Applies a valid request: a log record, or the operation on its key's
+ * record. Returns a dint_verdict; with DINT_PASS the message is unchanged. */
+static __always_inline int dint_execute(struct dint_hdr *msg, const void *end)
+{
+	DINT_REF_T ref;
+	struct dint_rec *r;
+	__u64 key;
+	int st, create, where = DINT_ABSENT;
+
+	if (msg->op == DINT_OP_LOG) {
+		st = dint_log(msg, (__u8 *)(msg + 1), end);
+		if (st < 0)
+			return DINT_PASS;
+		msg->status = st;
+		return DINT_REPLY;
+	}
+	key = dint_ntohll(msg->key);
+	create = msg->op == DINT_OP_INSERT;
+	ref = dint_ref(msg->table, key, create);
+	if (!ref) {
+		msg->status = dint_absent_status(msg->op);
+		return DINT_REPLY;
+	}
+	if (dint_latch(ref)) {
+		msg->status = DINT_ST_RETRY;
+		return DINT_REPLY;
+	}
+	r = dint_rec(ref, msg->table, key, create, &where);
+	if (!r) {
+		dint_unlatch(ref);
+		if (where == DINT_ELSEWHERE)
+			return DINT_PASS;
+		msg->status = dint_absent_status(msg->op);
+		return DINT_REPLY;
+	}
+	st = dint_apply(r, msg, (__u8 *)(msg + 1), end);
+	if (dint_op_writes(msg->op))
+		r->gen++;
+	dint_unlatch(ref);
+	msg->status = st;
+	return DINT_REPLY;
+}
+
 /* msg points at the UDP payload, len is the UDP payload length and end is
  * the end of readable memory (len bytes are known to fit before it).
  * Returns a dint_verdict; with DINT_PASS the message is unchanged. */
 static __always_inline int dint_process(struct dint_hdr *msg, const void *end, __u32 len)
 {
-	DINT_REF_T ref;
-	struct dint_rec *r;
-	__u64 key;
-	__u32 n;
-	int st, create, where = DINT_ABSENT;
+	struct dint_done *done;
+	__u32 n, ver = 0;
+	__u8 status = 0;
+	int once, verdict;
 
 	if ((const void *)(msg + 1) > end || len < DINT_HDR_LEN)
 		return DINT_DROP;
@@ -418,38 +614,25 @@ static __always_inline int dint_process(struct dint_hdr *msg, const void *end, _
 		msg->status = DINT_ST_NOT_OWNER;
 		return DINT_REPLY;
 	}
-	if (msg->op == DINT_OP_LOG) {
-		st = dint_log(msg, (__u8 *)(msg + 1), end);
-		if (st < 0)
-			return DINT_PASS;
-		msg->status = st;
-		return DINT_REPLY;
-	}
-	key = dint_ntohll(msg->key);
-	create = msg->op == DINT_OP_INSERT;
-	ref = dint_ref(msg->table, key, create);
-	if (!ref) {
-		msg->status = dint_absent_status(msg->op);
-		return DINT_REPLY;
-	}
-	if (dint_latch(ref)) {
+	if (!dint_op_writes(msg->op) || !msg->seq)
+		return dint_execute(msg, end);
+	once = dint_once_begin(msg, &done, &status, &ver);
+	if (once == DINT_ONCE_STALE)
+		return DINT_STALE;
+	if (once == DINT_ONCE_BUSY) {
 		msg->status = DINT_ST_RETRY;
 		return DINT_REPLY;
 	}
-	r = dint_rec(ref, msg->table, key, create, &where);
-	if (!r) {
-		dint_unlatch(ref);
-		if (where == DINT_ELSEWHERE)
-			return DINT_PASS;
-		msg->status = dint_absent_status(msg->op);
+	if (once == DINT_ONCE_COPY) {
+		if (status == DINT_ST_OK && (msg->op == DINT_OP_LOCK_SHARED || msg->op == DINT_OP_LOCK_EXCL))
+			return dint_reread(msg, end, status, ver);
+		msg->status = status;
+		msg->ver = dint_htonl(ver);
 		return DINT_REPLY;
 	}
-	st = dint_apply(r, msg, (__u8 *)(msg + 1), end);
-	if (dint_op_writes(msg->op))
-		r->gen++;
-	dint_unlatch(ref);
-	msg->status = st;
-	return DINT_REPLY;
+	verdict = dint_execute(msg, end);
+	dint_once_end(done, msg, verdict);
+	return verdict;
 }
 
 #endif

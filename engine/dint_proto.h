@@ -1,4 +1,4 @@
-/* Wire format of the dint protocol (v1): one request or reply per UDP
+/* Wire format of the dint protocol (v2): one request or reply per UDP
  * datagram. The only definition of the layout: the XDP program, both baseline
  * servers and, through harness/protocol.py (checked against this file by the
  * tests), the Python client all use it. Multi-byte fields are big-endian.
@@ -10,10 +10,17 @@
 #include "dint_compat.h"
 
 #define DINT_MAGIC 0xD17E
-#define DINT_PROTO_VERSION 1
+#define DINT_PROTO_VERSION 2
 
 #ifndef DINT_PORT
 #define DINT_PORT 7777
+#endif
+
+/* Request ids a client may have between its ack (its oldest request still
+ * unanswered) and its newest, a power of two: the servers keep this many
+ * completion records per client (dint_engine.h, "Exactly once"). */
+#ifndef DINT_WINDOW
+#define DINT_WINDOW 65536
 #endif
 
 /* Largest value a datagram may carry (bytes after the header). */
@@ -36,6 +43,11 @@ enum dint_op {
 	DINT_OP_DELETE = 11,        /* remove, as version ver */
 	DINT_OP_MAX,
 };
+
+/* Whether an operation may change a server's state: a request of one is
+ * applied at most once (dint_engine.h, "Exactly once"), and a client never
+ * gives it up. */
+#define DINT_OP_CHANGES(op) ((op) != DINT_OP_ECHO && (op) != DINT_OP_READ && (op) != DINT_OP_VALIDATE)
 
 /* A request carries DINT_ST_REQUEST; every reply carries another status, so a
  * server never answers a reply (no reflection loops). */
@@ -64,13 +76,15 @@ struct dint_hdr {
 	__u8 table;
 	__u16 val_len;   /* bytes of value following the header */
 	__u32 client_id; /* request id, part 1: the sending client */
-	__u32 seq;       /* request id, part 2: that client's sequence number */
+	__u32 seq;       /* request id, part 2: that client's sequence number (0: none) */
 	__u64 txn;       /* transaction: owner of locks, author of commits */
 	__u64 key;
 	__u32 ver;       /* version of the value */
+	__u32 ack;       /* the client's oldest request id still unanswered: every
+			  * one before it is answered and never sent again (0: none) */
 } __attribute__((packed));
 
-#define DINT_HDR_LEN 36
+#define DINT_HDR_LEN 40
 _Static_assert(sizeof(struct dint_hdr) == DINT_HDR_LEN, "dint_hdr layout changed");
 
 #endif

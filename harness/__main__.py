@@ -70,7 +70,9 @@ def cmd_run(args) -> int:
                     cc=args.cc, scale=args.scale, scale_divisor=args.scale_divisor,
                     scale_profile=args.scale_profile, kv_mix=args.kv_mix, rate=args.rate, neighbour=args.neighbour,
                     faults=args.faults,
-                    **({"inventory": args.inventory} if args.inventory else {})).validate()
+                    **({"inventory": args.inventory} if args.inventory else {}),
+                    **({"rto_min_ms": args.rto_min_ms} if args.rto_min_ms is not None else {}),
+                    **({"server_window": args.server_window} if args.server_window is not None else {})).validate()
     summary = execute(cfg, args.out)
     print(one_line(summary))
     print(f"results: {args.out}/summary.json")
@@ -130,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results directory of this run")
     p.add_argument("--inventory", help="inventory file (default inventory/local.yml)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--value-size", type=int, default=28, help="echo value bytes (default: 64-byte payloads)")
+    p.add_argument("--value-size", type=int, default=24, help="echo value bytes (default: 64-byte payloads)")
     p.add_argument("--clients-per-host", type=int, default=1)
     p.add_argument("--kernel-threads", type=int, default=1, help="kernel server threads per host")
     p.add_argument("--cache-fraction", type=float, default=0.0,
@@ -150,6 +152,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.0,
                    help="open loop: transactions (echo/kv/log: requests) per second per client process, on a "
                         "schedule fixed in advance; --concurrency caps those in flight (default 0: closed loop)")
+    p.add_argument("--rto-min", type=float, default=None, dest="rto_min_ms",
+                   help="the least retransmission timeout, ms: the measured one (smoothed round trip + 4 "
+                        "deviations) never goes below it (default: RunConfig.rto_min_ms)")
+    p.add_argument("--server-window", type=int, default=None, dest="server_window",
+                   help="requests a client keeps on the wire to one server at most, the rest queued until answers "
+                        "make room; 0: no limit (default: RunConfig.server_window, under the testbed's veth rings)")
     p.add_argument("--neighbour", action="store_true",
                    help="colocation: a CPU-bound neighbour on every server host's cores, its work rate measured")
     p.add_argument("--scale", type=int, default=0,

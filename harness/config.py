@@ -10,6 +10,7 @@ from . import HarnessError
 from .inventory import DEFAULT_INVENTORY
 from .protocol import MAX_VALUE
 from .testbed import NAPI_MODES
+from .txn import MAX_INFLIGHT
 
 SYSTEMS = ("dint", "kernel", "bypass")
 CLIENT_GSO = ("auto", "on", "off")
@@ -25,12 +26,22 @@ class RunConfig:
     napi: str = "pinned"          # where server-side packet work runs (testbed)
     inventory: str = str(DEFAULT_INVENTORY)
     seed: int = 1
-    value_size: int = 28          # echo: 36-byte header + 28 = a 64-byte payload
+    value_size: int = 24          # echo: 40-byte header + 24 = a 64-byte payload
     keys: int = 100_000           # kv, log, lock: keys per table (every server holds every key)
     store_capacity: int = 0       # records per server store; 0: twice the keys (kv, log, lock), at least 4096
     requests: int = 65536         # generated in advance, then cycled through
-    timeout_ms: float = 50.0      # retransmit (same request id) after
-    max_retries: int = 5          # then count the request as lost
+    # retransmission (same request id): after each server's measured timeout
+    # (smoothed round trip + 4 deviations, at least rto_min_ms), doubling per
+    # retransmission up to timeout_ms, which is also the timeout before any
+    # round trip is measured; a read or echo is given up after max_retries
+    # (counted lost), a request that may change state never
+    timeout_ms: float = 50.0
+    rto_min_ms: float = 0.25
+    max_retries: int = 5
+    # requests a client keeps on the wire to one server at most, the rest
+    # queued until answers make room (0: no limit): a burst larger than a
+    # ring on the way is lost (the testbed's veth rings hold 256 datagrams)
+    server_window: int = 128
     clients_per_host: int = 1
     # the client sends runs of same-size datagrams to one server as one UDP
     # GSO send (cut into datagrams on the client's side: servers see no
@@ -80,7 +91,7 @@ class RunConfig:
         need(self.workload in workloads.NAMES,
              f"--workload must be one of {', '.join(workloads.NAMES)}, not {self.workload!r}")
         need(self.napi in NAPI_MODES, f"--napi must be one of {', '.join(NAPI_MODES)}, not {self.napi!r}")
-        need(1 <= self.concurrency <= 65536, "--concurrency must be between 1 and 65536")
+        need(1 <= self.concurrency <= MAX_INFLIGHT, f"--concurrency must be between 1 and {MAX_INFLIGHT}")
         need(0 <= self.rate <= 10_000_000, "--rate must be between 0 (closed loop) and 10,000,000 per second")
         need(self.duration_s > 0, "--duration must be positive")
         need(self.warmup_s >= 0, "--warmup must not be negative")
@@ -89,6 +100,8 @@ class RunConfig:
         need(1 <= self.keys <= 2**40, "--keys must be between 1 and 2^40")
         need(self.store_capacity >= 0, "--store-capacity must not be negative")
         need(self.timeout_ms > 0 and self.max_retries >= 0, "timeout must be positive, retries not negative")
+        need(0 < self.rto_min_ms <= self.timeout_ms, "rto_min_ms must be positive and at most timeout_ms")
+        need(0 <= self.server_window <= MAX_INFLIGHT, f"--server-window must be between 0 and {MAX_INFLIGHT}")
         need(1 <= self.clients_per_host <= 64, "--clients-per-host must be between 1 and 64")
         need(self.client_gso in CLIENT_GSO, f"--client-gso must be one of {', '.join(CLIENT_GSO)}, "
                                             f"not {self.client_gso!r}")

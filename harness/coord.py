@@ -24,8 +24,10 @@ skipped:
      locked by another; a row read absent must still be absent). Skipped for
      a transaction that read one row and writes nothing.
   2. LOG every write, insert and delete to all its replicas. Once all are
-     logged the transaction is committed (the commit point); every later
-     batch is sent again, same request ids, until answered.
+     logged the transaction is committed (the commit point). Every request
+     that may change state, these and all that follow, is sent until
+     answered (the executor never gives one up, and the servers apply each
+     once, harness/txn.py), so a committed transaction always finishes.
   3. INSERT new rows at their primaries (version 0: the primary chooses it,
      and the new row stays locked by this transaction). An insert answered
      EXISTS (another transaction inserted the row since it was read absent)
@@ -47,9 +49,9 @@ the last round, so no transaction reads, locks, updates or deletes it
 before its backups have it (a TPC-C Delivery did: its commit then found the
 order absent at a backup).
 
-An abort (a rejected lock, a failed validation, a timeout before the
-commit point, `raise Abort(...)`) is handled by the executor: it releases
-every lock the transaction may hold.
+An abort (a rejected lock, a failed validation, a read that timed out,
+`raise Abort(...)`) is handled by the executor: it releases every lock the
+transaction may hold.
 """
 from __future__ import annotations
 
@@ -66,8 +68,7 @@ _OK, _NOT_FOUND, _EXISTS = int(Status.OK), int(Status.NOT_FOUND), int(Status.EXI
                                Op.COMMIT_PRIMARY, Op.ABORT, Op.INSERT, Op.DELETE))
 # the batches a transaction yields, made as cheaply as lists
 _MaybeAbsent = Batch.kind(tolerate=(_NOT_FOUND,))   # rows that may be absent; VALIDATE of rows read absent
-_Must = Batch.kind(must=True)                        # after the commit point
-_MustInsert = Batch.kind(tolerate=(_EXISTS,), must=True)
+_MayExist = Batch.kind(tolerate=(_EXISTS,))          # inserts of rows read absent
 _BOTH, _READS, _UPDATES = 0, 1, 2                   # what access() returns
 
 
@@ -213,7 +214,7 @@ class Tx:
         # 3. new rows at their primaries
         if inserts:
             items = list(inserts.items())
-            replies = yield _MustInsert([(_INSERT, t, k, v, 0, primary(k)) for (t, k), v in items])
+            replies = yield _MayExist([(_INSERT, t, k, v, 0, primary(k)) for (t, k), v in items])
             if any(r[0] == _EXISTS for r in replies):
                 raise Abort("lock")
             ins_ver = {tk: r[1] for (tk, _), r in zip(items, replies)}
@@ -225,7 +226,7 @@ class Tx:
         if deletes:
             bk += [(_DELETE, t, k, blanks[t], locked[(t, k)] + 1, d) for t, k in deletes for d in holders_of[primary(k)][1:]]
         if bk:
-            yield _Must(bk)
+            yield bk
         # 5. primaries: apply and release
         pr = [(_COMMIT_PRIMARY, t, k, v, locked[(t, k)] + 1, primary(k)) for (t, k), v in writes.items()]
         if deletes:
@@ -238,7 +239,7 @@ class Tx:
         if release:
             pr += [(_ABORT, t, k, blanks[t], 0, primary(k)) for t, k in release]
         if pr:
-            yield _Must(pr)
+            yield pr
         return None
 
 

@@ -10,7 +10,7 @@ dumps the store if asked), writes the log if asked, and prints its counters.
 
     python -m harness.dintd --ifaces IF[,IF...] --slowpath BIN [--port P] [--cpus LIST]
                             [--schema 8,40,0] [--buckets N] [--no-bloom] [--write-through]
-                            [--capacity N] [--load SNAP] [--dump SNAP] [--log FILE]
+                            [--capacity N] [--clients N] [--load SNAP] [--dump SNAP] [--log FILE]
                             [--print-source]
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ SOURCE = BPF_DIR / "dint_xdp.c"
 # Mirrors of bpf/dint_cache.h, checked against it by tests/test_constants.py:
 # the map dint_stats, indexed by enum dint_stat then enum dint_xdp_stat
 # (name i is DINT_STAT_<NAME>), and DINT_CACHE_SLOTS.
-STAT_NAMES = ("rx", "tx", "drop", "err", "pass", "write_through", "write_through_failed", "fill", "evict", "busy")
+STAT_NAMES = ("rx", "tx", "drop", "err", "stale", "pass", "write_through", "write_through_failed", "fill", "evict", "busy")
 CACHE_SLOTS = 4
 DRAIN_INTERVAL_S = 0.05
 DEFAULT_BUCKETS = 1024
@@ -46,12 +46,15 @@ def possible_cpus() -> int:
     return max(get_possible_cpus()) + 1
 
 
+DEFAULT_CLIENTS = 16
+
+
 def cflags(port: int, schema: Schema, buckets: int = DEFAULT_BUCKETS, bloom: bool = True,
-           write_through: bool = False) -> list[str]:
+           write_through: bool = False, clients: int = DEFAULT_CLIENTS) -> list[str]:
     """Build flags of the data plane; recorded with the results."""
     return [f"-I{ENGINE_DIR}", f"-I{BPF_DIR}", f"-DDINT_PORT={port}", f"-DDINT_NCPUS={possible_cpus()}",
             f"-DDINT_CACHE_BUCKETS={buckets}", f"-DDINT_CACHE_BLOOM={int(bloom)}",
-            f"-DDINT_CACHE_WRITE_THROUGH={int(write_through)}",
+            f"-DDINT_CACHE_WRITE_THROUGH={int(write_through)}", f"-DDINT_CLIENTS={clients}",
             # x86's total store order: the latch is freed by a plain store
             f"-DDINT_TSO={int(os.uname().machine == 'x86_64')}", *schema.cflags()]
 
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-through", action="store_true",
                     help="ablation: every writing operation goes up to the slow path")
     ap.add_argument("--capacity", type=int, default=4096, help="records the slow path's store holds")
+    ap.add_argument("--clients", type=int, default=DEFAULT_CLIENTS,
+                    help="client slots of the exactly-once state (each keeps a window of completion records)")
     ap.add_argument("--load", help="snapshot to load before serving")
     ap.add_argument("--dump", help="write a snapshot of the store here on stop")
     ap.add_argument("--log", help="write the log here on stop")
@@ -133,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         schema = Schema.parse(args.schema)
         if not 1 <= args.buckets <= 1 << 26:
             raise HarnessError(f"--buckets must be between 1 and {1 << 26}, not {args.buckets}")
-        cache = dict(buckets=args.buckets, bloom=not args.no_bloom, write_through=args.write_through)
+        if not 1 <= args.clients <= 4096:
+            raise HarnessError(f"--clients must be between 1 and 4096, not {args.clients}")
+        cache = dict(buckets=args.buckets, bloom=not args.no_bloom, write_through=args.write_through,
+                     clients=args.clients)
         if args.print_source:
             from bcc import DEBUG_PREPROCESSOR
             compile_program(args.port, schema, DEBUG_PREPROCESSOR, **cache)
@@ -151,7 +159,7 @@ def combine_stats(xdp: dict, slow: dict) -> dict:
     (tx), dropped there, or passed up to the slow path, which answers or
     drops them; the slow path's own counters follow as slow_*."""
     out = dict(xdp)
-    for k in ("tx", "drop", "err"):
+    for k in ("tx", "drop", "err", "stale"):
         out[k] = xdp[k] + slow.get(k, 0)
     out.update({f"slow_{k}": v for k, v in slow.items()})
     return out

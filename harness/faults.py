@@ -64,7 +64,7 @@ COUNTERS = (
     "hold_failed", "hold_debt_bytes", "late_beyond_draw",
     "late_sum_ns", "late_max_ns", "late_min_inv_ns", "late_err_sum_ns", "late_err_max_ns",
     "reorder_sum_ns", "reorder_max_ns", "reorder_min_inv_ns", "reorder_err_sum_ns", "reorder_err_max_ns",
-    "rep_seen", "rep_dropped",
+    "rep_seen", "rep_dropped", "req_dup_link_dropped",
 )
 MAX_COUNTERS = {"late_max_ns", "late_min_inv_ns", "late_err_max_ns", "reorder_max_ns", "reorder_min_inv_ns",
                 "reorder_err_max_ns"}  # per-CPU maxima: the largest, not the sum
@@ -82,8 +82,11 @@ MAX_DELAY_RATIO = DEBT_MAX // DEBT_MIN // 2
 DRAIN_MARGIN_S = 0.2   # after the delay line is empty: for the last replies to arrive
 RULE = ("requests: every datagram the clients sent passed the injector (client_sent == requests seen), and "
         "server_rx == client_sent - requests dropped + copies sent at once + late copies released "
-        "- reordered requests never released; replies: every reply the servers sent passed the injector "
-        "(replies seen == server_tx), and client_received == server_tx - replies dropped - replies that "
+        "- reordered requests never released - requests the links dropped after the injector (link_drops: "
+        "copies sent at once that the end dropped are among them); "
+        "replies: every reply the servers sent passed the injector "
+        "(replies seen == server_tx), and client_received == server_tx - replies dropped - replies the links "
+        "dropped - replies that "
         "reached a client socket already closed (UDP NoPorts in the client namespaces over the run) - replies "
         "left unread in a client's socket when it closed, which only copies can cause (a client waits for the "
         "replies to its own requests): 0 <= unread <= copies sent at once + late copies released; "
@@ -422,7 +425,10 @@ class Injector:
         try:
             if exc_type is None:
                 self._drain()
+                self._cut_lines()
+                time.sleep(DRAIN_MARGIN_S)
                 self._read()
+                self.drain_s = round(time.monotonic() - self._drain_t0, 3)
         finally:
             self._remove_all(raise_errors=exc_type is None)
 
@@ -480,9 +486,9 @@ class Injector:
             return 0
 
     def _drain(self) -> None:
-        """Until every held packet has left (at most the longest delay after
-        the clients stopped), then DRAIN_MARGIN_S for the last replies."""
-        t0 = time.monotonic()
+        """Until every held packet has left, at most the longest delay (and
+        2 s) after the clients stopped."""
+        self._drain_t0 = t0 = time.monotonic()
         if self.spec.delays:
             deadline = t0 + max(self.spec.late_delay_ns[1], self.spec.reorder_delay_ns[1]) / 1e9 + 2.0
             for host in self.hosts:
@@ -493,8 +499,23 @@ class Injector:
                     time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
                 while self._backlog(host) and time.monotonic() < deadline:
                     time.sleep(0.01)
-        time.sleep(DRAIN_MARGIN_S)
-        self.drain_s = round(time.monotonic() - t0, 3)
+
+    def _cut_lines(self) -> None:
+        """Reads each delay line's queue and deletes the line: what it still
+        holds (a line that did not drain in time) is dropped there and then,
+        so no copy reaches a server after the counters are read."""
+        if not self.spec.delays:
+            return
+        for host in self.hosts:
+            hold, _ = delay_line_names(host)
+            out = run(["tc", "-n", host.netns, "-s", "-j", "qdisc", "show", "dev", hold], check=False).stdout
+            try:
+                q = next(q for q in json.loads(out) if q.get("kind") == "htb")
+                self.qdisc[host.name] = {"sent_packets": q.get("packets"), "dropped": q.get("drops"),
+                                         "backlog_packets": q.get("qlen")}
+            except (ValueError, StopIteration):
+                self.qdisc[host.name] = {}
+            ip("link", "del", "dev", hold, netns=host.netns)
 
     def _read(self) -> None:
         total = dict.fromkeys(COUNTERS, 0)
@@ -502,15 +523,6 @@ class Injector:
             for name, v in counters(pin_dir(host.netns)).items():
                 total[name] = max(total[name], v) if name in MAX_COUNTERS else total[name] + v
             self.udp_after[host.netns] = _udp_stats(host.netns)
-            if self.spec.delays:
-                hold, _ = delay_line_names(host)
-                out = run(["tc", "-n", host.netns, "-s", "-j", "qdisc", "show", "dev", hold], check=False).stdout
-                try:
-                    q = next(q for q in json.loads(out) if q.get("kind") == "htb")
-                    self.qdisc[host.name] = {"sent_packets": q.get("packets"), "dropped": q.get("drops"),
-                                             "backlog_packets": q.get("qlen")}
-                except (ValueError, StopIteration):
-                    self.qdisc[host.name] = {}
         self.counters = total
 
     def _remove_all(self, raise_errors: bool) -> None:
@@ -559,7 +571,8 @@ class Injector:
         out["counters"] = {
             "requests": {"seen": c["req_seen"], "dropped": c["req_dropped"], "duplicated": c["req_dup"],
                          "late_duplicated": c["req_late"], "reordered": c["req_reorder"],
-                         "gso_untouched": c["req_gso_untouched"], "copy_failed": c["req_copy_failed"]},
+                         "gso_untouched": c["req_gso_untouched"], "copy_failed": c["req_copy_failed"],
+                         "duplicated_link_dropped": c["req_dup_link_dropped"]},
             "replies": {"seen": c["rep_seen"], "dropped": c["rep_dropped"]},
         }
         if self.spec.delays:
@@ -582,9 +595,11 @@ class Injector:
         return out
 
 
-def instrument_check(sent: int, received: int, srv: dict, servers_reported: bool, faults: dict) -> dict:
+def instrument_check(sent: int, received: int, srv: dict, servers_reported: bool, faults: dict,
+                     links: dict | None = None) -> dict:
     """The instrument check of a run with faults (RULE): every datagram
-    explained by the injector's counters."""
+    explained by the injector's counters, and what the links dropped after
+    it (a burst filling a veth ring)."""
     c = faults.get("counters")
     base = {"client_sent": sent, "server_rx": srv["rx"], "server_drop": srv["drop"], "server_tx": srv["tx"],
             "client_received": received, "rule": RULE}
@@ -596,8 +611,10 @@ def instrument_check(sent: int, received: int, srv: dict, servers_reported: bool
     late_released = (line.get("late") or {}).get("released", 0)
     reorder_lost = req["reordered"] - (line.get("reorder") or {}).get("released", 0)
     closed = faults["client_sockets"]["closed_port_replies"]
-    expected_rx = sent - req["dropped"] + req["duplicated"] + late_released - reorder_lost
-    unread = srv["tx"] - rep["dropped"] - closed - received
+    link_req = (links or {}).get("requests") or 0
+    link_rep = (links or {}).get("replies") or 0
+    expected_rx = sent - req["dropped"] + req["duplicated"] + late_released - reorder_lost - link_req
+    unread = srv["tx"] - rep["dropped"] - closed - link_rep - received
     copies = req["duplicated"] + late_released
     parts = {"injector_saw_every_request": req["seen"] == sent,
              "server_rx_explained": srv["rx"] == expected_rx,
@@ -607,5 +624,5 @@ def instrument_check(sent: int, received: int, srv: dict, servers_reported: bool
     return {**base, "requests_dropped": req["dropped"], "copies_at_once": req["duplicated"],
             "late_copies_released": late_released, "held_not_released": not_released,
             "replies_dropped": rep["dropped"], "replies_to_closed_sockets": closed,
-            "replies_unread_at_close": unread, "expected_server_rx": expected_rx,
+            "replies_unread_at_close": unread, "expected_server_rx": expected_rx, "link_drops": links,
             "parts": parts, "match": servers_reported and all(parts.values())}

@@ -27,6 +27,7 @@ from .txn import Executor
 
 PING_ID_BIT = 0x80000000  # readiness pings use their own client id
 SLICE_NS = 250_000_000    # the native loop returns this often, for progress and signals
+LINGER_QUIET_NS = 20_000_000  # at the end: stop reading once nothing has come for this long
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class ClientSpec:
     duration_s: float
     timeout_ms: float
     max_retries: int
+    rto_min_ms: float
+    server_window: int
     client_gso: str = "auto"
     rate: float = 0.0  # open loop: transactions (requests) per second; 0: closed loop
 
@@ -146,6 +149,7 @@ def _executor(spec: ClientSpec, wl: workloads.Workload, fds: list[int], interval
     gc.freeze()
     return Executor(fds, spec.client_id, [t.name for t in types], funcs, params, spec.concurrency,
                     int(spec.timeout_ms * 1e6), spec.max_retries, max(wl.schema.sizes),
+                    rto_min_ns=int(spec.rto_min_ms * 1e6), server_window=spec.server_window,
                     interval_ns=interval_ns, gso=use_gso(spec.client_gso, len(spec.dests)))
 
 
@@ -164,6 +168,7 @@ def drive(spec: ClientSpec, progress=print) -> dict:
         reqs = wl.stream.generate(spec.load)
         loop = Loop(fds, spec.client_id, reqs.data, reqs.offsets.tobytes(), reqs.dest_of, spec.concurrency,
                     timeout_ns, spec.max_retries, stamp_txn=wl.stream.stamp_txn, interval_ns=interval_ns,
+                    rto_min_ns=int(spec.rto_min_ms * 1e6), server_window=spec.server_window,
                     gso=use_gso(spec.client_gso, len(spec.dests)))
         rounds = 1
     cpus = sorted(os.sched_getaffinity(0))
@@ -184,6 +189,10 @@ def drive(spec: ClientSpec, progress=print) -> dict:
     window_s = (time.monotonic_ns() - win_from) / 1e9
     # Requests (transactions) started in the window may still be in flight: let them finish.
     loop.run(time.monotonic_ns() + rounds * timeout_ns * (spec.max_retries + 1) + 100_000_000, False)
+    # Replies to copies of requests sent again may still be on their way:
+    # read them, so that every reply a server sent is seen (the instrument
+    # check) before the sockets close.
+    loop.linger(LINGER_QUIET_NS, timeout_ns)
     stats = loop.stats()
     cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     hist = metrics.from_pairs(loop.histogram())
@@ -223,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         result = drive(spec, progress=lambda line: print(line, flush=True))
     except HarnessError as e:
         print(f"loadgen: error: {e}", file=sys.stderr)
+        return 1
+    except TimeoutError as e:  # the native loops: a server stopped answering
+        servers = ", ".join(f"{i} = {a}:{p}" for i, (a, p) in enumerate(spec.dests))
+        print(f"loadgen: error: {e} (servers: {servers})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

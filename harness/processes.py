@@ -5,6 +5,7 @@ the Ansible playbooks (harness/deploy.py)."""
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import sys
 import time
@@ -18,6 +19,10 @@ from .deploy import Deployer, ProcSpec, host_pidfile
 from .inventory import Inventory
 from .loadgen import ClientSpec
 from .sh import in_netns
+
+
+# Run nonces: 15 bits above a client's 16-bit number.
+NONCES = (1 << 15) - 1
 
 
 class Neighbours:
@@ -73,15 +78,21 @@ class Clients:
         self.procs: list[tuple[ProcSpec, Path]] = []
         self.play = None
         self.finished = False
+        # client ids stay below 2^31: the high bit marks readiness pings
+        self.nonce = secrets.randbelow(NONCES) + 1
 
     def spec(self, cid: int, host, dests: tuple) -> ClientSpec:
-        """Client cid's inputs: the run's settings, and its own seed."""
+        """Client cid's inputs: the run's settings, and its own seed. Its id
+        on the wire is cid in the low 16 bits (the servers keep its
+        exactly-once state in slot cid) and this run's nonce above, so that
+        no request of an earlier run's client passes for one of its own."""
         c = self.cfg
         load = LoadSpec(data=c.data, seed=c.seed * 1000 + cid, requests=c.requests, servers=len(dests), cc=c.cc,
                         mix=c.kv_mix, value_size=c.value_size)
-        return ClientSpec(client_id=cid, host=host.name, address=host.address, dests=dests, workload=c.workload,
+        return ClientSpec(client_id=self.nonce << 16 | cid, host=host.name, address=host.address, dests=dests, workload=c.workload,
                           load=load, concurrency=c.concurrency, warmup_s=c.warmup_s, duration_s=c.duration_s,
-                          timeout_ms=c.timeout_ms, max_retries=c.max_retries, client_gso=c.client_gso, rate=c.rate)
+                          timeout_ms=c.timeout_ms, max_retries=c.max_retries, rto_min_ms=c.rto_min_ms, server_window=c.server_window,
+                          client_gso=c.client_gso, rate=c.rate)
 
     def start(self) -> None:
         cdir = self.out / "clients"

@@ -7,7 +7,7 @@ import struct
 from typing import NamedTuple
 
 MAGIC = 0xD17E
-PROTO_VERSION = 1
+PROTO_VERSION = 2
 DEFAULT_PORT = 7777
 MAX_VALUE = 1024
 
@@ -24,6 +24,7 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("txn", "Q"),
     ("key", "Q"),
     ("ver", "I"),
+    ("ack", "I"),
 )
 HEADER = struct.Struct(">" + "".join(code for _, code in FIELDS))
 HEADER_LEN = HEADER.size
@@ -71,6 +72,7 @@ class Message(NamedTuple):
     txn: int
     key: int
     ver: int
+    ack: int
     value: bytes
 
 
@@ -84,9 +86,9 @@ def offsets() -> dict[str, int]:
 
 
 def pack(op: int, key: int = 0, value: bytes = b"", *, table: int = 0, ver: int = 0, txn: int = 0,
-         client_id: int = 0, seq: int = 0, status: int = Status.REQUEST,
+         client_id: int = 0, seq: int = 0, ack: int = 0, status: int = Status.REQUEST,
          proto: int = PROTO_VERSION, magic: int = MAGIC) -> bytes:
-    return HEADER.pack(magic, proto, op, status, table, len(value), client_id, seq, txn, key, ver) + value
+    return HEADER.pack(magic, proto, op, status, table, len(value), client_id, seq, txn, key, ver, ack) + value
 
 
 def unpack(data: bytes) -> Message:

@@ -98,15 +98,20 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
         stack.callback(clients.stop)
         before = cost.sample()
         after: dict = {}
+        links = LinkDrops(testbed)
+
+        def done() -> None:
+            after.update(cost.sample())
+            links.sample()
         clients.start()
-        results = clients.wait(system, show_progress, when_done=lambda: after.update(cost.sample()))
+        results = clients.wait(system, show_progress, when_done=done)
         window = (min(r["window_ns"][0] for r in results), max(r["window_ns"][1] for r in results))
         colocation = neighbours.result(window) if neighbours else None
     # leaving the stack stopped the clients, reset NAPI, then stopped the servers
     (out / "ansible" / "timings.json").write_text(json.dumps(dict(deployer.timings), indent=1))
     hist = metrics.merge(metrics.decode(r["histogram"]) for r in results)
     summary, txn_hists = summarize(cfg, results, hist, system.stats, placement(inv, system.polls), napi, LATE_NS,
-                                   injector.result())
+                                   injector.result(), links.result())
     cost_now = ServerCost.per_op(system.name, before, after, summary.instrument_check["client_sent"])
     summary.server_cpu_us_per_op = cost_now.pop("server_cpu_us_per_op")
     summary.server_cost = cost_now
@@ -137,6 +142,28 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
         raise HarnessError(f"consistency check failed: {', '.join(c['failed'])} "
                            f"(details in {out / 'summary.json'}, under consistency)")
     return result
+
+
+class LinkDrops:
+    """What the testbed's links dropped while the clients ran (a burst
+    filled a veth ring): read when the clients start and when they are
+    done; a cluster's links are not the harness's to read (null)."""
+
+    def __init__(self, testbed: Testbed | None):
+        self.testbed = testbed
+        self.before = testbed.link_drops() if testbed else None
+        self.after = None
+
+    def sample(self) -> None:
+        if self.testbed:
+            self.after = self.testbed.link_drops()
+
+    def result(self) -> dict:
+        if self.before is None or self.after is None:
+            return {"requests": None, "replies": None,
+                    "why_null": "not a local testbed: its links' counters are the hosts'" if self.before is None
+                    else "the clients did not finish"}
+        return {k: self.after[k] - self.before[k] for k in self.before}
 
 
 def check_consistency(wl: workloads.Workload, cfg: RunConfig, system, inv: Inventory, txns: dict) -> dict:

@@ -24,6 +24,7 @@ class Dint(Packet):
         LongField("txn", 0),
         LongField("key", 0),
         IntField("ver", 0),
+        IntField("ack", 0),
         StrLenField("value", b"", length_from=lambda p: p.val_len),
     ]
 

@@ -185,8 +185,23 @@ class RunSummary:
                 if v is not None or k in ("server_cpu_us_per_op", "server_cost")}
 
 
+def instrument_check(sent: int, received: int, srv: dict, servers_reported: bool, links: dict | None) -> dict:
+    """Every datagram explained: the clients' requests reached the servers
+    but for those the links dropped, the servers answered or dropped each,
+    and the answers reached the clients but for those the links dropped."""
+    req = (links or {}).get("requests")
+    rep = (links or {}).get("replies")
+    out = {"client_sent": sent, "server_rx": srv["rx"], "server_drop": srv["drop"], "server_tx": srv["tx"],
+           "client_received": received, "link_drops": links}
+    if req is None or rep is None:  # unknown: then nothing may have been lost
+        req = rep = 0
+    out["match"] = (servers_reported and sent - req == srv["rx"] and srv["tx"] + srv["drop"] == srv["rx"]
+                    and received == srv["tx"] - rep)
+    return out
+
+
 def summarize(cfg: RunConfig, results: list[dict], hist, server_stats: dict, placed: dict, napi: dict,
-              late_ns: int, faults: dict | None = None) -> tuple[RunSummary, dict]:
+              late_ns: int, faults: dict | None = None, links: dict | None = None) -> tuple[RunSummary, dict]:
     """The run's summary from its clients' results and its servers' final
     counters (and, in a run with faults, the injector's: see
     harness/faults.py); and the merged latency histogram of each
@@ -217,16 +232,13 @@ def summarize(cfg: RunConfig, results: list[dict], hist, server_stats: dict, pla
         client_wait_fraction=round(max(r["cpu"]["wait_fraction"] for r in results), 4),
         client_saturated=util >= SATURATED_UTIL, client_saturation_rule=SATURATION_RULE,
         # Validating the instrument: what the clients sent, the servers
-        # received; what the servers did not drop, they answered; and every
-        # answer reached a client (pings included).
-        # With faults, what the injector dropped and added is accounted for.
+        # received, but for what the links dropped on the way; what the
+        # servers did not drop, they answered; and every answer reached a
+        # client (pings included), but for what the links dropped. With
+        # faults, what the injector dropped and added is accounted for too.
         instrument_check=fault_injection.instrument_check(
-            sent, received, srv, None not in server_stats.values(), faults) if faults else {
-            "client_sent": sent, "server_rx": srv["rx"], "server_drop": srv["drop"], "server_tx": srv["tx"],
-            "client_received": received,
-            "match": (None not in server_stats.values() and sent == srv["rx"]
-                      and srv["tx"] + srv["drop"] == srv["rx"] and received == srv["tx"]),
-        },
+            sent, received, srv, None not in server_stats.values(), faults, links) if faults else
+        instrument_check(sent, received, srv, None not in server_stats.values(), links),
         servers=server_stats, placement=placed, napi_placement=napi, env=envinfo.collect(),
         config=cfg.to_dict(), faults=faults)
     if cfg.rate:

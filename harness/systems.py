@@ -67,10 +67,17 @@ class System:
     def files(self, host: Host) -> dict[str, Path]:
         return {"dump": self.logdir / f"store-{host.name}.snap", "log": self.logdir / f"log-{host.name}.dlog"}
 
+    @property
+    def clients(self) -> int:
+        """Client slots of the servers' exactly-once state: one per client
+        process of the run (their ids' low bits number them 1..N), and slot
+        0 for requests from anything else."""
+        return self.cfg.clients_per_host * len(self.inv.clients) + 1
+
     def store_args(self, host: Host) -> list[str]:
         f = self.files(host)
-        return ["--capacity", str(self.capacity), *(["--load", str(self.data)] if self.data else []),
-                "--dump", str(f["dump"]), "--log", str(f["log"])]
+        return ["--capacity", str(self.capacity), "--clients", str(self.clients),
+                *(["--load", str(self.data)] if self.data else []), "--dump", str(f["dump"]), "--log", str(f["log"])]
 
     @property
     def records(self) -> int:

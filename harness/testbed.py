@@ -254,6 +254,20 @@ class Testbed:
         except HarnessError as e:
             print(f"warning: could not reset NAPI placement: {e}", file=sys.stderr)
 
+    # -- the links ---------------------------------------------------------
+    def link_drops(self) -> dict:
+        """Datagrams the links have dropped so far (veth's tx_dropped: a
+        burst filled the receiving end's ring): requests on the client ends,
+        replies on the server ends."""
+        def dropped(host, iface) -> int:
+            out = ip("-s", "-j", "link", "show", "dev", iface, netns=host.netns).stdout
+            try:
+                return int(json.loads(out)[0]["stats64"]["tx"]["dropped"])
+            except (ValueError, IndexError, KeyError) as e:
+                raise HarnessError(f"cannot read the counters of {host.name}/{iface}: {e}") from None
+        return {"requests": sum(dropped(c, i.name) for c in self.inv.clients for i in c.interfaces),
+                "replies": sum(dropped(s, i.name) for s in self.inv.servers for i in s.interfaces)}
+
     # -- inspection ------------------------------------------------------
     def status(self) -> list[dict]:
         from . import faults

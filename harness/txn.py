@@ -17,33 +17,39 @@ primary of N servers); the executor has no placement rule of its own, and
 refuses a request without dest. The executor stamps every request with the
 transaction's id (client id << 32 | a counter). A reply is (status, ver,
 value), value being bytes for an answered READ or a granted lock and None
-otherwise; status TIMEOUT means the request was retransmitted (same request
-id) max_retries times and given up.
+otherwise.
+
+Retransmission (harness/native/reqtable.h): a request unanswered after its
+server's retransmission timeout (measured round trips, RFC 6298's
+estimator) is sent again with the same request id, its timeout doubling
+each time. A request that may change state (a lock, a log record, a
+commit, a release, an insert, a delete) is never given up: the servers
+apply it once and answer its copies as the first (engine/dint_engine.h,
+"Exactly once"), so it is sent until answered and its outcome is always
+known; a server that leaves one unanswered for dead_ns fails the run (the
+executor raises TimeoutError). A READ or VALIDATE is given up after
+max_retries (status TIMEOUT): the transaction aborts with cause "timeout".
 
 A transaction may yield a Batch instead of a list: its `tolerate` statuses
 (engine statuses, e.g. NOT_FOUND for a row that may be absent) are handed to
-the transaction instead of aborting it, and a batch marked `must` (the
-commit messages sent after the commit point, harness/coord.py) is sent
-again whenever any of its requests times out, until all are answered (with
-the same transaction id: the engine answers a duplicate without applying it
-twice). A
-transaction's return value, if a string, is counted as its outcome (e.g.
-SmallBank's WriteCheck with or without overdraft), per type.
+the transaction instead of aborting it. A transaction's return value, if a
+string, is counted as its outcome (e.g. SmallBank's WriteCheck with or
+without overdraft), per type.
 
 A reply whose status is not OK aborts the transaction (the generator is
 closed, not resumed); so does `raise Abort(cause)` inside it. Aborting sends
 ABORT for every key the transaction may hold, not since released by a
-commit or an abort: a lock granted; one whose request timed out; and one
-whose request was sent more than once, whatever the answer taken, since a
-later copy may reach the server after the answered one, find the key free
-and be granted. ABORT releases only the sender's own lock, so an unneeded
-one is harmless. A transaction that commits still holding such a lock
-releases it the same way before its place goes to the next one (counted
-committed, with its latency, when it returns). An ABORT given up after
-max_retries is counted in release_failures: it may leave a lock held. The
-cause is recorded per type: "lock" (LOCKED, or no room for
-another shared holder), "validation" (VALIDATE not OK, or STALE), "timeout",
-"error" (any other status: a bug, counted with its status).
+commit or an abort: a lock granted, and one whose request was sent more
+than once, whatever the answer taken (the servers answer every copy as the
+first, so such a copy cannot be granted later; the ABORT keeps that true
+of a server that would not). ABORT releases only the sender's own lock, so
+an unneeded one is harmless. A transaction that commits still holding such
+a lock releases it the same way before its place goes to the next one
+(counted committed, with its latency, when it returns). An ABORT refused is
+counted in release_failures: it may leave a lock held. The cause is
+recorded per type: "lock" (LOCKED, or no room for another shared holder),
+"validation" (VALIDATE not OK, or STALE), "timeout", "error" (any other
+status: a bug, counted with its status).
 
 Only transactions that start inside the measured window are counted;
 latency is from the first batch sent to the last reply, committed ones only.
@@ -55,10 +61,13 @@ from . import metrics
 # the transaction types it keeps apart (a latency histogram each); MAX_STATUS, a
 # Batch tolerates engine statuses below it (the bits of its mask); cause_of, the
 # abort rule, for callers and tests
-from ._netloop import CAUSES, MAX_STATUS, TXN_KINDS, TxnIO, cause_of  # noqa: F401
+from ._netloop import CAUSES, MAX_STATUS, TXN_KINDS, WINDOW, TxnIO, cause_of  # noqa: F401
 from .protocol import Op, Status
 
 MAX_BATCH = 64       # requests in one batch, for sizing the in-flight table
+# At most this many requests in flight: the request ids a client has out
+# stay within the servers' window of completion records.
+MAX_INFLIGHT = WINDOW // 2
 
 
 def _mask(tolerate) -> int:
@@ -70,24 +79,22 @@ def _mask(tolerate) -> int:
 
 class Batch(list):
     """A batch of requests with how its replies are taken (see above). The
-    native executor reads `mask` (bit s: status s is tolerated) and `must`."""
-    __slots__ = ("mask", "must")
+    native executor reads `mask` (bit s: status s is tolerated)."""
+    __slots__ = ("mask",)
 
-    def __init__(self, requests=(), tolerate=(), must: bool = False):
+    def __init__(self, requests=(), tolerate=()):
         super().__init__(requests)
         self.mask = _mask(tolerate)
-        self.must = must
 
     @property
     def tolerate(self) -> frozenset:
         return frozenset(s for s in range(MAX_STATUS) if self.mask >> s & 1)
 
     @classmethod
-    def kind(cls, tolerate=(), must: bool = False) -> type:
+    def kind(cls, tolerate=()) -> type:
         """A Batch class whose batches all take their replies the same way,
         made as cheaply as a plain list: kind(...)(requests)."""
-        return type(cls.__name__, (cls,), {"__slots__": (), "mask": _mask(tolerate), "must": must,
-                                          "__init__": list.__init__})
+        return type(cls.__name__, (cls,), {"__slots__": (), "mask": _mask(tolerate), "__init__": list.__init__})
 
 
 class Abort(Exception):
@@ -122,17 +129,20 @@ class Executor:
 
     def __init__(self, fds, client_id: int, kinds: list[str], funcs: list, params: list,
                  concurrency: int, timeout_ns: int, max_retries: int, max_value: int = 64,
-                 interval_ns: int = 0, gso: bool = True):
+                 interval_ns: int = 0, gso: bool = True, rto_min_ns: int = 250_000, dead_ns: int = 5 * 10**9,
+                 server_window: int = 0):
         if not 1 <= len(kinds) == len(funcs) <= TXN_KINDS:
             raise ValueError(f"1 to {TXN_KINDS} transaction types, each with a function")
         if not params:
             raise ValueError("no transaction parameters")
         if not 1 <= client_id < 2**31:
             raise ValueError("client_id must be in 1..2^31-1")
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        self.capacity = concurrency * MAX_BATCH * 2   # requests in flight at once
-        self.io = TxnIO(fds, client_id, timeout_ns, max_retries, self.capacity, max_value, gso)
+        if not 1 <= concurrency <= MAX_INFLIGHT:
+            raise ValueError(f"concurrency must be between 1 and {MAX_INFLIGHT}")
+        # requests in flight at once: room for every transaction's batch
+        self.capacity = min(concurrency * MAX_BATCH * 2, MAX_INFLIGHT)
+        self.io = TxnIO(fds, client_id, timeout_ns, max_retries, self.capacity, max_value, gso, rto_min_ns, dead_ns,
+                        server_window)
         # params as they are when a list: a copy of a million tuples would be
         # one more big object for the collector to walk
         self.io.configure(list(funcs), params if type(params) is list else list(params), concurrency,
@@ -147,6 +157,11 @@ class Executor:
         """Runs until the clock reaches until_ns; without issuing new
         transactions, also stops when none is left in flight."""
         self.io.drive(until_ns, issue_new)
+
+    def linger(self, quiet_ns: int, max_ns: int) -> None:
+        """Once nothing is in flight: reads the replies still coming (to
+        copies sent again) until none has come for quiet_ns."""
+        self.io.linger(quiet_ns, max_ns)
 
     # -- results ----------------------------------------------------------
     def stats(self) -> dict:
@@ -174,4 +189,4 @@ class Executor:
                          "histogram": metrics.encode(metrics.from_pairs(self.io.histogram(i)))}
         errors = {f"{_status_name(Op, op)}:{_status_name(Status, st)}": n for (op, st), n in r["errors"].items()}
         return {"types": out, "active": r["active"], "release_failures": r["release_failures"],
-                "resends": r["resends"], "params_wrapped": r["params_wrapped"], "error_statuses": errors}
+                "params_wrapped": r["params_wrapped"], "error_statuses": errors}

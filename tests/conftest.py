@@ -151,17 +151,28 @@ class Served:
 
     def request(self, op, key, value=b"", server=None, **kw):
         """Sends one request to a server (s0 by default), returns the reply
-        (protocol.Message) and counts what the server should count."""
+        (protocol.Message) and counts what the server should count. The
+        request id is client 0's next unless client_id and seq are given."""
         server = server or self.inv.servers[0]
-        self.seq += 1
-        reply = self.exchange(server, pack(op, key, value, seq=self.seq, **kw))
+        if "seq" not in kw:
+            self.seq += 1
+            kw["seq"] = self.seq
+        reply = self.exchange(server, pack(op, key, value, **kw))
         assert reply is not None, f"{self.system.name}/{server.name}: no reply to {Op(op).name} {key}"
         msg = unpack(reply)
-        assert msg.seq == self.seq
+        assert msg.seq == kw["seq"]
         self.sent[(server.name, "tx")] += 1
         if msg.status != Status.OK:
             self.sent[(server.name, "err")] += 1
         return msg
+
+    def unanswered(self, op, key, value=b"", server=None, **kw) -> None:
+        """Sends a request that must be dropped (a stale copy): no reply."""
+        server = server or self.inv.servers[0]
+        reply = self.exchange(server, pack(op, key, value, **kw))
+        assert reply is None, f"{self.system.name}/{server.name}: {Op(op).name} {key} answered: {unpack(reply)}"
+        self.sent[(server.name, "drop")] += 1
+        self.sent[(server.name, "stale")] += 1
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))

@@ -193,6 +193,109 @@ def test_log_appends_once_per_transaction_and_key(served):
     assert served.request(Op.LOG, 77_777, b"n" * 40, table=T40, txn=503, ver=1).status == Status.OK
 
 
+# -- exactly once: copies of a request, however late ----------------------
+# A client of this suite's own: its number (slot) in the low 16 bits, a
+# nonce above, as the harness gives its clients.
+CLIENT = 0x5A5A << 16 | 3
+
+
+def once(served, op, key, value, seq, ack, **kw):
+    """A request of CLIENT with id seq; ack: the oldest request the client
+    still waits for an answer to."""
+    return served.request(op, key, value, client_id=CLIENT, seq=seq, ack=ack, **kw)
+
+
+def test_a_late_copy_of_a_lock_is_answered_as_the_first_and_grants_nothing(served):
+    """The lock was granted and released by the transaction's commit; a copy
+    of the lock request arriving later (the client still waits for an older
+    request, 9, so its ack is 9) is answered as the first copy was, and the
+    key stays free."""
+    key = 1100
+    assert served.request(Op.INSERT, key, v8(1), txn=900, ver=1).status == Status.OK
+    first = once(served, Op.LOCK_EXCL, key, Z8, seq=10, ack=9, txn=901)
+    assert (first.status, first.ver, first.value) == (Status.OK, 1, v8(1))
+    assert once(served, Op.COMMIT_PRIMARY, key, v8(2), seq=11, ack=9, txn=901, ver=2).status == Status.OK
+    late = once(served, Op.LOCK_EXCL, key, Z8, seq=10, ack=9, txn=901)
+    assert (late.status, late.ver) == (Status.OK, 1)
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=902).status == Status.OK  # nobody holds it
+    assert served.request(Op.ABORT, key, Z8, txn=902).status == Status.OK
+
+
+def test_a_late_copy_of_a_lock_after_the_clients_ack_passed_it_is_dropped(served):
+    """The same, once the client has said (ack 12) that it waits for nothing
+    before request 12: the copy is dropped unanswered, and the key stays free."""
+    key = 1101
+    assert served.request(Op.INSERT, key, v8(1), txn=903, ver=1).status == Status.OK
+    assert once(served, Op.LOCK_EXCL, key, Z8, seq=12, ack=12, txn=904).status == Status.OK
+    assert once(served, Op.COMMIT_PRIMARY, key, v8(2), seq=13, ack=13, txn=904, ver=2).status == Status.OK
+    served.unanswered(Op.LOCK_EXCL, key, Z8, client_id=CLIENT, seq=12, ack=12, txn=904)
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=902).status == Status.OK  # nobody holds it
+    assert served.request(Op.ABORT, key, Z8, txn=902).status == Status.OK
+
+
+def test_a_copy_of_a_granted_lock_still_held_answers_its_value(served):
+    """The reply to a granted lock was lost: the copy gets the value and
+    version again, and the lock is held once."""
+    key = 203  # T40, version 3, b"\xcb" * 40 (conftest)
+    first = once(served, Op.LOCK_EXCL, key, Z40, seq=15, ack=15, table=T40, txn=905)
+    again = once(served, Op.LOCK_EXCL, key, Z40, seq=15, ack=15, table=T40, txn=905)
+    assert (again.status, again.ver, again.value) == (first.status, first.ver, first.value) == \
+        (Status.OK, 3, bytes([203]) * 40)
+    assert served.request(Op.LOCK_EXCL, key, Z40, table=T40, txn=906).status == Status.LOCKED
+    assert once(served, Op.ABORT, key, Z40, seq=16, ack=16, table=T40, txn=905).status == Status.OK
+
+
+def test_a_copy_of_a_commit_after_another_commit_is_answered_ok(served):
+    """The reply to a commit was lost and another transaction has committed
+    the key since: the copy is answered OK (as the first was), not
+    NOT_OWNER, and changes nothing."""
+    key = 1110
+    assert served.request(Op.INSERT, key, v8(1), txn=910, ver=1).status == Status.OK
+    assert once(served, Op.LOCK_EXCL, key, Z8, seq=20, ack=20, txn=911).status == Status.OK
+    assert once(served, Op.COMMIT_PRIMARY, key, v8(2), seq=21, ack=21, txn=911, ver=2).status == Status.OK
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=912).status == Status.OK
+    assert served.request(Op.COMMIT_PRIMARY, key, v8(3), txn=912, ver=3).status == Status.OK
+    again = once(served, Op.COMMIT_PRIMARY, key, v8(2), seq=21, ack=21, txn=911, ver=2)  # its reply was lost
+    assert again.status == Status.OK
+    m = served.request(Op.READ, key, Z8)
+    assert (m.status, m.ver, m.value) == (Status.OK, 3, v8(3))
+
+
+def test_a_release_that_overtook_its_lock_leaves_the_key_free(served):
+    """The client gave up waiting for its lock request and released the key;
+    the release arrives first, with an ack past the lock request: the lock
+    request arriving afterwards is dropped, not granted."""
+    key = 1120
+    assert served.request(Op.INSERT, key, v8(1), txn=920, ver=1).status == Status.OK
+    assert once(served, Op.ABORT, key, Z8, seq=31, ack=31, txn=921).status == Status.OK
+    served.unanswered(Op.LOCK_EXCL, key, Z8, client_id=CLIENT, seq=30, ack=30, txn=921)
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=922).status == Status.OK
+    assert served.request(Op.ABORT, key, Z8, txn=922).status == Status.OK
+
+
+def test_a_late_copy_of_an_insert_after_a_delete_does_not_bring_the_row_back(served):
+    key = 1130
+    ins = once(served, Op.INSERT, key, v8(5), seq=40, ack=39, txn=931, ver=0)
+    assert ins.status == Status.OK
+    assert once(served, Op.ABORT, key, Z8, seq=41, ack=39, txn=931).status == Status.OK  # the last commit round
+    assert served.request(Op.LOCK_EXCL, key, Z8, txn=932).status == Status.OK
+    assert served.request(Op.DELETE, key, Z8, txn=932, ver=ins.ver + 1).status == Status.OK
+    late = once(served, Op.INSERT, key, v8(5), seq=40, ack=39, txn=931, ver=0)
+    assert (late.status, late.ver) == (Status.OK, ins.ver)
+    assert served.request(Op.READ, key, Z8).status == Status.NOT_FOUND
+
+
+def test_a_copy_older_than_the_clients_ack_is_dropped(served):
+    """Once the client says (ack) it waits for nothing before seq 51, a copy
+    of its request 50 is dropped unanswered, whatever it is."""
+    key = 1140
+    assert served.request(Op.INSERT, key, v8(1), txn=940, ver=1).status == Status.OK
+    assert once(served, Op.LOG, key, v8(9), seq=50, ack=50, txn=941, ver=2).status == Status.OK
+    assert once(served, Op.LOCK_SHARED, key, Z8, seq=52, ack=51, txn=942).status == Status.OK
+    served.unanswered(Op.LOG, key, v8(9), client_id=CLIENT, seq=50, ack=50, txn=941, ver=2)
+    assert once(served, Op.ABORT, key, Z8, seq=53, ack=51, txn=942).status == Status.OK
+
+
 def test_servers_are_independent(served):
     s1 = served.inv.servers[1]
     assert served.request(Op.INSERT, 2000, v8(1), txn=601, ver=1, server=s1).status == Status.OK
@@ -206,7 +309,7 @@ def test_zz_final_state_log_and_counters(served):
     s0, s1 = served.inv.servers[0], served.inv.servers[1]
     for server in served.inv.servers:
         got = stats[server.name]
-        for key in ("rx", "tx", "err"):
+        for key in ("rx", "tx", "err", "drop", "stale"):
             assert got[key] == served.sent[(server.name, key)], (server.name, key, got)
     store = {(r.table, r.key): r for r in served.system.dump(s0)}
     assert store[(T8, 102)].value == v8(55) and store[(T8, 102)].ver == 2
@@ -217,4 +320,5 @@ def test_zz_final_state_log_and_counters(served):
     log = [(r.txn, r.table, r.key, r.ver, r.value) for r in served.system.log(s0)]
     assert log.count((501, T8, 108, 2, v8(1))) == 1
     assert (502, T8, 108, 3, v8(2)) in log and (503, T40, 77_777, 1, b"n" * 40) in log
-    assert len(log) == 3
+    assert log.count((941, T8, 1140, 2, v8(9))) == 1  # its stale copy was not appended again
+    assert len(log) == 4

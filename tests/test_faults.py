@@ -426,3 +426,16 @@ def test_the_faults_figure_and_report_from_fabricated_points(tmp_path, monkeypat
     assert "- faults, dint: fault-free 1,000/s (ok); reply-loss=1%: 90% (ok); reply-loss=5%: 50% (ok)" in text
     assert "- faults, kernel: fault-free 1,000/s (ok); reply-loss=1%: 90% (ok); reply-loss=5%: 50% (violations)" \
         in text
+
+
+def test_the_instrument_check_accounts_for_what_the_links_dropped():
+    """A burst that fills a veth ring loses datagrams on the link (its
+    tx_dropped): the check counts them, and only them, as explained."""
+    from harness.summary import instrument_check
+    srv = {"rx": 95, "tx": 95, "drop": 0}
+    links = {"requests": 5, "replies": 2}
+    assert instrument_check(100, 93, srv, True, links)["match"]
+    assert not instrument_check(100, 93, srv, True, {"requests": 4, "replies": 2})["match"]
+    assert not instrument_check(100, 93, srv, True, {"requests": None, "replies": None,
+                                                     "why_null": "a cluster"})["match"]
+    assert instrument_check(95, 95, srv, True, None)["match"]

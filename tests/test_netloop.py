@@ -9,7 +9,7 @@ import time
 import pytest
 
 from harness import metrics
-from harness._netloop import Loop
+from harness._netloop import WINDOW, Loop
 from harness.protocol import Op, Status, pack, unpack
 from workloads import RequestStream, echo
 
@@ -27,6 +27,7 @@ class FaultyEcho(LoopbackServer):
         self.busy_first_every, self.busy_seen = busy_first_every, set()
         self.seen: set[int] = set()
         self.txns: dict[int, set[int]] = {}  # seq -> transaction ids it arrived with
+        self.acks: list[tuple[int, int]] = []  # (seq, ack) of every datagram received
         self.received = 0
 
     def run(self):
@@ -38,6 +39,7 @@ class FaultyEcho(LoopbackServer):
             self.received += 1
             msg = unpack(data)
             self.txns.setdefault(msg.seq, set()).add(msg.txn)
+            self.acks.append((msg.seq, msg.ack))
             if msg.key == self.silent_key:
                 continue
             if self.drop_first_every and msg.seq % self.drop_first_every == 0 and msg.seq not in self.seen:
@@ -52,12 +54,17 @@ class FaultyEcho(LoopbackServer):
                 self.sock.sendto(bytes(reply), peer)
 
 
-def make_loop(server, stream: RequestStream, concurrency=4, timeout_ms=20, retries=3, stamp_txn=False):
+def make_loop(server, stream: RequestStream, concurrency=4, timeout_ms=20, retries=3, stamp_txn=False,
+              rto_min_ms=None):
+    """A loop over a Python fake server: with a fixed retransmission
+    timeout (timeout_ms) unless rto_min_ms lets it adapt, since the fake's
+    round trips wander with the interpreter's thread switches."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.connect(server.addr)
     loop = Loop([sock], 77, stream.data, stream.offsets.tobytes(), stream.dest_of,
-                concurrency, int(timeout_ms * 1e6), retries, stamp_txn=stamp_txn)
+                concurrency, int(timeout_ms * 1e6), retries, stamp_txn=stamp_txn,
+                rto_min_ns=int((rto_min_ms or timeout_ms) * 1e6))
     return sock, loop
 
 
@@ -91,6 +98,65 @@ def test_lost_request_is_retransmitted_with_the_same_id():
         hist = metrics.from_pairs(loop.histogram())
         assert hist.get_max_value() >= 20_000_000
         sock.close()
+
+
+def test_every_request_carries_the_oldest_request_still_in_flight():
+    """The ack on each datagram is the oldest request id the client still
+    waits for: never past the request itself, held back by a request whose
+    first copy was lost until its retransmission is answered, and every id
+    in flight within the window of the ack."""
+    with FaultyEcho(drop_first_every=7) as srv:
+        sock, loop = make_loop(srv, echo.generate(50, 1), concurrency=4, timeout_ms=20)
+        drive(loop, seconds=0.2)
+        acks = srv.acks
+        assert acks and all(1 <= ack <= seq and seq - ack < WINDOW for seq, ack in acks)
+        held = [(seq, ack) for seq, ack in acks if ack % 7 == 0 and seq > ack]
+        assert held, "requests sent while a lost one was outstanding carry its id as the ack"
+        sent = [ack for _, ack in acks]
+        assert sent == sorted(sent), "the ack only moves forward"
+        sock.close()
+
+
+def test_the_retransmission_timeout_follows_the_round_trips():
+    """With a round trip of a few microseconds, a lost request is sent again
+    after about rto_min, not after timeout_ns (half a second): the table's
+    estimate is reported per server."""
+    with FaultyEcho(drop_first_every=20) as srv:
+        sock, loop = make_loop(srv, echo.generate(50, 1), concurrency=2, timeout_ms=500, rto_min_ms=2)
+        st = drive(loop, seconds=0.3)
+        assert st["retransmits"] > 5 and st["lost"] == 0  # a fixed 0.5 s timeout would allow at most one
+        rtt = st["rtt"]
+        assert rtt["rtt_samples"][0] > 100 and 2000 <= rtt["rto_us"][0] < 500_000
+        assert rtt["srtt_us"][0] < rtt["rto_us"][0]
+        sock.close()
+
+
+def test_no_more_than_the_server_window_is_on_the_wire():
+    """A server that never answers sees only server_window requests (and
+    their copies): the others wait in the client's send queue."""
+    mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mute.bind(("127.0.0.1", 0))
+    mute.settimeout(0.05)
+    stream = echo.generate(100, 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.connect(mute.getsockname())
+    loop = Loop([sock], 77, stream.data, stream.offsets.tobytes(), stream.dest_of, 32, 10_000_000, 100,
+                rto_min_ns=10_000_000, server_window=4)
+    t0 = time.monotonic_ns()
+    loop.set_window(t0, t0 + 10**9)
+    loop.run(t0 + 100_000_000, True)
+    seqs = set()
+    try:
+        while True:
+            seqs.add(unpack(mute.recv(2048)).seq)
+    except TimeoutError:
+        pass
+    assert seqs == {1, 2, 3, 4}  # and copies of them, sent again
+    st = loop.stats()
+    assert st["inflight"] == 32 and st["sent"] == st["retransmits"] + len(seqs)
+    sock.close()
+    mute.close()
 
 
 def test_duplicate_replies_are_ignored():
@@ -156,7 +222,7 @@ def test_echo_generator_is_deterministic_and_spreads_keys():
     for i in range(len(a)):
         dest, msg = a.request(i)
         m = unpack(msg)
-        assert m.op == Op.ECHO and m.key % 3 == dest and len(m.value) == 28  # 64-byte payloads
+        assert m.op == Op.ECHO and m.key % 3 == dest and len(m.value) == 24  # 64-byte payloads
 
 
 def test_requests_reach_their_own_server_and_all_complete():
@@ -171,7 +237,8 @@ def test_requests_reach_their_own_server_and_all_complete():
             s.connect(srv.addr)
             socks.append(s)
         # a generous timeout: the point is routing, not speed, on a possibly busy machine
-        loop = Loop(socks, 5, stream.data, stream.offsets.tobytes(), stream.dest_of, 8, 1_000_000_000, 3)
+        loop = Loop(socks, 5, stream.data, stream.offsets.tobytes(), stream.dest_of, 8, 1_000_000_000, 3,
+                    rto_min_ns=1_000_000_000)
         st = drive(loop, seconds=0.3)
         assert st["ok"] == st["started_in_window"] > 100 and st["lost"] == st["retransmits"] == 0
         assert a.received + b.received == st["sent"]

@@ -51,7 +51,7 @@ def c_layout(tmp_path_factory) -> dict:
 
 
 def test_header_size_matches_c(c_layout):
-    assert protocol.HEADER_LEN == c_layout["size"] == 36
+    assert protocol.HEADER_LEN == c_layout["size"] == 40
 
 
 def test_field_offsets_and_sizes_match_c(c_layout):
@@ -74,17 +74,17 @@ def test_constants_match_c(c_layout):
 
 def test_pack_unpack_roundtrip():
     raw = protocol.pack(Op.ECHO, key=2**63 + 5, value=b"abc", table=7, ver=9, txn=11, client_id=3,
-                        seq=2**32 - 1)
+                        seq=2**32 - 1, ack=2**32 - 2)
     msg = protocol.unpack(raw)
-    assert (msg.magic, msg.op, msg.key, msg.table, msg.ver, msg.txn, msg.client_id, msg.seq, msg.value,
-            msg.val_len) == (protocol.MAGIC, Op.ECHO, 2**63 + 5, 7, 9, 11, 3, 2**32 - 1, b"abc", 3)
+    assert (msg.magic, msg.op, msg.key, msg.table, msg.ver, msg.txn, msg.client_id, msg.seq, msg.ack, msg.value,
+            msg.val_len) == (protocol.MAGIC, Op.ECHO, 2**63 + 5, 7, 9, 11, 3, 2**32 - 1, 2**32 - 2, b"abc", 3)
     # big-endian on the wire
     assert raw[:2] == b"\xd1\x7e" and raw[24:32] == (2**63 + 5).to_bytes(8, "big")
 
 
 def test_unpack_rejects_short_datagram():
-    with pytest.raises(ValueError, match="shorter than the 36-byte header"):
-        protocol.unpack(b"\x00" * 35)
+    with pytest.raises(ValueError, match="shorter than the 40-byte header"):
+        protocol.unpack(b"\x00" * 39)
 
 
 def test_scapy_layer_builds_the_same_bytes():

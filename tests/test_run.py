@@ -65,7 +65,7 @@ def test_run_writes_a_complete_summary(testbed, test_inventory_path, tmp_path, s
 def test_bad_input_is_one_clear_line(tmp_path):
     p = harness("run", "--system", "dint", "--concurrency", "0", "--out", str(tmp_path / "x"))
     assert p.returncode == 1
-    assert p.stderr.strip() == "error: --concurrency must be between 1 and 65536"
+    assert p.stderr.strip() == "error: --concurrency must be between 1 and 32768"
     p = harness("run", "--system", "dint", "--inventory", str(tmp_path / "none.yml"), "--out", str(tmp_path / "x"))
     assert p.returncode == 1 and "not found" in p.stderr and "Traceback" not in p.stderr
 

@@ -27,9 +27,10 @@ class FakeEngine(LoopbackServer):
     """One server on 127.0.0.1: versioned records, no-wait shared/exclusive
     locks remembered by owner, idempotent commits. Faults: drop the first
     transmission of every request whose seq is a multiple of drop_first_every;
-    never answer keys in `silent`."""
+    lose the replies to the first lose_replies[op] copies of every request
+    of that operation (applied, unanswered); never answer keys in `silent`."""
 
-    def __init__(self, keys=range(100), drop_first_every: int = 0, silent=()):
+    def __init__(self, keys=range(100), drop_first_every: int = 0, silent=(), lose_replies=None):
         super().__init__()
         self.ver = {k: 1 for k in keys}
         self.value = {k: PH for k in keys}
@@ -38,6 +39,8 @@ class FakeEngine(LoopbackServer):
         self.last_txn: dict[int, int] = {}
         self.drop_first_every, self.silent = drop_first_every, set(silent)
         self.seen: set[tuple[int, int]] = set()
+        self.lose_replies = dict(lose_replies or {})
+        self.copies: dict[tuple[int, int], int] = {}  # (client_id, seq) -> copies received
         self.log: list = []  # (client_id, seq, op, txn, key) of every datagram received
         self.sizes: list = []  # and its size
 
@@ -116,6 +119,11 @@ class FakeEngine(LoopbackServer):
             if self.drop_first_every and m.seq % self.drop_first_every == 0 and (m.client_id, m.seq) not in self.seen:
                 self.seen.add((m.client_id, m.seq))
                 continue
+            n = self.copies[(m.client_id, m.seq)] = self.copies.get((m.client_id, m.seq), 0) + 1
+            if n <= self.lose_replies.get(m.op, 0):
+                if n == 1:
+                    self.apply(m)  # applied; its reply lost
+                continue
             self.answer(m, peer)
 
 
@@ -165,10 +173,14 @@ def sockets(servers) -> list[socket.socket]:
     return out
 
 
-def executor(servers, kinds, funcs, params, concurrency=4, timeout_ms=20, retries=3, client_id=7):
+def executor(servers, kinds, funcs, params, concurrency=4, timeout_ms=20, retries=3, client_id=7, dead_ms=5000):
+    """An executor over Python fake servers, with a fixed retransmission
+    timeout (their round trips wander with the interpreter's thread
+    switches)."""
     socks = sockets(servers)
     ex = Executor([s.fileno() for s in socks], client_id, kinds, funcs, params, concurrency,
-                  int(timeout_ms * 1e6), retries, max_value=40)
+                  int(timeout_ms * 1e6), retries, max_value=40, rto_min_ns=int(timeout_ms * 1e6),
+                  dead_ns=int(dead_ms * 1e6))
     return socks, ex
 
 
@@ -194,7 +206,7 @@ def two_keys(a, b, servers=1):
 def test_a_batch_completes_once_with_replies_in_request_order():
     with FakeEngine() as a, FakeEngine() as b:
         socks = sockets([a, b])
-        io = BatchIO([s.fileno() for s in socks], 9, 20_000_000, 2, 64, 8)
+        io = BatchIO([s.fileno() for s in socks], 9, 20_000_000, 2, 64, 8, rto_min_ns=20_000_000)
         tag = object()
         reqs = [(Op.READ, T, k, PH, 0, (k + 1) % 2) for k in (4, 1, 3, 2, 0)]  # not the keys' primaries
         io.submit(tag, 5, reqs)
@@ -217,7 +229,7 @@ def test_a_batch_completes_once_with_replies_in_request_order():
 def test_lost_datagrams_are_retransmitted_with_the_same_id_and_given_up_as_timeout():
     with FakeEngine(drop_first_every=2, silent={7}) as srv:
         socks = sockets([srv])
-        io = BatchIO([socks[0].fileno()], 9, 5_000_000, 2, 64, 8)
+        io = BatchIO([socks[0].fileno()], 9, 5_000_000, 2, 64, 8, rto_min_ns=5_000_000)
         io.submit("t", 5, [(Op.READ, T, k, PH, 0, 0) for k in (1, 2, 3, 7)])
         done, deadline = [], time.monotonic_ns() + 2_000_000_000
         while not done and time.monotonic_ns() < deadline:
@@ -249,7 +261,7 @@ def test_gso_sends_reach_the_server_as_the_datagrams_they_are(gso):
     values = [bytes([i]) * (8 if i % 3 else 40) for i in range(100)]
     with FakeEngine(keys=()) as srv:  # ABORT of a key it does not have: OK
         socks = sockets([srv])
-        io = BatchIO([socks[0].fileno()], 9, 200_000_000, 2, 256, 40, gso)
+        io = BatchIO([socks[0].fileno()], 9, 200_000_000, 2, 256, 40, gso, rto_min_ns=200_000_000)
         (_, replies, fail), = run_batch(io, [(Op.ABORT, T, k, v, 0, 0) for k, v in enumerate(values)])
         assert fail == -1 and len(replies) == 100
         assert sorted(srv.sizes) == sorted(HEADER_LEN + len(v) for v in values)
@@ -265,7 +277,7 @@ def test_a_refused_gso_send_falls_back_to_datagrams():
     with FakeEngine() as srv:
         socks = sockets([srv])
         socks[0].setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
-        io = BatchIO([socks[0].fileno()], 9, 5_000_000, 3, 64, 8)
+        io = BatchIO([socks[0].fileno()], 9, 5_000_000, 3, 64, 8, rto_min_ns=5_000_000)
         (_, replies, fail), = run_batch(io, [(Op.READ, T, k, PH, 0, 0) for k in range(10)])
         st = io.stats()
         # the first datagram goes alone (sent); the other nine, as one GSO send (refused)
@@ -285,7 +297,7 @@ def test_a_refused_gso_send_falls_back_to_datagrams():
 ])
 def test_bad_requests_are_refused_and_leave_nothing_in_flight(bad, message):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    io = BatchIO([sock.fileno()], 1, 10**6, 1, 8, 8)
+    io = BatchIO([sock.fileno()], 1, 10**6, 1, 8, 8, rto_min_ns=10**6)
     with pytest.raises((ValueError, TypeError), match=message):
         io.submit("t", 1, [(Op.READ, T, 2, PH, 0, 0)] + bad if bad else bad)
     assert io.stats()["inflight"] == 0
@@ -401,20 +413,60 @@ def test_occ_validation_failure_is_its_own_cause():
         close(socks)
 
 
-def test_timeouts_abort_and_release_locks_whose_outcome_is_unknown():
-    """Replies to key 9 never come: the transaction aborts with cause
-    "timeout" and sends ABORT also to key 9 (its LOCK_EXCL may have been
-    granted); an ABORT left unanswered is counted."""
+def test_a_read_given_up_aborts_with_timeout_and_releases_what_is_held():
+    """Replies to key 9 never come: its READ is given up after max_retries,
+    the transaction aborts with cause "timeout", and the lock it was granted
+    on key 8 is released (a READ holds nothing)."""
     with FakeEngine(silent={9}) as srv:
-        first = ((Op.LOCK_EXCL, T, 8, PH, 0, 0), (Op.LOCK_EXCL, T, 9, PH, 0, 0))
-        socks, ex = executor([srv], ["2pl"], [lock.two_phase_locking], [(0, ((), (8, 9), first))],
+        first = ((Op.READ, T, 9, PH, 0, 0), (Op.LOCK_EXCL, T, 8, PH, 0, 0))
+        socks, ex = executor([srv], ["occ"], [lock.occ], [(0, ((9,), (8,), first))],
                              concurrency=1, timeout_ms=5, retries=1)
         out = drive(ex, seconds=0.05)
-        t = out["types"]["2pl"]
+        t = out["types"]["occ"]
         assert t["aborts"]["timeout"] == t["started"] >= 1 and out["active"] == 0
-        assert {key for _, _, op, _, key in srv.log if op == Op.ABORT} == {8, 9}
-        assert out["release_failures"] == t["total"]["started"]  # key 9's ABORT, each time
-        assert srv.held() == {}
+        assert {key for _, _, op, _, key in srv.log if op == Op.ABORT} == {8}
+        assert out["release_failures"] == 0 and srv.held() == {}
+        close(socks)
+
+
+def test_a_lock_request_is_never_given_up_and_a_silent_server_fails_the_run():
+    """A request that may change state is sent again until answered, past
+    max_retries: its outcome must be known. A server that leaves it
+    unanswered for dead_ns is taken for dead, and the run fails."""
+    with FakeEngine(silent={9}) as srv:
+        first = ((Op.LOCK_EXCL, T, 9, PH, 0, 0),)
+        socks, ex = executor([srv], ["2pl"], [lock.two_phase_locking], [(0, ((), (9,), first))],
+                             concurrency=1, timeout_ms=5, retries=1, dead_ms=200)
+        with pytest.raises(TimeoutError, match="server 0 has not answered a request for 0.2 s"):
+            drive(ex, seconds=0.5)
+        sent = [seq for _, seq, op, _, key in srv.log if op == Op.LOCK_EXCL]
+        assert len(sent) > 1 + 1 and len(set(sent)) == 1  # past max_retries, one request id
+        close(socks)
+
+
+@pytest.mark.parametrize("op", [Op.COMMIT_PRIMARY, Op.ABORT])
+def test_a_lost_reply_to_a_commit_or_a_release_is_sent_again_until_answered(op):
+    """The replies to the first three copies of every COMMIT_PRIMARY (or
+    ABORT) are lost, more than max_retries allows: the request is sent again
+    until answered, so a commit is counted committed and a release leaves
+    nothing held (with the old give-up, a commit counted aborted, or a lock
+    left held)."""
+    def commit(key):
+        r = yield [(Op.LOCK_EXCL, T, key, PH, 0, 0)]
+        yield [(Op.COMMIT_PRIMARY, T, key, r[0][2], r[0][1] + 1, 0)]
+
+    def release(key):
+        yield [(Op.LOCK_EXCL, T, key, PH, 0, 0)]
+        yield [(Op.ABORT, T, key, PH, 0, 0)]
+    with FakeEngine(lose_replies={op: 3}) as srv:
+        func = commit if op == Op.COMMIT_PRIMARY else release
+        socks, ex = executor([srv], ["t"], [func], [(0, (k,)) for k in range(10)], concurrency=1, timeout_ms=5,
+                             retries=1)
+        out = drive(ex, seconds=0.2)
+        t = out["types"]["t"]
+        assert t["committed"] == t["started"] > 0 and t["aborted"] == 0 and out["active"] == 0
+        assert srv.held() == {} and out["release_failures"] == 0
+        assert ex.stats()["lost"] == 0
         close(socks)
 
 
@@ -558,6 +610,22 @@ def test_kv_contention_against_the_fake_engine_keeps_values_consistent():
                 if k % 2 == i:  # the key's primary
                     assert srv.value[k] == kv.value_of(k, srv.ver[k])
         assert a.held() == {} and b.held() == {}
+        close(socks)
+
+
+def test_a_batch_larger_than_the_server_window_goes_out_in_parts():
+    """100 reads to one server with room for 16 on the wire: the rest wait
+    in the send queue, and the batch completes."""
+    def reads(keys):
+        replies = yield [(Op.READ, T, k, PH, 0, 0) for k in keys]
+        assert all(r[0] == Status.OK for r in replies)
+    with FakeEngine(keys=range(200)) as srv:
+        socks = sockets([srv])
+        ex = Executor([s.fileno() for s in socks], 7, ["reads"], [reads], [(0, (tuple(range(100)),))], 1,
+                      200_000_000, 3, max_value=40, rto_min_ns=200_000_000, server_window=16)
+        out = drive(ex, seconds=0.2)
+        assert out["types"]["reads"]["committed"] > 0 and out["active"] == 0
+        assert ex.stats()["retransmits"] == 0
         close(socks)
 
 

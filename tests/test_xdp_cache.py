@@ -12,7 +12,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from harness import bpf_run
-from harness.protocol import DEFAULT_PORT, Op, Status, pack, unpack
+from harness.protocol import DEFAULT_PORT, HEADER_LEN, Op, Status, pack, unpack
 
 from conftest import need_root
 from xdp_cache import WT_MAGIC, Cache
@@ -127,13 +127,14 @@ def test_write_through_passes_writes_up_with_their_record():
         ip = Ether(res.packet)[IP]
         assert IP(bytes(ip)).chksum == ip.chksum  # recomputed for the new length
         payload = bytes(ip[UDP].payload)
-        reply = unpack(payload[:36 + 40])
+        n = HEADER_LEN + 40  # the reply, then the record
+        reply = unpack(payload[:n])
         assert reply.status == Status.OK and reply.seq == 3 and reply.ver == 1
-        magic, table, found, key = struct.unpack_from("<IBB2xQ", payload, 76)
+        magic, table, found, key = struct.unpack_from("<IBB2xQ", payload, n)
         assert (magic, table, found, key) == (WT_MAGIC, 1, 1, 5)
-        rec = c.Rec.from_buffer_copy(payload[76 + 16:])
+        rec = c.Rec.from_buffer_copy(payload[n + 16:])
         assert rec.owner == 8 and rec.gen == 1
-        assert len(payload) == 76 + 16 + len(bytes(rec))
+        assert len(payload) == n + 16 + len(bytes(rec))
         assert c.stats()["write_through"] == 1 and c.stats()["tx"] == 1
     finally:
         c.bpf.cleanup()

@@ -187,13 +187,23 @@ static inline void print_ready(void)
 	fflush(stdout);
 }
 
-/* extra_key may be NULL; otherwise one more counter goes after the four. */
+/* What to send for dint_process's verdict on a datagram of len bytes: len
+ * for a reply, 0 for none (the caller counts it dropped); a stale copy is
+ * counted as such in stats too. */
+static inline __u32 dint_reply_len(int verdict, __u32 len, uint64_t *stats)
+{
+	if (verdict == DINT_STALE)
+		stats[DINT_STAT_STALE]++;
+	return verdict == DINT_REPLY ? len : 0;
+}
+
+/* extra_key may be NULL; otherwise one more counter goes after the engine's. */
 static inline void print_stats(const uint64_t *stats, const char *extra_key, uint64_t extra)
 {
 	printf("stats {\"rx\": %" PRIu64 ", \"tx\": %" PRIu64 ", \"drop\": %" PRIu64
-	       ", \"err\": %" PRIu64,
+	       ", \"err\": %" PRIu64 ", \"stale\": %" PRIu64,
 	       stats[DINT_STAT_RX], stats[DINT_STAT_TX], stats[DINT_STAT_DROP],
-	       stats[DINT_STAT_ERR]);
+	       stats[DINT_STAT_ERR], stats[DINT_STAT_STALE]);
 	if (extra_key)
 		printf(", \"%s\": %" PRIu64, extra_key, extra);
 	fputs("}\n", stdout);
@@ -208,6 +218,7 @@ enum {
 	OPT_LOAD,
 	OPT_DUMP,
 	OPT_LOG,
+	OPT_CLIENTS,
 };
 
 #define STORE_OPTIONS                                                      \
@@ -215,9 +226,15 @@ enum {
 	{ "log-capacity", required_argument, NULL, OPT_LOG_CAPACITY },     \
 	{ "load", required_argument, NULL, OPT_LOAD },                     \
 	{ "dump", required_argument, NULL, OPT_DUMP },                     \
-	{ "log", required_argument, NULL, OPT_LOG }
+	{ "log", required_argument, NULL, OPT_LOG },                       \
+	{ "clients", required_argument, NULL, OPT_CLIENTS }
 
-#define STORE_USAGE "[--capacity N] [--log-capacity N] [--load FILE] [--dump FILE] [--log FILE]"
+#define STORE_USAGE "[--capacity N] [--log-capacity N] [--load FILE] [--dump FILE] [--log FILE] [--clients N]"
+
+/* Client slots of the exactly-once state (the engine's sessions), unless
+ * --clients says: the harness gives its number of client processes + 1. */
+#define STORE_DEFAULT_CLIENTS 16
+#define STORE_MAX_CLIENTS 4096
 
 struct store_opts {
 	unsigned long capacity;
@@ -225,10 +242,11 @@ struct store_opts {
 	const char *load; /* NULL: start empty */
 	const char *dump; /* NULL: no snapshot on stop */
 	const char *log;  /* NULL: the log is kept in memory only */
+	unsigned long clients;
 };
 
 #define STORE_OPTS_DEFAULT \
-	{ STORE_DEFAULT_CAPACITY, STORE_DEFAULT_LOG_CAPACITY, NULL, NULL, NULL }
+	{ STORE_DEFAULT_CAPACITY, STORE_DEFAULT_LOG_CAPACITY, NULL, NULL, NULL, STORE_DEFAULT_CLIENTS }
 
 static inline const char *store_opt_file(const char *usage, const char *name, const char *arg)
 {
@@ -262,6 +280,10 @@ static inline bool store_parse_opt(int opt, const char *arg, const char *usage,
 	case OPT_LOG:
 		o->log = store_opt_file(usage, "--log", arg);
 		return true;
+	case OPT_CLIENTS:
+		if (parse_uint(arg, 1, STORE_MAX_CLIENTS, &o->clients) < 0)
+			usage_error(usage, "bad --clients '%s' (1..%d)", arg, STORE_MAX_CLIENTS);
+		return true;
 	}
 	return false;
 }
@@ -273,7 +295,7 @@ static inline int store_start(const struct store_opts *o)
 	struct timespec t0, t1;
 	long long n;
 
-	if (store_init(o->capacity, o->log_capacity) < 0) {
+	if (store_init(o->capacity, o->log_capacity, (__u32)o->clients) < 0) {
 		report_error("%s", store.err);
 		return -1;
 	}

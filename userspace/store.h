@@ -44,7 +44,8 @@
 
 #include "dint_proto.h"
 
-/* ---- Latches: an int spinlock. ---- */
+/* ---- Latches: a spinlock in a 64-bit word (as the XDP program's, which
+ * has 64-bit atomics only). ---- */
 
 static inline void store_cpu_relax(void)
 {
@@ -62,7 +63,7 @@ static inline void store_cpu_relax(void)
  * spinning for a whole time slice, so after a while the spinner yields. */
 #define STORE_SPINS_BEFORE_YIELD 1024
 
-static inline void store_spin_lock(int *l)
+static inline void store_spin_lock(__u64 *l)
 {
 	unsigned int spins = 0;
 
@@ -78,7 +79,7 @@ static inline void store_spin_lock(int *l)
 	}
 }
 
-static inline void store_spin_unlock(int *l)
+static inline void store_spin_unlock(__u64 *l)
 {
 	__atomic_store_n(l, 0, __ATOMIC_RELEASE);
 }
@@ -94,8 +95,7 @@ static inline void store_unlatch(struct store_entry *e);
 #include "dint_engine.h"
 
 struct store_entry {
-	int latch;
-	int pad;
+	__u64 latch;
 	struct dint_rec rec;
 };
 
@@ -144,6 +144,11 @@ struct store_id {
 };
 
 struct store {
+	/* exactly once (the engine's sessions and completion records): one
+	 * session and DINT_WINDOW records per client slot */
+	struct dint_session *sessions;
+	struct dint_done *done;
+	__u32 clients;
 	struct store_entry *recs;
 	struct store_id *ids;   /* ids[i]: the key of recs[i] */
 	__u64 cap;
@@ -273,6 +278,36 @@ static inline int dint_log_append(const struct dint_hdr *msg, const __u8 *val, c
 	return 0;
 }
 
+/* A client's slot: its low 16 bits (the harness numbers its clients 1..N
+ * there, and puts what tells one run's clients from another's above), so
+ * the clients of a run never share one. */
+static inline __u32 store_client_slot(__u32 client)
+{
+	return (client & 0xFFFF) % store.clients;
+}
+
+static inline struct dint_session *dint_session(__u32 client)
+{
+	return &store.sessions[store_client_slot(client)];
+}
+
+static inline struct dint_done *dint_done(__u32 client, __u32 seq)
+{
+	return &store.done[(size_t)store_client_slot(client) * DINT_WINDOW + (seq & (DINT_WINDOW - 1))];
+}
+
+/* Spins, as a record's latch: never fails. */
+static inline int dint_done_latch(struct dint_done *d)
+{
+	store_spin_lock(&d->latch);
+	return 0;
+}
+
+static inline void dint_done_unlatch(struct dint_done *d)
+{
+	store_spin_unlock(&d->latch);
+}
+
 /* Big zeroed arrays straight from mmap, 2 MiB aligned and marked for
  * transparent huge pages: the index is probed at random, and with 4 KiB
  * pages nearly every probe of a large store would also miss the TLB. Pages
@@ -284,7 +319,7 @@ struct store_map {
 	size_t len;
 };
 
-static struct store_map store_maps[4];
+static struct store_map store_maps[6];
 
 static inline void *store_alloc(struct store_map *m, __u64 n, size_t size)
 {
@@ -317,10 +352,13 @@ static inline void store_free(void)
 	store.ids = NULL;
 	store.slots = NULL;
 	store.log = NULL;
+	store.sessions = NULL;
+	store.done = NULL;
 }
 
-/* Allocates an empty store; -1 (store.err says why) if out of memory. */
-static inline int store_init(__u64 capacity, __u64 log_capacity)
+/* Allocates an empty store, with exactly-once state for this many client
+ * slots; -1 (store.err says why) if out of memory. */
+static inline int store_init(__u64 capacity, __u64 log_capacity, __u32 clients)
 {
 	__u64 nslots = 1;
 
@@ -335,15 +373,19 @@ static inline int store_init(__u64 capacity, __u64 log_capacity)
 	store.ids = store_alloc(&store_maps[1], capacity, sizeof(*store.ids));
 	store.slots = store_alloc(&store_maps[2], nslots, sizeof(*store.slots));
 	store.log = store_alloc(&store_maps[3], log_capacity, sizeof(*store.log));
-	if (!store.recs || !store.ids || !store.slots || !store.log) {
+	store.clients = clients;
+	store.sessions = store_alloc(&store_maps[4], clients, sizeof(*store.sessions));
+	store.done = store_alloc(&store_maps[5], (__u64)clients * DINT_WINDOW, sizeof(*store.done));
+	if (!store.recs || !store.ids || !store.slots || !store.log || !store.sessions || !store.done) {
 		snprintf(store.err, sizeof(store.err),
-			 "out of memory for a store of %llu records and a log of %llu"
+			 "out of memory for a store of %llu records, a log of %llu and %u clients"
 			 " (%llu MiB)",
-			 (unsigned long long)capacity, (unsigned long long)log_capacity,
+			 (unsigned long long)capacity, (unsigned long long)log_capacity, clients,
 			 (unsigned long long)((capacity * (sizeof(*store.recs) +
 						       sizeof(*store.ids)) +
 					       nslots * sizeof(*store.slots) +
-					       log_capacity * sizeof(*store.log)) >> 20));
+					       log_capacity * sizeof(*store.log) +
+					       (__u64)clients * DINT_WINDOW * sizeof(*store.done)) >> 20));
 		store_free();
 		return -1;
 	}

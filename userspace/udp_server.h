@@ -64,8 +64,8 @@ static inline bool udp_server_parse_opt(int opt, const char *arg, const char *us
 
 /* A UDP socket bound to port on every address, receiving with a timeout
  * (so a blocked receive notices the stop flag); in a SO_REUSEPORT group if
- * asked; rcvbuf > 0 asks for that receive buffer (best effort). -1 after
- * one error line. */
+ * asked; rcvbuf > 0 asks for that receive buffer (past net.core.rmem_max
+ * as root, SO_RCVBUFFORCE; best effort). -1 after one error line. */
 static inline int udp_socket(unsigned int port, bool reuseport, int rcvbuf)
 {
 	struct timeval tv = { .tv_sec = 0, .tv_usec = UDP_RCV_TIMEOUT_US };
@@ -78,7 +78,7 @@ static inline int udp_socket(unsigned int port, bool reuseport, int rcvbuf)
 		report_error("socket failed: %s", strerror(errno));
 		return -1;
 	}
-	if (rcvbuf > 0)
+	if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	if ((reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
 	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {

@@ -65,7 +65,7 @@ class LoadSpec:
     servers: int
     cc: str = ""            # concurrency control (Transactions.cc)
     mix: str = ""           # kv: parallel or contention
-    value_size: int = 28    # echo: value bytes
+    value_size: int = 24    # echo: value bytes
 
     @property
     def placement(self) -> Placement:

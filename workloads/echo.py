@@ -13,7 +13,7 @@ from .contract import DataSpec, LoadSpec, Stream, Workload
 from .stream import RequestStream
 
 
-def generate(n: int, servers: int, value_size: int = 28, seed: int = 1) -> RequestStream:
+def generate(n: int, servers: int, value_size: int = 24, seed: int = 1) -> RequestStream:
     rng = random.Random(seed)
     place = Placement(servers)
     reqs = []

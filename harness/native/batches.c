@@ -53,31 +53,33 @@ int BatchesObject_init(BatchesObject *self, PyObject *args, PyObject *kw)
 {
 	struct batches *io = &self->io;
 	static char *kwlist[] = { "fds", "client_id", "timeout_ns", "max_retries", "max_inflight", "max_value",
-				  "gso", NULL };
+				  "gso", "rto_min_ns", "dead_ns", "server_window", NULL };
 	PyObject *fds;
-	unsigned int client_id, max_retries, max_inflight, max_value = 64;
-	unsigned long long timeout_ns;
+	unsigned int client_id, max_retries, max_inflight, max_value = 64, server_window = 0;
+	unsigned long long timeout_ns, rto_min_ns = RTO_MIN_NS, dead_ns = DEAD_NS;
 	int gso = 1;
 
 	if (io->rt.slots) {
 		PyErr_SetString(PyExc_RuntimeError, "initialised once");
 		return -1;
 	}
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIKII|Ip", kwlist, &fds, &client_id, &timeout_ns,
-					 &max_retries, &max_inflight, &max_value, &gso))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIKII|IpKKI", kwlist, &fds, &client_id, &timeout_ns,
+					 &max_retries, &max_inflight, &max_value, &gso, &rto_min_ns, &dead_ns,
+					 &server_window))
 		return -1;
-	if (max_inflight < 1 || max_inflight > (1u << 20)) {
-		PyErr_SetString(PyExc_ValueError, "max_inflight must be in 1..2^20 requests");
+	if (max_inflight < 1 || max_inflight > DINT_WINDOW / 2) {
+		PyErr_Format(PyExc_ValueError, "max_inflight must be in 1..%d requests", DINT_WINDOW / 2);
 		return -1;
 	}
 	if (max_value > MAX_DGRAM - DINT_HDR_LEN) {
 		PyErr_Format(PyExc_ValueError, "max_value must be at most %d bytes", MAX_DGRAM - DINT_HDR_LEN);
 		return -1;
 	}
-	if (rt_init(&io->rt, fds, gso, client_id, max_inflight, DINT_HDR_LEN + max_value, timeout_ns,
-		    max_retries) < 0)
+	if (rt_init(&io->rt, fds, gso, client_id, max_inflight, DINT_HDR_LEN + max_value,
+		    rto_min_ns < timeout_ns ? rto_min_ns : timeout_ns, timeout_ns, max_retries, dead_ns) < 0)
 		return -1;
 	io->rt.done = request_done;
+	io->rt.dest_window = server_window;
 	io->max_inflight = max_inflight;
 	io->max_value = max_value;
 	io->b = PyMem_Calloc(max_inflight, sizeof(struct batch));
@@ -151,6 +153,7 @@ void batches_stage(struct batches *io, uint32_t bi, uint32_t pos, uint8_t op, ui
 	s->batch = bi;
 	s->pos = pos;
 	s->op = op;
+	s->keep = DINT_OP_CHANGES(op); /* its outcome must be known: sent until answered */
 	h->magic = htons(DINT_MAGIC);
 	h->proto = DINT_PROTO_VERSION;
 	h->op = op;
@@ -171,10 +174,10 @@ int batches_submit(struct batches *io, PyObject *tag, uint32_t owner, struct hel
 	struct reqtable *rt = &io->rt;
 	Py_ssize_t n = PySequence_Fast_GET_SIZE(reqs);
 
-	if (n < 1 || n > 65535 || rt->inflight + n > io->max_inflight) {
+	if (n < 1 || n > 65535 || !batches_room(io, n)) {
 		PyErr_Format(n < 1 ? PyExc_ValueError : PyExc_RuntimeError,
 			     n < 1 ? "a batch holds at least one request" :
-				     "%zd more requests would exceed max_inflight (%u; %u in flight)",
+				     "%zd more requests would exceed max_inflight (%u; %u in flight) or the window",
 			     n, io->max_inflight, rt->inflight);
 		return -1;
 	}
@@ -245,7 +248,8 @@ int batches_round(struct batches *io, uint64_t until)
 }
 
 const char BatchesObject_stats_doc[] = "the request-level counters, and: batches (completed), batches_inflight, "
-					"ok_by_op (OK answers per operation, whole run)";
+					"ok_by_op (OK answers per operation, whole run), rtt (per server: "
+					"retransmission timeout, smoothed round trip, samples)";
 
 PyObject *BatchesObject_stats(BatchesObject *self, PyObject *Py_UNUSED(unused))
 {
@@ -254,7 +258,22 @@ PyObject *BatchesObject_stats(BatchesObject *self, PyObject *Py_UNUSED(unused))
 
 	if (d && (dict_put(d, "batches", PyLong_FromUnsignedLongLong(io->batches_done)) < 0 ||
 		  dict_put(d, "batches_inflight", PyLong_FromUnsignedLong(io->nbusy)) < 0 ||
-		  dict_put(d, "ok_by_op", counts_dict(io->ok_by_op, DINT_OP_MAX)) < 0))
+		  dict_put(d, "ok_by_op", counts_dict(io->ok_by_op, DINT_OP_MAX)) < 0 ||
+		  dict_put(d, "rtt", rt_rtt_stats(&io->rt)) < 0))
 		Py_CLEAR(d);
 	return d;
+}
+
+const char BatchesObject_linger_doc[] = "linger(quiet_ns, max_ns): once nothing is in flight, read the replies "
+					 "still coming (to copies sent again) until none has come for quiet_ns";
+
+PyObject *BatchesObject_linger(BatchesObject *self, PyObject *args)
+{
+	unsigned long long quiet, max;
+
+	if (!PyArg_ParseTuple(args, "KK", &quiet, &max))
+		return NULL;
+	if (rt_linger(&self->io.rt, quiet, max) < 0)
+		return NULL;
+	Py_RETURN_NONE;
 }

@@ -41,7 +41,8 @@ struct batches {
 
 /* The Python objects made of batches, TxnIO and BatchIO, start with
  * this, and share its constructor, (fds, client_id, timeout_ns,
- * max_retries, max_inflight, max_value=64, gso=True), and stats(): the
+ * max_retries, max_inflight, max_value=64, gso=True, rto_min_ns, dead_ns,
+ * server_window=0), and stats(): the
  * request table's counters, and batches (completed), batches_inflight,
  * ok_by_op. */
 typedef struct {
@@ -52,7 +53,16 @@ typedef struct {
 int BatchesObject_init(BatchesObject *self, PyObject *args, PyObject *kw);
 PyObject *BatchesObject_stats(BatchesObject *self, PyObject *unused);
 extern const char BatchesObject_stats_doc[];
+PyObject *BatchesObject_linger(BatchesObject *self, PyObject *args);
+extern const char BatchesObject_linger_doc[];
 void batches_free(struct batches *io);
+
+/* Whether n more requests fit: under max_inflight, and in the request
+ * table's window (rt_room). */
+static inline int batches_room(struct batches *io, uint32_t n)
+{
+	return io->rt.inflight + n <= io->max_inflight && rt_room(&io->rt, n);
+}
 
 /* Opens a batch of n requests, which the caller then stages (there must be
  * room for them in flight); returns its index, or -1 with an exception

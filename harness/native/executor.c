@@ -131,7 +131,7 @@ static int txn_submit(TxnIO *self, uint32_t ti)
 			     "concurrency or split the batch", n, self->base.io.max_inflight);
 		return -1;
 	}
-	if (self->nwaiting || self->base.io.rt.inflight + n > self->base.io.max_inflight) {
+	if (self->nwaiting || !batches_room(&self->base.io, n)) {
 		t->next = UINT32_MAX;
 		if (self->nwaiting++)
 			self->txns[self->wait_tail].next = ti;
@@ -148,7 +148,7 @@ static int admit_waiting(TxnIO *self)
 {
 	while (self->nwaiting) {
 		uint32_t ti = self->wait_head;
-		if (self->base.io.rt.inflight + txn_batch_len(&self->txns[ti]) > self->base.io.max_inflight)
+		if (!batches_room(&self->base.io, txn_batch_len(&self->txns[ti])))
 			return 0;
 		self->wait_head = self->txns[ti].next;
 		self->nwaiting--;
@@ -166,7 +166,6 @@ static int txn_release(TxnIO *self, uint32_t ti, int ending)
 
 	t->ending = (int16_t)ending;
 	Py_CLEAR(t->batch);
-	t->must = 0;
 	t->tolerate = 0;
 	return txn_submit(self, ti);
 }
@@ -183,7 +182,6 @@ static int txn_abort(TxnIO *self, uint32_t ti, int cause)
 static int txn_take_batch(TxnIO *self, struct ctxn *t, PyObject *yielded)
 {
 	uint64_t tolerate = 0;
-	int must = 0;
 
 	int is_batch = PyList_CheckExact(yielded) || PyTuple_CheckExact(yielded) ? 0 :
 		       PyObject_IsInstance(yielded, self->batch_cls);
@@ -191,12 +189,9 @@ static int txn_take_batch(TxnIO *self, struct ctxn *t, PyObject *yielded)
 		return -1;
 	if (is_batch) {
 		PyObject *mask = PyObject_GetAttrString(yielded, "mask");
-		PyObject *m = mask ? PyObject_GetAttrString(yielded, "must") : NULL;
 		tolerate = mask ? PyLong_AsUnsignedLongLong(mask) : 0;
-		must = m ? PyObject_IsTrue(m) : -1;
 		Py_XDECREF(mask);
-		Py_XDECREF(m);
-		if (must < 0 || PyErr_Occurred())
+		if (PyErr_Occurred())
 			return -1;
 	}
 	PyObject *seq = PySequence_Fast(yielded, "a transaction yields a list of requests");
@@ -204,7 +199,6 @@ static int txn_take_batch(TxnIO *self, struct ctxn *t, PyObject *yielded)
 		return -1;
 	Py_XSETREF(t->batch, seq);
 	t->tolerate = tolerate;
-	t->must = must;
 	return 0;
 }
 
@@ -252,7 +246,7 @@ static int txn_advance(TxnIO *self, uint32_t ti, PyObject *replies, int fail)
 	Py_ssize_t n = PyList_GET_SIZE(replies);
 
 	if (t->ending != NOT_ENDING) { /* the replies to its ABORTs */
-		if (fail >= 0) /* given up (or refused): a lock may be left held */
+		if (fail >= 0) /* refused: a lock may be left held */
 			for (Py_ssize_t i = 0; i < n; i++)
 				self->release_failures += reply_status(replies, i) != DINT_ST_OK;
 		if (t->ending == RELEASING) { /* committed and counted already */
@@ -260,14 +254,6 @@ static int txn_advance(TxnIO *self, uint32_t ti, PyObject *replies, int fail)
 			return 0;
 		}
 		return txn_finish(self, ti, t->ending, NULL);
-	}
-	if (fail >= 0 && t->must) {
-		for (Py_ssize_t i = 0; i < n; i++) {
-			if (reply_status(replies, i) == ST_TIMEOUT) { /* after the commit point: again, until answered */
-				self->resends++;
-				return txn_submit(self, ti);
-			}
-		}
 	}
 	if (fail >= 0 && t->tolerate) {
 		fail = -1;
@@ -339,7 +325,6 @@ static int txn_start(TxnIO *self, uint64_t due)
 	t->ending = NOT_ENDING;
 	t->held.n = 0;
 	t->tolerate = 0;
-	t->must = 0;
 	self->kc[kind][0].started++;
 	if (t->recorded)
 		self->kc[kind][1].started++;

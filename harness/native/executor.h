@@ -9,12 +9,12 @@
  * What a transaction may still hold (held.h) is tracked as replies arrive,
  * so that it never leaves a lock behind: an abort sends ABORT to all of it;
  * a transaction that commits still holding some (only ever after a
- * retransmission) releases it the same way before it finishes. An ABORT
- * given up after max_retries may leave a lock held: counted as a release
- * failure. A batch marked must (the commit messages after the commit point)
- * is sent again when one of its requests times out, until all are
- * answered; the statuses a batch tolerates go to the transaction instead of
- * aborting it. harness/txn.py documents the rules; this is their only copy.
+ * retransmission) releases it the same way before it finishes. A request
+ * that may change state (a lock, a log record, a commit, a release) is
+ * never given up (reqtable.h), so its outcome is always known; an ABORT
+ * refused is counted as a release failure. The statuses a batch tolerates
+ * go to the transaction instead of aborting it. harness/txn.py documents
+ * the rules; this is their only copy.
  *
  * executor.c is the state machine, txnio.c the Python type around it. */
 #ifndef NATIVE_EXECUTOR_H
@@ -46,7 +46,7 @@ struct ctxn {
 	uint32_t next;     /* the free list, or the queue of batches waiting for room */
 	uint16_t kind;
 	int16_t ending;    /* NOT_ENDING; RELEASING; or aborting: the cause's label while its ABORTs are out */
-	uint8_t recorded, must;
+	uint8_t recorded;
 };
 
 /* Outcomes of one transaction type, over the whole run or the window. */
@@ -70,7 +70,7 @@ typedef struct {
 	uint32_t wait_head, wait_tail, nwaiting;
 	uint32_t next_txn;
 	Py_ssize_t next_param;
-	uint64_t params_wrapped, release_failures, resends;
+	uint64_t params_wrapped, release_failures;
 	int driving;
 	char zeros[MAX_DGRAM]; /* the value of an ABORT */
 } TxnIO;

@@ -33,7 +33,7 @@ int held_track(struct held *h, uint8_t op, const void *req, uint8_t dest, uint16
 	const struct dint_hdr *r = req;
 
 	if (op == DINT_OP_LOCK_SHARED || op == DINT_OP_LOCK_EXCL || (op == DINT_OP_INSERT && !r->ver)) {
-		if (status == DINT_ST_OK || status == ST_TIMEOUT || retries)
+		if (status == DINT_ST_OK || retries)
 			return add(h, r->table, be64toh(r->key), dest, ntohs(r->val_len));
 	} else if ((op == DINT_OP_COMMIT_PRIMARY || op == DINT_OP_ABORT) && status == DINT_ST_OK) {
 		int i = find(h, r->table, be64toh(r->key), dest);

@@ -1,10 +1,12 @@
 /* What a transaction may hold: the keys an ABORT from it would release.
  * A lock granted (or a row inserted with version 0, which stays locked by
- * its inserter), a lock whose request was given up (perhaps granted), and a
- * lock whose request was sent more than once, whatever its answer (a copy
- * that reaches the server after the one answered may find the row free and
- * be granted); each until a COMMIT_PRIMARY or an ABORT of that key is
- * answered OK. harness/txn.py documents the rule; this is its only copy. */
+ * its inserter), and a lock whose request was sent more than once, whatever
+ * its answer; each until a COMMIT_PRIMARY or an ABORT of that key is
+ * answered OK. (The servers answer every copy of a request as its first,
+ * or drop it: a copy cannot be granted after the answer taken. The second
+ * rule keeps that true of a server that would not, at the price of an
+ * ABORT after a retransmission. A lock request is never given up.)
+ * harness/txn.py documents the rule; this is its only copy. */
 #ifndef NATIVE_HELD_H
 #define NATIVE_HELD_H
 
@@ -24,8 +26,8 @@ struct held {
 
 /* Takes the end of a request into account: operation op, its datagram
  * req (read only for the operations that take or release a lock), to
- * server dest, sent again retries times; status is its answer, or
- * ST_TIMEOUT. -1 with MemoryError set. */
+ * server dest, sent again retries times; status is its answer. -1 with
+ * MemoryError set. */
 int held_track(struct held *h, uint8_t op, const void *req, uint8_t dest, uint16_t retries, int status);
 
 void held_free(struct held *h);

@@ -7,8 +7,9 @@
 #include "reqtable.h"
 
 PyDoc_STRVAR(Loop_doc, "Loop(fds, client_id, requests, offsets, dest_of, concurrency, timeout_ns, max_retries, "
-		       "stamp_txn=False, interval_ns=0, gso=True): the flat request loop, closed or (interval_ns "
-		       "> 0) open, over one connected UDP socket per server");
+		       "stamp_txn=False, interval_ns=0, gso=True, rto_min_ns=250000, dead_ns=5e9, server_window=0): the flat "
+		       "request loop, closed or (interval_ns > 0) open, over one connected UDP socket per server; "
+		       "timeout_ns: the longest retransmission timeout, and the first (reqtable.h)");
 
 typedef struct {
 	PyObject_HEAD
@@ -38,16 +39,17 @@ static void Loop_dealloc(Loop *self)
 static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "fds", "client_id", "requests", "offsets", "dest_of",
-				  "concurrency", "timeout_ns", "max_retries", "stamp_txn", "interval_ns", "gso", NULL };
+				  "concurrency", "timeout_ns", "max_retries", "stamp_txn", "interval_ns", "gso",
+				  "rto_min_ns", "dead_ns", "server_window", NULL };
 	PyObject *fds;
-	unsigned int client_id, concurrency, max_retries;
-	unsigned long long timeout_ns, interval_ns = 0;
+	unsigned int client_id, concurrency, max_retries, server_window = 0;
+	unsigned long long timeout_ns, interval_ns = 0, rto_min_ns = RTO_MIN_NS, dead_ns = DEAD_NS;
 	int gso = 1;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIy*y*y*IKI|pKp", kwlist, &fds, &client_id,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OIy*y*y*IKI|pKpKKI", kwlist, &fds, &client_id,
 					 &self->reqbuf, &self->offbuf, &self->destbuf,
 					 &concurrency, &timeout_ns, &max_retries, &self->stamp_txn, &interval_ns,
-					 &gso))
+					 &gso, &rto_min_ns, &dead_ns, &server_window))
 		return -1;
 	if (self->offbuf.len % 4 || self->offbuf.len < 8) {
 		PyErr_SetString(PyExc_ValueError, "offsets must hold at least 2 uint32 values");
@@ -71,12 +73,14 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kw)
 		if (len > max_len)
 			max_len = len;
 	}
-	if (concurrency < 1 || concurrency > 65536) {
-		PyErr_SetString(PyExc_ValueError, "concurrency must be in 1..65536");
+	if (concurrency < 1 || concurrency > DINT_WINDOW / 2) {
+		PyErr_Format(PyExc_ValueError, "concurrency must be in 1..%d", DINT_WINDOW / 2);
 		return -1;
 	}
-	if (rt_init(&self->rt, fds, gso, client_id, concurrency, max_len, timeout_ns, max_retries) < 0)
+	if (rt_init(&self->rt, fds, gso, client_id, concurrency, max_len, rto_min_ns < timeout_ns ? rto_min_ns :
+		    timeout_ns, timeout_ns, max_retries, dead_ns) < 0)
 		return -1;
+	self->rt.dest_window = server_window;
 	for (uint32_t i = 0; i < self->nreq; i++) {
 		if (self->dest_of[i] >= self->rt.w.ndests) {
 			PyErr_Format(PyExc_ValueError, "request %u names destination %u of %u", i,
@@ -95,7 +99,7 @@ static int issue(Loop *self, uint64_t t)
 {
 	struct reqtable *rt = &self->rt;
 
-	for (int k = 0; rt->inflight < self->concurrency && k < BATCH; k++) {
+	for (int k = 0; rt->inflight < self->concurrency && k < BATCH && rt_room(rt, 1); k++) {
 		uint64_t start = t;
 		if (rt->interval_ns && !rt_due(rt, t, &start))
 			break;
@@ -136,7 +140,7 @@ static PyObject *Loop_run(Loop *self, PyObject *args)
 		uint64_t t = now_ns();
 		if (t >= until || (!issue_new && !rt->inflight))
 			break;
-		if (issue_new && issue(self, t) < 0)
+		if (issue_new ? issue(self, t) < 0 : rt->nsendq && rt_flush(rt) < 0)
 			return NULL;
 		if (rt_tick(rt, t) < 0)
 			return NULL;
@@ -157,17 +161,33 @@ static PyObject *Loop_run(Loop *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(Loop_stats_doc, "the counters of the recorded window");
+PyDoc_STRVAR(Loop_stats_doc, "the counters of the recorded window, and rtt (per server: retransmission timeout, "
+			     "smoothed round trip, samples)");
 static PyObject *Loop_stats(Loop *self, PyObject *Py_UNUSED(unused))
 {
 	const struct reqtable *rt = &self->rt;
 	PyObject *d = counts_stats(&rt->c, rt->inflight, rt->w.sd.gso);
 
+	if (d && dict_put(d, "rtt", rt_rtt_stats(rt)) < 0)
+		Py_CLEAR(d);
 	if (d && rt->interval_ns &&
 	    (dict_put(d, "open_loop_late", PyLong_FromUnsignedLongLong(rt->late)) < 0 ||
 	     dict_put(d, "open_loop_skipped", PyLong_FromUnsignedLongLong(rt->skipped)) < 0))
 		Py_CLEAR(d);
 	return d;
+}
+
+PyDoc_STRVAR(Loop_linger_doc, "linger(quiet_ns, max_ns): once nothing is in flight, read the replies still "
+			      "coming (to copies sent again) until none has come for quiet_ns");
+static PyObject *Loop_linger(Loop *self, PyObject *args)
+{
+	unsigned long long quiet, max;
+
+	if (!PyArg_ParseTuple(args, "KK", &quiet, &max))
+		return NULL;
+	if (rt_linger(&self->rt, quiet, max) < 0)
+		return NULL;
+	Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(Loop_histogram_doc, "histogram() -> [(latency_ns, count)] of the replies recorded with status OK");
@@ -177,4 +197,4 @@ static PyObject *Loop_histogram(Loop *self, PyObject *Py_UNUSED(unused))
 }
 
 NATIVE_TYPE(Loop, Loop_init, Loop_dealloc, METHOD(Loop, set_window, METH_VARARGS), METHOD(Loop, run, METH_VARARGS),
-	    METHOD(Loop, stats, METH_NOARGS), METHOD(Loop, histogram, METH_NOARGS));
+	    METHOD(Loop, stats, METH_NOARGS), METHOD(Loop, histogram, METH_NOARGS), METHOD(Loop, linger, METH_VARARGS));

@@ -77,7 +77,8 @@ PyMODINIT_FUNC PyInit__netloop(void)
 	    PyModule_AddIntConstant(m, "TIMEOUT", ST_TIMEOUT) < 0 ||
 	    PyModule_AddIntConstant(m, "LATE_NS", LATE_NS) < 0 ||
 	    PyModule_AddIntConstant(m, "TXN_KINDS", TXN_KINDS) < 0 ||
-	    PyModule_AddIntConstant(m, "MAX_STATUS", MAX_STATUS) < 0)
+	    PyModule_AddIntConstant(m, "MAX_STATUS", MAX_STATUS) < 0 ||
+	    PyModule_AddIntConstant(m, "WINDOW", DINT_WINDOW) < 0)
 		goto fail;
 	return m;
 fail:

@@ -36,7 +36,7 @@ PyDoc_STRVAR(TxnIO_configure_doc,
 	     "funcs[k](*args) returns transaction type k's generator; params is a list of (k, args) taken in turn "
 	     "(cycled); concurrency transactions run at once (with interval_ns > 0, one is due every interval_ns "
 	     "and concurrency caps those in flight); abort is the exception class a transaction raises to abort, "
-	     "batch the list subclass with `mask` (statuses tolerated) and `must` (resend after a timeout)");
+	     "batch the list subclass with `mask` (statuses tolerated)");
 static PyObject *TxnIO_configure(TxnIO *self, PyObject *args)
 {
 	PyObject *funcs, *params, *abort_cls, *batch_cls;
@@ -139,7 +139,7 @@ static PyObject *label_counts(TxnIO *self, const uint64_t *counts)
 PyDoc_STRVAR(TxnIO_results_doc,
 	     "results() -> the executor's counts: {\"types\": [(whole run, window)] with each {\"started\", "
 	     "\"committed\", \"aborts\": {cause: n}, \"outcomes\": {label: n}}, \"errors\": {(op, status): n}, "
-	     "\"active\", \"waiting\", \"release_failures\", \"resends\", \"params_wrapped\", "
+	     "\"active\", \"waiting\", \"release_failures\", \"params_wrapped\", "
 	     "\"open_loop_late\", \"open_loop_skipped\"}");
 static PyObject *TxnIO_results(TxnIO *self, PyObject *Py_UNUSED(unused))
 {
@@ -179,9 +179,9 @@ static PyObject *TxnIO_results(TxnIO *self, PyObject *Py_UNUSED(unused))
 				goto fail;
 		}
 	}
-	return Py_BuildValue("{sNsNsIsIsKsKsKsKsK}", "types", types, "errors", errors, "active", self->active,
-			     "waiting", self->nwaiting, "release_failures", self->release_failures, "resends",
-			     self->resends, "params_wrapped", self->params_wrapped, "open_loop_late", self->base.io.rt.late,
+	return Py_BuildValue("{sNsNsIsIsKsKsKsK}", "types", types, "errors", errors, "active", self->active,
+			     "waiting", self->nwaiting, "release_failures", self->release_failures,
+			     "params_wrapped", self->params_wrapped, "open_loop_late", self->base.io.rt.late,
 			     "open_loop_skipped", self->base.io.rt.skipped);
 fail:
 	Py_DECREF(types);
@@ -214,4 +214,4 @@ static PyObject *TxnIO_histogram(TxnIO *self, PyObject *args)
 NATIVE_TYPE(TxnIO, BatchesObject_init, TxnIO_dealloc, METHOD(TxnIO, configure, METH_VARARGS),
 	    METHOD(TxnIO, drive, METH_VARARGS), METHOD(TxnIO, results, METH_NOARGS),
 	    METHOD(TxnIO, set_window, METH_VARARGS), METHOD(TxnIO, histogram, METH_VARARGS),
-	    METHOD(BatchesObject, stats, METH_NOARGS));
+	    METHOD(BatchesObject, stats, METH_NOARGS), METHOD(BatchesObject, linger, METH_VARARGS));
