@@ -126,7 +126,11 @@ def test_an_aborted_transaction_releases_its_locks(served, client_sockets):
     assert out["types"]["2pl"]["aborts"]["lock"] == 1 == out["types"]["2pl"]["started"]
     assert out["active"] == 0 and out["release_failures"] == 0
     st = ex.stats()
-    assert st["ok_by_op"][int(Op.ABORT)] == 5  # one ABORT to each granted key
+    # one ABORT to each granted key, and one to 104 if its refused request
+    # was sent twice (the held rule: a retransmission under a loaded
+    # machine, before any round trip was measured)
+    extra = 1 if st["retransmits"] else 0
+    assert 5 <= st["ok_by_op"][int(Op.ABORT)] <= 5 + extra
     prober = 0xABCD
     for k in (100, 101, 102, 103, 105):
         m = served.request(Op.LOCK_EXCL, k, bytes(8), server=primary[k], txn=prober)
