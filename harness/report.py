@@ -278,8 +278,8 @@ def faults_section(df: pd.DataFrame) -> list[str]:
     if d.empty:
         return []
     out = ["Goodput kept at each injected loss rate, as a share of the same system's point without faults "
-           "(consistency verdict in brackets). With faults, violations are possible where the protocol does not "
-           "yet handle duplicates; the instrument check accounts for what the injector dropped and added.", ""]
+           "(consistency verdict in brackets; requests are exactly once, so any violation is a bug). The instrument "
+           "check accounts for what the injector dropped and added.", ""]
     for (exp, variant), g in d.groupby(["experiment", d["variant"].fillna("")], sort=False):
         name = exp + (f" ({variant})" if variant else "")
         for s in SYSTEMS:

@@ -188,26 +188,54 @@ int rt_tick(struct reqtable *rt, uint64_t t)
 	return rt_flush(rt);
 }
 
+/* A round trip's bucket: quarter octaves from 1 us (1024 ns). */
+static inline uint32_t rtt_bucket(uint64_t r)
+{
+	uint64_t us = (r >> 10) | 1;
+	uint32_t o = 63 - __builtin_clzll(us), b;
+	b = o < 2 ? o * 4 : 4 * o + (uint32_t)((us >> (o - 2)) & 3);
+	return b < RTT_BUCKETS ? b : RTT_BUCKETS - 1;
+}
+
+/* The upper end of bucket b, ns. */
+static inline uint64_t rtt_bucket_top(uint32_t b)
+{
+	uint32_t o = b / 4;
+	return o < 2 ? 2048ull << o : ((4ull + b % 4 + 1) << (o - 2)) << 10;
+}
+
+/* The bucket's top below which 99% of the recent round trips fall. */
+static uint64_t rtt_p99(const struct rtt *e)
+{
+	uint32_t above = 0, b = RTT_BUCKETS - 1;
+	for (; b > 0; b--) {
+		above += e->hist[b];
+		if (100ull * above > e->recent)
+			break;
+	}
+	return rtt_bucket_top(b);
+}
+
 /* A round trip measured on a request answered at its first sending. */
 static inline void rtt_sample(struct reqtable *rt, struct rtt *e, uint64_t r)
 {
 	if (!e->samples++) {
 		e->srtt = r;
 		e->rttvar = r / 2;
-		e->p99 = 2 * r;
 	} else {
 		uint64_t dev = e->srtt > r ? e->srtt - r : r - e->srtt;
 		e->rttvar = (3 * e->rttvar + dev) / 4;
 		e->srtt = (7 * e->srtt + r) / 8;
-		/* stochastic quantile tracking: up by a step when a sample exceeds
-		 * it, down by a 99th of one otherwise, so that it settles where 1%
-		 * of the samples exceed it; steps of about 3% of the estimate */
-		uint64_t step = e->p99 / 32 + 1;
-		if (r > e->p99)
-			e->p99 += step;
-		else
-			e->p99 -= step / 99 < e->p99 ? step / 99 : 0;
 	}
+	e->hist[rtt_bucket(r)]++;
+	e->recent++;
+	if (e->samples % RTT_AGE == 0) {
+		e->recent = 0;
+		for (uint32_t b = 0; b < RTT_BUCKETS; b++)
+			e->recent += e->hist[b] >>= 1;
+	}
+	if (e->samples % RTT_P99_EVERY == 1 || e->samples < RTT_P99_EVERY)
+		e->p99 = rtt_p99(e);
 	uint64_t rto = e->srtt + 4 * e->rttvar, tail = e->p99 + e->p99 / 2;
 	if (tail > rto)
 		rto = tail;

@@ -24,8 +24,8 @@
  * would lose requests (the testbed's veth rings hold 256 datagrams).
  *
  * Retransmission timeout, per server: the larger of RFC 6298's estimate
- * (the smoothed round trip plus four mean deviations) and 1.5 times a
- * running estimate of the round trips' 99th percentile (a server's round
+ * (the smoothed round trip plus four mean deviations) and 1.5 times the
+ * 99th percentile of its recent round trips (struct rtt; a server's round
  * trips here have a long tail: a batch of requests queues behind itself,
  * and a server shares its core), measured on requests answered at their
  * first sending (Karn's rule); at least rto_min_ns, at most rto_max_ns,
@@ -85,10 +85,21 @@ typedef int (*rt_done_fn)(struct reqtable *rt, struct slot *s, int status, const
 			  uint32_t len);
 
 /* A server's round-trip estimate (ns). */
+/* The recent round trips of a server, for their 99th percentile: counts
+ * in quarter-octave buckets from 1 us (about 19% wide; the last one holds
+ * everything from about 2 s up), all halved every RTT_AGE samples, so a
+ * sample weighs half as much RTT_AGE samples later, whichever way the
+ * round trips move. */
+#define RTT_BUCKETS 88
+#define RTT_AGE 256
+#define RTT_P99_EVERY 16  /* the percentile is read again every this many samples */
+
 struct rtt {
 	uint64_t srtt, rttvar, rto;
-	uint64_t p99;     /* a running estimate of the 99th percentile */
+	uint64_t p99;     /* the recent 99th percentile (a bucket's upper end) */
 	uint64_t samples;
+	uint32_t recent;  /* the buckets' sum */
+	uint16_t hist[RTT_BUCKETS];
 };
 
 struct reqtable {
