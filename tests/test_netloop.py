@@ -20,8 +20,9 @@ class FaultyEcho(LoopbackServer):
     """Answers dint echo requests on 127.0.0.1, with optional faults."""
 
     def __init__(self, drop_first_every: int = 0, duplicate: bool = False, silent_key: int | None = None,
-                 status: int = Status.OK, busy_first_every: int = 0):
+                 status: int = Status.OK, busy_first_every: int = 0, slow_first: tuple[int, float] = (0, 0.0)):
         super().__init__()
+        self.slow_first = slow_first  # (n, s): the first n replies each wait s seconds
         self.drop_first_every, self.duplicate, self.silent_key, self.status = \
             drop_first_every, duplicate, silent_key, status
         self.busy_first_every, self.busy_seen = busy_first_every, set()
@@ -45,6 +46,8 @@ class FaultyEcho(LoopbackServer):
             if self.drop_first_every and msg.seq % self.drop_first_every == 0 and msg.seq not in self.seen:
                 self.seen.add(msg.seq)
                 continue
+            if self.received <= self.slow_first[0]:
+                time.sleep(self.slow_first[1])
             reply = bytearray(data)
             reply[4] = self.status
             if self.busy_first_every and msg.seq % self.busy_first_every == 0 and msg.seq not in self.busy_seen:
@@ -128,6 +131,26 @@ def test_the_retransmission_timeout_follows_the_round_trips():
         rtt = st["rtt"]
         assert rtt["rtt_samples"][0] > 100 and 2000 <= rtt["rto_us"][0] < 500_000
         assert rtt["srtt_us"][0] < rtt["rto_us"][0]
+        sock.close()
+
+
+def test_the_retransmission_timeout_forgets_a_slow_start():
+    """The first round trips are slow (50 ms each, as a client's first
+    transactions or a cold server can be), the next thousands fast: the
+    timeout's 99th percentile comes down with them within a few hundred
+    round trips (a tracker that took thousands to forget kept it near the
+    slow ones for the whole run)."""
+    with FaultyEcho(slow_first=(8, 0.05)) as srv:
+        sock, loop = make_loop(srv, echo.generate(50, 1), concurrency=4, timeout_ms=500, rto_min_ms=0.05)
+        t0 = time.monotonic_ns()
+        loop.set_window(t0, t0 + 10**10)
+        rtt = loop.stats()["rtt"]
+        while rtt["rtt_samples"][0] < 1200 and time.monotonic_ns() - t0 < 8 * 10**9:
+            loop.run(time.monotonic_ns() + 10_000_000, True)
+            rtt = loop.stats()["rtt"]
+        loop.run(time.monotonic_ns() + 10**9, False)
+        assert rtt["rtt_samples"][0] >= 1200, rtt
+        assert rtt["p99_us"][0] < 20_000 and rtt["rto_us"][0] < 30_000, rtt
         sock.close()
 
 
