@@ -109,6 +109,8 @@ def test_a_server_killed_mid_run_fails_the_run_and_leaves_nothing(testbed, test_
             run.wait(60)
     exited = time.monotonic()
     assert rc == 1, run.stderr
+    print(f"{victim}: reported after {[t for t, _ in run.lines if 'died' in _][0] - killed:.2f} s, "
+          f"exited after {exited - killed:.2f} s")
     named = [t for t, line in run.lines if "died during the run" in line and f"on {host.name}" in line]
     assert named, run.stderr
     assert named[0] - killed <= FAIL_S, f"the failure was reported {named[0] - killed:.1f} s after the kill"
