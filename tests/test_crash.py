@@ -23,9 +23,12 @@ from harness.sh import in_netns
 from harness.testbed import netns_pids, xdp_prog_id
 
 HARNESS = [sys.executable, "-m", "harness"]
-# How soon a dead server fails the run: the error line naming the host, and
-# the harness's exit once the clients and the other servers are stopped.
+# How soon a dead server fails the run: the error line naming the host; and
+# the harness's exit, once the clients and the other servers have stopped
+# (two playbook runs at once: 2.3-3 s on the 2-core test machine alone,
+# more when it is busy).
 FAIL_S = 3.0
+EXIT_S = 8.0
 # the server process killed (its command line), and the system run next
 KILLS = {
     "dintd": ("dint", r"-m harness\.dintd ", "kernel"),
@@ -114,7 +117,7 @@ def test_a_server_killed_mid_run_fails_the_run_and_leaves_nothing(testbed, test_
     named = [t for t, line in run.lines if "died during the run" in line and f"on {host.name}" in line]
     assert named, run.stderr
     assert named[0] - killed <= FAIL_S, f"the failure was reported {named[0] - killed:.1f} s after the kill"
-    assert exited - killed <= FAIL_S + 2, f"the harness exited {exited - killed:.1f} s after the kill"
+    assert exited - killed <= EXIT_S, f"the harness exited {exited - killed:.1f} s after the kill"
     summary = json.loads((tmp_path / "crashed" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["phase"] == "a server died", summary
     assert f"on {host.name} died during the run" in summary["error"]
