@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the machine refused (permissions, disk): one line, not a traceback
+        print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: servers stopped, XDP detached, testbed cleaned up", file=sys.stderr)
         return 130

@@ -125,6 +125,7 @@ class Deployer:
         arts = self.pdir / "artifacts"
         self.seq = len(list(arts.iterdir())) if arts.is_dir() else 0
         self.timings: list[tuple[str, float]] = []
+        self._lock = threading.Lock()
         self._inventory_file: Path | None = None
 
     @property
@@ -146,8 +147,9 @@ class Deployer:
     def start_playbook(self, playbook: str, label: str, extravars: dict, limit: str | None = None) -> "Play":
         import ansible_runner
         _quiet_logging()
-        self.seq += 1
-        ident = f"{self.seq:02d}-{label}"
+        with self._lock:  # two plays may start at once (a run stopping its clients and servers together)
+            self.seq += 1
+            ident = f"{self.seq:02d}-{label}"
         env = {"ANSIBLE_CONFIG": str(DEPLOY_DIR / "ansible.cfg"),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                # module results are plain data: no warning about interpreter discovery
@@ -177,14 +179,37 @@ class Deployer:
             out.setdefault(p.host, []).append(p.var())
         return out
 
-    def start_servers(self, procs: list[ProcSpec], build: list[str] | None = None, label: str = "servers-start"):
-        """Builds what they run, starts them and waits for each one's ready line."""
-        self.run_playbook("servers.yml", label, {"dint_action": "start", "dint_build": build or [],
-                                                 "dint_procs": self._by_host(procs)})
+    def start_servers(self, procs: list[ProcSpec], build: list[str] | None = None, label: str = "servers-start",
+                      check: bool = False):
+        """Builds what they run, starts them and waits for each one's ready
+        line. With check, every host is first checked for what the harness
+        did not start (residue()), and the start fails naming it."""
+        play = self.start_playbook("servers.yml", label, {
+            "dint_action": "start", "dint_build": build or [], "dint_procs": self._by_host(procs),
+            **({"dint_residue": residue(self.inv)} if check else {})})
+        try:
+            play.wait()
+        except HarnessError:
+            found = {h: r["found"] for h, r in play.results("dint_residue").items() if r.get("found")}
+            if not found:
+                raise
+            how = (f"'python -m harness testbed down --inventory {self.inv.source}' removes it" if self.local
+                   else "stop or remove it on the host")
+            raise ResidueError("not starting: " + "; ".join(f"{h} has {', '.join(f)}" for h, f in found.items())
+                               + f" (not started by this run; {how})") from None
 
-    def stop_servers(self, procs: list[ProcSpec], label: str = "servers-stop"):
-        """SIGTERM (SIGKILL after their grace), then their outputs back."""
-        self.run_playbook("servers.yml", label, {"dint_action": "stop", "dint_procs": self._by_host(procs)})
+    def stop_servers(self, procs: list[ProcSpec], label: str = "servers-stop", clean: bool = False) -> dict:
+        """SIGTERM (SIGKILL after their grace), then their outputs back.
+        With clean, what a server that died left on its host (residue()) is
+        removed; returns {host: [what was removed]} (empty after a clean stop)."""
+        play = self.start_playbook("servers.yml", label, {
+            "dint_action": "stop", "dint_procs": self._by_host(procs),
+            **({"dint_residue": residue(self.inv, servers_only=True)} if clean else {})})
+        try:
+            play.wait()
+        finally:
+            removed = {h: r.get("removed", []) for h, r in play.results("dint_residue").items()}
+        return {h: r for h, r in removed.items() if r}
 
     def server_stats(self, procs: list[ProcSpec], label: str = "servers-stats"):
         """SIGUSR1 to each server; returns when each printed one more stats line."""
@@ -240,6 +265,19 @@ class Play:
     @property
     def artifacts(self) -> Path:
         return self.deployer.pdir / "artifacts" / self.ident
+
+    def results(self, action: str) -> dict[str, dict]:
+        """{host: result} of the play's tasks running module `action` that
+        finished (ok or failed), from the event log."""
+        out: dict[str, dict] = {}
+        try:
+            for ev in self.runner.events:
+                data = ev.get("event_data", {})
+                if ev.get("event") in ("runner_on_ok", "runner_on_failed") and data.get("task_action") == action:
+                    out[data.get("host")] = data.get("res", {})
+        except Exception:  # noqa: BLE001 - an unreadable event log: nothing known
+            pass
+        return out
 
     def cancelled(self) -> bool:
         return self._cancel
@@ -302,6 +340,34 @@ class Play:
         except OSError:
             tail = []
         return f"playbook {self.playbook} ended {self.runner.status} (rc {self.runner.rc}): " + " | ".join(tail)
+
+
+class ResidueError(HarnessError):
+    """A host has something the harness did not start: nothing was started."""
+
+
+def dpdk_prefix(host: Host) -> str:
+    """The DPDK file prefix of a host's server process (its runtime files
+    are under /var/run/dpdk/<prefix>, as root)."""
+    return f"dint-{host.netns or host.name}"
+
+
+DPDK_RUNTIME = Path("/var/run/dpdk")
+
+
+def residue(inv: Inventory, servers_only: bool = False) -> dict[str, dict]:
+    """What the harness looks for on each host before its servers start,
+    and removes from the server hosts after they stop
+    (deploy/library/dint_residue.py): programs on the testbed interfaces
+    (a client end of the local testbed keeps its pass-through program),
+    the host's DPDK runtime directory, and (checked only) processes."""
+    out = {}
+    for host in inv.servers if servers_only else inv.hosts:
+        server = host.role == "server"
+        out[host.name] = {"netns": host.netns or "", "ifaces": [i.name for i in host.interfaces],
+                          "allowed_xdp": [] if server or not inv.local else ["xdp_pass"],
+                          "paths": [str(DPDK_RUNTIME / dpdk_prefix(host))] if server else []}
+    return out
 
 
 def host_pidfile(pdir: Path, host: Host | str, name: str) -> Path:

@@ -179,6 +179,7 @@ class Clients:
         if self.play is not None and not self.play.done():
             self.play.cancel()
         if self.procs and not self.finished:
+            self.finished = True  # once
             self.deployer.stop_clients([p for p, _ in self.procs])
 
 

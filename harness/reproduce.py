@@ -3,7 +3,8 @@ experiment file (experiments/<profile>.yml) into results/<run-id>/<point>/,
 then the table (points.csv), the figures and REPORT.md.
 
 - One testbed for the whole run.
-- Resumable: a point is done when its summary.json exists; running again
+- Resumable: a point is done when it has a measured summary.json (a run that
+  failed once started writes one marked "status": "failed"); running again
   with the same --run-id skips those. A point that failed is recorded in the
   run's point index (index.json) with its error, and retried once on the
   next resume (its partial directory is kept under _failed/).
@@ -28,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from . import RESULTS_DIR, HarnessError, envinfo, experiments, inventory, results
-from .run import execute
+from .run import check_can_run, execute
 from .summary import one_line
 from .testbed import Testbed
 
@@ -66,7 +67,7 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
     todo, recheck = [], []
     for p in points:
         e = entries[p.name]
-        if (run_dir / p.name / "summary.json").exists():
+        if results.measured(run_dir / p.name):
             if results.unchecked_reason(run_dir / p.name) and e["attempts"] < MAX_ATTEMPTS:
                 todo.append(p)  # measured without a consistency verdict: once more
                 recheck.append(p.name)
@@ -123,7 +124,7 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
                 msg = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
                 # a consistency violation, or a server that did not stop cleanly, is raised after the
                 # summary is written: the point is measured
-                e.update(status="done" if (out / "summary.json").exists() else "failed", error=msg)
+                e.update(status="done" if results.measured(out) else "failed", error=msg)
                 if results.unchecked_reason(out):
                     log(f"UNCHECKED {p.name} (measured, consistency not checked): {msg}"
                         + (" [run again with this --run-id to retry it once]" if e["attempts"] < MAX_ATTEMPTS
@@ -167,6 +168,8 @@ def reproduce(run_id: str | None = None, inventory_path: str | None = None, prof
             raise HarnessError(f"--only {only!r} matches no point of {ef.path}")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
     run_dir = (results_dir or RESULTS_DIR) / run_id
+    inv = inventory.load(inventory_path)
+    check_can_run(inv, run_dir)  # before anything is made
     run_dir.mkdir(parents=True, exist_ok=True)
     res_path = run_dir / "experiments.yml"
     resolved = experiments.resolved(ef)
@@ -179,7 +182,6 @@ def reproduce(run_id: str | None = None, inventory_path: str | None = None, prof
     res_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
     (run_dir / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
     print(f"run {run_id}: profile {ef.profile} ({ef.path}), {len(points)} points -> {run_dir}")
-    inv = inventory.load(inventory_path)
     with Testbed(inv) as tb:
         run_points(run_dir, points, testbed=tb, inventory_path=inventory_path, progress=True)
     finish(run_dir)

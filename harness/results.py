@@ -77,12 +77,27 @@ def consistency_verdict(c: dict | None) -> tuple[str, str]:
     return ("partly unchecked" if un else "ok"), note
 
 
+def read_summary(point_dir: Path) -> dict | None:
+    """A run directory's summary.json (a measured run's, or the one a run
+    that failed once started writes: "status": "failed" with its error), or
+    None without a readable one."""
+    try:
+        return json.loads((Path(point_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def measured(point_dir: Path) -> bool:
+    """Whether a run directory holds a measurement (not a failed run's summary)."""
+    s = read_summary(point_dir)
+    return s is not None and s.get("status") != "failed"
+
+
 def unchecked_reason(point_dir: Path) -> str:
     """Why a measured point's consistency drew no verdict at all ("" when it
     did, when its workload has no check, or without a summary)."""
-    try:
-        summary = json.loads((Path(point_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
+    summary = read_summary(point_dir)
+    if summary is None or summary.get("status") == "failed":
         return ""
     verdict, why = consistency_verdict(summary.get("consistency"))
     return why if verdict == "unchecked" else ""
@@ -171,9 +186,11 @@ def table(run_dir: Path) -> pd.DataFrame:
         if "faults" in fields:
             row["loss_percent"] = loss_percent(fields["faults"])
         row.update({"system": e.get("system"), "workload": e.get("workload")})
-        summary = run_dir / name / "summary.json"
-        if summary.exists():
-            s = json.loads(summary.read_text())
+        s = read_summary(run_dir / name)
+        if s is not None and s.get("status") == "failed":  # failed once started: no figures
+            row["status"] = "failed"
+            row["error"] = row["error"] or s.get("error", "")
+        elif s is not None:
             row.update({k: v for k, v in row_of(s).items() if v is not None or k not in row})
             if row["status"] in ("", "pending"):
                 row["status"] = "done"

@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import yaml
@@ -24,17 +26,63 @@ from .cost import ServerCost
 from .deploy import Deployer
 from .inventory import Inventory
 from .processes import Clients, Neighbours
+from .results import read_summary
 from .schema import Schema
 from .summary import committed_by_type, placement, summarize
-from .systems import make_system
+from .systems import ServerDied, make_system
 from .testbed import Testbed
 
 def prepare_out(out: Path) -> Path:
     out = Path(out)
-    if (out / "summary.json").exists():
-        raise HarnessError(f"{out} already holds a run (summary.json); choose another --out or remove it")
+    summary = read_summary(out)
+    if summary is not None:
+        what = "a failed run" if summary.get("status") == "failed" else "a run"
+        raise HarnessError(f"{out} already holds {what} (summary.json); choose another --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def check_can_run(inv: Inventory, out: Path) -> None:
+    """What would make a run fail before it measures anything, checked
+    before its directory is made: root for the local testbed, and a
+    results directory this user can write."""
+    if inv.local and os.geteuid() != 0:
+        raise HarnessError("the local testbed needs root (network namespaces, BPF, XDP): run as root")
+    parent = Path(out).resolve()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HarnessError(f"{out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HarnessError(f"{out}: no permission to write in {parent}")
+
+
+class Progress:
+    """How far a run got, for the summary of a run that failed: the phase it
+    was in and the system it had started."""
+
+    def __init__(self):
+        self.phase = "preparing"
+        self.system = None
+        self.t0 = time.monotonic()
+
+
+def write_failed_summary(out: Path, cfg: RunConfig, exc: BaseException, progress: Progress) -> None:
+    """summary.json of a run that did not finish: the error, where it
+    happened and what is known (the servers' last counters, what a dead
+    server left that the stop removed). Marked "status": "failed"; never
+    read as a measurement (harness/results.py)."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    system = progress.system
+    failed = {"status": "failed", "error": "interrupted (Ctrl-C)" if interrupted else
+              (str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"),
+              "phase": progress.phase, "elapsed_s": round(time.monotonic() - progress.t0, 1),
+              "system": cfg.system, "workload": cfg.workload, "config": cfg.to_dict(),
+              "servers": system.stats if system is not None else {},
+              "removed_after_stop": system.removed if system is not None else {}}
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(failed, indent=2, default=str))
+    tmp.replace(out / "summary.json")
 
 
 def prepare_data(cfg: RunConfig, out: Path, cache: Path | None = None) -> tuple[Schema, Path | None]:
@@ -61,11 +109,31 @@ def prepare_data(cfg: RunConfig, out: Path, cache: Path | None = None) -> tuple[
 
 def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbed: Testbed | None = None,
             data_cache: Path | None = None) -> dict:
-    """Runs one configuration; returns the summary (also in out/summary.json)."""
+    """Runs one configuration; returns the summary (also in out/summary.json).
+    Nothing is made for a run that cannot start (a bad configuration or
+    inventory, no permission); a run that fails once started keeps its
+    directory with a summary.json saying what failed where."""
     cfg.validate()
-    out = prepare_out(out)
     inv = inventory.load(cfg.inventory)
     faults.check_inventory(cfg.faults, inv)
+    check_can_run(inv, out)
+    made = not Path(out).exists()
+    out = prepare_out(out)
+    progress = Progress()
+    try:
+        return _execute(cfg, inv, out, progress, show_progress, testbed, data_cache)
+    except BaseException as exc:
+        if (out / "summary.json").exists():
+            raise  # measured, then failed a check: its summary says so
+        if made and progress.phase == "preparing" and not any(out.iterdir()):
+            out.rmdir()
+        else:
+            write_failed_summary(out, cfg, exc, progress)
+        raise
+
+
+def _execute(cfg: RunConfig, inv: Inventory, out: Path, progress: Progress, show_progress: bool | None,
+             testbed: Testbed | None, data_cache: Path | None) -> dict:
     show_progress = sys.stderr.isatty() if show_progress is None else show_progress
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     (out / "inventory.yml").write_text(yaml.safe_dump(inv.raw, sort_keys=False))
@@ -74,14 +142,18 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
     # their event logs in out/ansible (harness/deploy.py).
     deployer = Deployer(inv, out / "ansible")
     with contextlib.ExitStack() as stack:
+        progress.phase = "testbed"
         if testbed is None and inv.local:
             testbed = stack.enter_context(Testbed(inv))
+        progress.phase = "initial data"
         schema, data = prepare_data(cfg, out, data_cache)
-        system = make_system(inv, cfg, out / "logs", schema, data, deployer)
+        system = progress.system = make_system(inv, cfg, out / "logs", schema, data, deployer)
         (out / "system.json").write_text(json.dumps(system.describe(), indent=2))
+        progress.phase = "starting the servers"
         stack.enter_context(system)
+        progress.phase = "servers ready"
         if testbed is not None:
-            stack.callback(testbed.reset_napi)  # before the servers stop
+            stack.callback(testbed.reset_napi)  # before the servers stop (again: a no-op)
             napi = testbed.set_napi(cfg.napi)
         else:
             napi = {"mode": cfg.napi, "note": "a cluster's interrupt placement is the hosts' own (not set by the harness)"}
@@ -103,8 +175,18 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
         def done() -> None:
             after.update(cost.sample())
             links.sample()
+        progress.phase = "clients running"
         clients.start()
-        results = clients.wait(system, show_progress, when_done=done)
+        try:
+            results = clients.wait(system, show_progress, when_done=done)
+        except ServerDied as e:
+            progress.phase = "a server died"
+            print(f"error: {e.name} died during the run; stopping the run", file=sys.stderr, flush=True)
+            if testbed is not None:
+                testbed.reset_napi()
+            stop_together(clients, system)
+            raise
+        progress.phase = "stopping"
         window = (min(r["window_ns"][0] for r in results), max(r["window_ns"][1] for r in results))
         colocation = neighbours.result(window) if neighbours else None
     # leaving the stack stopped the clients, reset NAPI, then stopped the servers
@@ -142,6 +224,28 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
         raise HarnessError(f"consistency check failed: {', '.join(c['failed'])} "
                            f"(details in {out / 'summary.json'}, under consistency)")
     return result
+
+
+def stop_together(clients: Clients, system) -> None:
+    """Stops the clients and the servers at once (each through its
+    playbook): after a server died the run is lost, and its failure is
+    reported the sooner. Both stops run to their end; the first error is
+    raised."""
+    errors: list[BaseException] = []
+
+    def stop_clients() -> None:
+        try:
+            clients.stop()
+        except BaseException as e:  # noqa: BLE001 - raised below, after the servers stopped
+            errors.append(e)
+    t = threading.Thread(target=stop_clients, name="clients-stop")
+    t.start()
+    try:
+        system.stop()
+    finally:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 class LinkDrops:

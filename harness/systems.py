@@ -14,7 +14,7 @@ import workloads
 
 from . import HarnessError, snapshot
 from .config import RunConfig
-from .deploy import Deployer, ProcSpec, host_pidfile
+from .deploy import Deployer, ProcSpec, ResidueError, dpdk_prefix, host_pidfile
 from .dintd import CACHE_SLOTS
 from .inventory import Host, Inventory
 from .schema import Schema
@@ -32,6 +32,14 @@ _BUILT: set[tuple[str, str]] = set()
 
 def _cpus(host: Host) -> str:
     return ",".join(map(str, host.cpus))
+
+
+class ServerDied(HarnessError):
+    """A server process of the run exited while the clients ran."""
+
+    def __init__(self, msg: str, name: str):
+        super().__init__(msg)
+        self.name = name
 
 
 class System:
@@ -52,6 +60,9 @@ class System:
         self.deployer = deployer or Deployer(inv, self.logdir.parent / "ansible")
         self.procs: list[ProcSpec] = []
         self.stats: dict[str, dict | None] = {}
+        # what the stop found left on each server host and removed (a
+        # server that died keeps its XDP program attached)
+        self.removed: dict[str, list[str]] = {}
 
     def command(self, host: Host) -> list[str]:
         raise NotImplementedError
@@ -136,22 +147,32 @@ class System:
         return [p for p in (s.pid() for s in self.procs) if p]
 
     def start(self) -> None:
-        """Through deploy/servers.yml: build, start every server, wait for
-        each one's ready line."""
+        """Through deploy/servers.yml: check that no host has anything the
+        harness did not start (a process, an XDP or TC program, a DPDK
+        runtime in use: refused, naming it), build, start every server,
+        wait for each one's ready line."""
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.procs = self.proc_specs()
         for spec in self.procs:
             spec.pidfile.unlink(missing_ok=True)
-        self.deployer.start_servers(self.procs, build=self.build_command())
+        try:
+            self.deployer.start_servers(self.procs, build=self.build_command(), check=True)
+        except ResidueError:
+            self.procs = []  # nothing started, and what was found is not this run's to remove
+            raise
         _BUILT.add((self.inv.source, str(self.schema)))
 
     def stop(self) -> dict[str, dict | None]:
         """Through deploy/servers.yml: SIGTERM, SIGKILL after a grace
-        period, outputs fetched; the final counters from each log."""
+        period, what a dead server left removed, outputs fetched; the final
+        counters from each log."""
         if not self.procs:
             return self.stats
         try:
-            self.deployer.stop_servers(self.procs)
+            self.removed = self.deployer.stop_servers(self.procs, clean=True)
+            for host, what in self.removed.items():
+                print(f"warning: {host}: removed what a server that did not stop left: {'; '.join(what)}",
+                      file=sys.stderr)
         finally:
             for host, spec in zip(self.inv.servers, self.procs):
                 lines = spec.stats_lines()
@@ -173,13 +194,13 @@ class System:
         return out
 
     def check_alive(self) -> None:
-        """Raises if a server died (local hosts, from their pid files; on a
-        cluster a dead server shows at stop, in its log)."""
+        """Raises ServerDied if a server died (local hosts, from their pid
+        files; on a cluster a dead server shows at stop, in its log)."""
         if not self.inv.local:
             return
         for spec in self.procs:
             if spec.pid() is None:
-                raise HarnessError(f"{spec.name} died during the run (log {spec.log}): {spec.tail()}")
+                raise ServerDied(f"{spec.name} died during the run (log {spec.log}): {spec.tail()}", spec.name)
 
     def __enter__(self) -> "System":
         try:
@@ -248,7 +269,7 @@ class BypassSystem(System):
     polls = True
 
     def command(self, host: Host) -> list[str]:
-        prefix = ["--file-prefix", f"dint-{host.netns or host.name}", "-l", str(host.cpus[0]), "--log-level=notice"]
+        prefix = ["--file-prefix", dpdk_prefix(host), "-l", str(host.cpus[0]), "--log-level=notice"]
         if host.dpdk_port:
             # a cluster host: its real port (PCI address), hugepages
             eal = ["-a", host.dpdk_port, *prefix]

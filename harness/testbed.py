@@ -1,18 +1,20 @@
 """The local testbed: every host of a local inventory is a network namespace,
 every client-server link a veth pair. Brought up idempotently (a failed `up`
 rolls back), torn down completely (processes, namespaces and with them links
-and XDP programs), and usable as a context manager."""
+and XDP programs, and the DPDK runtime files of its servers), and usable as a context manager."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
 from . import BUILD_DIR, HarnessError
+from .deploy import DPDK_RUNTIME
 from .inventory import Inventory
 from .sh import in_netns, ip, run
 
@@ -108,6 +110,7 @@ class Testbed:
             raise HarnessError(f"inventory {inventory.source} describes a cluster, not a local testbed")
         self.inv = inventory
         self._made = False
+        self._napi: str | None = None  # the placement last set
         # What this inventory file last brought up, in case the file changed since.
         key = hashlib.sha256(str(Path(inventory.source).resolve()).encode()).hexdigest()[:12]
         self.state_file = STATE_DIR / f"testbed-{key}.json"
@@ -187,6 +190,8 @@ class Testbed:
                 kill_netns_processes(ns)
                 ip("netns", "del", ns, check=False)
             faults.remove_pins(ns)
+            # a bypass server's DPDK runtime files (DPDK leaves them behind)
+            shutil.rmtree(DPDK_RUNTIME / f"dint-{ns}", ignore_errors=True)
         left = _namespaces() & set(self.namespaces + recorded)
         if left:
             raise HarnessError(f"could not remove namespaces: {', '.join(sorted(left))}")
@@ -211,6 +216,7 @@ class Testbed:
         if mode not in NAPI_MODES:
             raise HarnessError(f"--napi must be one of {', '.join(NAPI_MODES)}, not {mode!r}")
         placed = {}
+        self._napi = None  # unknown until every interface is set
         for srv in self.inv.servers:
             for iface in srv.interfaces:
                 # Without XDP, veth runs NAPI only for GRO: on before threading
@@ -228,8 +234,11 @@ class Testbed:
                 cli = self.inv.host(iface.peer)
                 run(in_netns(cli.netns, ["ethtool", "-K", cli.interface_to(srv.name).name, "tso", "off",
                                          "tx-udp-segmentation", "off"]))
+                # (also to switch threading off: a veth whose XDP program went
+                # while it was threaded, e.g. its server died, has no NAPI
+                # to switch until GRO brings it back)
                 gro = xdp_prog_id(srv.netns, iface.name) is None
-                if gro and mode == "pinned":
+                if gro:
                     run(in_netns(srv.netns, ["ethtool", "-K", iface.name, "gro", "on"]))
                 _set_threaded(srv.netns, iface.name, mode == "pinned")
                 if gro and mode == "inline":
@@ -243,15 +252,19 @@ class Testbed:
                 placed[f"{srv.name}/{iface.name}"] = {
                     "threaded": mode == "pinned", "napi_threads": len(threads),
                     "cpus": list(srv.cpus) if mode == "pinned" else "sender's CPU"}
+        self._napi = mode
         return placed
 
     def reset_napi(self) -> None:
         """Back to veth's default while the servers' NAPI instances still
         exist: a veth left threaded when its XDP program goes refuses to be
         switched back after the next attach."""
+        if self._napi == "inline":
+            return
         try:
             self.set_napi("inline")
         except HarnessError as e:
+            self._napi = "inline"  # tried: once is enough
             print(f"warning: could not reset NAPI placement: {e}", file=sys.stderr)
 
     # -- the links ---------------------------------------------------------

@@ -108,7 +108,9 @@ def test_ctrl_c_mid_run_leaves_nothing_behind(root, tmp_path, system):
     names = {i.name for h in inv.hosts for i in h.interfaces}
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert not [line for line in ps.splitlines() if any(n in line for n in names)]
-    assert not (out / "summary.json").exists()
+    # the run keeps its directory, with a summary that says it did not finish
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "failed" and s["error"] == "interrupted (Ctrl-C)" and s["system"] == system, s
 
 
 @pytest.fixture
@@ -138,7 +140,11 @@ def as_nobody(cmd: list[str], public: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("cmd", [["bash", "scripts/setup.sh"], [sys.executable, "-m", "harness", "preflight"]])
+@pytest.mark.parametrize("cmd", [
+    ["bash", "scripts/setup.sh"], [sys.executable, "-m", "harness", "preflight"],
+    [sys.executable, "-m", "harness", "reproduce", "--run-id", "as-nobody"],
+    [sys.executable, "-m", "harness", "run", "--system", "kernel", "--out", "results/as-nobody"]],
+    ids=["setup", "preflight", "reproduce", "run"])
 def test_without_root_one_line_says_what_is_missing(root, public_dir, cmd):
     readable = as_nobody(["test", "-r", "harness/__init__.py"], public_dir)
     if readable.returncode != 0:
@@ -151,3 +157,4 @@ def test_without_root_one_line_says_what_is_missing(root, public_dir, cmd):
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "root" in lines[0], p.stderr
     assert "Traceback" not in p.stderr
+    assert not (ROOT / "results" / "as-nobody").exists()  # nothing made
