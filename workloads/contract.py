@@ -21,8 +21,10 @@ A new workload provides:
   for TPC-C, the cardinality divisors), or `keyed` for a workload over
   `--keys` keys (with `min_keys`, the fewest it runs with); `check` (the
   consistency check after every run, with `replicated` saying whether
-  every row's copies must agree); and `rows_per_s` (rows a client process
-  may insert per second, for sizing the servers' stores).
+  every row's copies must agree); `rows_per_s` (rows a client process
+  may insert per second, for sizing the servers' stores); and `rows`
+  (how many records `initial` makes, per table, without making them: what
+  harness/limits.py checks a run's memory against before anything starts).
 
 Parameters are generated apart from execution, from the seeds in the
 specs, so every system sees the same inputs. A request is the tuple
@@ -198,12 +200,28 @@ class Workload:
     keyed: bool = False             # its data and requests are over `keys` keys per table (--keys)
     min_keys: int = 1
     rows_per_s: int = 0
+    # rows(data) -> {table: records}: how many records initial(data) makes
+    # in each table, computed from the DataSpec alone (arithmetic, never a
+    # generation, so it is instant at any size): exact where the loader is
+    # deterministic, the expected count where it draws (TATP's 1-4
+    # ACCESS_INFO rows per subscriber). None: not known (harness/limits.py
+    # then sizes the run as if it loaded nothing).
+    rows: Callable[[DataSpec], Mapping[int, int]] | None = None
 
     def __post_init__(self):
         if self.stream is None and self.transactions is None:
             raise ValueError(f"workload {self.name}: needs a stream, transactions or both")
         if self.stream and self.transactions and not self.transactions.mixes:
             raise ValueError(f"workload {self.name}: with both, Transactions.mixes says which mixes run them")
+
+    def initial_rows(self, data: DataSpec) -> int:
+        """Records initial(data) makes (Workload.rows; 0 if not known)."""
+        return sum(self.rows(data).values()) if self.rows else 0
+
+    def initial_value_bytes(self, data: DataSpec) -> int:
+        """Value bytes of those records: each table's count times its value
+        size in the schema."""
+        return sum(n * self.schema.sizes[t] for t, n in self.rows(data).items()) if self.rows else 0
 
     @property
     def mixes(self) -> tuple[str, ...]:

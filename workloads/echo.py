@@ -28,8 +28,12 @@ def initial(data: DataSpec) -> list:
     return []  # echo touches no data
 
 
+def rows(data: DataSpec) -> dict[int, int]:
+    return {}
+
+
 def stream(load: LoadSpec) -> RequestStream:
     return generate(load.requests, load.servers, load.value_size, load.seed)
 
 
-WORKLOAD = Workload(name="echo", schema=Schema(), initial=initial, stream=Stream(stream))
+WORKLOAD = Workload(name="echo", schema=Schema(), initial=initial, rows=rows, stream=Stream(stream))

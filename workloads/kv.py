@@ -39,6 +39,10 @@ def initial(data: DataSpec) -> list[Record]:
     return [Record(TABLE, k, 1, value_of(k)) for k in range(data.keys)]
 
 
+def rows(data: DataSpec) -> dict[int, int]:
+    return {TABLE: data.keys}
+
+
 def generate(n: int, servers: int, keys: int, seed: int = 1) -> RequestStream:
     rng = random.Random(seed)
     place = Placement(servers)
@@ -86,5 +90,5 @@ def draw(load: LoadSpec, types) -> list:
 
 
 WORKLOAD = Workload(
-    name="kv", schema=SCHEMA, initial=initial, stream=Stream(stream), keyed=True,
+    name="kv", schema=SCHEMA, initial=initial, rows=rows, stream=Stream(stream), keyed=True,
     transactions=Transactions(types=TXN_TYPES, params=draw, rounds=2, mixes=("contention",)))

@@ -42,6 +42,10 @@ def initial(data: DataSpec) -> list[Record]:
     return [Record(TABLE, k, 1, value_of(1)) for k in range(data.keys)]
 
 
+def rows(data: DataSpec) -> dict[int, int]:
+    return {TABLE: data.keys}
+
+
 def generate(n: int, keys: int, seed: int = 1) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """n transactions: (read keys, written keys), distinct keys."""
     rng = random.Random(seed)
@@ -104,7 +108,7 @@ def draw(load: LoadSpec, types) -> list:
 TYPES_BY_CC = {"2pl": (TxnType("2pl", two_phase_locking, 100),), "occ": (TxnType("occ", occ, 100),)}
 
 WORKLOAD = Workload(
-    name="lock", schema=SCHEMA, initial=initial,
+    name="lock", schema=SCHEMA, initial=initial, rows=rows,
     transactions=Transactions(types=TYPES_BY_CC["2pl"], types_by_cc=TYPES_BY_CC, params=draw,
                               rounds=3,  # occ: read+lock, validate, commit
                               cc=CC_MODES),

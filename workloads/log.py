@@ -21,6 +21,10 @@ def initial(data: DataSpec) -> list:
     return []  # a log server starts empty
 
 
+def rows(data: DataSpec) -> dict[int, int]:
+    return {}
+
+
 def generate(n: int, servers: int, keys: int, seed: int = 1) -> RequestStream:
     """Run with the client loop's stamp_txn: each request gets a transaction
     of its own (client id and sequence number), kept by a retransmission."""
@@ -37,4 +41,5 @@ def stream(load: LoadSpec) -> RequestStream:
     return generate(load.requests, load.servers, load.data.keys, load.seed)
 
 
-WORKLOAD = Workload(name="log", schema=SCHEMA, initial=initial, stream=Stream(stream, stamp_txn=True), keyed=True)
+WORKLOAD = Workload(name="log", schema=SCHEMA, initial=initial, rows=rows, stream=Stream(stream, stamp_txn=True),
+                    keyed=True)

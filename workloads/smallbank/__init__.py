@@ -36,7 +36,7 @@ from .schema import SCHEMA
 from .txns import TXN_TYPES
 
 WORKLOAD = Workload(
-    name="smallbank", schema=SCHEMA, initial=loader.initial,
+    name="smallbank", schema=SCHEMA, initial=loader.initial, rows=loader.rows,
     transactions=Transactions(types=TXN_TYPES, params=params.draw, rounds=1 + coord.COMMIT_ROUNDS, coordinated=True,
                               cc=CC_MODES),  # 2pl first: the default, as DINT runs it
     scaling=Scaling(title="SmallBank", unit="account", minimum=2,

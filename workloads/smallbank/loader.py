@@ -16,6 +16,11 @@ def balances(accounts: int, seed: int) -> tuple[list[int], list[int]]:
     return ([rng.randint(lo, hi) for _ in range(accounts)], [rng.randint(lo, hi) for _ in range(accounts)])
 
 
+def rows(data: DataSpec) -> dict[int, int]:
+    """Exact: one SAVINGS and one CHECKING row per account."""
+    return {SAVINGS: data.scale, CHECKING: data.scale}
+
+
 def initial(data: DataSpec) -> list[Record]:
     sav, chk = balances(data.scale, data.seed)
     return ([Record(SAVINGS, a, 1, encode(b)) for a, b in enumerate(sav)] +

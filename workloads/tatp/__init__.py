@@ -61,7 +61,7 @@ from .schema import SCHEMA
 from .txns import TXN_TYPES
 
 WORKLOAD = Workload(
-    name="tatp", schema=SCHEMA, initial=loader.initial,
+    name="tatp", schema=SCHEMA, initial=loader.initial, rows=loader.rows,
     transactions=Transactions(
         types=TXN_TYPES, params=params.draw, coordinated=True, cc=tuple(reversed(CC_MODES)),  # occ first: the default
         # InsertCallForwarding: the index lookup, the reads, then the commit

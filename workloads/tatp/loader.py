@@ -16,12 +16,13 @@ non-uniform, which nothing reads)."""
 from __future__ import annotations
 
 import random
+from fractions import Fraction
 
 from harness.snapshot import Record
 
 from ..contract import DataSpec
 from .schema import (ACCESS_INFO, CALL_FORWARDING, END_SPAN, P_ACTIVE, P_CALL_FORWARDING, SPECIAL_FACILITY,
-                     START_TIMES, SUB_NBR, SUBSCRIBER, encode_index, pack_access_info, pack_call_forwarding,
+                     START_TIMES, SUB_NBR, SUBSCRIBER, TYPES, encode_index, pack_access_info, pack_call_forwarding,
                      pack_special_facility, pack_subscriber)
 
 LETTERS = bytes(ord("A") + b % 26 for b in range(256))
@@ -34,6 +35,22 @@ assert END_SPAN == 8  # drawn as 3 random bits below
 
 def initial(data: DataSpec) -> list[Record]:
     return population(data.scale, data.seed)
+
+
+# Rows per subscriber that population() draws, in expectation: 1-4 types
+# (uniform) of ACCESS_INFO and of SPECIAL_FACILITY, and per SPECIAL_FACILITY
+# row each start time with probability P_CALL_FORWARDING.
+TYPES_PER_SUBSCRIBER = Fraction(1 + len(TYPES), 2)
+CALL_FORWARDING_PER_FACILITY = len(START_TIMES) * Fraction(P_CALL_FORWARDING)
+
+
+def rows(data: DataSpec) -> dict[int, int]:
+    """The rows population() makes: SUBSCRIBER and SUB_NBR exactly, the
+    others their expected count (10.75 rows a subscriber in all)."""
+    n = data.scale
+    return {SUBSCRIBER: n, SUB_NBR: n, ACCESS_INFO: round(n * TYPES_PER_SUBSCRIBER),
+            SPECIAL_FACILITY: round(n * TYPES_PER_SUBSCRIBER),
+            CALL_FORWARDING: round(n * TYPES_PER_SUBSCRIBER * CALL_FORWARDING_PER_FACILITY)}
 
 
 def population(n: int, seed: int) -> list[Record]:

@@ -68,7 +68,7 @@ from .schema import DIVISORS, MAX_W, SCHEMA
 from .txns import STOCK_LEVEL_ROUNDS, TXN_TYPES
 
 WORKLOAD = Workload(
-    name="tpcc", schema=SCHEMA, initial=loader.initial,
+    name="tpcc", schema=SCHEMA, initial=loader.initial, rows=loader.rows,
     transactions=Transactions(
         types=TXN_TYPES, params=params.draw, coordinated=True, cc=tuple(reversed(CC_MODES)),  # occ first: the default
         # Payment by last name: index row, a later index row, customer;

@@ -2,8 +2,10 @@
 loads the same rows."""
 from __future__ import annotations
 
+import functools
 import random
 import string
+from collections import Counter
 
 from harness.snapshot import Record
 
@@ -11,6 +13,8 @@ from ..contract import DataSpec
 from . import schema as s
 
 LOAD_DATE = 1_700_000_000  # O_ENTRY_D, OL_DELIVERY_D, H_DATE, C_SINCE of the loaded rows
+LINES = (5, 15)  # O_OL_CNT of a loaded order, uniform
+NAME_A = 255     # NURand's A for C_LAST (clause 2.1.6)
 _ALPHA = string.ascii_letters
 
 
@@ -47,7 +51,7 @@ def initial(data: DataSpec) -> list[Record]:
             put(s.dist_ytd(w, d), s.DY.encode(3_000_000))
             names: dict[int, list[tuple[bytes, int]]] = {}
             for c in range(1, card.customers + 1):
-                last = c - 1 if c <= card.last_names else s.nurand(rng, 255, 0, card.last_names - 1,
+                last = c - 1 if c <= card.last_names else s.nurand(rng, NAME_A, 0, card.last_names - 1,
                                                                     k.c_last_load)
                 first = _astr(rng, 8)
                 names.setdefault(last, []).append((first, c))
@@ -63,7 +67,7 @@ def initial(data: DataSpec) -> list[Record]:
             rng.shuffle(perm)
             delivered = card.orders - card.new_orders
             for o in range(1, card.orders + 1):
-                c, n = perm[o - 1], rng.randint(5, 15)
+                c, n = perm[o - 1], rng.randint(*LINES)
                 done = o <= delivered
                 put(s.order(w, d, o), s.O.encode(c, LOAD_DATE, rng.randint(1, 10) if done else 0, n, 1))
                 put(s.last_order(w, d, c), s.LAST.encode(o, n))
@@ -75,3 +79,46 @@ def initial(data: DataSpec) -> list[Record]:
                     put(s.new_order(w, d, o), s.NO.encode(o))
             put(s.no_head(w, d), s.HEAD.encode(delivered + 1))
     return rows
+
+
+def logical_rows(data: DataSpec) -> dict[int, float]:
+    """The rows initial() makes in each logical table: exact, but for
+    ORDER_LINE (5-15 lines an order, 10 expected) and CUSTOMER_NAME (a row
+    per NAME_SLOTS customers of a last name: the expected count)."""
+    card = s.Card.of(data)
+    w, districts = card.warehouses, card.warehouses * s.DISTRICTS
+    return {s.ITEM: card.items, s.WAREHOUSE: w, s.W_YTD: w, s.STOCK: w * card.items,
+            s.DISTRICT: districts, s.D_YTD: districts, s.NO_HEAD: districts,
+            s.CUSTOMER: districts * card.customers, s.HISTORY: districts * card.customers,
+            s.CUSTOMER_NAME: districts * name_rows(card.customers, card.last_names),
+            s.ORDER: districts * card.orders, s.LAST_ORDER: districts * card.orders,
+            s.ORDER_LINE: districts * card.orders * sum(LINES) / 2, s.NEW_ORDER: districts * card.new_orders}
+
+
+def rows(data: DataSpec) -> dict[int, int]:
+    """The rows initial() makes in each engine table (logical_rows, by the
+    table their value size puts them in)."""
+    out: dict[int, float] = {}
+    for lt, n in logical_rows(data).items():
+        out[s.ENGINE[lt]] = out.get(s.ENGINE[lt], 0) + n
+    return {t: round(n) for t, n in out.items()}
+
+
+@functools.cache
+def name_rows(customers: int, names: int) -> float:
+    """CUSTOMER_NAME rows a district expects: customers 1..names take the
+    last names in order, the others draw one by NURand (its constant C only
+    shifts the distribution, so it does not change the expectation), and a
+    name with k customers has ceil(k / NAME_SLOTS) rows."""
+    ways = Counter((a | b) % names for a in range(NAME_A + 1) for b in range(names))
+    drawn, total = customers - names, (NAME_A + 1) * names
+    expected = 0.0
+    for count, values in Counter(ways.values()).items():
+        # E[ceil((1 + X) / NAME_SLOTS)] for X ~ Binomial(drawn, p)
+        p = count / total
+        pmf, e = (1 - p) ** drawn, 0.0
+        for k in range(drawn + 1):
+            e += pmf * ((k + s.NAME_SLOTS) // s.NAME_SLOTS)
+            pmf *= (drawn - k) / (k + 1) * p / (1 - p)
+        expected += values * e
+    return expected
