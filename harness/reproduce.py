@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from . import RESULTS_DIR, HarnessError, envinfo, experiments, inventory, results
+from . import RESULTS_DIR, HarnessError, envinfo, experiments, inventory, limits, results
 from .run import check_can_run, execute
 from .summary import one_line
 from .testbed import Testbed
@@ -158,6 +158,23 @@ def finish(run_dir: Path, log=print) -> None:
     log(f"report: {path}")
 
 
+def check_sizes(points: list[experiments.Point], inv, inventory_path: str | None, run_dir: Path) -> None:
+    """Every point's sizes against this machine (limits.check_memory),
+    before anything is made: one line naming the first point that does not
+    fit. A point whose configuration is invalid is left to run_points,
+    which records it as failed."""
+    for p in points:
+        try:
+            cfg = p.config(inventory_path)
+            cfg.validate()
+        except HarnessError:
+            continue
+        try:
+            limits.check_memory(cfg, inv, run_dir)
+        except HarnessError as exc:
+            raise HarnessError(f"point {p.name}: {exc}") from None
+
+
 def reproduce(run_id: str | None = None, inventory_path: str | None = None, profile: str | None = None,
               only: str | None = None, results_dir: Path | None = None) -> Path:
     ef = experiments.load(profile)
@@ -170,6 +187,7 @@ def reproduce(run_id: str | None = None, inventory_path: str | None = None, prof
     run_dir = (results_dir or RESULTS_DIR) / run_id
     inv = inventory.load(inventory_path)
     check_can_run(inv, run_dir)  # before anything is made
+    check_sizes(points, inv, inventory_path, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     res_path = run_dir / "experiments.yml"
     resolved = experiments.resolved(ef)

@@ -19,7 +19,7 @@ import yaml
 
 import workloads
 
-from . import HarnessError, consistency, envinfo, faults, inventory, metrics, snapshot
+from . import HarnessError, consistency, envinfo, faults, inventory, limits, metrics, snapshot
 from ._netloop import LATE_NS
 from .config import RunConfig
 from .cost import ServerCost
@@ -117,6 +117,7 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
     inv = inventory.load(cfg.inventory)
     faults.check_inventory(cfg.faults, inv)
     check_can_run(inv, out)
+    limits.check_memory(cfg, inv, Path(out))
     made = not Path(out).exists()
     out = prepare_out(out)
     progress = Progress()

@@ -4,13 +4,17 @@ against Python's own accounting, absurd sizes refused in one line naming
 their parameter, and the project's profiles accepted. No root needed."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 import workloads
 from harness import BPF_DIR, ENGINE_DIR, USERSPACE_DIR, HarnessError, experiments, inventory, limits
@@ -270,3 +274,38 @@ def test_every_paper_point_fits_the_controller(cluster_inv, tmp_path, monkeypatc
     monkeypatch.setattr(limits, "available_memory", lambda: total)
     for point in experiments.load("paper").points():
         limits.check_memory(point.config(str(CLUSTER)), cluster_inv, tmp_path)
+
+
+# -- the commands: refused before anything is made ----------------------------
+HARNESS = [sys.executable, "-m", "harness"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_run_too_big_is_one_line_and_makes_nothing(test_inventory_path, tmp_path):
+    out = tmp_path / "huge"
+    p = subprocess.run([*HARNESS, "run", "--system", "dint", "--workload", "tatp", "--scale", str(10**12),
+                        "--inventory", str(test_inventory_path), "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --scale 1,000,000,000,000: TATP at"), p.stderr
+    assert "available" in err[0]
+    assert not out.exists()
+
+
+def test_reproduce_checks_every_point_before_it_makes_its_directory(test_inventory_path, tmp_path):
+    profile = tmp_path / "huge.yml"
+    profile.write_text(yaml.safe_dump({
+        "version": 1, "profile": "huge", "defaults": {"duration_s": 0.3, "warmup_s": 0.2},
+        "systems": ["kernel"],
+        "experiments": [{"name": "small", "figure": "curve", "workload": "kv", "sweep": {"concurrency": [1]}},
+                        {"name": "big", "figure": "curve", "workload": "smallbank",
+                         "config": {"scale": 10**12}, "sweep": {"concurrency": [1]}}]}))
+    run_id = f"huge-{os.getpid()}"
+    p = subprocess.run([*HARNESS, "reproduce", "--profile", str(profile), "--run-id", run_id,
+                        "--inventory", str(test_inventory_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and re.match(r"error: point big\S*: --scale 1,000,000,000,000: SmallBank", err[0]), p.stderr
+    assert not (ROOT / "results" / run_id).exists()
