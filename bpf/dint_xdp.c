@@ -312,7 +312,7 @@ static __always_inline int for_us(__u32 ifindex, const struct dint_frame *f)
 {
 	__u16 mac16 = dint_ld16(f->eth->dst);
 	__u32 mac32 = dint_ld32(f->eth->dst + 2);
-	__u32 saddr = f->ip->saddr, daddr = f->ip->daddr;
+	__u32 saddr = dint_ld32(&f->ip->saddr), daddr = dint_ld32(&f->ip->daddr);
 
 #define DINT_ADDR(a) if (saddr == (a)) return 0;
 	DINT_LOCAL_ADDRS
@@ -364,14 +364,23 @@ int dint_xdp(struct xdp_md *ctx)
 	wire = !from_slowpath(ctx, data, end);
 	if (wire && (dint_simple_frame(data, end, &f) < 0 || !for_us(ctx->ingress_ifindex, &f)))
 		return to_kernel(data, end);
-	/* The frame again from the start, with pointers loaded afresh: the
-	 * checksum's loop leaves the old ones knowing more or less of the
-	 * packet on each way out of it, and the verifier would go through
-	 * the engine once for each; the new ones know the same on all. */
+	/* The frame again, with pointers loaded afresh: the checksum's loop
+	 * leaves the old ones knowing more or less of the packet on each way
+	 * out of it, and the verifier would go through the engine once for
+	 * each; the new ones know the same on all. */
 	data = (void *)(long)*(volatile __u32 *)&ctx->data;
 	end = (void *)(long)*(volatile __u32 *)&ctx->data_end;
-	if (dint_parse_frame(data, end, &f) < 0)
-		return XDP_PASS; /* a wire frame parsed already: a slow path's that does not */
+	if (wire) {
+		/* simple: the headers are where they are, msg_len known */
+		if (data + sizeof(struct dint_eth) + sizeof(struct dint_ipv4) + sizeof(struct dint_udp) > end)
+			return XDP_PASS;
+		f.eth = data;
+		f.ip = (void *)(f.eth + 1);
+		f.udp = (void *)(f.ip + 1);
+		f.msg = (void *)(f.udp + 1);
+	} else if (dint_parse_frame(data, end, &f) < 0) {
+		return XDP_PASS; /* not a request the slow path would run */
+	}
 	if (wire)
 		count(DINT_STAT_RX);
 	verdict = dint_process(f.msg, end, f.msg_len);

@@ -106,7 +106,6 @@ static __always_inline __u16 dint_csum_fold(__u64 s)
 static __always_inline __u64 dint_csum_add(__u64 s, const __u8 *p, __u64 n, const void *end)
 {
 	__u64 blocks, words; /* 64-bit: a 32-bit compare would bound a copy the verifier cannot link */
-	__u64 v;
 
 	/* The compiler may know n is small and p + n within end, and drop
 	 * the checks below that the verifier needs: from here it knows
@@ -115,17 +114,14 @@ static __always_inline __u64 dint_csum_add(__u64 s, const __u8 *p, __u64 n, cons
 	if (n > DINT_SUM_MAX)
 		return 0; /* cannot be: the caller checks */
 	blocks = n / 32;
+	/* 32-bit loads (BPF's zero-extend: no masking), summed in pairs */
 	for (int i = 0; i < (int)(DINT_SUM_MAX / 32); i++) {
-		if ((__u64)i >= blocks || (const void *)(p + 32 * i + 32) > end)
+		const __u8 *q = p + 32 * i;
+
+		if ((__u64)i >= blocks || (const void *)(q + 32) > end)
 			break;
-		v = dint_ld64(p + 32 * i);
-		s += (v & 0xFFFFFFFF) + (v >> 32);
-		v = dint_ld64(p + 32 * i + 8);
-		s += (v & 0xFFFFFFFF) + (v >> 32);
-		v = dint_ld64(p + 32 * i + 16);
-		s += (v & 0xFFFFFFFF) + (v >> 32);
-		v = dint_ld64(p + 32 * i + 24);
-		s += (v & 0xFFFFFFFF) + (v >> 32);
+		s += ((__u64)dint_ld32(q) + dint_ld32(q + 4)) + ((__u64)dint_ld32(q + 8) + dint_ld32(q + 12)) +
+		     ((__u64)dint_ld32(q + 16) + dint_ld32(q + 20)) + ((__u64)dint_ld32(q + 24) + dint_ld32(q + 28));
 	}
 	p += (n & ~31ull);
 	words = (n & 31) / 8;
@@ -133,8 +129,7 @@ static __always_inline __u64 dint_csum_add(__u64 s, const __u8 *p, __u64 n, cons
 	for (int i = 0; i < 3; i++) {
 		if ((__u64)i >= words || (const void *)(p + 8 * i + 8) > end)
 			break;
-		v = dint_ld64(p + 8 * i);
-		s += (v & 0xFFFFFFFF) + (v >> 32);
+		s += (__u64)dint_ld32(p + 8 * i) + dint_ld32(p + 8 * i + 4);
 	}
 	p += (n & 31 & ~7ull);
 	n &= 7;
@@ -223,34 +218,37 @@ static __always_inline int dint_parse_frame(void *data, const void *end, struct 
  * longer one is answered BAD_LENGTH the slow way). */
 static __always_inline int dint_simple_frame(void *data, const void *end, struct dint_frame *f)
 {
-	struct dint_eth *eth = data;
-	struct dint_ipv4 *ip = (void *)(eth + 1);
-	struct dint_udp *udp = (void *)(ip + 1);
-	__u32 ip_len, udp_len;
+	/* fields by offset, loaded whole (a packed struct's are loaded byte
+	 * by byte in BPF) */
+	const __u8 *d = data, *ip = d + sizeof(struct dint_eth), *udp = ip + sizeof(struct dint_ipv4);
+	__u32 ip_len, udp_len, saddr;
+	__u16 udp_len_be, check;
 
-	if ((const void *)(udp + 1) > end)
+	if ((const void *)(udp + sizeof(struct dint_udp)) > end)
 		return -1;
-	if (eth->proto != dint_htons(DINT_ETH_P_IP) || ip->ver_ihl != 0x45 ||
-	    ip->protocol != DINT_IPPROTO_UDP || udp->dest != dint_htons(DINT_PORT))
+	if (dint_ld16(d + 12) != dint_htons(DINT_ETH_P_IP) || ip[0] != 0x45 || ip[9] != DINT_IPPROTO_UDP ||
+	    dint_ld16(udp + 2) != dint_htons(DINT_PORT))
 		return -1;
-	if (ip->frag_off & dint_htons(DINT_IP_MF | DINT_IP_OFFSET))
+	if (dint_ld16(ip + 6) & dint_htons(DINT_IP_MF | DINT_IP_OFFSET))
 		return -1;
-	ip_len = dint_ntohs(ip->tot_len);
-	udp_len = dint_ntohs(udp->len);
-	if (udp_len != ip_len - sizeof(*ip) || udp_len < sizeof(*udp) || udp_len > DINT_SUM_MAX ||
-	    (const char *)udp + udp_len > (const char *)end)
+	ip_len = dint_ntohs(dint_ld16(ip + 2));
+	udp_len_be = dint_ld16(udp + 4);
+	udp_len = dint_ntohs(udp_len_be);
+	if (udp_len != ip_len - sizeof(struct dint_ipv4) || udp_len < sizeof(struct dint_udp) ||
+	    udp_len > DINT_SUM_MAX || (const char *)udp + udp_len > (const char *)end)
 		return -1;
-	if (!dint_ipv4_csum_ok(ip) || dint_ipv4_martian_src(ip->saddr) || !udp->source)
+	saddr = dint_ld32(ip + 12);
+	if (!dint_ipv4_csum_ok((const struct dint_ipv4 *)ip) || dint_ipv4_martian_src(saddr) || !dint_ld16(udp))
 		return -1;
-	if (udp->check &&
-	    dint_csum_fold(dint_csum_add(dint_udp_pseudo_sum(ip->saddr, ip->daddr, udp->len),
-					 (const __u8 *)udp, udp_len, end)) != 0xFFFF)
+	check = dint_ld16(udp + 6);
+	if (check && dint_csum_fold(dint_csum_add(dint_udp_pseudo_sum(saddr, dint_ld32(ip + 16), udp_len_be),
+						  udp, udp_len, end)) != 0xFFFF)
 		return -1;
-	f->eth = eth;
-	f->ip = ip;
-	f->udp = udp;
-	f->msg = (void *)(udp + 1);
-	f->msg_len = udp_len - sizeof(*udp);
+	f->eth = data;
+	f->ip = (void *)ip;
+	f->udp = (void *)udp;
+	f->msg = (void *)(udp + sizeof(struct dint_udp));
+	f->msg_len = udp_len - sizeof(struct dint_udp);
 	return 0;
 }
 
