@@ -4,8 +4,9 @@
  *
  * Both frontends answer in place only what this file calls a simple frame:
  * an untagged IPv4 datagram without options, not a fragment, to the dint
- * port, whose IPv4 header checksum, lengths and UDP checksum (or none) are
- * right and whose source is an ordinary unicast address. The frontend then
+ * port, at least as long as a request header and no longer than a request
+ * may be, whose IPv4 header checksum, lengths and UDP checksum (or none)
+ * are right and whose source is an ordinary unicast address and port. The frontend then
  * checks the addresses are its own (destination MAC and IPv4 address of the
  * interface, a source that is not one of its addresses). Everything else
  * goes the way the kernel's stack takes it: the XDP program passes it to the
@@ -209,13 +210,17 @@ static __always_inline int dint_parse_frame(void *data, const void *end, struct 
 	return 0;
 }
 
+/* The shortest datagram the simple path takes: a UDP header and a request's. */
+#define DINT_UDP_MIN (sizeof(struct dint_udp) + DINT_HDR_LEN)
+
 /* Returns 0 for a simple frame (see the top of this file) and fills f; -1
  * for anything else, which the frontend leaves to the kernel's rules. The
  * addresses are the frontend's to check. The IPv4 total length may be less
  * than the frame (padding), never more; the UDP length must be the rest of
  * the IPv4 datagram (a shorter one Linux trims to, which the slow way
- * does); the datagram no longer than a request may be (DINT_SUM_MAX: a
- * longer one is answered BAD_LENGTH the slow way). */
+ * does); the datagram at least DINT_UDP_MIN bytes and no longer than a
+ * request may be (DINT_SUM_MAX: a longer one is answered BAD_LENGTH, a
+ * shorter one dropped, the slow way). */
 static __always_inline int dint_simple_frame(void *data, const void *end, struct dint_frame *f)
 {
 	/* fields by offset, loaded whole (a packed struct's are loaded byte
@@ -224,7 +229,9 @@ static __always_inline int dint_simple_frame(void *data, const void *end, struct
 	__u32 ip_len, udp_len, saddr;
 	__u16 udp_len_be, check;
 
-	if ((const void *)(udp + sizeof(struct dint_udp)) > end)
+	/* a datagram shorter than a request header is malformed: left to the
+	 * slow way, which drops it as the engine would */
+	if ((const void *)(udp + DINT_UDP_MIN) > end)
 		return -1;
 	if (dint_ld16(d + 12) != dint_htons(DINT_ETH_P_IP) || ip[0] != 0x45 || ip[9] != DINT_IPPROTO_UDP ||
 	    dint_ld16(udp + 2) != dint_htons(DINT_PORT))
@@ -234,16 +241,24 @@ static __always_inline int dint_simple_frame(void *data, const void *end, struct
 	ip_len = dint_ntohs(dint_ld16(ip + 2));
 	udp_len_be = dint_ld16(udp + 4);
 	udp_len = dint_ntohs(udp_len_be);
-	if (udp_len != ip_len - sizeof(struct dint_ipv4) || udp_len < sizeof(struct dint_udp) ||
+	if (udp_len != ip_len - sizeof(struct dint_ipv4) || udp_len < DINT_UDP_MIN ||
 	    udp_len > DINT_SUM_MAX || (const char *)udp + udp_len > (const char *)end)
 		return -1;
 	saddr = dint_ld32(ip + 12);
 	if (!dint_ipv4_csum_ok((const struct dint_ipv4 *)ip) || dint_ipv4_martian_src(saddr) || !dint_ld16(udp))
 		return -1;
 	check = dint_ld16(udp + 6);
-	if (check && dint_csum_fold(dint_csum_add(dint_udp_pseudo_sum(saddr, dint_ld32(ip + 16), udp_len_be),
-						  udp, udp_len, end)) != 0xFFFF)
-		return -1;
+	if (check) {
+		/* the headers' 48 bytes, which every such datagram has, then
+		 * the value */
+		__u64 sum = dint_udp_pseudo_sum(saddr, dint_ld32(ip + 16), udp_len_be);
+
+		DINT_UNROLL
+		for (int i = 0; i < (int)DINT_UDP_MIN; i += 8)
+			sum += (__u64)dint_ld32(udp + i) + dint_ld32(udp + i + 4);
+		if (dint_csum_fold(dint_csum_add(sum, udp + DINT_UDP_MIN, udp_len - DINT_UDP_MIN, end)) != 0xFFFF)
+			return -1;
+	}
 	f->eth = data;
 	f->ip = (void *)ip;
 	f->udp = (void *)udp;
