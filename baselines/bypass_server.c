@@ -264,6 +264,7 @@ static void serve_other(struct port *pt, struct rte_mbuf *m, struct counters *c)
 		if (!m)
 			return; /* held until the datagram is whole, or dropped */
 		/* the first fragment's headers, the lengths of the whole */
+		eth = rte_pktmbuf_mtod(m, struct dint_eth *);
 		ip = rte_pktmbuf_mtod_offset(m, __u8 *, sizeof(*eth));
 		hlen = (ip[0] & 0xF) * 4u;
 		tot = dint_ntohs(((struct dint_ipv4 *)ip)->tot_len);

@@ -191,3 +191,13 @@ def test_a_reply_leaves_without_padding_with_ttl_64(prog):
     ip = Ether(res.packet)[IP]
     assert ip.ttl == 64 and ip.chksum == IP(bytes(IP(src=ip.src, dst=ip.dst, ttl=64, id=ip.id, flags=ip.flags,
                                                      proto=ip.proto) / bytes(ip.payload))).chksum
+
+
+def test_the_cost_measure_runs_both_programs():
+    """python -m harness.xdpcost, in brief: this tree against itself."""
+    need_root()
+    from harness import xdpcost
+    res = xdpcost.measure("HEAD", rounds=2, calls=4)
+    for kind in ("read_hit", "echo_max_value"):
+        row = res["ns_per_request"][kind]
+        assert row["HEAD"]["median"] > 0 and row["this tree"]["median"] > 0
