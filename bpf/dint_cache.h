@@ -66,6 +66,8 @@ enum dint_xdp_stat {
 	DINT_STAT_FILL,                  /* fills by the slow path */
 	DINT_STAT_EVICT,                 /* ... that evicted a record */
 	DINT_STAT_BUSY,                  /* latches still busy after DINT_LATCH_TRIES (RETRY) */
+	DINT_STAT_KERNEL,                /* frames that may be to the dint port left to the kernel:
+					  * not simple, or not valid (see bpf/dint_xdp.c) */
 	DINT_STAT_XDP_MAX,
 };
 

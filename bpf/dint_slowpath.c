@@ -200,30 +200,39 @@ static void make_frame(__u8 *frame, const __u8 *msg, __u32 len, unsigned int por
 	memcpy(frame + FRAME_HDR, msg, len);
 }
 
-/* Answers one request the XDP program passed up, in place: returns the
- * reply's length in buf, or 0 to send nothing. */
+/* Answers one datagram the kernel handed this socket (a request the XDP
+ * program passed up, or one it left to the kernel: IP options, fragments,
+ * broadcasts), in place: returns the reply's length in buf, or 0 to send
+ * nothing. A datagram is checked before anything is taken into the cache
+ * for it: one the engine drops, refuses or answers without a record (an
+ * echo) is dealt with here, as the engine would. */
 static __u32 serve_request(__u8 *buf, __u32 len, unsigned int port)
 {
 	static __u8 frame[FRAME_MAX], out[FRAME_MAX];
 	struct dint_hdr *h = (void *)buf;
-	int fillable = len >= DINT_HDR_LEN && h->table < DINT_NTABLES;
+	int check = dint_check(h, buf + len, len);
+
+	if (check == DINT_CHECK_DROP)
+		return 0;
+	if (check != DINT_ST_REQUEST) {
+		h->status = (__u8)check;
+		return len;
+	}
 
 	for (int attempt = 0; attempt < 2; attempt++) {
 		__u32 out_len = sizeof(out), n;
 		const struct dint_udp *udp;
 		int v;
 
-		if (fillable) {
-			/* A victim not in the store yet needs room there. */
-			if (store.nrecs >= store.cap) {
-				stats[SP_FULL]++;
-				h->status = DINT_ST_FULL;
-				return len;
-			}
-			if (fill(h->table, dint_ntohll(h->key)) < 0) {
-				report_error("dint_fill failed: %s", strerror(errno));
-				return 0;
-			}
+		/* A victim not in the store yet needs room there. */
+		if (store.nrecs >= store.cap) {
+			stats[SP_FULL]++;
+			h->status = DINT_ST_FULL;
+			return len;
+		}
+		if (fill(h->table, dint_ntohll(h->key)) < 0) {
+			report_error("dint_fill failed: %s", strerror(errno));
+			return 0;
 		}
 		make_frame(frame, buf, len, port);
 		v = test_run(xdp_fd, frame, FRAME_HDR + len, out, &out_len);

@@ -10,8 +10,24 @@
  *                             answered here; 0 (ablation): every miss passes
  *   DINT_CACHE_WRITE_THROUGH  1 (ablation): every writing operation goes up
  *                             to the slow path with its record; 0: write-back
- *   DINT_CLIENTS              client slots of the exactly-once state */
+ *   DINT_CLIENTS              client slots of the exactly-once state
+ *   DINT_IFACES               the served interfaces' addresses: a list of
+ *                             DINT_IFACE(ifindex, mac16, mac32, addr), one per
+ *                             IPv4 address of each, in memory order (the MAC's
+ *                             first 2 and last 4 bytes, the address as loaded
+ *                             from a packet)
+ *   DINT_LOCAL_ADDRS          every IPv4 address of the host: DINT_ADDR(addr) ...
+ *
+ * A frame is answered here only if it is simple (engine/dint_net.h: IPv4
+ * without options, not a fragment, checksums and lengths right) and sent to
+ * the MAC and an IPv4 address of the interface it came in on, from a source
+ * that is not the host's own. Every other frame passes to the kernel, whose
+ * stack drops it or hands it, reassembled and without options, to the slow
+ * path's socket, so dint accepts exactly what the kernel server does. */
 #include <uapi/linux/bpf.h>
+
+/* For the shared headers: they are compiled into a BPF program. */
+#define DINT_BPF 1
 
 struct dint_bucket;
 static __always_inline int cache_latch(struct dint_bucket *b);
@@ -46,6 +62,15 @@ static __always_inline void cache_unlatch(struct dint_bucket *b);
 #ifndef DINT_CLIENTS
 #define DINT_CLIENTS 16
 #endif
+#ifndef DINT_IFACES
+#define DINT_IFACES
+#endif
+#ifndef DINT_LOCAL_ADDRS
+#define DINT_LOCAL_ADDRS
+#endif
+/* The loopback device's index in every namespace: BPF_PROG_TEST_RUN runs a
+ * frame as if it came in there, and XDP is never attached to it. */
+#define DINT_LOOPBACK_IFINDEX 1
 
 BPF_PERCPU_ARRAY(dint_stats, u64, DINT_STAT_XDP_MAX);
 /* Memory-mappable only so that the kernel puts its values on a page: every
@@ -280,16 +305,82 @@ static __always_inline int write_through(struct xdp_md *ctx)
 }
 #endif
 
+/* Whether a simple frame came to this host: to the MAC and an IPv4 address
+ * of the interface it came in on, from a source that is none of the host's
+ * addresses (which Linux takes for a martian). */
+static __always_inline int for_us(__u32 ifindex, const struct dint_frame *f)
+{
+	__u16 mac16 = dint_ld16(f->eth->dst);
+	__u32 mac32 = dint_ld32(f->eth->dst + 2);
+	__u32 saddr = dint_ld32(&f->ip->saddr), daddr = dint_ld32(&f->ip->daddr);
+
+#define DINT_ADDR(a) if (saddr == (a)) return 0;
+	DINT_LOCAL_ADDRS
+#undef DINT_ADDR
+#define DINT_IFACE(i, m16, m32, a) if (ifindex == (i) && mac16 == (m16) && mac32 == (m32) && daddr == (a)) return 1;
+	DINT_IFACES
+#undef DINT_IFACE
+	return 0;
+}
+
+/* A frame the slow path runs through this program (never one from a NIC). */
+static __always_inline int from_slowpath(struct xdp_md *ctx, void *data, void *end)
+{
+	struct dint_eth *eth = data;
+
+	return ctx->ingress_ifindex == DINT_LOOPBACK_IFINDEX && (void *)(eth + 1) <= end &&
+	       dint_from_slowpath(eth->src);
+}
+
+/* Leaves a frame to the kernel, counting it if it is IPv4 UDP to the dint
+ * port (a first fragment too) or a later fragment, which may be. */
+static __always_inline int to_kernel(void *data, void *end)
+{
+	struct dint_eth *eth = data;
+	struct dint_ipv4 *ip = (void *)(eth + 1);
+	struct dint_udp *udp;
+
+	if ((void *)(ip + 1) > end || eth->proto != dint_htons(DINT_ETH_P_IP))
+		return XDP_PASS;
+	if (ip->frag_off & dint_htons(DINT_IP_OFFSET)) {
+		count(DINT_STAT_KERNEL);
+		return XDP_PASS;
+	}
+	udp = (void *)((__u8 *)ip + (ip->ver_ihl & 0xF) * 4);
+	if ((void *)(udp + 1) <= end && ip->protocol == DINT_IPPROTO_UDP &&
+	    udp->dest == dint_htons(DINT_PORT))
+		count(DINT_STAT_KERNEL);
+	return XDP_PASS;
+}
+
 int dint_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct dint_frame f;
 	int verdict, wire;
+	long pad;
 
-	if (dint_parse_frame(data, end, &f) < 0)
-		return XDP_PASS;
-	wire = !dint_from_slowpath(f.eth->src);
+	wire = !from_slowpath(ctx, data, end);
+	if (wire && (dint_simple_frame(data, end, &f) < 0 || !for_us(ctx->ingress_ifindex, &f)))
+		return to_kernel(data, end);
+	/* The frame again, with pointers loaded afresh: the checksum's loop
+	 * leaves the old ones knowing more or less of the packet on each way
+	 * out of it, and the verifier would go through the engine once for
+	 * each; the new ones know the same on all. */
+	data = (void *)(long)*(volatile __u32 *)&ctx->data;
+	end = (void *)(long)*(volatile __u32 *)&ctx->data_end;
+	if (wire) {
+		/* simple: the headers are where they are, msg_len known */
+		if (data + sizeof(struct dint_eth) + sizeof(struct dint_ipv4) + sizeof(struct dint_udp) > end)
+			return XDP_PASS;
+		f.eth = data;
+		f.ip = (void *)(f.eth + 1);
+		f.udp = (void *)(f.ip + 1);
+		f.msg = (void *)(f.udp + 1);
+	} else if (dint_parse_frame(data, end, &f) < 0) {
+		return XDP_PASS; /* not a request the slow path would run */
+	}
 	if (wire)
 		count(DINT_STAT_RX);
 	verdict = dint_process(f.msg, end, f.msg_len);
@@ -325,7 +416,11 @@ int dint_xdp(struct xdp_md *ctx)
 			count(DINT_STAT_ERR);
 		count(DINT_STAT_TX);
 	}
+	pad = (long)(end - (void *)f.ip) - dint_ntohs(f.ip->tot_len);
 	dint_reverse_frame(&f);
+	/* the reply leaves without the request's Ethernet padding */
+	if (pad > 0 && pad < 4096)
+		bpf_xdp_adjust_tail(ctx, (int)-pad);
 	return XDP_TX;
 }
 
