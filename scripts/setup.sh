@@ -79,9 +79,17 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=$(cat pyproject.toml harness/native/* engine/dint_proto.h engine/dint_compat.h | sha256sum | cut -c1-16)
 if [[ $(cat .venv/.dint-stamp 2>/dev/null) != "$stamp" ]]; then
-	say "installing the project and its pinned Python dependencies into .venv"
-	.venv/bin/pip install -q --disable-pip-version-check -e . ||
-		die "pip install into .venv failed (PyPI must be reachable; see the output above)"
+	# DINT_WHEELS: a directory of wheels to install from instead of a
+	# package index (what `harness deploy setup` gives a cluster host)
+	if [[ -n ${DINT_WHEELS:-} ]]; then
+		say "installing the project and its pinned Python dependencies into .venv (from $DINT_WHEELS)"
+		.venv/bin/pip install -q --disable-pip-version-check --no-index --find-links "$DINT_WHEELS" -e . ||
+			die "pip install into .venv from $DINT_WHEELS failed (see the output above)"
+	else
+		say "installing the project and its pinned Python dependencies into .venv"
+		.venv/bin/pip install -q --disable-pip-version-check -e . ||
+			die "pip install into .venv failed (PyPI must be reachable; see the output above)"
+	fi
 	echo "$stamp" >.venv/.dint-stamp
 fi
 .venv/bin/python -c 'import bcc' 2>/dev/null ||
