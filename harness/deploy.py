@@ -29,6 +29,7 @@ import yaml
 
 from . import ROOT, HarnessError
 from .inventory import Host, Inventory
+from .watch import live_pid, log_tail
 
 DEPLOY_DIR = ROOT / "deploy"
 PLAYBOOKS = ("setup.yml", "servers.yml", "clients.yml")
@@ -71,21 +72,10 @@ class ProcSpec:
     # -- what the controller can see of it (the local testbed) -------------
     def pid(self) -> int | None:
         """The live process's pid, from its pid file (local hosts only)."""
-        try:
-            pid_s, start = self.pidfile.read_text().split()
-            pid = int(pid_s)
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if fields[0] not in ("Z", "X") and fields[19] == start else None
+        return live_pid(self.pidfile)
 
     def tail(self, lines: int = 8) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+        return log_tail(self.log, lines)
 
     def stats_lines(self) -> list[dict | None]:
         """Every `stats {json}` line in its log (None for one that does not parse)."""

@@ -31,6 +31,7 @@ from .schema import Schema
 from .summary import committed_by_type, placement, summarize
 from .systems import ServerDied, make_system
 from .testbed import Testbed
+from .watch import HostWatch
 
 def prepare_out(out: Path) -> Path:
     out = Path(out)
@@ -44,10 +45,14 @@ def prepare_out(out: Path) -> Path:
 
 def check_can_run(inv: Inventory, out: Path) -> None:
     """What would make a run fail before it measures anything, checked
-    before its directory is made: root for the local testbed, and a
-    results directory this user can write."""
+    before its directory is made: root for the local testbed, a simulated
+    cluster that is up, and a results directory this user can write."""
     if inv.local and os.geteuid() != 0:
         raise HarnessError("the local testbed needs root (network namespaces, BPF, XDP): run as root")
+    if inv.simulated and not Testbed(inv).is_up():
+        raise HarnessError(f"the simulated cluster of {inv.source} is not up: 'python -m harness testbed up "
+                           f"--inventory {inv.source}', then 'python -m harness deploy setup --inventory "
+                           f"{inv.source}'")
     parent = Path(out).resolve()
     while not parent.exists():
         parent = parent.parent
@@ -168,6 +173,10 @@ def _execute(cfg: RunConfig, inv: Inventory, out: Path, progress: Progress, show
         # (after the delayed packets have left) before the servers stop
         injector = stack.enter_context(faults.Injector(inv, cfg.faults, cfg.seed, cfg.client_gso))
         clients = Clients(inv, cfg, out, deployer)
+        if not inv.local:
+            # a cluster's pid files and logs are the hosts': watched there
+            watch = stack.enter_context(HostWatch(inv, system.procs, out / "logs"))
+            system.watch = clients.watch = watch
         stack.callback(clients.stop)
         before = cost.sample()
         after: dict = {}

@@ -78,6 +78,7 @@ class System:
         # what the stop found left on each server host and removed (a
         # server that died keeps its XDP program attached)
         self.removed: dict[str, list[str]] = {}
+        self.watch = None  # a cluster run's HostWatch (harness/watch.py)
 
     def command(self, host: Host) -> list[str]:
         raise NotImplementedError
@@ -211,9 +212,14 @@ class System:
         return out
 
     def check_alive(self) -> None:
-        """Raises ServerDied if a server died (local hosts, from their pid
-        files; on a cluster a dead server shows at stop, in its log)."""
+        """Raises ServerDied if a server died: on a local testbed from their
+        pid files, on a cluster from what the run's HostWatch saw on the
+        hosts (harness/watch.py)."""
         if not self.inv.local:
+            dead = self.watch.check() if self.watch else None
+            if dead:
+                raise ServerDied(f"{dead['name']} died during the run (log {dead['log']} on host {dead['host']}): "
+                                 f"{dead['tail']}", dead["name"])
             return
         for spec in self.procs:
             if spec.pid() is None:
