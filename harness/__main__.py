@@ -127,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--simulated", action="store_true",
                    help="inventory: a simulated cluster (hosts reached over SSH, with their own mounts)")
     p.add_argument("--prefix", help="inventory: namespace prefix, 1-8 letters or digits (default dint; sim)")
-    p.add_argument("--subnet", help="inventory: the experiment /24, three octets (default 10.77.0; 10.78.0)")
+    p.add_argument("--subnet", help="inventory: the experiment /24, three octets (default 10.77.0; simulated 10.75.0)")
     p.add_argument("--mgmt", help="inventory: a simulated cluster's management /24 (default 10.76.0)")
     p.set_defaults(func=cmd_testbed)
 

@@ -125,7 +125,7 @@ SIM_DIR = ".testbed"  # under the project: a simulated cluster's SSH key and kno
 
 
 def sim_inventory(servers: int = 3, clients: int = 1, ncpu: int | None = 2, port: int = DEFAULT_PORT,
-                  prefix: str = "sim", subnet: str = "10.78.0", mgmt: str = "10.76.0") -> dict:
+                  prefix: str = "sim", subnet: str = "10.75.0", mgmt: str = "10.76.0") -> dict:
     """The Ansible inventory of a simulated cluster: the hosts, links and
     addresses of local_inventory(), each host a namespace of its own
     (`sim_netns`) with private mounts and an sshd on a management network

@@ -92,10 +92,10 @@ class SimHosts:
 
     def ssh_command(self, h: Host, *cmd: str) -> list[str]:
         """ssh to a host as Ansible reaches it (its key checked), with no
-        connection kept."""
+        connection kept; cmd runs as given (quoted for the remote shell)."""
         return ["ssh", "-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
                 "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-                "-o", "ConnectTimeout=3", f"root@{h.mgmt}", *cmd]
+                "-o", "ConnectTimeout=3", f"root@{h.mgmt}", *([shlex.join(cmd)] if cmd else [])]
 
     def sshd_pid(self, h: Host) -> int | None:
         try:

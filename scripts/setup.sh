@@ -39,6 +39,18 @@ apt_install() {
 		die "apt-get install $* failed (see 'apt-get install $*' for details)"
 }
 
+# `setup.sh --simcluster` (make setup-simcluster): only what a simulated
+# cluster adds, after a `make setup`.
+if [[ ${1:-} == --simcluster ]]; then
+	mapfile -t extra < <(sed 's/#.*//' scripts/packages-simcluster.txt | tr -s ' \t' '\n' | sed '/^$/d')
+	mapfile -t missing < <(missing_packages "${extra[@]}")
+	if ((${#missing[@]})); then
+		say "installing Debian packages for a simulated cluster: ${missing[*]}"
+		apt_install "${missing[@]}"
+	fi
+	exit 0
+fi
+
 mapfile -t missing < <(missing_packages "${packages[@]}")
 if ((${#missing[@]})); then
 	say "installing Debian packages: ${missing[*]}"
