@@ -391,8 +391,9 @@ class SlowPath:
         """The slow path's counters so far ({} if it does not answer)."""
         with self.changed:
             seen = len(self.stats_lines)
-            if self.alive():
-                self.proc.send_signal(signal.SIGUSR1)
+            if not self.alive():
+                return {}
+            self.proc.send_signal(signal.SIGUSR1)
             self.changed.wait_for(lambda: len(self.stats_lines) > seen, timeout_s)
             return self.stats_lines[-1] if len(self.stats_lines) > seen else {}
 
