@@ -129,8 +129,8 @@ class Clients:
     def wait(self, system, show_progress: bool, when_done=None) -> list[dict]:
         """Until every client has finished, with the servers checked alive
         and a progress bar fed from the clients' logs; `when_done` is called
-        as soon as the clients are seen to be finished (the server cost's
-        second sample)."""
+        as soon as the clients are seen to be finished (the links' drop
+        counters' second sample)."""
         total = self.cfg.warmup_s + self.cfg.duration_s
         bar = None
         if show_progress:
