@@ -138,6 +138,8 @@ def test_a_run_on_the_simulated_cluster_matches_the_local_testbed(deployed, sim_
     for s in (local, remote):
         assert s["errors"] == 0 and s["instrument_check"]["match"], s["instrument_check"]
         assert all(st["rx"] > 0 and st.get("clean", True) for st in s["servers"].values()), s["servers"]
+        # measured on the hosts, both ways
+        assert s["server_cpu_us_per_op"] is not None and s["server_cpu_us_per_op"] > 0, s["server_cost"]
     assert set(local) == set(remote)
     assert local["config"] | {"inventory": None} == remote["config"] | {"inventory": None}
     assert set(local["servers"]) == set(remote["servers"])
