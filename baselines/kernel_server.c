@@ -167,7 +167,7 @@ int main(int argc, char **argv)
 				for (i = 0; i < o.threads; i++)
 					for (s = 0; s < DINT_STAT_MAX; s++)
 						live[s] += __atomic_load_n(&workers[i]->stats[s], __ATOMIC_RELAXED);
-				print_stats(live, NULL, 0);
+				print_stats(live, 0, NULL, NULL);
 			}
 		}
 	} else {
@@ -197,6 +197,6 @@ int main(int argc, char **argv)
 		store_free();
 	/* Also after a worker failed: what was counted until then is real. */
 	if (ready)
-		print_stats(total, NULL, 0);
+		print_stats(total, 0, NULL, NULL);
 	return status;
 }

@@ -10,8 +10,24 @@
  *                             answered here; 0 (ablation): every miss passes
  *   DINT_CACHE_WRITE_THROUGH  1 (ablation): every writing operation goes up
  *                             to the slow path with its record; 0: write-back
- *   DINT_CLIENTS              client slots of the exactly-once state */
+ *   DINT_CLIENTS              client slots of the exactly-once state
+ *   DINT_IFACES               the served interfaces' addresses: a list of
+ *                             DINT_IFACE(ifindex, mac16, mac32, addr), one per
+ *                             IPv4 address of each, in memory order (the MAC's
+ *                             first 2 and last 4 bytes, the address as loaded
+ *                             from a packet)
+ *   DINT_LOCAL_ADDRS          every IPv4 address of the host: DINT_ADDR(addr) ...
+ *
+ * A frame is answered here only if it is simple (engine/dint_net.h: IPv4
+ * without options, not a fragment, checksums and lengths right) and sent to
+ * the MAC and an IPv4 address of the interface it came in on, from a source
+ * that is not the host's own. Every other frame passes to the kernel, whose
+ * stack drops it or hands it, reassembled and without options, to the slow
+ * path's socket, so dint accepts exactly what the kernel server does. */
 #include <uapi/linux/bpf.h>
+
+/* For the shared headers: they are compiled into a BPF program. */
+#define DINT_BPF 1
 
 struct dint_bucket;
 static __always_inline int cache_latch(struct dint_bucket *b);
@@ -46,6 +62,15 @@ static __always_inline void cache_unlatch(struct dint_bucket *b);
 #ifndef DINT_CLIENTS
 #define DINT_CLIENTS 16
 #endif
+#ifndef DINT_IFACES
+#define DINT_IFACES
+#endif
+#ifndef DINT_LOCAL_ADDRS
+#define DINT_LOCAL_ADDRS
+#endif
+/* The loopback device's index in every namespace: BPF_PROG_TEST_RUN runs a
+ * frame as if it came in there, and XDP is never attached to it. */
+#define DINT_LOOPBACK_IFINDEX 1
 
 BPF_PERCPU_ARRAY(dint_stats, u64, DINT_STAT_XDP_MAX);
 /* Memory-mappable only so that the kernel puts its values on a page: every
@@ -65,6 +90,10 @@ BPF_PERCPU_ARRAY(dint_log_tail, u64, 1);
  * window of completion records. */
 BPF_ARRAY(dint_sessions, struct dint_session, DINT_CLIENTS);
 BPF_ARRAY(dint_done_recs, struct dint_done, DINT_CLIENTS * DINT_WINDOW);
+/* 1 while this CPU runs a frame of the slow path's that says its key is in
+ * no store (DINT_SLOW_ABSENT, dint_cache.h); 0 otherwise, and always for
+ * the wire's frames (the programs never nest on a CPU). */
+BPF_PERCPU_ARRAY(dint_slow_absent, u32, 1);
 
 static __always_inline void count(int stat)
 {
@@ -139,6 +168,23 @@ static __always_inline struct dint_bucket *dint_ref(__u8 table, __u64 key, int c
 	return bucket_of(dint_hash(table, key));
 }
 
+static __always_inline void set_slow_absent(u32 v)
+{
+	int zero = 0;
+	u32 *a = dint_slow_absent.lookup(&zero);
+
+	if (a)
+		*a = v;
+}
+
+static __always_inline int slow_absent(void)
+{
+	int zero = 0;
+	u32 *a = dint_slow_absent.lookup(&zero);
+
+	return a && *a;
+}
+
 static __always_inline struct dint_rec *dint_rec(struct dint_bucket *b, __u8 table, __u64 key,
 						 int create, int *where)
 {
@@ -147,9 +193,10 @@ static __always_inline struct dint_rec *dint_rec(struct dint_bucket *b, __u8 tab
 	if (i >= 0)
 		return &b->slot[i & (DINT_CACHE_SLOTS - 1)].rec;
 	*where = DINT_ELSEWHERE;
-	if (!DINT_CACHE_BLOOM || dint_bloom_may_hold(b, dint_hash(table, key)))
+	if ((!DINT_CACHE_BLOOM || dint_bloom_may_hold(b, dint_hash(table, key))) && !slow_absent())
 		return 0; /* maybe in the slow path's store */
-	/* in no store at all */
+	/* in no store at all: the filter rules it out, or the slow path, which
+	 * runs this frame, has no record of it */
 	*where = DINT_ABSENT;
 	if (!create)
 		return 0;
@@ -280,19 +327,90 @@ static __always_inline int write_through(struct xdp_md *ctx)
 }
 #endif
 
+/* Whether a simple frame came to this host: to the MAC and an IPv4 address
+ * of the interface it came in on, from a source that is none of the host's
+ * addresses (which Linux takes for a martian). */
+static __always_inline int for_us(__u32 ifindex, const struct dint_frame *f)
+{
+	__u16 mac16 = dint_ld16(f->eth->dst);
+	__u32 mac32 = dint_ld32(f->eth->dst + 2);
+	__u32 saddr = dint_ld32(&f->ip->saddr), daddr = dint_ld32(&f->ip->daddr);
+
+#define DINT_ADDR(a) if (saddr == (a)) return 0;
+	DINT_LOCAL_ADDRS
+#undef DINT_ADDR
+#define DINT_IFACE(i, m16, m32, a) if (ifindex == (i) && mac16 == (m16) && mac32 == (m32) && daddr == (a)) return 1;
+	DINT_IFACES
+#undef DINT_IFACE
+	return 0;
+}
+
+/* A frame the slow path runs through this program (never one from a NIC). */
+static __always_inline int from_slowpath(struct xdp_md *ctx, void *data, void *end)
+{
+	struct dint_eth *eth = data;
+
+	return ctx->ingress_ifindex == DINT_LOOPBACK_IFINDEX && (void *)(eth + 1) <= end &&
+	       dint_from_slowpath(eth->src);
+}
+
+/* Leaves a frame to the kernel, counting it if it is IPv4 UDP to the dint
+ * port (a first fragment too) or a later fragment, which may be. */
+static __always_inline int to_kernel(void *data, void *end)
+{
+	struct dint_eth *eth = data;
+	struct dint_ipv4 *ip = (void *)(eth + 1);
+	struct dint_udp *udp;
+
+	if ((void *)(ip + 1) > end || eth->proto != dint_htons(DINT_ETH_P_IP))
+		return XDP_PASS;
+	if (ip->frag_off & dint_htons(DINT_IP_OFFSET)) {
+		count(DINT_STAT_KERNEL);
+		return XDP_PASS;
+	}
+	udp = (void *)((__u8 *)ip + (ip->ver_ihl & 0xF) * 4);
+	if ((void *)(udp + 1) <= end && ip->protocol == DINT_IPPROTO_UDP &&
+	    udp->dest == dint_htons(DINT_PORT))
+		count(DINT_STAT_KERNEL);
+	return XDP_PASS;
+}
+
 int dint_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct dint_frame f;
-	int verdict, wire;
+	int verdict, wire, absent;
+	long pad;
 
-	if (dint_parse_frame(data, end, &f) < 0)
-		return XDP_PASS;
-	wire = !dint_from_slowpath(f.eth->src);
+	wire = !from_slowpath(ctx, data, end);
+	if (wire && (dint_simple_frame(data, end, &f) < 0 || !for_us(ctx->ingress_ifindex, &f)))
+		return to_kernel(data, end);
+	/* The frame again, with pointers loaded afresh: the checksum's loop
+	 * leaves the old ones knowing more or less of the packet on each way
+	 * out of it, and the verifier would go through the engine once for
+	 * each; the new ones know the same on all. */
+	data = (void *)(long)*(volatile __u32 *)&ctx->data;
+	end = (void *)(long)*(volatile __u32 *)&ctx->data_end;
+	if (wire) {
+		/* simple: the headers are where they are, msg_len known */
+		if (data + sizeof(struct dint_eth) + sizeof(struct dint_ipv4) + sizeof(struct dint_udp) > end)
+			return XDP_PASS;
+		f.eth = data;
+		f.ip = (void *)(f.eth + 1);
+		f.udp = (void *)(f.ip + 1);
+		f.msg = (void *)(f.udp + 1);
+	} else if (dint_parse_frame(data, end, &f) < 0) {
+		return XDP_PASS; /* not a request the slow path would run */
+	}
 	if (wire)
 		count(DINT_STAT_RX);
+	absent = !wire && f.udp->source == dint_htons(DINT_SLOW_ABSENT);
+	if (absent)
+		set_slow_absent(1);
 	verdict = dint_process(f.msg, end, f.msg_len);
+	if (absent)
+		set_slow_absent(0);
 	if (verdict == DINT_DROP || verdict == DINT_STALE) {
 		if (wire) {
 			count(DINT_STAT_DROP);
@@ -325,12 +443,17 @@ int dint_xdp(struct xdp_md *ctx)
 			count(DINT_STAT_ERR);
 		count(DINT_STAT_TX);
 	}
+	pad = (long)(end - (void *)f.ip) - dint_ntohs(f.ip->tot_len);
 	dint_reverse_frame(&f);
+	/* the reply leaves without the request's Ethernet padding */
+	if (pad > 0 && pad < 4096)
+		bpf_xdp_adjust_tail(ctx, (int)-pad);
 	return XDP_TX;
 }
 
 /* Run by the slow path through BPF_PROG_TEST_RUN, never attached: takes the
- * record in a struct dint_fill into the cache (see dint_cache.h). */
+ * record in a struct dint_fill into the cache, or with room set only frees a
+ * slot of its key's bucket (see dint_cache.h). */
 int dint_fill(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -346,10 +469,16 @@ int dint_fill(struct xdp_md *ctx)
 	m->result = 0; /* busy: the slow path tries again */
 	if (cache_latch(b))
 		return XDP_TX;
-	if (dint_cache_find(b, m->table, m->key) >= 0)
+	if (dint_cache_find(b, m->table, m->key) >= 0) {
 		m->result = DINT_FILL_PRESENT;
-	else
+	} else if (m->room) {
+		int res;
+
+		dint_cache_room(b, &m->vid, &m->vrec, &res);
+		m->result = res;
+	} else {
 		m->result = dint_cache_place(b, m->table, m->key, &m->rec, &m->vid, &m->vrec);
+	}
 	cache_unlatch(b);
 	count(DINT_STAT_FILL);
 	if (m->result == DINT_FILL_EVICTED)

@@ -188,6 +188,14 @@ static __always_inline int dint_op_writes(__u8 op)
 	return DINT_OP_CHANGES(op);
 }
 
+/* Whether an operation makes a record for a key that has none (dint_rec's
+ * create): an insert, and a log record (dint_log). Every other operation
+ * answers an absent key without one (dint_absent_status). */
+static __always_inline int dint_op_creates(__u8 op)
+{
+	return op == DINT_OP_INSERT || op == DINT_OP_LOG;
+}
+
 /* Copies a value of table t between packet and memory: pkt is the side in
  * the packet, checked against end first. One constant-size copy per table,
  * so the verifier sees constant bounds (tables are few and fixed). */
@@ -545,7 +553,7 @@ static __always_inline int dint_execute(struct dint_hdr *msg, const void *end)
 		return DINT_REPLY;
 	}
 	key = dint_ntohll(msg->key);
-	create = msg->op == DINT_OP_INSERT;
+	create = dint_op_creates(msg->op); /* an insert: a log record went above */
 	ref = dint_ref(msg->table, key, create);
 	if (!ref) {
 		msg->status = dint_absent_status(msg->op);
@@ -571,47 +579,55 @@ static __always_inline int dint_execute(struct dint_hdr *msg, const void *end)
 	return DINT_REPLY;
 }
 
+/* What a datagram is before any record is looked at, from its header and
+ * length alone: DINT_CHECK_DROP (not a request: too short, wrong magic, a
+ * reply), DINT_ST_REQUEST (a valid request for the records, or the log), or
+ * the status to answer it with at once (an echo's OK, or why it is
+ * refused). msg, len and end as for dint_process. dint's slow path asks
+ * this before it takes a record into the cache for a request. */
+#define DINT_CHECK_DROP (-1)
+
+static __always_inline int dint_check(const struct dint_hdr *msg, const void *end, __u32 len)
+{
+	__u32 n;
+
+	if ((const void *)(msg + 1) > end || len < DINT_HDR_LEN)
+		return DINT_CHECK_DROP;
+	if (msg->magic != dint_htons(DINT_MAGIC) || msg->status != DINT_ST_REQUEST)
+		return DINT_CHECK_DROP;
+	if (msg->proto != DINT_PROTO_VERSION)
+		return DINT_ST_BAD_VERSION;
+	n = dint_ntohs(msg->val_len);
+	if (n != len - DINT_HDR_LEN || n > DINT_MAX_VALUE)
+		return DINT_ST_BAD_LENGTH;
+	if (msg->op == DINT_OP_ECHO)
+		return DINT_ST_OK;
+	if (msg->op == 0 || msg->op >= DINT_OP_MAX)
+		return DINT_ST_UNKNOWN_OP;
+	if (msg->table >= DINT_NTABLES)
+		return DINT_ST_UNKNOWN_TABLE;
+	if (n != (__u32)DINT_VSIZE(msg->table))
+		return DINT_ST_BAD_LENGTH;
+	if (dint_op_writes(msg->op) && !msg->txn) /* 0 means "no transaction" */
+		return DINT_ST_NOT_OWNER;
+	return DINT_ST_REQUEST;
+}
+
 /* msg points at the UDP payload, len is the UDP payload length and end is
  * the end of readable memory (len bytes are known to fit before it).
  * Returns a dint_verdict; with DINT_PASS the message is unchanged. */
 static __always_inline int dint_process(struct dint_hdr *msg, const void *end, __u32 len)
 {
 	struct dint_done *done;
-	__u32 n, ver = 0;
+	__u32 ver = 0;
 	__u8 status = 0;
-	int once, verdict;
+	int once, verdict, check;
 
-	if ((const void *)(msg + 1) > end || len < DINT_HDR_LEN)
+	check = dint_check(msg, end, len);
+	if (check == DINT_CHECK_DROP)
 		return DINT_DROP;
-	if (msg->magic != dint_htons(DINT_MAGIC) || msg->status != DINT_ST_REQUEST)
-		return DINT_DROP;
-	if (msg->proto != DINT_PROTO_VERSION) {
-		msg->status = DINT_ST_BAD_VERSION;
-		return DINT_REPLY;
-	}
-	n = dint_ntohs(msg->val_len);
-	if (n != len - DINT_HDR_LEN || n > DINT_MAX_VALUE) {
-		msg->status = DINT_ST_BAD_LENGTH;
-		return DINT_REPLY;
-	}
-	if (msg->op == DINT_OP_ECHO) {
-		msg->status = DINT_ST_OK;
-		return DINT_REPLY;
-	}
-	if (msg->op == 0 || msg->op >= DINT_OP_MAX) {
-		msg->status = DINT_ST_UNKNOWN_OP;
-		return DINT_REPLY;
-	}
-	if (msg->table >= DINT_NTABLES) {
-		msg->status = DINT_ST_UNKNOWN_TABLE;
-		return DINT_REPLY;
-	}
-	if (n != (__u32)DINT_VSIZE(msg->table)) {
-		msg->status = DINT_ST_BAD_LENGTH;
-		return DINT_REPLY;
-	}
-	if (dint_op_writes(msg->op) && !msg->txn) { /* 0 means "no transaction" */
-		msg->status = DINT_ST_NOT_OWNER;
+	if (check != DINT_ST_REQUEST) {
+		msg->status = check;
 		return DINT_REPLY;
 	}
 	if (!dint_op_writes(msg->op) || !msg->seq)

@@ -190,6 +190,9 @@ def parser() -> argparse.ArgumentParser:
                    help="experiments/<profile>.yml (local, paper) or an experiment file's path (default local)")
     p.add_argument("--only", help="run only the points whose name contains this")
     p.set_defaults(func=cmd_reproduce)
+
+    from .fuzz import add_parser as add_fuzz_parser  # packet fuzzing (harness/fuzz.py)
+    add_fuzz_parser(sub)
     return ap
 
 

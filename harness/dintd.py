@@ -21,19 +21,24 @@ import json
 import mmap
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
+from typing import NamedTuple
 
 from . import BPF_DIR, ENGINE_DIR, HarnessError, snapshot
 from .protocol import DEFAULT_PORT
 from .schema import Schema
+from .sh import run
 
 SOURCE = BPF_DIR / "dint_xdp.c"
 # Mirrors of bpf/dint_cache.h, checked against it by tests/test_constants.py:
 # the map dint_stats, indexed by enum dint_stat then enum dint_xdp_stat
 # (name i is DINT_STAT_<NAME>), and DINT_CACHE_SLOTS.
-STAT_NAMES = ("rx", "tx", "drop", "err", "stale", "pass", "write_through", "write_through_failed", "fill", "evict", "busy")
+STAT_NAMES = ("rx", "tx", "drop", "err", "stale", "pass", "write_through", "write_through_failed", "fill", "evict", "busy",
+              "kernel")
 CACHE_SLOTS = 4
 DRAIN_INTERVAL_S = 0.05
 DEFAULT_BUCKETS = 1024
@@ -49,19 +54,78 @@ def possible_cpus() -> int:
 DEFAULT_CLIENTS = 16
 
 
+class Iface(NamedTuple):
+    """A served interface as the XDP program checks frames against it."""
+    ifindex: int
+    mac: str
+    addrs: tuple[str, ...]  # its IPv4 addresses
+
+
+def host_addresses(names: list[str], strict: bool = True) -> tuple[list[Iface], list[str]]:
+    """The interfaces named (index, MAC, IPv4 addresses) and every IPv4
+    address of this host (its network namespace), as the kernel has them.
+    strict=False leaves out interfaces that do not exist."""
+    try:
+        links = json.loads(run(["ip", "-j", "addr", "show"]).stdout)
+    except ValueError as e:
+        raise HarnessError(f"cannot read this host's addresses: {e}") from None
+    by_name = {link["ifname"]: link for link in links}
+    local = [a["local"] for link in links for a in link.get("addr_info", []) if a.get("family") == "inet"]
+    ifaces = []
+    for name in names:
+        link = by_name.get(name)
+        if link is None:
+            if not strict:
+                continue
+            raise HarnessError(f"no interface {name} on this host")
+        ifaces.append(Iface(int(link["ifindex"]), link.get("address", ""),
+                            tuple(a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet")))
+    return ifaces, local
+
+
+def _addr_word(addr: str) -> int:
+    """An IPv4 address as the program loads it from a packet (memory order)."""
+    return struct.unpack("=I", socket.inet_aton(addr))[0]
+
+
+def address_cflags(ifaces: list[Iface], local: list[str]) -> list[str]:
+    """DINT_IFACES and DINT_LOCAL_ADDRS (bpf/dint_xdp.c) for these addresses."""
+    entries = []
+    for i in ifaces:
+        try:
+            mac = bytes.fromhex(i.mac.replace(":", ""))
+        except ValueError:
+            mac = b""
+        if len(mac) != 6:
+            raise HarnessError(f"interface {i.ifindex} has no Ethernet address ({i.mac!r})")
+        m16, m32 = struct.unpack("=H", mac[:2])[0], struct.unpack("=I", mac[2:])[0]
+        entries += [f"DINT_IFACE({i.ifindex},{m16:#x},{m32:#x},{_addr_word(a):#x})" for a in i.addrs]
+    return [f"-DDINT_IFACES={' '.join(entries)}",
+            f"-DDINT_LOCAL_ADDRS={' '.join(f'DINT_ADDR({_addr_word(a):#x})' for a in dict.fromkeys(local))}"]
+
+
 def cflags(port: int, schema: Schema, buckets: int = DEFAULT_BUCKETS, bloom: bool = True,
-           write_through: bool = False, clients: int = DEFAULT_CLIENTS) -> list[str]:
-    """Build flags of the data plane; recorded with the results."""
-    return [f"-I{ENGINE_DIR}", f"-I{BPF_DIR}", f"-DDINT_PORT={port}", f"-DDINT_NCPUS={possible_cpus()}",
+           write_through: bool = False, clients: int = DEFAULT_CLIENTS, ifaces: list[Iface] = (),
+           local: list[str] = (), source_dirs: tuple = (ENGINE_DIR, BPF_DIR)) -> list[str]:
+    """Build flags of the data plane; recorded with the results. ifaces and
+    local: the addresses it answers for (host_addresses)."""
+    return [*(f"-I{d}" for d in source_dirs), f"-DDINT_PORT={port}", f"-DDINT_NCPUS={possible_cpus()}",
             f"-DDINT_CACHE_BUCKETS={buckets}", f"-DDINT_CACHE_BLOOM={int(bloom)}",
             f"-DDINT_CACHE_WRITE_THROUGH={int(write_through)}", f"-DDINT_CLIENTS={clients}",
             # x86's total store order: the latch is freed by a plain store
-            f"-DDINT_TSO={int(os.uname().machine == 'x86_64')}", *schema.cflags()]
+            f"-DDINT_TSO={int(os.uname().machine == 'x86_64')}", *schema.cflags(),
+            *address_cflags(list(ifaces), list(local))]
 
 
-def compile_program(port: int, schema: Schema, debug: int = 0, **cache):
+def compile_program(port: int, schema: Schema, debug: int = 0, source=SOURCE, **cache):
+    """The data plane compiled with bcc (source: bpf/dint_xdp.c of this tree,
+    or of another, whose engine/ and bpf/ are then included)."""
     from bcc import BPF
-    return BPF(src_file=str(SOURCE).encode(), cflags=cflags(port, schema, **cache), debug=debug)
+    source = os.fspath(source)
+    if source != os.fspath(SOURCE):
+        tree = os.path.dirname(os.path.dirname(os.path.abspath(source)))
+        cache["source_dirs"] = (os.path.join(tree, "engine"), os.path.join(tree, "bpf"))
+    return BPF(src_file=source.encode(), cflags=cflags(port, schema, **cache), debug=debug)
 
 
 def read_stats(bpf) -> dict:
@@ -140,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             raise HarnessError(f"--buckets must be between 1 and {1 << 26}, not {args.buckets}")
         if not 1 <= args.clients <= 4096:
             raise HarnessError(f"--clients must be between 1 and 4096, not {args.clients}")
+        ifaces, local = host_addresses(args.ifaces.split(","), strict=not args.print_source)
         cache = dict(buckets=args.buckets, bloom=not args.no_bloom, write_through=args.write_through,
-                     clients=args.clients)
+                     clients=args.clients, ifaces=ifaces, local=local)
         if args.print_source:
             from bcc import DEBUG_PREPROCESSOR
             compile_program(args.port, schema, DEBUG_PREPROCESSOR, **cache)
@@ -155,10 +220,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def combine_stats(xdp: dict, slow: dict) -> dict:
-    """The host's counters: datagrams from the wire (rx) are answered in XDP
-    (tx), dropped there, or passed up to the slow path, which answers or
-    drops them; the slow path's own counters follow as slow_*."""
+    """The host's counters, counting each datagram once, as the kernel
+    server would: datagrams from the wire are answered in XDP (tx), dropped
+    there, or passed up (pass, write_through) to the slow path's socket;
+    the kernel's stack also hands that socket the valid datagrams XDP leaves
+    to it (IP options, fragments, broadcasts: the slow path's rx beyond what
+    XDP passed). Frames the kernel drops are counted nowhere, as for the
+    kernel server. The slow path's own counters follow as slow_*; without
+    them (it died) the counts are XDP's."""
     out = dict(xdp)
+    if "rx" in slow:
+        out["rx"] = xdp["rx"] - xdp["pass"] - xdp["write_through"] + slow["rx"]
     for k in ("tx", "drop", "err", "stale"):
         out[k] = xdp[k] + slow.get(k, 0)
     out.update({f"slow_{k}": v for k, v in slow.items()})
@@ -167,7 +239,8 @@ def combine_stats(xdp: dict, slow: dict) -> dict:
 
 class SlowPath:
     """The slow path process: started with the cache map and the programs,
-    ready once the cache image is in; stopped with SIGTERM."""
+    ready once the cache image is in; asked for its counters with SIGUSR1;
+    stopped with SIGTERM."""
 
     def __init__(self, args, bpf, fds: list[int]):
         cache, xdp, fill = fds
@@ -183,25 +256,47 @@ class SlowPath:
         if line.strip() != "ready":
             self.proc.wait()
             raise HarnessError(f"the slow path did not start (exit {self.proc.returncode}); see above")
+        self.stats_lines: list[dict] = []
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("stats "):
+                try:
+                    stats = json.loads(line[6:])
+                except ValueError:
+                    continue
+                with self.changed:
+                    self.stats_lines.append(stats)
+                    self.changed.notify_all()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def live_stats(self, timeout_s: float = 2.0) -> dict:
+        """The slow path's counters so far ({} if it does not answer)."""
+        with self.changed:
+            seen = len(self.stats_lines)
+            if self.alive():
+                self.proc.send_signal(signal.SIGUSR1)
+            self.changed.wait_for(lambda: len(self.stats_lines) > seen, timeout_s)
+            return self.stats_lines[-1] if len(self.stats_lines) > seen else {}
+
     def stop(self) -> dict:
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate()
-        for line in reversed(out.splitlines()):  # the one printed at stop
-            if line.startswith("stats "):
-                return json.loads(line[6:])
-        return {}
+        self.proc.wait()
+        self.reader.join()
+        return self.stats_lines[-1] if self.stats_lines else {}  # the one printed at stop
 
 
 def serve(args, schema: Schema, cache: dict) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    live = threading.Event()  # SIGUSR1: print the counters so far (XDP's; the slow path's come at stop)
+    live = threading.Event()  # SIGUSR1: print the counters so far
     signal.signal(signal.SIGUSR1, lambda *_: live.set())
 
     from bcc import BPF
@@ -223,7 +318,9 @@ def serve(args, schema: Schema, cache: dict) -> int:
             drain.drain()
             if live.is_set():
                 live.clear()
-                print("stats " + json.dumps(combine_stats(read_stats(bpf), {})), flush=True)
+                # the slow path's first: what XDP passed it before is in them
+                slow_live = slow.live_stats()
+                print("stats " + json.dumps(combine_stats(read_stats(bpf), slow_live)), flush=True)
             if not slow.alive():
                 print("dintd: error: the slow path died", file=sys.stderr, flush=True)
                 failed = True

@@ -18,7 +18,7 @@ from .deploy import Deployer, ProcSpec, ResidueError, dpdk_prefix, host_pidfile
 from .dintd import CACHE_SLOTS
 from .inventory import Host, Inventory
 from .schema import Schema
-from .sh import in_netns
+from .sh import in_netns, run
 
 READY_TIMEOUT_S = 90.0  # bcc compiles the data plane at start-up
 # SIGTERM starts a clean stop: dint writes its cache back to the slow path
@@ -40,6 +40,21 @@ class ServerDied(HarnessError):
     def __init__(self, msg: str, name: str):
         super().__init__(msg)
         self.name = name
+
+
+def full_checksums_on_links(inv: Inventory) -> None:
+    """On the local testbed, makes the client ends of the links put whole
+    UDP checksums on the wire (transmit checksum offload off, so the
+    client's kernel computes them). With it on, a veth hands its peer a
+    checksum left for a NIC to finish, which the kernel's stack takes on
+    trust but XDP and AF_XDP read as it is: dint and bypass check UDP
+    checksums as the kernel does for a frame off a wire, where a NIC has
+    always finished them. The same for every system, so clients cost the
+    same."""
+    for srv in inv.servers:
+        for iface in srv.interfaces:
+            cli = inv.host(iface.peer)
+            run(in_netns(cli.netns, ["ethtool", "-K", cli.interface_to(srv.name).name, "tx", "off"]))
 
 
 class System:
@@ -152,6 +167,8 @@ class System:
         runtime in use: refused, naming it), build, start every server,
         wait for each one's ready line."""
         self.logdir.mkdir(parents=True, exist_ok=True)
+        if self.inv.local:
+            full_checksums_on_links(self.inv)
         self.procs = self.proc_specs()
         for spec in self.procs:
             spec.pidfile.unlink(missing_ok=True)
@@ -264,7 +281,9 @@ class KernelSystem(System):
 
 class BypassSystem(System):
     """DPDK poll-mode server: the AF_XDP poll-mode driver on each of the
-    host's veths locally (a real port on a cluster), one polling lcore."""
+    host's veths locally (a real port on a cluster), one polling lcore. It
+    has no kernel to tell it its addresses: each port is given the host's
+    (--addr, in port order)."""
     name = "bypass"
     polls = True
 
@@ -273,11 +292,14 @@ class BypassSystem(System):
         if host.dpdk_port:
             # a cluster host: its real port (PCI address), hugepages
             eal = ["-a", host.dpdk_port, *prefix]
+            nports = 1
         else:
             eal = ["--no-huge", "-m", "512", "--no-pci", *prefix]
             for i, iface in enumerate(host.interfaces):
                 eal += ["--vdev", f"net_af_xdp{i},iface={iface.name}"]
+            nports = len(host.interfaces)
         return [str(self.schema.build_dir / "bypass_server"), *eal, "--",
+                *(arg for _ in range(nports) for arg in ("--addr", host.address)),
                 "--idle-poll-us", str(self.cfg.bypass_idle_poll_us),
                 "--idle-sleep-max-us", str(self.cfg.bypass_idle_sleep_max_us), *self.store_args(host)]
 

@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -127,6 +128,16 @@ INITIAL = [snapshot.Record(table=0, key=k, ver=1, value=k.to_bytes(8, "big")) fo
     [snapshot.Record(table=2, key=k, ver=1, value=b"") for k in range(300, 303)]
 
 
+class Link(NamedTuple):
+    """The client's link to one server, as a frame crafted on it needs:
+    the client's interface and both ends' MAC and IPv4 addresses."""
+    iface: str
+    client_mac: str
+    server_mac: str
+    client_ip: str
+    server_ip: str
+
+
 class Served:
     """A running system plus what the tests sent to each server."""
 
@@ -138,6 +149,52 @@ class Served:
         self.sock.bind((self.client.address, 0))
         self.sent = collections.Counter()  # (server, stat) -> count
         self.seq = 0
+        self.raw: dict[str, socket.socket] = {}  # client interface -> AF_PACKET socket sending frames
+
+    @property
+    def sport(self) -> int:
+        """The client socket's port: frames crafted from it get their replies there."""
+        return self.sock.getsockname()[1]
+
+    def link(self, server) -> Link:
+        cif, sif = self.client.interface_to(server.name), server.interface_to(self.client.name)
+        return Link(cif.name, cif.mac, sif.mac, self.client.address, server.address)
+
+    def send_frames(self, server, frames: list[bytes]) -> None:
+        """Sends Ethernet frames as they are on the client's link to server
+        (a raw socket on its interface: the client's stack adds nothing)."""
+        iface = self.link(server).iface
+        if iface not in self.raw:
+            with netns(self.client.netns):
+                self.raw[iface] = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            self.raw[iface].bind((iface, 0))
+        for f in frames:
+            self.raw[iface].send(f)
+
+    def sniffer(self, server) -> socket.socket:
+        """A raw socket seeing the IPv4 frames that arrive on the client's
+        link to server (the caller closes it)."""
+        with netns(self.client.netns):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        s.bind((self.link(server).iface, 0x0800))  # Python puts the protocol in network order itself
+        return s
+
+    def replies(self, wait: float, want: int | None = None) -> list[bytes]:
+        """The datagrams that reach the client's socket within wait s (the
+        first want of them, as soon as they are in)."""
+        out, deadline = [], time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0 and len(out) != want:
+            self.sock.settimeout(left)
+            try:
+                out.append(self.sock.recvfrom(65536)[0])
+            except TimeoutError:
+                break
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+        for s in self.raw.values():
+            s.close()
 
     def exchange(self, server, data: bytes, wait: float = 0.3) -> bytes | None:
         self.sock.sendto(data, (server.address, self.inv.port))
@@ -186,4 +243,4 @@ def served(request, testbed, test_inventory_path, test_inventory, tmp_path_facto
     with system:
         s = Served(system, test_inventory)
         yield s
-        s.sock.close()
+        s.close()

@@ -7,7 +7,7 @@ import ctypes
 import struct
 
 from harness import bpf_run
-from harness.dintd import compile_program
+from harness.dintd import Iface, compile_program
 from harness.protocol import DEFAULT_PORT
 from harness.schema import Schema
 
@@ -36,12 +36,22 @@ def bucket_of(h: int, buckets: int) -> int:
     return ((h >> 32) * buckets) >> 32
 
 
+# The interface the tests' frames come in on: BPF_PROG_TEST_RUN runs a
+# frame as if the loopback device (index 1) received it, so the program is
+# told that is an interface it serves, with these addresses.
+SERVER_MAC, SERVER_IP = "02:00:00:00:00:01", "10.0.0.1"
+CLIENT_MAC, CLIENT_IP = "02:00:00:00:00:02", "10.0.0.2"
+TEST_IFACE = Iface(1, SERVER_MAC, (SERVER_IP,))
+
+
 class Cache:
     def __init__(self, buckets: int, bloom: bool = True, write_through: bool = False,
-                 schema: Schema = Schema()):
+                 schema: Schema = Schema(), source=None):
         from bcc import BPF
         self.buckets, self.schema = buckets, schema
-        self.bpf = compile_program(DEFAULT_PORT, schema, buckets=buckets, bloom=bloom, write_through=write_through)
+        self.bpf = compile_program(DEFAULT_PORT, schema, buckets=buckets, bloom=bloom, write_through=write_through,
+                                   ifaces=[TEST_IFACE], local=[SERVER_IP],
+                                   **({"source": source} if source else {}))
         self.xdp = self.bpf.load_func(b"dint_xdp", BPF.XDP).fd
         self.fill_fd = self.bpf.load_func(b"dint_fill", BPF.XDP).fd
         leaf = self.bpf[b"dint_cache"].Leaf

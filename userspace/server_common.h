@@ -23,6 +23,12 @@
 
 #include "store.h" /* defines the engine's hooks, then includes the engine */
 
+/* The longest datagram (UDP payload) the user-space servers take: room for
+ * any datagram that fits a 1500-byte MTU frame and for any valid request. A
+ * longer one is counted received and dropped unanswered: the socket servers
+ * read it truncated, and the DPDK server does the same. */
+#define DINT_DGRAM_MAX (DINT_HDR_LEN + DINT_MAX_VALUE + 1 > 2048 ? DINT_HDR_LEN + DINT_MAX_VALUE + 1 : 2048)
+
 /* Exit codes, so a caller can tell a wrong invocation from a broken host. */
 #define EXIT_SETUP 1
 #define EXIT_USAGE 2
@@ -197,15 +203,16 @@ static inline __u32 dint_reply_len(int verdict, __u32 len, uint64_t *stats)
 	return verdict == DINT_REPLY ? len : 0;
 }
 
-/* extra_key may be NULL; otherwise one more counter goes after the engine's. */
-static inline void print_stats(const uint64_t *stats, const char *extra_key, uint64_t extra)
+/* The engine's counters, then nextra more (extra_keys[i]: extra[i]). */
+static inline void print_stats(const uint64_t *stats, int nextra, const char *const *extra_keys,
+			       const uint64_t *extra)
 {
 	printf("stats {\"rx\": %" PRIu64 ", \"tx\": %" PRIu64 ", \"drop\": %" PRIu64
 	       ", \"err\": %" PRIu64 ", \"stale\": %" PRIu64,
 	       stats[DINT_STAT_RX], stats[DINT_STAT_TX], stats[DINT_STAT_DROP],
 	       stats[DINT_STAT_ERR], stats[DINT_STAT_STALE]);
-	if (extra_key)
-		printf(", \"%s\": %" PRIu64, extra_key, extra);
+	for (int i = 0; i < nextra; i++)
+		printf(", \"%s\": %" PRIu64, extra_keys[i], extra[i]);
 	fputs("}\n", stdout);
 	fflush(stdout);
 }

@@ -12,10 +12,9 @@
 
 #define UDP_BATCH 64
 
-/* Room for any datagram that fits a 1500-byte MTU frame and for any valid
- * request; a longer one arrives truncated and cannot be answered. */
-#define UDP_SLOT_DATA (DINT_HDR_LEN + DINT_MAX_VALUE + 1 > 2048 ? \
-		       DINT_HDR_LEN + DINT_MAX_VALUE + 1 : 2048)
+/* Room for the longest datagram a server takes (server_common.h); a longer
+ * one arrives truncated and cannot be answered. */
+#define UDP_SLOT_DATA DINT_DGRAM_MAX
 /* One spare cache line per slot, so the headers of a batch do not all map
  * to the same few cache sets. */
 #define UDP_SLOT_STRIDE (UDP_SLOT_DATA + 64)
@@ -98,18 +97,21 @@ static inline int udp_socket(unsigned int port, bool reuseport, int rcvbuf)
 	return fd;
 }
 
-/* Sends msgs[0, n); returns how many went out. sendmmsg stops at the first
- * failing message: that one is skipped (not sent, so not counted). */
-static inline unsigned int send_all(int fd, struct mmsghdr *msgs, unsigned int n)
+/* Sends msgs[0, n), setting failed[i] for each message that did not go
+ * out; returns how many did. sendmmsg stops at the first failing message:
+ * that one is skipped (e.g. no route back to its sender). */
+static inline unsigned int send_all(int fd, struct mmsghdr *msgs, unsigned int n, bool *failed)
 {
 	unsigned int done = 0, sent = 0;
 	int r;
 
+	for (unsigned int i = 0; i < n; i++)
+		failed[i] = false;
 	while (done < n) {
 		r = sendmmsg(fd, msgs + done, n - done, 0);
 		if (r < 0) {
 			if (errno != EINTR)
-				done++;
+				failed[done++] = true;
 			continue;
 		}
 		sent += r;
@@ -126,6 +128,7 @@ struct udp_batch {
 	struct iovec in_iov[UDP_BATCH];
 	struct iovec out_iov[UDP_BATCH];
 	struct sockaddr_in peer[UDP_BATCH];
+	bool failed[UDP_BATCH];
 	__u8 buf[UDP_BATCH][UDP_SLOT_STRIDE];
 };
 
@@ -148,9 +151,11 @@ typedef __u32 (*udp_answer_fn)(void *ctx, __u8 *buf, __u32 len);
  * first datagram), answers each datagram with answer and sends the replies
  * to their senders, counting in stats (indexed by enum dint_stat): every
  * datagram received, every reply sent, every datagram left unanswered
- * (truncated ones too) and every reply whose status is not OK. 0, or -1
- * after one error line if receiving failed. Always inlined, so answer is a
- * direct call. */
+ * (truncated ones, ones from port 0, which cannot be answered, and ones
+ * whose reply could not be sent) and every reply sent whose status is not
+ * OK. A datagram from port 0 is not even looked at, so that it changes
+ * nothing (the DPDK server does the same). 0, or -1 after one error line if
+ * receiving failed. Always inlined, so answer is a direct call. */
 static __always_inline int udp_serve_batch(int fd, struct udp_batch *b, udp_answer_fn answer,
 					   void *ctx, uint64_t *stats)
 {
@@ -171,14 +176,12 @@ static __always_inline int udp_serve_batch(int fd, struct udp_batch *b, udp_answ
 		__u32 len = 0;
 
 		stats[DINT_STAT_RX]++;
-		if (!(req->msg_flags & MSG_TRUNC))
+		if (!(req->msg_flags & MSG_TRUNC) && b->peer[i].sin_port)
 			len = answer(ctx, b->buf[i], b->in[i].msg_len);
 		if (!len) {
 			stats[DINT_STAT_DROP]++;
 			continue;
 		}
-		if (((struct dint_hdr *)b->buf[i])->status != DINT_ST_OK)
-			stats[DINT_STAT_ERR]++;
 		b->out_iov[nout].iov_base = b->buf[i];
 		b->out_iov[nout].iov_len = len;
 		memset(&b->out[nout], 0, sizeof(b->out[nout]));
@@ -188,7 +191,13 @@ static __always_inline int udp_serve_batch(int fd, struct udp_batch *b, udp_answ
 		b->out[nout].msg_hdr.msg_iovlen = 1;
 		nout++;
 	}
-	stats[DINT_STAT_TX] += send_all(fd, b->out, nout);
+	stats[DINT_STAT_TX] += send_all(fd, b->out, nout, b->failed);
+	for (unsigned int j = 0; j < nout; j++) {
+		if (b->failed[j])
+			stats[DINT_STAT_DROP]++;
+		else if (((struct dint_hdr *)b->out_iov[j].iov_base)->status != DINT_ST_OK)
+			stats[DINT_STAT_ERR]++;
+	}
 	return 0;
 }
 
