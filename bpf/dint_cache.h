@@ -12,7 +12,10 @@
  *     may be older (gen tells), and only the slow path evicts;
  *   - every key that has a record in the slow path's store has its bloom
  *     bits set (at load, or when evicted), so a clear bit proves a key exists
- *     nowhere and the kernel may answer or create it alone.
+ *     nowhere and the kernel may answer or create it alone;
+ *   - a key has a record in the cache or in the slow path's store, or none
+ *     at all: the slow path takes only stored records into the cache, and a
+ *     record is made (in the cache) only by an operation that creates one.
  *
  * Include after dint_engine.h (struct dint_rec). */
 #ifndef DINT_CACHE_H
@@ -74,7 +77,11 @@ enum dint_xdp_stat {
 /* The slow path asks the kernel, through BPF_PROG_TEST_RUN of the dint_fill
  * program, to take a record into the cache: in goes (table, key, rec), out
  * comes what happened and, if a slot had to be freed, the record evicted
- * from it (to be written back). */
+ * from it (to be written back). With room set, for a key the slow path's
+ * store does not hold, nothing is taken in: the bucket is only left with a
+ * free slot, for the engine to create the key's record in if the request
+ * it runs next makes one (results as for a fill: PLACED if a slot was free
+ * already, EVICTED, PRESENT). */
 #define DINT_FILL_MAGIC 0xD17EF111u
 enum dint_fill_result {
 	DINT_FILL_BUSY = 0,    /* the bucket's latch stayed busy: nothing changed */
@@ -87,7 +94,8 @@ struct dint_fill {
 	__u32 magic;
 	__u8 table;
 	__u8 result;
-	__u8 pad[2];
+	__u8 room;   /* 1: make room for the key only (rec is not read) */
+	__u8 pad;
 	__u64 key;
 	struct dint_rec rec;
 	struct dint_slot_id vid;
@@ -111,6 +119,15 @@ struct dint_wt {
  * the program's counters count the wire's datagrams only (the slow path
  * counts what it answers itself). Locally administered, never a NIC's. */
 #define DINT_SLOW_MAC { 0x02, 0x00, 0x64, 0x69, 0x6e, 0x74 }
+
+/* The UDP source port of those frames says what the slow path knows of the
+ * request's key: DINT_SLOW_FILLED, its record is in the cache now (taken in
+ * from the store, or cached already); DINT_SLOW_ABSENT, the store holds no
+ * record of it, so a key the cache does not hold has none anywhere and the
+ * engine answers it as absent (creating its record in a free slot if the
+ * operation makes one), as it does a key the bloom filter rules out. */
+#define DINT_SLOW_FILLED 1
+#define DINT_SLOW_ABSENT 2
 
 static __always_inline int dint_from_slowpath(const __u8 *src)
 {
@@ -166,26 +183,38 @@ static __always_inline void dint_cache_set(struct dint_bucket *b, int i, __u8 ta
 	b->used[i] = 1;
 }
 
-/* Takes (table, key) into b, which does not hold it, with the record rec:
- * into a free slot, or into the clock hand's slot, whose key and record are
- * first copied to *vid and *vrec and remembered in the filter as living in
- * user space. Returns a dint_fill_result. */
+/* A free slot of b: one that is, or the clock hand's, whose key and record
+ * are first copied to *vid and *vrec, remembered in the filter as living in
+ * user space, and freed. Returns the slot and, in *res, DINT_FILL_PLACED
+ * (it was free) or DINT_FILL_EVICTED. */
+static __always_inline int dint_cache_room(struct dint_bucket *b, struct dint_slot_id *vid,
+					   struct dint_rec *vrec, int *res)
+{
+	int i = dint_cache_free_slot(b);
+
+	*res = DINT_FILL_PLACED;
+	if (i >= 0)
+		return i;
+	i = b->hand & (DINT_CACHE_SLOTS - 1);
+	b->hand = i + 1;
+	vid->key = b->key[i];
+	vid->table = b->table[i];
+	vid->used = 1;
+	*vrec = b->slot[i].rec;
+	b->bloom |= dint_bloom_bits(dint_hash(vid->table, vid->key));
+	b->used[i] = 0;
+	*res = DINT_FILL_EVICTED;
+	return i;
+}
+
+/* Takes (table, key) into b, which does not hold it, with the record rec,
+ * into a slot dint_cache_room frees. Returns a dint_fill_result. */
 static __always_inline int dint_cache_place(struct dint_bucket *b, __u8 table, __u64 key,
 					    const struct dint_rec *rec, struct dint_slot_id *vid,
 					    struct dint_rec *vrec)
 {
-	int i = dint_cache_free_slot(b), res = DINT_FILL_PLACED;
+	int res, i = dint_cache_room(b, vid, vrec, &res);
 
-	if (i < 0) {
-		i = b->hand & (DINT_CACHE_SLOTS - 1);
-		b->hand = i + 1;
-		vid->key = b->key[i];
-		vid->table = b->table[i];
-		vid->used = 1;
-		*vrec = b->slot[i].rec;
-		b->bloom |= dint_bloom_bits(dint_hash(vid->table, vid->key));
-		res = DINT_FILL_EVICTED;
-	}
 	i &= DINT_CACHE_SLOTS - 1;
 	dint_cache_set(b, i, table, key);
 	b->slot[i].rec = *rec;

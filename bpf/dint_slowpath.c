@@ -12,7 +12,9 @@
  *     full and hands it back to be written back here), then the request runs
  *     through the XDP program itself (BPF_PROG_TEST_RUN of dint_xdp), so the
  *     engine answers it on the cached record exactly as on a hit, and the
- *     reply goes back through this socket;
+ *     reply goes back through this socket. A key the store does not hold is
+ *     not taken in: the frame tells the program so, and the engine answers
+ *     it as absent (see serve_request);
  *   - a write-through reply (the ablation): the record appended to it is
  *     stored and the reply sent.
  *
@@ -114,10 +116,12 @@ static int writeback(__u8 table, __u64 key, const struct dint_rec *r)
 	return 1;
 }
 
-/* Takes (table, key) into the cache. -1 with errno if the kernel refused. */
-static int fill(__u8 table, __u64 key)
+/* Takes (table, key) into the cache with its stored record rec; with rec
+ * 0 (the store has none), takes nothing in but leaves the key's bucket a
+ * free slot, for the engine to create the key's record in. -1 with errno if
+ * the kernel refused. */
+static int fill(__u8 table, __u64 key, const struct dint_rec *rec)
 {
-	struct store_entry *e = store_get(table, key, 0);
 	struct dint_fill m;
 	__u32 len = sizeof(m);
 	int v;
@@ -127,8 +131,10 @@ static int fill(__u8 table, __u64 key)
 		m.magic = DINT_FILL_MAGIC;
 		m.table = table;
 		m.key = key;
-		if (e)
-			m.rec = e->rec;
+		if (rec)
+			m.rec = *rec;
+		else
+			m.room = 1;
 		len = sizeof(m);
 		v = test_run(fill_fd, &m, sizeof(m), &m, &len);
 		if (v < 0)
@@ -147,7 +153,8 @@ static int fill(__u8 table, __u64 key)
 	}
 	if (m.result == DINT_FILL_PRESENT)
 		return 0;
-	stats[SP_FILL]++;
+	if (rec)
+		stats[SP_FILL]++;
 	if (m.result == DINT_FILL_EVICTED) {
 		stats[SP_EVICT]++;
 		/* the caller made sure the store has room for one more */
@@ -180,8 +187,10 @@ static __u32 take_write_through(const __u8 *msg, __u32 len)
 	return n;
 }
 
-/* Wraps a datagram's payload in the frame the XDP program expects. */
-static void make_frame(__u8 *frame, const __u8 *msg, __u32 len, unsigned int port)
+/* Wraps a datagram's payload in the frame the XDP program expects; sport
+ * says what the slow path knows of the key (DINT_SLOW_FILLED or
+ * DINT_SLOW_ABSENT, dint_cache.h). */
+static void make_frame(__u8 *frame, const __u8 *msg, __u32 len, unsigned int port, __u16 sport)
 {
 	struct dint_eth *eth = (void *)frame;
 	struct dint_ipv4 *ip = (void *)(eth + 1);
@@ -196,7 +205,7 @@ static void make_frame(__u8 *frame, const __u8 *msg, __u32 len, unsigned int por
 	ip->ttl = 64;
 	ip->protocol = DINT_IPPROTO_UDP;
 	ip->tot_len = dint_htons(sizeof(*ip) + sizeof(*udp) + len);
-	udp->source = dint_htons(1);
+	udp->source = dint_htons(sport);
 	udp->dest = dint_htons(port);
 	udp->len = dint_htons(sizeof(*udp) + len);
 	memcpy(frame + FRAME_HDR, msg, len);
@@ -207,7 +216,15 @@ static void make_frame(__u8 *frame, const __u8 *msg, __u32 len, unsigned int por
  * broadcasts), in place: returns the reply's length in buf, or 0 to send
  * nothing. A datagram is checked before anything is taken into the cache
  * for it: one the engine drops, refuses or answers without a record (an
- * echo) is dealt with here, as the engine would. */
+ * echo) is dealt with here, as the engine would.
+ *
+ * A key the store holds is taken into the cache. One it does not hold has
+ * no record anywhere unless the cache has one (only this process fills or
+ * evicts, and the XDP program passes up every request on a key the bloom
+ * filter may say lives here, a creating one too): nothing is taken in for
+ * it, the frame says so (DINT_SLOW_ABSENT) and the engine answers the key
+ * as absent, exactly as the baselines' store does; for an operation that
+ * creates a record, its bucket is first left a free slot to make it in. */
 static __u32 serve_request(__u8 *buf, __u32 len, unsigned int port)
 {
 	static __u8 frame[FRAME_MAX], out[FRAME_MAX];
@@ -222,21 +239,24 @@ static __u32 serve_request(__u8 *buf, __u32 len, unsigned int port)
 	}
 
 	for (int attempt = 0; attempt < 2; attempt++) {
+		struct store_entry *e = store_get(h->table, dint_ntohll(h->key), 0);
 		__u32 out_len = sizeof(out), n;
 		const struct dint_udp *udp;
 		int v;
 
-		/* A victim not in the store yet needs room there. */
-		if (store.nrecs >= store.cap) {
-			stats[SP_FULL]++;
-			h->status = DINT_ST_FULL;
-			return len;
+		if (e || dint_op_creates(h->op)) {
+			/* A victim not in the store yet needs room there. */
+			if (store.nrecs >= store.cap) {
+				stats[SP_FULL]++;
+				h->status = DINT_ST_FULL;
+				return len;
+			}
+			if (fill(h->table, dint_ntohll(h->key), e ? &e->rec : NULL) < 0) {
+				report_error("dint_fill failed: %s", strerror(errno));
+				return 0;
+			}
 		}
-		if (fill(h->table, dint_ntohll(h->key)) < 0) {
-			report_error("dint_fill failed: %s", strerror(errno));
-			return 0;
-		}
-		make_frame(frame, buf, len, port);
+		make_frame(frame, buf, len, port, e ? DINT_SLOW_FILLED : DINT_SLOW_ABSENT);
 		v = test_run(xdp_fd, frame, FRAME_HDR + len, out, &out_len);
 		if (v < 0) {
 			report_error("running dint_xdp failed: %s", strerror(errno));

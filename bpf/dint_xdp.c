@@ -90,6 +90,10 @@ BPF_PERCPU_ARRAY(dint_log_tail, u64, 1);
  * window of completion records. */
 BPF_ARRAY(dint_sessions, struct dint_session, DINT_CLIENTS);
 BPF_ARRAY(dint_done_recs, struct dint_done, DINT_CLIENTS * DINT_WINDOW);
+/* 1 while this CPU runs a frame of the slow path's that says its key is in
+ * no store (DINT_SLOW_ABSENT, dint_cache.h); 0 otherwise, and always for
+ * the wire's frames (the programs never nest on a CPU). */
+BPF_PERCPU_ARRAY(dint_slow_absent, u32, 1);
 
 static __always_inline void count(int stat)
 {
@@ -164,6 +168,23 @@ static __always_inline struct dint_bucket *dint_ref(__u8 table, __u64 key, int c
 	return bucket_of(dint_hash(table, key));
 }
 
+static __always_inline void set_slow_absent(u32 v)
+{
+	int zero = 0;
+	u32 *a = dint_slow_absent.lookup(&zero);
+
+	if (a)
+		*a = v;
+}
+
+static __always_inline int slow_absent(void)
+{
+	int zero = 0;
+	u32 *a = dint_slow_absent.lookup(&zero);
+
+	return a && *a;
+}
+
 static __always_inline struct dint_rec *dint_rec(struct dint_bucket *b, __u8 table, __u64 key,
 						 int create, int *where)
 {
@@ -172,9 +193,10 @@ static __always_inline struct dint_rec *dint_rec(struct dint_bucket *b, __u8 tab
 	if (i >= 0)
 		return &b->slot[i & (DINT_CACHE_SLOTS - 1)].rec;
 	*where = DINT_ELSEWHERE;
-	if (!DINT_CACHE_BLOOM || dint_bloom_may_hold(b, dint_hash(table, key)))
+	if ((!DINT_CACHE_BLOOM || dint_bloom_may_hold(b, dint_hash(table, key))) && !slow_absent())
 		return 0; /* maybe in the slow path's store */
-	/* in no store at all */
+	/* in no store at all: the filter rules it out, or the slow path, which
+	 * runs this frame, has no record of it */
 	*where = DINT_ABSENT;
 	if (!create)
 		return 0;
@@ -358,7 +380,7 @@ int dint_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct dint_frame f;
-	int verdict, wire;
+	int verdict, wire, absent;
 	long pad;
 
 	wire = !from_slowpath(ctx, data, end);
@@ -383,7 +405,12 @@ int dint_xdp(struct xdp_md *ctx)
 	}
 	if (wire)
 		count(DINT_STAT_RX);
+	absent = !wire && f.udp->source == dint_htons(DINT_SLOW_ABSENT);
+	if (absent)
+		set_slow_absent(1);
 	verdict = dint_process(f.msg, end, f.msg_len);
+	if (absent)
+		set_slow_absent(0);
 	if (verdict == DINT_DROP || verdict == DINT_STALE) {
 		if (wire) {
 			count(DINT_STAT_DROP);
@@ -425,7 +452,8 @@ int dint_xdp(struct xdp_md *ctx)
 }
 
 /* Run by the slow path through BPF_PROG_TEST_RUN, never attached: takes the
- * record in a struct dint_fill into the cache (see dint_cache.h). */
+ * record in a struct dint_fill into the cache, or with room set only frees a
+ * slot of its key's bucket (see dint_cache.h). */
 int dint_fill(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -441,10 +469,16 @@ int dint_fill(struct xdp_md *ctx)
 	m->result = 0; /* busy: the slow path tries again */
 	if (cache_latch(b))
 		return XDP_TX;
-	if (dint_cache_find(b, m->table, m->key) >= 0)
+	if (dint_cache_find(b, m->table, m->key) >= 0) {
 		m->result = DINT_FILL_PRESENT;
-	else
+	} else if (m->room) {
+		int res;
+
+		dint_cache_room(b, &m->vid, &m->vrec, &res);
+		m->result = res;
+	} else {
 		m->result = dint_cache_place(b, m->table, m->key, &m->rec, &m->vid, &m->vrec);
+	}
 	cache_unlatch(b);
 	count(DINT_STAT_FILL);
 	if (m->result == DINT_FILL_EVICTED)

@@ -188,6 +188,14 @@ static __always_inline int dint_op_writes(__u8 op)
 	return DINT_OP_CHANGES(op);
 }
 
+/* Whether an operation makes a record for a key that has none (dint_rec's
+ * create): an insert, and a log record (dint_log). Every other operation
+ * answers an absent key without one (dint_absent_status). */
+static __always_inline int dint_op_creates(__u8 op)
+{
+	return op == DINT_OP_INSERT || op == DINT_OP_LOG;
+}
+
 /* Copies a value of table t between packet and memory: pkt is the side in
  * the packet, checked against end first. One constant-size copy per table,
  * so the verifier sees constant bounds (tables are few and fixed). */
@@ -545,7 +553,7 @@ static __always_inline int dint_execute(struct dint_hdr *msg, const void *end)
 		return DINT_REPLY;
 	}
 	key = dint_ntohll(msg->key);
-	create = msg->op == DINT_OP_INSERT;
+	create = dint_op_creates(msg->op); /* an insert: a log record went above */
 	ref = dint_ref(msg->table, key, create);
 	if (!ref) {
 		msg->status = dint_absent_status(msg->op);

@@ -296,6 +296,21 @@ def test_a_copy_older_than_the_clients_ack_is_dropped(served):
     assert once(served, Op.ABORT, key, Z8, seq=53, ack=51, txn=942).status == Status.OK
 
 
+def test_a_copy_of_a_granted_lock_on_a_key_no_server_holds_reads_no_record(served):
+    """A request under the id of a granted lock is taken for a copy of it,
+    whatever key it names: answered with the lock's outcome, and the value
+    of the key it names read again. That key has no record anywhere, so the
+    value is the request's own, and no record is made for it."""
+    key, absent = 204, 88_888  # 204: T40, version 3, bytes([204]) * 40 (conftest)
+    first = once(served, Op.LOCK_EXCL, key, Z40, seq=60, ack=60, table=T40, txn=960)
+    assert (first.status, first.ver, first.value) == (Status.OK, 3, bytes([204]) * 40)
+    mine = b"q" * 40
+    again = once(served, Op.LOCK_EXCL, absent, mine, seq=60, ack=60, table=T40, txn=960)
+    assert (again.status, again.ver, again.value) == (Status.OK, 3, mine)
+    assert served.request(Op.READ, absent, Z40, table=T40).status == Status.NOT_FOUND
+    assert once(served, Op.ABORT, key, Z40, seq=61, ack=61, table=T40, txn=960).status == Status.OK
+
+
 def test_servers_are_independent(served):
     s1 = served.inv.servers[1]
     assert served.request(Op.INSERT, 2000, v8(1), txn=601, ver=1, server=s1).status == Status.OK
@@ -317,6 +332,8 @@ def test_zz_final_state_log_and_counters(served):
     assert store[(T8, 1000)].live and store[(T8, 105)].live
     assert all(r.owner == 0 and r.nshared == 0 for r in store.values()), "a lock was left held"
     assert (T8, 2000) not in store and (T8, 2000) in {(r.table, r.key) for r in served.system.dump(s1)}
+    # keys no server ever held, asked only by requests that create nothing
+    assert not {(T8, 999_999), (T8, 424_242), (T40, 5555), (T40, 88_888)} & set(store)
     log = [(r.txn, r.table, r.key, r.ver, r.value) for r in served.system.log(s0)]
     assert log.count((501, T8, 108, 2, v8(1))) == 1
     assert (502, T8, 108, 3, v8(2)) in log and (503, T40, 77_777, 1, b"n" * 40) in log
