@@ -175,8 +175,13 @@ class SimHosts:
             "PrintMotd no",
             "Subsystem sftp internal-sftp",
             ""]))
-        mounts = " && ".join(f"mount --bind {shlex.quote(str(self.disk(h) / d))} {shlex.quote(str(path))}"
-                             for d, path in PRIVATE.items())
+        # the system's directories first, then the project (which may lie
+        # under one of them, e.g. a checkout in /tmp: its mount point is
+        # made in the host's own directory)
+        order = sorted(PRIVATE.items(), key=lambda kv: kv[1] == ROOT)
+        mounts = " && ".join(f"mkdir -p {shlex.quote(str(path))} && "
+                             f"mount --bind {shlex.quote(str(self.disk(h) / d))} {shlex.quote(str(path))}"
+                             for d, path in order)
         script = f"{mounts} && exec {SSHD} -D -e -f {shlex.quote(str(d / 'sshd_config'))}"
         with open(d / "sshd.log", "ab") as log:
             subprocess.Popen(in_netns(h.sim_netns, ["unshare", "--mount", "--propagation", "private", "--",
