@@ -143,6 +143,7 @@ class SimHosts:
             ip("addr", "add", f"{h.mgmt}/24", "dev", "mgmt0", netns=ns)
             ip("link", "set", "mgmt0", "up", netns=ns)
             known.append(f"{h.mgmt} {self._host_key(h)}")
+            self._claim_disk(h)
             for d in PRIVATE:
                 (self.disk(h) / d).mkdir(parents=True, exist_ok=True)
             os.chmod(self.disk(h) / "tmp", 0o1777)
@@ -150,6 +151,17 @@ class SimHosts:
         self.known_hosts.write_text("\n".join(known) + "\n")
         for h in self.inv.hosts:
             self._wait_ready(h)
+
+    def _claim_disk(self, h: Host) -> None:
+        """A host's disk holds the checkout of one path: one that held
+        another's, or whose path is not known, is emptied for a setup from
+        nothing (its .venv would point to the other path, which is the
+        controller's on the host)."""
+        mark = self.disk(h) / "checkout"
+        if not mark.exists() or mark.read_text().strip() != str(ROOT):
+            shutil.rmtree(self.disk(h) / "project", ignore_errors=True)
+        self.disk(h).mkdir(parents=True, exist_ok=True)
+        mark.write_text(f"{ROOT}\n")
 
     def _host_key(self, h: Host) -> str:
         d = self.host_dir(h)

@@ -44,11 +44,15 @@ def live_pid(pidfile: Path) -> int | None:
 
 
 def log_tail(log: Path, lines: int = 8) -> str:
+    """A log's last lines, joined: the periodic `stats` lines but the last
+    left out, so that they do not hide what the process said."""
     try:
-        text = Path(log).read_text(errors="replace").splitlines()
+        text = [line.strip() for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+    last_stats = max((i for i, line in enumerate(text) if line.startswith("stats ")), default=-1)
+    kept = [line for i, line in enumerate(text) if not line.startswith("stats ") or i == last_stats]
+    return " | ".join(kept[-lines:])
 
 
 def new_progress(log: Path, offset: int) -> tuple[list[dict], int]:
