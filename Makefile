@@ -1,6 +1,6 @@
 # dint-bench. `make reproduce` runs the evaluation, `make test` the tests;
 # both run `make setup` first, which installs what they need (as root).
-.PHONY: setup build test reproduce plots clean distclean
+.PHONY: setup setup-simcluster build test reproduce plots clean distclean
 
 PYTHON := .venv/bin/python
 BUILD := build
@@ -44,7 +44,11 @@ $(BUILD)/bypass_server: baselines/bypass_server.c $(USERSPACE_HDRS) $(ENGINE_HDR
 	@mkdir -p $(@D)
 	gcc $(CFLAGS) $(DPDK_CFLAGS) -o $@ $< $(DPDK_LIBS)
 
-test: setup
+# what a simulated cluster needs besides (sshd, sudo): the tests run one
+setup-simcluster: setup
+	@bash scripts/setup.sh --simcluster
+
+test: setup-simcluster
 	$(PYTHON) -m pytest
 
 # make reproduce [PROFILE=local|paper|path.yml] [RUN_ID=id] [INVENTORY=file]

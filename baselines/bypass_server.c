@@ -34,7 +34,7 @@
 #include "net_rx.h"
 
 #define USAGE "bypass_server [EAL args] -- --addr A.B.C.D[/LEN] (one per port) [--idle-poll-us N] " \
-	"[--idle-sleep-max-us M] " STORE_USAGE
+	"[--idle-sleep-max-us M] " SAMPLE_USAGE " " STORE_USAGE
 
 #define MAX_PORTS 32
 /* Datagrams being reassembled at once (Linux bounds its queues by memory,
@@ -382,14 +382,21 @@ static void poll_loop(int nports, struct backoff *b, struct counters *c)
 {
 	struct rte_mbuf *pkts[BURST];
 	uint64_t tsc_hz = rte_get_tsc_hz(), next_expiry = 0;
+	/* the periodic stats line, timed by the TSC (cheaper than a clock read) */
+	uint64_t stats_every = stats_interval_ns() / 1000000u * tsc_hz / 1000u;
+	uint64_t next_stats = rte_rdtsc() + stats_every;
 	uint16_t n;
 	bool busy;
 	int i;
 
 	while (!should_stop()) {
-		if (take_stats_request()) {
+		bool due = stats_every && rte_rdtsc() >= next_stats;
+
+		if (take_stats_request() || due) {
 			c->sleeps = b->sleeps;
 			print_counters(c);
+			if (due)
+				next_stats = rte_rdtsc() + stats_every;
 		}
 		busy = false;
 		for (i = 0; i < nports; i++) {
@@ -508,7 +515,7 @@ static bool take_option(int opt, const char *arg, void *ctx)
 				    MAX_SLEEP_US);
 		return true;
 	}
-	return store_parse_opt(opt, arg, USAGE, o->store);
+	return sample_parse_opt(opt, arg, USAGE) || store_parse_opt(opt, arg, USAGE, o->store);
 }
 
 /* Our options come after "--"; the rest is EAL's. Parsed before EAL starts
@@ -519,6 +526,7 @@ static void parse_app_args(int argc, char **argv, struct backoff *b, struct app_
 		{ "addr", required_argument, NULL, 'a' },
 		{ "idle-poll-us", required_argument, NULL, 's' },
 		{ "idle-sleep-max-us", required_argument, NULL, 'm' },
+		SAMPLE_OPTIONS,
 		STORE_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};

@@ -2,6 +2,7 @@
  * benchmark shows what XDP saves over sockets doing the very same work. */
 #define _GNU_SOURCE
 #include <getopt.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -10,7 +11,7 @@
 #include "store.h"
 #include "udp_server.h"
 
-#define USAGE "kernel_server [--port P] [--threads N] [--cpus LIST] " STORE_USAGE
+#define USAGE "kernel_server [--port P] [--threads N] [--cpus LIST] " SAMPLE_USAGE " " STORE_USAGE
 
 #define MAX_THREADS 256
 
@@ -123,7 +124,7 @@ int main(int argc, char **argv)
 		return EXIT_SETUP;
 	}
 	/* Workers inherit this mask, so the stop signals always reach the main
-	 * thread, which waits for them in sigsuspend without missing one. */
+	 * thread, which waits for them in ppoll without missing one. */
 	sigemptyset(&stop_set);
 	sigaddset(&stop_set, SIGTERM);
 	sigaddset(&stop_set, SIGINT);
@@ -159,9 +160,23 @@ int main(int argc, char **argv)
 	if (!status) {
 		print_ready();
 		ready = true;
+		/* The main thread sleeps until a signal or the next periodic
+		 * stats line, whichever comes first. */
+		uint64_t every = stats_interval_ns(), next = clock_ns(CLOCK_MONOTONIC) + every;
+
 		while (!should_stop()) {
-			sigsuspend(&old_set);
-			if (take_stats_request()) {
+			struct timespec wait;
+			uint64_t now = clock_ns(CLOCK_MONOTONIC), left = next > now ? next - now : 0;
+			bool due;
+
+			wait.tv_sec = (time_t)(left / 1000000000u);
+			wait.tv_nsec = (long)(left % 1000000000u);
+			ppoll(NULL, 0, every ? &wait : NULL, &old_set);
+			now = clock_ns(CLOCK_MONOTONIC);
+			due = every && now >= next;
+			if (due)
+				next = next + every > now ? next + every : now + every;
+			if (take_stats_request() || due) {
 				uint64_t live[DINT_STAT_MAX] = { 0 };
 
 				for (i = 0; i < o.threads; i++)

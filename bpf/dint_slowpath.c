@@ -29,7 +29,9 @@
  *
  * The fds are the cache map and the two programs, inherited from
  * harness/dintd.py, which loaded them. Prints "ready" once the cache is
- * filled, and "stats {json}" at stop. */
+ * filled, and "stats {json}" (its counters, when, and its CPU time so far:
+ * server_common.h) on SIGUSR1, which dintd sends for each of its own stats
+ * lines, and at stop. */
 #define _GNU_SOURCE
 #include <linux/bpf.h>
 #include <netinet/in.h>
@@ -468,6 +470,7 @@ static void print_sp_stats(void)
 	fputs("stats {", stdout);
 	for (int i = 0; i < SP_MAX; i++)
 		printf("%s\"%s\": %" PRIu64, i ? ", " : "", sp_names[i], stats[i]);
+	print_sample_fields(); /* its CPU time: dintd adds it to its own */
 	fputs("}\n", stdout);
 	fflush(stdout);
 }

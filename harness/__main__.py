@@ -24,8 +24,14 @@ def cmd_testbed(args) -> int:
     from . import inventory
     from .testbed import Testbed, leftovers
     if args.action == "inventory":
-        text = inventory.dump(inventory.local_inventory(args.servers, args.clients, args.cpus))
-        sys.stdout.write(text)
+        kw = {k: v for k, v in (("prefix", args.prefix), ("subnet", args.subnet)) if v}
+        if args.simulated:
+            data = inventory.sim_inventory(args.servers, args.clients, args.cpus, mgmt=args.mgmt or "10.76.0", **kw)
+        elif args.mgmt:
+            raise HarnessError("--mgmt is the management network of a simulated cluster: add --simulated")
+        else:
+            data = inventory.local_inventory(args.servers, args.clients, args.cpus, **kw)
+        sys.stdout.write(inventory.dump(data))
         return 0
     inv = inventory.load(args.inventory)
     tb = Testbed(inv)
@@ -48,6 +54,10 @@ def cmd_testbed(args) -> int:
                             for i in r["interfaces"])
             print(f"{r['host']:>4} {r['role']:<6} {r['netns']:<10} {state:<6} {r['address']:<12} "
                   f"cpus={r['cpus']} {ifs}")
+            if "simulated" in r:
+                sim = r["simulated"]
+                print(f"       ssh root@{sim['mgmt']}: sshd {'pid ' + str(sim['sshd']) if sim['sshd'] else 'not running'}"
+                      f", disk {sim['disk']} ({'project copied' if sim['project'] else 'no project yet'})")
             if r.get("faults"):
                 line = r["faults"]["delay_line"]
                 print(f"       fault injector attached ({r['faults']['pinned']})"
@@ -114,6 +124,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--servers", type=int, default=3, help="inventory: number of server hosts")
     p.add_argument("--clients", type=int, default=1, help="inventory: number of client hosts")
     p.add_argument("--cpus", type=int, default=None, help="inventory: CPUs to split (default: this machine's)")
+    p.add_argument("--simulated", action="store_true",
+                   help="inventory: a simulated cluster (hosts reached over SSH, with their own mounts)")
+    p.add_argument("--prefix", help="inventory: namespace prefix, 1-8 letters or digits (default dint; sim)")
+    p.add_argument("--subnet", help="inventory: the experiment /24, three octets (default 10.77.0; simulated 10.75.0)")
+    p.add_argument("--mgmt", help="inventory: a simulated cluster's management /24 (default 10.76.0)")
     p.set_defaults(func=cmd_testbed)
 
     p = sub.add_parser("run", help="one measured run")

@@ -1,121 +1,116 @@
-"""Server CPU per operation. Sampled when the clients start and when they
-finish, divided by the requests they sent in between:
-- dint: the XDP program's run time from the kernel's BPF statistics
-  (kernel.bpf_stats_enabled, on for the run) plus the CPU time of dintd and
-  its slow path process (log drain; misses: fills, evictions, write-backs,
-  the slow path's own runs of the program and its socket calls). The kernel
-  stack's receive work for the datagrams passed up to the slow path runs in
-  the NAPI context and is not counted;
-- kernel and bypass: the server processes' CPU time (user and system: their
-  syscalls) plus that of the threaded-NAPI kernel threads of the server
-  interfaces, the kernel work the servers cause. In `inline` mode that
-  kernel work runs on the client's CPU instead and is not counted here.
+"""Server CPU per operation, from what each server reports on its own host.
+
+Every server prints `stats {json}` lines (every 100 ms, on SIGUSR1 and at
+stop; userspace/server_common.h, harness/dintd.py) carrying its request
+counters and what it has cost so far, stamped with its host's
+CLOCK_REALTIME (t_ns):
+- dint: the XDP program's run time and runs from the kernel's BPF
+  statistics (bpf_run_ns, bpf_run_cnt; dintd keeps them on while it runs)
+  plus the CPU time of dintd and its slow path process (cpu_ns: log drain;
+  misses: fills, evictions, write-backs, the slow path's own runs of the
+  program and its socket calls). The kernel stack's receive work for the
+  datagrams passed up to the slow path runs in the NAPI context and is not
+  counted;
+- kernel and bypass: the server process's CPU time (cpu_ns: user and
+  system, its syscalls) plus that of the threaded-NAPI kernel threads of the
+  server's interfaces (napi_cpu_ns), the kernel work the server causes. In
+  `inline` mode that kernel work runs on the client's CPU instead and is not
+  counted here.
+
+The rule (per_op): for each server, the last of its lines stamped at or
+before the start of the clients' measured window and the first stamped at
+or after its end (so the span covers the window, and overhangs it by at
+most one interval on each side); the CPU between those two lines, summed
+over the servers, divided by the requests those servers counted between
+the same two lines (their own rx). The window is the union of the clients'
+windows on CLOCK_REALTIME; the division never mixes two hosts' clocks, so
+they only need to agree to well within an interval. The servers' logs are
+local on the testbed and fetched into the run's directory on a cluster:
+the same computation for both. Where a figure cannot be had (a server with
+no line before or after the window: it died or printed none; a field
+missing; no request counted), server_cpu_us_per_op is null and the reason
+says why.
 """
 from __future__ import annotations
 
-import json
-import os
+# The counters each system's lines must carry, and what they add up to.
+CPU_FIELDS = {"dint": ("bpf_run_ns", "cpu_ns"), "kernel": ("cpu_ns", "napi_cpu_ns"),
+              "bypass": ("cpu_ns", "napi_cpu_ns")}
+EXTRA_FIELDS = {"dint": ("bpf_run_cnt",)}
 
-from .sh import run
-from .testbed import napi_threads, xdp_prog_id
-
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
-
-
-def _cpu_s(pid: int) -> float:
-    """user + system CPU seconds of a process (all its threads) or thread."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) * TICK_S
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a process and all its descendants (dint's slow path is
-    a child of dintd)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += _cpu_s(p)
-        todo.extend(children.get(p, ()))
-    return total
-
-
-def _bpf_run(prog_id: int) -> tuple[int, int]:
-    p = run(["bpftool", "prog", "show", "id", str(prog_id), "--json"], check=False)
-    try:
-        info = json.loads(p.stdout)
-    except ValueError:
-        return 0, 0
-    return int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))
-
-
+_SPAN = ("from each server's last stats line at or before the clients' window start to its first at or after "
+         "the window end, per request the servers counted (their rx) between those lines")
 RULE = {
-    "dint": "XDP run time (kernel BPF statistics) + CPU time of dintd and its slow path, from the clients' "
-            "start to their end, per request sent",
-    "kernel": "server process CPU + threaded-NAPI thread CPU of the server interfaces (0 with --napi inline, "
-              "where that work runs on the client's CPU), per request sent",
+    "dint": "XDP run time (kernel BPF statistics, read by dintd) + CPU time of dintd and its slow path, " + _SPAN,
+    "kernel": "server process CPU + threaded-NAPI thread CPU of the server's interfaces (both read by the server on "
+              "its host; NAPI 0 with --napi inline, where that work runs on the client's CPU), " + _SPAN,
 }
 RULE["bypass"] = RULE["kernel"]
 
 
-class ServerCost:
-    def __init__(self, system, inv):
-        self.system, self.inv = system, inv
-        self._stats_before: str | None = None
+def client_window(results: list[dict]) -> tuple[int, int] | None:
+    """The clients' measured window on CLOCK_REALTIME (the union of
+    theirs), or None if a client did not report it."""
+    try:
+        return (min(r["window_realtime_ns"][0] for r in results), max(r["window_realtime_ns"][1] for r in results))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
 
-    def __enter__(self) -> "ServerCost":
-        if self.system.name == "dint":
-            with open(STATS_SYSCTL) as f:
-                self._stats_before = f.read().strip()
-            with open(STATS_SYSCTL, "w") as f:
-                f.write("1")
-        return self
 
-    def __exit__(self, *exc) -> None:
-        if self._stats_before is not None:
-            with open(STATS_SYSCTL, "w") as f:
-                f.write(self._stats_before)
+def bracket(lines: list[dict], start: int, end: int) -> tuple[dict, dict] | str:
+    """The last line stamped at or before start and the first at or after
+    end, or why there are none."""
+    stamped = [ln for ln in lines if isinstance(ln, dict) and isinstance(ln.get("t_ns"), int)]
+    if not stamped:
+        return "printed no stats line with a time stamp (t_ns)"
+    before = [ln for ln in stamped if ln["t_ns"] <= start]
+    after = [ln for ln in stamped if ln["t_ns"] >= end]
+    if not before:
+        return "printed no stats line at or before the clients' window start"
+    if not after:
+        return "printed no stats line at or after the clients' window end (it died or stopped early)"
+    return before[-1], after[0]
 
-    def sample(self) -> dict:
-        procs = sum(_tree_cpu_s(pid) for pid in self.system.pids())
-        out = {"process_cpu_s": procs}
-        if self.system.name == "dint":
-            ns = cnt = 0
-            for host in self.inv.servers:
-                for iface in host.interfaces:
-                    pid = xdp_prog_id(host.netns, iface.name)
-                    if pid:
-                        a, b = _bpf_run(pid)
-                        ns, cnt = ns + a, cnt + b
-            out.update(bpf_run_ns=ns, bpf_run_cnt=cnt)
-        else:
-            out["napi_cpu_s"] = sum(_cpu_s(t) for h in self.inv.servers for i in h.interfaces
-                                    for t in napi_threads(i.name))
-        return out
 
-    @staticmethod
-    def per_op(system: str, before: dict, after: dict, ops: int) -> dict:
-        d = {k: after[k] - before[k] for k in after}
-        if "bpf_run_ns" in d:
-            total_s = d["bpf_run_ns"] / 1e9 + d["process_cpu_s"]
-            detail = {"bpf_run_ns_per_op": d["bpf_run_ns"] / max(1, d["bpf_run_cnt"]),
-                      "bpf_runs": d["bpf_run_cnt"], "user_space_cpu_s": round(d["process_cpu_s"], 3)}
-        else:
-            total_s = d["process_cpu_s"] + d["napi_cpu_s"]
-            detail = {"process_cpu_s": round(d["process_cpu_s"], 3), "napi_cpu_s": round(d["napi_cpu_s"], 3)}
-        return {"server_cpu_us_per_op": round(total_s * 1e6 / max(1, ops), 4), "ops": ops,
-                "server_cpu_s": round(total_s, 3), **detail, "rule": RULE[system]}
+def _null(system: str, reason: str, **more) -> dict:
+    return {"server_cpu_us_per_op": None, "reason": reason, **more, "rule": RULE[system]}
 
+
+def per_op(system: str, lines_by_host: dict[str, list[dict]], window: tuple[int, int] | None) -> dict:
+    """server_cpu_us_per_op (null with a reason when it cannot be had) and
+    its parts, by the rule in the module's docstring. lines_by_host: every
+    stats line of each server's log, in order."""
+    if window is None:
+        return _null(system, "the clients did not report their window on CLOCK_REALTIME")
+    if not lines_by_host:
+        return _null(system, "no server logs to read")
+    fields = CPU_FIELDS[system] + EXTRA_FIELDS.get(system, ()) + ("rx",)
+    delta = dict.fromkeys(fields, 0)
+    servers = {}
+    for host, lines in sorted(lines_by_host.items()):
+        got = bracket(lines, *window)
+        if isinstance(got, str):
+            return _null(system, f"server {host} {got}")
+        a, b = got
+        for f in fields:
+            if not isinstance(a.get(f), int) or not isinstance(b.get(f), int):
+                return _null(system, f"server {host}'s stats lines have no {f}")
+            d = b[f] - a[f]
+            if d < 0:
+                return _null(system, f"server {host}'s {f} went down between its lines (a restart?)")
+            delta[f] += d
+        cpu_ns = sum(b[f] - a[f] for f in CPU_FIELDS[system])
+        servers[host] = {"span_s": round((b["t_ns"] - a["t_ns"]) / 1e9, 3), "ops": b["rx"] - a["rx"],
+                         "cpu_s": round(cpu_ns / 1e9, 4)}
+    ops = delta["rx"]
+    total_ns = sum(delta[f] for f in CPU_FIELDS[system])
+    if system == "dint":
+        detail = {"bpf_run_ns_per_op": round(delta["bpf_run_ns"] / max(1, delta["bpf_run_cnt"]), 1),
+                  "bpf_runs": delta["bpf_run_cnt"], "user_space_cpu_s": round(delta["cpu_ns"] / 1e9, 4)}
+    else:
+        detail = {"process_cpu_s": round(delta["cpu_ns"] / 1e9, 4), "napi_cpu_s": round(delta["napi_cpu_ns"] / 1e9, 4)}
+    if not ops:
+        return _null(system, "the servers counted no request over the clients' window", ops=0,
+                     server_cpu_s=round(total_ns / 1e9, 4), **detail, servers=servers)
+    return {"server_cpu_us_per_op": round(total_ns / 1e3 / ops, 4), "ops": ops,
+            "server_cpu_s": round(total_ns / 1e9, 4), **detail, "servers": servers, "rule": RULE[system]}

@@ -13,12 +13,15 @@ job_events/*.json, the command line, status) under the deployer's
 directory, which for a run is <out>/ansible/."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,7 @@ import yaml
 
 from . import ROOT, HarnessError
 from .inventory import Host, Inventory
+from .watch import live_pid, log_tail
 
 DEPLOY_DIR = ROOT / "deploy"
 PLAYBOOKS = ("setup.yml", "servers.yml", "clients.yml")
@@ -68,21 +72,10 @@ class ProcSpec:
     # -- what the controller can see of it (the local testbed) -------------
     def pid(self) -> int | None:
         """The live process's pid, from its pid file (local hosts only)."""
-        try:
-            pid_s, start = self.pidfile.read_text().split()
-            pid = int(pid_s)
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if fields[0] not in ("Z", "X") and fields[19] == start else None
+        return live_pid(self.pidfile)
 
     def tail(self, lines: int = 8) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+        return log_tail(self.log, lines)
 
     def stats_lines(self) -> list[dict | None]:
         """Every `stats {json}` line in its log (None for one that does not parse)."""
@@ -227,19 +220,67 @@ class Deployer:
         """deploy/setup.yml: packages, kernel headers, bpffs, the project and `make setup`."""
         extra = {}
         if not self.local:
-            extra["dint_archive"] = str(self.project_archive())
+            wheels = wheelhouse()
+            extra["dint_archive"] = str(self.project_archive(wheels))
+            extra["dint_wheels"] = str(wheels)
         return self.run_playbook("setup.yml", "setup", extra)
 
-    def project_archive(self) -> Path:
+    def project_archive(self, wheels: Path | None = None) -> Path:
         """The checkout's files (tracked and new, not ignored) as a tarball,
-        for cluster hosts."""
-        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                               cwd=ROOT, capture_output=True, check=True).stdout
-        path = self.pdir / "project.tar.gz"
+        for cluster hosts, with the wheelhouse their `make setup` installs
+        from."""
+        p = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True)
+        if p.returncode != 0:
+            raise HarnessError(f"cannot list the checkout's files for the cluster hosts (git ls-files in {ROOT}): "
+                               f"{p.stderr.decode(errors='replace').strip() or p.returncode}")
+        path = self.pdir / "project.tar"
         self.pdir.mkdir(parents=True, exist_ok=True)
-        existing = b"\0".join(f for f in files.split(b"\0") if f and (ROOT / f.decode()).exists())
-        subprocess.run(["tar", "-czf", str(path), "--null", "-T", "-"], cwd=ROOT, input=existing, check=True)
+        files = [f for f in p.stdout.split(b"\0") if f and (ROOT / f.decode()).exists()]
+        if wheels:
+            files.append(str(wheels.relative_to(ROOT)).encode())
+        # not compressed: the wheels are, and the rest is small
+        subprocess.run(["tar", "-cf", str(path), "--null", "-T", "-"], cwd=ROOT, input=b"\0".join(files), check=True)
         return path
+
+
+WHEELS_DIR = ROOT / "build" / "wheels"
+
+
+def requirements() -> list[list[str]]:
+    """What `make setup` installs with pip, as pip resolves it: the build
+    system's requirements (an isolated build environment) and the project's
+    pinned dependencies (pyproject.toml)."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return [list(data["build-system"]["requires"]), list(data["project"]["dependencies"])]
+
+
+def wheelhouse() -> Path:
+    """The project's Python dependencies as wheels (pip wheel, from the
+    controller's package index and cache), made once per set of pins: a
+    cluster host installs from them, so it needs no package index of its
+    own and gets exactly the controller's versions."""
+    reqs = requirements()
+    text = "\n".join(r for group in reqs for r in group) + "\n"
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    done = WHEELS_DIR / key
+    if (done / ".complete").exists():
+        return done
+    for old in WHEELS_DIR.glob("*.partial"):  # an interrupted gathering
+        shutil.rmtree(old, ignore_errors=True)
+    part = WHEELS_DIR / f"{key}.partial"
+    part.mkdir(parents=True)
+    for group in reqs:
+        p = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
+                            "-w", str(part), *group], capture_output=True, text=True)
+        if p.returncode != 0:
+            last = (p.stderr or p.stdout).strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+            raise HarnessError(f"could not gather the Python packages for the cluster hosts (pip wheel into {part}): "
+                               f"{last[0]}")
+    (part / ".complete").write_text(text)
+    shutil.rmtree(done, ignore_errors=True)
+    part.rename(done)
+    return done
 
 
 class Play:
@@ -359,13 +400,14 @@ def residue(inv: Inventory, servers_only: bool = False) -> dict[str, dict]:
     """What the harness looks for on each host before its servers start,
     and removes from the server hosts after they stop
     (deploy/library/dint_residue.py): programs on the testbed interfaces
-    (a client end of the local testbed keeps its pass-through program),
+    (a client end of a local or simulated testbed keeps its pass-through
+    program),
     the host's DPDK runtime directory, and (checked only) processes."""
     out = {}
     for host in inv.servers if servers_only else inv.hosts:
         server = host.role == "server"
         out[host.name] = {"netns": host.netns or "", "ifaces": [i.name for i in host.interfaces],
-                          "allowed_xdp": [] if server or not inv.local else ["xdp_pass"],
+                          "allowed_xdp": [] if server or inv.testbed is None else ["xdp_pass"],
                           "paths": [str(DPDK_RUNTIME / dpdk_prefix(host))] if server else []}
     return out
 

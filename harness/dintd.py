@@ -8,15 +8,26 @@ watches the slow path. On SIGTERM/SIGINT (or any error) it detaches the
 program, stops the slow path (which writes the cached records back and
 dumps the store if asked), writes the log if asked, and prints its counters.
 
+Its `stats {json}` lines (every --stats-interval-ms, on SIGUSR1 and at stop)
+carry what the host's dint has cost so far, as the other servers' do
+(userspace/server_common.h): t_ns (CLOCK_REALTIME), mono_ns, cpu_ns (this
+process's CPU time plus the slow path's, which it reports in its own lines),
+and bpf_run_ns and bpf_run_cnt, the kernel's run-time statistics of the XDP
+program (from /proc/self/fdinfo of its fd). Those statistics are on while
+dintd runs: it holds the fd of the BPF_ENABLE_STATS command, or, if the
+kernel refuses that, sets kernel.bpf_stats_enabled and restores it at exit.
+
     python -m harness.dintd --ifaces IF[,IF...] --slowpath BIN [--port P] [--cpus LIST]
                             [--schema 8,40,0] [--buckets N] [--no-bloom] [--write-through]
                             [--capacity N] [--clients N] [--load SNAP] [--dump SNAP] [--log FILE]
-                            [--print-source]
+                            [--stats-interval-ms N] [--print-source]
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
+import ctypes.util
+import errno
 import json
 import mmap
 import os
@@ -26,6 +37,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from typing import NamedTuple
 
 from . import BPF_DIR, ENGINE_DIR, HarnessError, snapshot
@@ -41,6 +53,7 @@ STAT_NAMES = ("rx", "tx", "drop", "err", "stale", "pass", "write_through", "writ
               "kernel")
 CACHE_SLOTS = 4
 DRAIN_INTERVAL_S = 0.05
+STATS_INTERVAL_MS = 100  # userspace/server_common.h: STATS_DEFAULT_INTERVAL_MS
 DEFAULT_BUCKETS = 1024
 SLOWPATH_READY_S = 120.0
 
@@ -133,6 +146,101 @@ def read_stats(bpf) -> dict:
     return {name: int(sum(table[table.Key(i)])) for i, name in enumerate(STAT_NAMES)}
 
 
+BPF_ENABLE_STATS = 32  # enum bpf_cmd
+BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
+STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+# __NR_bpf, for when libbpf is not there
+NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
+
+
+def _enable_stats_fd() -> int:
+    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): an fd that keeps the kernel's
+    BPF run-time statistics on while it is open. Through libbpf if it is
+    there, else the bpf() system call. OSError if the kernel refuses."""
+    libbpf = ctypes.util.find_library("bpf")
+    if libbpf:
+        lib = ctypes.CDLL(libbpf, use_errno=True)
+        if hasattr(lib, "bpf_enable_stats"):
+            lib.bpf_enable_stats.argtypes = [ctypes.c_int]
+            fd = lib.bpf_enable_stats(BPF_STATS_RUN_TIME)
+            if fd >= 0:
+                return fd
+            err = -fd if fd < -1 else ctypes.get_errno()
+            raise OSError(err, f"bpf_enable_stats: {os.strerror(err)}")
+    nr = NR_BPF.get(os.uname().machine)
+    if nr is None:
+        raise OSError(errno.ENOSYS, "no libbpf, and the bpf() system call's number on this machine is not known")
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint32 * 4)(BPF_STATS_RUN_TIME)
+    fd = libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_ENABLE_STATS), ctypes.byref(attr),
+                      ctypes.c_uint(ctypes.sizeof(attr)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_ENABLE_STATS: {os.strerror(err)}")
+    return fd
+
+
+class RunStats:
+    """The kernel's BPF run-time statistics, on for as long as this is open:
+    the BPF_ENABLE_STATS fd, or else the sysctl set (and restored at close)."""
+
+    def __init__(self):
+        self.fd: int | None = None
+        self.sysctl_before: str | None = None
+        self.how = ""
+        try:
+            self.fd = _enable_stats_fd()
+            self.how = "BPF_ENABLE_STATS"
+        except OSError as e:
+            try:
+                with open(STATS_SYSCTL) as f:
+                    before = f.read().strip()
+                with open(STATS_SYSCTL, "w") as f:
+                    f.write("1")
+            except OSError as e2:
+                raise HarnessError(f"cannot enable BPF run-time statistics ({e}; {STATS_SYSCTL}: {e2})") from None
+            self.sysctl_before = before
+            self.how = "kernel.bpf_stats_enabled"
+            print(f"dintd: BPF_ENABLE_STATS failed ({e}): kernel.bpf_stats_enabled set for the run", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.sysctl_before is not None:
+            try:
+                with open(STATS_SYSCTL, "w") as f:
+                    f.write(self.sysctl_before)
+            except OSError as e:
+                print(f"dintd: could not restore {STATS_SYSCTL}: {e}", file=sys.stderr)
+            self.sysctl_before = None
+
+
+def prog_run_stats(prog_fd: int) -> tuple[int, int]:
+    """run_time_ns and run_cnt of the program behind this process's fd."""
+    ns = cnt = 0
+    with open(f"/proc/self/fdinfo/{prog_fd}") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key == "run_time_ns":
+                ns = int(value)
+            elif key == "run_cnt":
+                cnt = int(value)
+    return ns, cnt
+
+
+def sample_fields(prog_fd: int, slow: dict) -> dict:
+    """What the host's dint has cost so far (the module's docstring); no
+    cpu_ns without the slow path's (it did not answer)."""
+    run_ns, run_cnt = prog_run_stats(prog_fd)
+    own = time.process_time_ns()
+    out = {"t_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "bpf_run_ns": run_ns, "bpf_run_cnt": run_cnt,
+           "dintd_cpu_ns": own}
+    if "cpu_ns" in slow:
+        out["cpu_ns"] = own + slow["cpu_ns"]
+    return out
+
+
 class LogDrain:
     """Moves log records from the per-CPU rings (a memory-mapped array) to
     memory, freeing ring space: the program answers FULL when a CPU's ring
@@ -196,12 +304,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", help="snapshot to load before serving")
     ap.add_argument("--dump", help="write a snapshot of the store here on stop")
     ap.add_argument("--log", help="write the log here on stop")
+    ap.add_argument("--stats-interval-ms", type=int, default=STATS_INTERVAL_MS,
+                    help="print a stats line this often (0: only on SIGUSR1 and at stop)")
     ap.add_argument("--print-source", action="store_true", help="print the preprocessed BPF source and exit")
     args = ap.parse_args(argv)
     try:
         schema = Schema.parse(args.schema)
         if not 1 <= args.buckets <= 1 << 26:
             raise HarnessError(f"--buckets must be between 1 and {1 << 26}, not {args.buckets}")
+        if not 0 <= args.stats_interval_ms <= 3_600_000:
+            raise HarnessError(f"--stats-interval-ms must be between 0 and 3600000, not {args.stats_interval_ms}")
         if not 1 <= args.clients <= 4096:
             raise HarnessError(f"--clients must be between 1 and 4096, not {args.clients}")
         ifaces, local = host_addresses(args.ifaces.split(","), strict=not args.print_source)
@@ -279,8 +391,9 @@ class SlowPath:
         """The slow path's counters so far ({} if it does not answer)."""
         with self.changed:
             seen = len(self.stats_lines)
-            if self.alive():
-                self.proc.send_signal(signal.SIGUSR1)
+            if not self.alive():
+                return {}
+            self.proc.send_signal(signal.SIGUSR1)
             self.changed.wait_for(lambda: len(self.stats_lines) > seen, timeout_s)
             return self.stats_lines[-1] if len(self.stats_lines) > seen else {}
 
@@ -298,7 +411,14 @@ def serve(args, schema: Schema, cache: dict) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     live = threading.Event()  # SIGUSR1: print the counters so far
     signal.signal(signal.SIGUSR1, lambda *_: live.set())
+    run_stats = RunStats()
+    try:
+        return _serve(args, schema, cache, stop, live)
+    finally:
+        run_stats.close()
 
+
+def _serve(args, schema: Schema, cache: dict, stop: threading.Event, live: threading.Event) -> int:
     from bcc import BPF
     bpf = compile_program(args.port, schema, **cache)
     fn = bpf.load_func(b"dint_xdp", BPF.XDP)
@@ -307,6 +427,10 @@ def serve(args, schema: Schema, cache: dict) -> int:
     drain = LogDrain(bpf, schema)
     attached = []
     failed = False
+
+    def line(slow_stats: dict) -> dict:
+        # the slow path's first: what XDP passed it before is in them
+        return {**combine_stats(read_stats(bpf), slow_stats), **sample_fields(fn.fd, slow_stats)}
     try:
         for iface in args.ifaces.split(","):
             bpf.attach_xdp(iface.encode(), fn, BPF.XDP_FLAGS_DRV_MODE)
@@ -314,13 +438,20 @@ def serve(args, schema: Schema, cache: dict) -> int:
         if args.cpus:
             os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
         print("ready", flush=True)
-        while not stop.wait(DRAIN_INTERVAL_S):
-            drain.drain()
-            if live.is_set():
+        every = args.stats_interval_ms / 1000
+        next_stats = time.monotonic() + every
+        next_drain = time.monotonic() + DRAIN_INTERVAL_S
+        while not stop.wait(max(0.0, min(next_drain, next_stats if every else next_drain) - time.monotonic())):
+            now = time.monotonic()
+            if now >= next_drain:
+                drain.drain()
+                next_drain = now + DRAIN_INTERVAL_S
+            due = every and now >= next_stats
+            if due:
+                next_stats = max(next_stats + every, now)
+            if live.is_set() or due:
                 live.clear()
-                # the slow path's first: what XDP passed it before is in them
-                slow_live = slow.live_stats()
-                print("stats " + json.dumps(combine_stats(read_stats(bpf), slow_live)), flush=True)
+                print("stats " + json.dumps(line(slow.live_stats())), flush=True)
             if not slow.alive():
                 print("dintd: error: the slow path died", file=sys.stderr, flush=True)
                 failed = True
@@ -337,7 +468,7 @@ def serve(args, schema: Schema, cache: dict) -> int:
         drain.drain()
         if args.log:
             drain.write(args.log)
-        stats = combine_stats(read_stats(bpf), slow_stats)
+        stats = line(slow_stats)
         # false when the slow path failed, e.g. could not write the cache
         # back at stop (its store full): the dump then misses records
         stats["clean"] = not failed

@@ -1,6 +1,10 @@
 """The inventory: which hosts exist, their role, interfaces, addresses, MACs
 and cores. One format (an Ansible YAML inventory) describes the local
-namespace testbed and a real cluster; local hosts also name their netns."""
+namespace testbed, a real cluster and a simulated one; local hosts also
+name their netns. A simulated cluster (`testbed: simulated`) is a cluster
+to the harness (reached over SSH, nothing shared with the controller)
+whose hosts harness/testbed.py makes on this machine: each names the
+namespace it lives in as `sim_netns`."""
 from __future__ import annotations
 
 import os
@@ -32,6 +36,8 @@ class Host:
     interfaces: tuple[Interface, ...]
     netns: str | None = None  # set for hosts of the local testbed
     dpdk_port: str | None = None  # a cluster host's DPDK port (PCI address) for bypass
+    sim_netns: str | None = None  # a simulated cluster's host: the namespace it lives in
+    mgmt: str | None = None  # a cluster host's management address (ansible_host)
 
     def interface_to(self, peer: str) -> Interface:
         for iface in self.interfaces:
@@ -47,11 +53,19 @@ class Inventory:
     port: int = DEFAULT_PORT
     local: bool = True
     source: str = ""
+    simulated: bool = False  # a simulated cluster: hosts made on this machine, reached over SSH
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def hosts(self) -> tuple[Host, ...]:
         return self.servers + self.clients
+
+    @property
+    def testbed(self) -> str | None:
+        """Who makes the hosts and links: "local" (namespaces reached
+        directly), "simulated" (namespaces with their own sshd, mounts and
+        management network), or None (a real cluster: its owner)."""
+        return "local" if self.local else "simulated" if self.simulated else None
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -107,6 +121,41 @@ def local_inventory(servers: int = 3, clients: int = 1, ncpu: int | None = 2,
                     "children": {"servers": {"hosts": srv}, "clients": {"hosts": cli}}}}
 
 
+SIM_DIR = ".testbed"  # under the project: a simulated cluster's SSH key and known_hosts (git-ignored)
+
+
+def sim_inventory(servers: int = 3, clients: int = 1, ncpu: int | None = 2, port: int = DEFAULT_PORT,
+                  prefix: str = "sim", subnet: str = "10.75.0", mgmt: str = "10.76.0") -> dict:
+    """The Ansible inventory of a simulated cluster: the hosts, links and
+    addresses of local_inventory(), each host a namespace of its own
+    (`sim_netns`) with private mounts and an sshd on a management network
+    (`mgmt`, a /24 apart from the experiment subnet), reached by Ansible
+    over SSH with a key and known_hosts that `testbed up` generates under
+    .testbed/<prefix>/ of the controller's checkout. Nothing in it tells
+    the harness it is not a real cluster but `testbed: simulated`, which
+    only harness/testbed.py reads."""
+    data = local_inventory(servers, clients, ncpu, port, prefix, subnet)
+    for i, (name, spec) in enumerate((n, s) for g in ("servers", "clients")
+                                     for n, s in data["all"]["children"][g]["hosts"].items()):
+        spec["sim_netns"] = spec.pop("netns")
+        data["all"]["children"]["servers" if name.startswith("s") else "clients"]["hosts"][name] = {
+            "ansible_host": f"{mgmt}.{1 + i}", **spec}
+    keys = "{{ dint_root }}/" + f"{SIM_DIR}/{prefix}"
+    data["all"]["vars"] = {
+        "deployment": "cluster", "testbed": "simulated", "dint_port": port, "sim_prefix": prefix,
+        "sim_mgmt": mgmt,
+        "ansible_connection": "ssh", "ansible_user": "root", "ansible_become": True,
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_ssh_private_key_file": f"{keys}/id_ed25519",
+        # the hosts' keys are checked against the ones `testbed up` made
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={keys}/known_hosts -o GlobalKnownHostsFile=/dev/null "
+                                   "-o StrictHostKeyChecking=yes -o BatchMode=yes",
+        # connections reused (ControlPersist), and closed by `testbed down`
+        "ansible_control_path_dir": f"/run/dint-bench/sim-{prefix}/cp",
+    }
+    return data
+
+
 def _host(name: str, role: str, spec: dict, where: str) -> Host:
     if not isinstance(spec, dict):
         raise HarnessError(f"{where}: host {name} must be a mapping of its variables")
@@ -126,7 +175,7 @@ def _host(name: str, role: str, spec: dict, where: str) -> Host:
     if not ifaces:
         raise HarnessError(f"{where}: host {name} has no interfaces")
     return Host(name, role, str(spec["address"]), tuple(cpus), tuple(ifaces), spec.get("netns"),
-                spec.get("dpdk_port"))
+                spec.get("dpdk_port"), spec.get("sim_netns"), spec.get("ansible_host"))
 
 
 def parse(data: dict, where: str = "<inventory>") -> Inventory:
@@ -142,8 +191,12 @@ def parse(data: dict, where: str = "<inventory>") -> Inventory:
         if not members:
             raise HarnessError(f"{where}: group '{group}' has no hosts")
         hosts[group] = tuple(_host(n, group[:-1], s, where) for n, s in members.items())
+    local = hvars.get("deployment", "local") == "local"
+    simulated = hvars.get("testbed") == "simulated"
+    if simulated and local:
+        raise HarnessError(f"{where}: a simulated cluster (testbed: simulated) must say deployment: cluster")
     inv = Inventory(hosts["servers"], hosts["clients"], int(hvars.get("dint_port", DEFAULT_PORT)),
-                    hvars.get("deployment", "local") == "local", where, data)
+                    local, where, simulated=simulated, raw=data)
     names = [h.name for h in inv.hosts]
     if len(set(names)) != len(names):
         raise HarnessError(f"{where}: a host is both server and client")
@@ -151,6 +204,17 @@ def parse(data: dict, where: str = "<inventory>") -> Inventory:
         for h in inv.hosts:
             if not h.netns:
                 raise HarnessError(f"{where}: local host {h.name} lacks 'netns'")
+            for i in h.interfaces:
+                if i.peer not in names:
+                    raise HarnessError(f"{where}: {h.name}/{i.name}: peer {i.peer!r} is not a host")
+    if simulated:
+        for h in inv.hosts:
+            if h.netns:
+                raise HarnessError(f"{where}: simulated host {h.name} has 'netns' (its namespace is 'sim_netns': "
+                                   "the harness reaches it over SSH, not by entering it)")
+            for key, val in (("sim_netns", h.sim_netns), ("ansible_host", h.mgmt)):
+                if not val:
+                    raise HarnessError(f"{where}: simulated host {h.name} lacks '{key}'")
             for i in h.interfaces:
                 if i.peer not in names:
                     raise HarnessError(f"{where}: {h.name}/{i.name}: peer {i.peer!r} is not a host")
@@ -169,7 +233,12 @@ def load(path: str | Path | None = None) -> Inventory:
 
 
 def dump(data: dict) -> str:
-    header = ("# Local testbed: one network namespace per host, one veth pair per\n"
-              "# client-server link. Made by `python -m harness testbed inventory`;\n"
-              "# a cluster uses the same format without netns (see README).\n")
+    if data["all"]["vars"].get("testbed") == "simulated":
+        header = ("# Simulated cluster: every host a network namespace with its own mounts\n"
+                  "# and sshd, reached over SSH on a management network. Made by\n"
+                  "# `python -m harness testbed inventory --simulated` (see README).\n")
+    else:
+        header = ("# Local testbed: one network namespace per host, one veth pair per\n"
+                  "# client-server link. Made by `python -m harness testbed inventory`;\n"
+                  "# a cluster uses the same format without netns (see README).\n")
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)

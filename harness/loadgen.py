@@ -173,6 +173,9 @@ def drive(spec: ClientSpec, progress=print) -> dict:
         rounds = 1
     cpus = sorted(os.sched_getaffinity(0))
     t0 = time.monotonic_ns()
+    # the same instants on CLOCK_REALTIME, the clock the servers' stats
+    # lines are stamped with (harness/cost.py)
+    to_realtime = time.time_ns() - time.monotonic_ns()
     win_from = t0 + int(spec.warmup_s * 1e9)
     win_until = win_from + int(spec.duration_s * 1e9)
     loop.set_window(win_from, win_until)
@@ -204,6 +207,7 @@ def drive(spec: ClientSpec, progress=print) -> dict:
         "host": spec.host,
         "window_s": window_s,
         "window_ns": [win_from, win_until],  # CLOCK_MONOTONIC, as every process on the host sees it
+        "window_realtime_ns": [win_from + to_realtime, win_until + to_realtime],
         "pings_sent": pings_sent,
         "pings_received": pings_received,
         "stats": stats,

@@ -19,6 +19,7 @@ from .deploy import Deployer, ProcSpec, host_pidfile
 from .inventory import Inventory
 from .loadgen import ClientSpec
 from .sh import in_netns
+from .watch import new_progress
 
 
 # Run nonces: 15 bits above a client's 16-bit number.
@@ -78,6 +79,7 @@ class Clients:
         self.procs: list[tuple[ProcSpec, Path]] = []
         self.play = None
         self.finished = False
+        self.watch = None  # a cluster run's HostWatch (harness/watch.py)
         # client ids stay below 2^31: the high bit marks readiness pings
         self.nonce = secrets.randbelow(NONCES) + 1
 
@@ -127,8 +129,8 @@ class Clients:
     def wait(self, system, show_progress: bool, when_done=None) -> list[dict]:
         """Until every client has finished, with the servers checked alive
         and a progress bar fed from the clients' logs; `when_done` is called
-        as soon as the clients are seen to be finished (the server cost's
-        second sample)."""
+        as soon as the clients are seen to be finished (the links' drop
+        counters' second sample)."""
         total = self.cfg.warmup_s + self.cfg.duration_s
         bar = None
         if show_progress:
@@ -144,7 +146,10 @@ class Clients:
                 running = not self.play.done()
                 if bar is not None:
                     for i, (proc, _) in enumerate(self.procs):
-                        for p in _progress(proc.log, offsets, i):
+                        # a cluster's client logs are the hosts': their lines
+                        # come through the run's HostWatch
+                        lines = self.watch.progress(proc.log) if self.watch else _progress(proc.log, offsets, i)
+                        for p in lines:
                             ok[i] = p["ok"]
                             bar.set_description(f"{self.cfg.system} c={self.cfg.concurrency} {p['phase']}: "
                                                 f"{sum(ok.values())} ok")
@@ -185,19 +190,5 @@ class Clients:
 
 def _progress(log: Path, offsets: list[int], i: int) -> list[dict]:
     """New `progress {json}` lines of a client's log since the last look."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(offsets[i])
-            data = f.read()
-    except OSError:
-        return []
-    end = data.rfind(b"\n") + 1  # whole lines only
-    offsets[i] += end
-    out = []
-    for line in data[:end].decode(errors="replace").splitlines():
-        if line.startswith("progress "):
-            try:
-                out.append(json.loads(line[9:]))
-            except ValueError:
-                pass
-    return out
+    lines, offsets[i] = new_progress(log, offsets[i])
+    return lines

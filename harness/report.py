@@ -56,6 +56,13 @@ def _label(r) -> str:
     return " ".join(parts)
 
 
+def _cost(v, digits: int = 2) -> str:
+    """A server CPU figure; "n/a" where the point has none (its reason is
+    among the flags)."""
+    s = _num(v, digits)
+    return "n/a" if s == "-" else s
+
+
 def _sat(r) -> str:
     return " (client saturated)" if bool(r.get("client_saturated")) else ""
 
@@ -109,6 +116,13 @@ def flags(df: pd.DataFrame) -> list[str]:
     if not over.empty:
         lines.append(f"Oversubscribed hosts in {len(over)} of {len(d)} points (servers sharing cores with each "
                      "other or with clients; see each summary's placement): compare systems as ratios only.")
+    if "server_cpu_missing" in d.columns:
+        nocost = d[d["server_cpu_missing"].fillna("").astype(str) != ""]
+        if not nocost.empty:
+            lines.append(f"No server CPU figure in {len(nocost)} measured point(s) (n/a in the tables, missing from "
+                         "the figures): " + "; ".join(f"{r.point} ({r.server_cpu_missing})"
+                                                      for r in nocost.head(8).itertuples())
+                         + (" ..." if len(nocost) > 8 else ""))
     lost = d[d["instrument_match"].astype(str).str.lower() == "false"]
     if not lost.empty:
         lines.append(f"Instrument check mismatch (sent != received by servers) in {len(lost)} point(s).")
@@ -231,7 +245,7 @@ def cpu_section(df: pd.DataFrame) -> list[str]:
         rows = []
         for label in dict.fromkeys(p["label"]):
             g = p[p["label"] == label].set_index("system")
-            rows.append([label] + [f"{_num(g.loc[s, 'server_cpu_us_per_txn'], 2)} ({_num(g.loc[s, 'server_cpu_us_per_op'], 2)})"
+            rows.append([label] + [f"{_cost(g.loc[s, 'server_cpu_us_per_txn'])} ({_cost(g.loc[s, 'server_cpu_us_per_op'])})"
                                    if s in g.index else "-" for s in SYSTEMS])
         out += ["At each system's peak-goodput point: server CPU us per transaction (per request in brackets). "
                 "Per transaction = per request x requests per finished transaction over the run.", "",
@@ -242,7 +256,7 @@ def cpu_section(df: pd.DataFrame) -> list[str]:
         for (exp, rate), g in c.groupby(["experiment", "rate"], sort=False):
             g = g.set_index("system")
             rows.append([exp, _num(rate)] + [
-                f"{_num(g.loc[s, 'server_cpu_us_per_op'], 2)} at {_num(g.loc[s, 'throughput_per_s'])}/s{_sat(g.loc[s])}"
+                f"{_cost(g.loc[s, 'server_cpu_us_per_op'])} at {_num(g.loc[s, 'throughput_per_s'])}/s{_sat(g.loc[s])}"
                 if s in g.index else "-" for s in SYSTEMS])
         out += ["", "Fixed offered rates (open loop): server CPU us per request, at the achieved rate.", "",
                 md_table(["experiment", "offered/s per client"] + SYSTEMS, rows)]
@@ -254,7 +268,7 @@ def bars_section(df: pd.DataFrame, figure: str) -> list[str]:
     if d.empty:
         return []
     rows = [[r.experiment, r.workload, r.variant, r.system, _num(r.goodput_per_s), _num(r.lat_p50_us),
-             _num(r.lat_p99_us), _num(r.server_cpu_us_per_op, 2), "yes" if r.client_saturated else ""]
+             _num(r.lat_p99_us), _cost(r.server_cpu_us_per_op), "yes" if r.client_saturated else ""]
             for r in d.itertuples()]
     head = ["experiment", "workload", "variant", "system", "goodput/s", "p50 us", "p99 us", "server CPU us/req",
             "client saturated"]

@@ -22,7 +22,7 @@ COLUMNS = [
     "faults", "loss_percent",
     "transactional", "goodput_per_s", "throughput_per_s", "request_throughput_per_s",
     "lat_mean_us", "lat_p50_us", "lat_p99_us", "lat_p999_us", "abort_rate", "abort_causes",
-    "server_cpu_us_per_op", "server_cpu_us_per_txn", "client_cpu_util", "client_saturated", "oversubscribed",
+    "server_cpu_us_per_op", "server_cpu_us_per_txn", "server_cpu_missing", "client_cpu_util", "client_saturated", "oversubscribed",
     "consistency", "consistency_unchecked", "consistency_checked", "consistency_violations", "consistency_failed",
     "errors", "instrument_match",
     "neighbour_share", "neighbour_idle_units_per_s", "neighbour_window_units_per_s",
@@ -30,7 +30,7 @@ COLUMNS = [
 ]
 # columns of text, empty (not NaN) where a point has none
 TEXT_COLUMNS = ("variant", "cc", "kv_mix", "faults", "error", "abort_causes", "consistency", "consistency_unchecked",
-                "consistency_failed")
+                "consistency_failed", "server_cpu_missing")
 
 
 def loss_percent(spec: str) -> float | None:
@@ -118,6 +118,9 @@ def row_of(summary: dict) -> dict:
         "faults": cfg.get("faults", ""), "loss_percent": loss_percent(cfg.get("faults", "")),
         "request_throughput_per_s": summary.get("throughput_per_s"),
         "server_cpu_us_per_op": summary.get("server_cpu_us_per_op"),
+        # why a measured point has no server cost (harness/cost.py): empty otherwise
+        "server_cpu_missing": ((summary.get("server_cost") or {}).get("reason") or "no server cost recorded")
+        if summary.get("server_cpu_us_per_op") is None else "",
         "client_cpu_util": summary.get("client_cpu_util"),
         "client_saturated": bool(summary.get("client_saturated", False)),
         "oversubscribed": bool(summary.get("placement", {}).get("oversubscribed", False)),
@@ -142,9 +145,9 @@ def row_of(summary: dict) -> dict:
             "abort_causes": " ".join(f"{c}={r:.4f}" for c, r in (tot.get("abort_rate_by_cause") or {}).items()
                                      if r),
         })
-        # server CPU per transaction: the per-request cost times the requests
-        # per finished transaction over the whole run (warm-up included, as
-        # the cost itself is sampled over the whole run)
+        # server CPU per transaction: the per-request cost (over the
+        # measured window) times the requests per finished transaction over
+        # the whole run (warm-up included)
         rt = tot.get("run_total") or {}
         finished = rt.get("committed", 0) + rt.get("aborted", 0)
         sent = summary.get("instrument_check", {}).get("client_sent")
@@ -200,7 +203,7 @@ def table(run_dir: Path) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = None
     df = df[COLUMNS]
-    for col in ("consistency", "consistency_unchecked", "faults"):
+    for col in ("consistency", "consistency_unchecked", "faults", "server_cpu_missing"):
         df[col] = df[col].astype(object).fillna("").astype(str)
     # the client's own ceiling (echo, concurrency 32, pinned) of each system in this run
     ceil = echo_ceilings(df)

@@ -19,10 +19,9 @@ import yaml
 
 import workloads
 
-from . import HarnessError, consistency, envinfo, faults, inventory, limits, metrics, snapshot
+from . import HarnessError, consistency, cost, envinfo, faults, inventory, limits, metrics, snapshot
 from ._netloop import LATE_NS
 from .config import RunConfig
-from .cost import ServerCost
 from .deploy import Deployer
 from .inventory import Inventory
 from .processes import Clients, Neighbours
@@ -31,6 +30,7 @@ from .schema import Schema
 from .summary import committed_by_type, placement, summarize
 from .systems import ServerDied, make_system
 from .testbed import Testbed
+from .watch import HostWatch
 
 def prepare_out(out: Path) -> Path:
     out = Path(out)
@@ -44,10 +44,14 @@ def prepare_out(out: Path) -> Path:
 
 def check_can_run(inv: Inventory, out: Path) -> None:
     """What would make a run fail before it measures anything, checked
-    before its directory is made: root for the local testbed, and a
-    results directory this user can write."""
+    before its directory is made: root for the local testbed, a simulated
+    cluster that is up, and a results directory this user can write."""
     if inv.local and os.geteuid() != 0:
         raise HarnessError("the local testbed needs root (network namespaces, BPF, XDP): run as root")
+    if inv.simulated and not Testbed(inv).is_up():
+        raise HarnessError(f"the simulated cluster of {inv.source} is not up: 'python -m harness testbed up "
+                           f"--inventory {inv.source}', then 'python -m harness deploy setup --inventory "
+                           f"{inv.source}'")
     parent = Path(out).resolve()
     while not parent.exists():
         parent = parent.parent
@@ -163,18 +167,18 @@ def _execute(cfg: RunConfig, inv: Inventory, out: Path, progress: Progress, show
             neighbours = Neighbours(inv, out, deployer)
             stack.callback(neighbours.stop)
             neighbours.start()
-        cost = stack.enter_context(ServerCost(system, inv))
         # after the servers are ready, before the clients start; removed
         # (after the delayed packets have left) before the servers stop
         injector = stack.enter_context(faults.Injector(inv, cfg.faults, cfg.seed, cfg.client_gso))
         clients = Clients(inv, cfg, out, deployer)
+        if not inv.local:
+            # a cluster's pid files and logs are the hosts': watched there
+            watch = stack.enter_context(HostWatch(inv, system.procs, out / "logs"))
+            system.watch = clients.watch = watch
         stack.callback(clients.stop)
-        before = cost.sample()
-        after: dict = {}
         links = LinkDrops(testbed)
 
         def done() -> None:
-            after.update(cost.sample())
             links.sample()
         progress.phase = "clients running"
         clients.start()
@@ -195,7 +199,9 @@ def _execute(cfg: RunConfig, inv: Inventory, out: Path, progress: Progress, show
     hist = metrics.merge(metrics.decode(r["histogram"]) for r in results)
     summary, txn_hists = summarize(cfg, results, hist, system.stats, placement(inv, system.polls), napi, LATE_NS,
                                    injector.result(), links.result())
-    cost_now = ServerCost.per_op(system.name, before, after, summary.instrument_check["client_sent"])
+    # from the servers' own stats lines around the clients' window (their
+    # logs: fetched back at stop on a cluster)
+    cost_now = cost.per_op(system.name, system.stats_lines, cost.client_window(results))
     summary.server_cpu_us_per_op = cost_now.pop("server_cpu_us_per_op")
     summary.server_cost = cost_now
     summary.schema = str(schema)

@@ -25,6 +25,10 @@ READY_TIMEOUT_S = 90.0  # bcc compiles the data plane at start-up
 # and its log, every server its store dump (a 30-second TPC-C run leaves a
 # million rows and as many log records). SIGKILL only after this long.
 STOP_GRACE_S = 120.0
+# Every server prints a stats line this often (and on SIGUSR1, and at stop),
+# with what it has cost so far: harness/cost.py takes the server cost from
+# the lines around the clients' window.
+STATS_INTERVAL_MS = 100
 # What this process has already had built, per inventory and schema: the
 # start playbook builds only the first time (a reproduce builds once).
 _BUILT: set[tuple[str, str]] = set()
@@ -75,9 +79,13 @@ class System:
         self.deployer = deployer or Deployer(inv, self.logdir.parent / "ansible")
         self.procs: list[ProcSpec] = []
         self.stats: dict[str, dict | None] = {}
+        # every stats line of each server's log, read at stop (the cost's
+        # samples: harness/cost.py)
+        self.stats_lines: dict[str, list[dict]] = {}
         # what the stop found left on each server host and removed (a
         # server that died keeps its XDP program attached)
         self.removed: dict[str, list[str]] = {}
+        self.watch = None  # a cluster run's HostWatch (harness/watch.py)
 
     def command(self, host: Host) -> list[str]:
         raise NotImplementedError
@@ -99,6 +107,13 @@ class System:
         process of the run (their ids' low bits number them 1..N), and slot
         0 for requests from anything else."""
         return self.cfg.clients_per_host * len(self.inv.clients) + 1
+
+    def sample_args(self, host: Host) -> list[str]:
+        """How often the server prints its stats line, and (kernel and
+        bypass) the interfaces whose threaded-NAPI threads it counts in its
+        cost (userspace/server_common.h)."""
+        return ["--stats-interval-ms", str(STATS_INTERVAL_MS),
+                "--napi-ifaces", ",".join(i.name for i in host.interfaces)]
 
     def store_args(self, host: Host) -> list[str]:
         f = self.files(host)
@@ -194,6 +209,7 @@ class System:
             for host, spec in zip(self.inv.servers, self.procs):
                 lines = spec.stats_lines()
                 self.stats[host.name] = lines[-1] if lines else None
+                self.stats_lines[host.name] = [line for line in lines if line]
             self.procs = []
         return self.stats
 
@@ -211,9 +227,14 @@ class System:
         return out
 
     def check_alive(self) -> None:
-        """Raises ServerDied if a server died (local hosts, from their pid
-        files; on a cluster a dead server shows at stop, in its log)."""
+        """Raises ServerDied if a server died: on a local testbed from their
+        pid files, on a cluster from what the run's HostWatch saw on the
+        hosts (harness/watch.py)."""
         if not self.inv.local:
+            dead = self.watch.check() if self.watch else None
+            if dead:
+                raise ServerDied(f"{dead['name']} died during the run (log {dead['log']} on host {dead['host']}): "
+                                 f"{dead['tail']}", dead["name"])
             return
         for spec in self.procs:
             if spec.pid() is None:
@@ -262,7 +283,8 @@ class DintSystem(System):
                 "--slowpath", str(self.schema.build_dir / "dint_slowpath"),
                 "--port", str(self.inv.port), "--cpus", _cpus(host), "--schema", str(self.schema),
                 "--buckets", str(self._buckets), *([] if self.cfg.cache_bloom else ["--no-bloom"]),
-                *(["--write-through"] if self.cfg.cache_write_through else []), *self.store_args(host)]
+                *(["--write-through"] if self.cfg.cache_write_through else []),
+                "--stats-interval-ms", str(STATS_INTERVAL_MS), *self.store_args(host)]
 
     def launch(self, host: Host) -> list[str]:
         # Unpinned while bcc compiles (it is slow on a busy core); dintd pins
@@ -276,7 +298,8 @@ class KernelSystem(System):
 
     def command(self, host: Host) -> list[str]:
         return [str(self.schema.build_dir / "kernel_server"), "--port", str(self.inv.port),
-                "--threads", str(self.cfg.kernel_threads), "--cpus", _cpus(host), *self.store_args(host)]
+                "--threads", str(self.cfg.kernel_threads), "--cpus", _cpus(host), *self.sample_args(host),
+                *self.store_args(host)]
 
 
 class BypassSystem(System):
@@ -301,7 +324,8 @@ class BypassSystem(System):
         return [str(self.schema.build_dir / "bypass_server"), *eal, "--",
                 *(arg for _ in range(nports) for arg in ("--addr", host.address)),
                 "--idle-poll-us", str(self.cfg.bypass_idle_poll_us),
-                "--idle-sleep-max-us", str(self.cfg.bypass_idle_sleep_max_us), *self.store_args(host)]
+                "--idle-sleep-max-us", str(self.cfg.bypass_idle_sleep_max_us), *self.sample_args(host),
+                *self.store_args(host)]
 
 
 SYSTEM_CLASSES: dict[str, type[System]] = {c.name: c for c in (DintSystem, KernelSystem, BypassSystem)}

@@ -1,7 +1,9 @@
 """The local testbed: every host of a local inventory is a network namespace,
 every client-server link a veth pair. Brought up idempotently (a failed `up`
 rolls back), torn down completely (processes, namespaces and with them links
-and XDP programs, and the DPDK runtime files of its servers), and usable as a context manager."""
+and XDP programs, and the DPDK runtime files of its servers), and usable as a context manager.
+A simulated cluster's hosts and links are made the same way, and each host
+gets its own mounts and sshd besides (harness/simcluster.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +19,7 @@ from . import BUILD_DIR, HarnessError
 from .deploy import DPDK_RUNTIME
 from .inventory import Inventory
 from .sh import in_netns, ip, run
+from .simcluster import SimHosts
 
 STATE_DIR = Path("/run/dint-bench")
 PASS_OBJ = BUILD_DIR / "xdp_pass.o"
@@ -106,18 +109,25 @@ class Testbed:
     brings the testbed up and, if it made it, takes it down again."""
 
     def __init__(self, inventory: Inventory):
-        if not inventory.local:
+        if inventory.testbed is None:
             raise HarnessError(f"inventory {inventory.source} describes a cluster, not a local testbed")
         self.inv = inventory
+        # a simulated cluster: its hosts' mounts, sshd and management network
+        self.sim = SimHosts(inventory) if inventory.simulated else None
         self._made = False
         self._napi: str | None = None  # the placement last set
         # What this inventory file last brought up, in case the file changed since.
         key = hashlib.sha256(str(Path(inventory.source).resolve()).encode()).hexdigest()[:12]
         self.state_file = STATE_DIR / f"testbed-{key}.json"
 
+    @staticmethod
+    def ns(host) -> str:
+        """The namespace a host lives in."""
+        return host.netns or host.sim_netns
+
     @property
     def namespaces(self) -> list[str]:
-        return [h.netns for h in self.inv.hosts]
+        return [self.ns(h) for h in self.inv.hosts]
 
     # -- lifecycle -----------------------------------------------------
     def is_up(self) -> bool:
@@ -126,11 +136,11 @@ class Testbed:
         if not all(ns in have for ns in self.namespaces):
             return False
         for h in self.inv.hosts:
-            out = ip("-br", "link", "show", netns=h.netns, check=False).stdout
+            out = ip("-br", "link", "show", netns=self.ns(h), check=False).stdout
             names = {line.split()[0].split("@")[0] for line in out.splitlines() if line.strip()}
             if not all(i.name in names for i in h.interfaces):
                 return False
-        return True
+        return self.sim is None or self.sim.is_up()
 
     def up(self) -> bool:
         """Brings the testbed up; returns False if it already was."""
@@ -138,6 +148,8 @@ class Testbed:
             raise HarnessError("the testbed needs root (network namespaces and XDP): run as root")
         if not PASS_OBJ.exists():
             raise HarnessError(f"{PASS_OBJ} is missing: run 'make setup'")
+        if self.sim:
+            self.sim.check_tools()
         if self.is_up():
             return False
         self.down()  # a half-made testbed is rebuilt from scratch
@@ -152,25 +164,34 @@ class Testbed:
         return True
 
     def _build(self) -> None:
-        for ns in self.namespaces:
-            ip("netns", "add", ns)
-            ip("link", "set", "lo", "up", netns=ns)
+        ns = self.ns
+        for name in self.namespaces:
+            ip("netns", "add", name)
+            ip("link", "set", "lo", "up", netns=name)
         for srv in self.inv.servers:
             for sif in srv.interfaces:
                 cli = self.inv.host(sif.peer)
                 cif = cli.interface_to(srv.name)
-                ip("link", "add", sif.name, "netns", srv.netns, "address", sif.mac, "type", "veth",
-                   "peer", "name", cif.name, "netns", cli.netns, "address", cif.mac)
+                ip("link", "add", sif.name, "netns", ns(srv), "address", sif.mac, "type", "veth",
+                   "peer", "name", cif.name, "netns", ns(cli), "address", cif.mac)
                 for host, iface, peer, peer_if in ((srv, sif, cli, cif), (cli, cif, srv, sif)):
-                    ip("link", "set", iface.name, "up", netns=host.netns)
-                    ip("addr", "add", f"{host.address}/32", "dev", iface.name, netns=host.netns)
-                    ip("route", "add", f"{peer.address}/32", "dev", iface.name, netns=host.netns)
+                    ip("link", "set", iface.name, "up", netns=ns(host))
+                    ip("addr", "add", f"{host.address}/32", "dev", iface.name, netns=ns(host))
+                    ip("route", "add", f"{peer.address}/32", "dev", iface.name, netns=ns(host))
                     ip("neigh", "replace", peer.address, "lladdr", peer_if.mac, "dev", iface.name,
-                       "nud", "permanent", netns=host.netns)
+                       "nud", "permanent", netns=ns(host))
                 # Replies sent with XDP_TX reach a veth only if it runs NAPI,
                 # which an attached XDP program turns on.
                 ip("link", "set", "dev", cif.name, "xdp", "obj", str(PASS_OBJ), "sec", "xdp",
-                   netns=cli.netns)
+                   netns=ns(cli))
+                if self.sim:
+                    # what a local run sets on the client ends before its
+                    # servers start (systems.full_checksums_on_links,
+                    # set_napi), set once: a cluster's NICs are the hosts'
+                    run(in_netns(ns(cli), ["ethtool", "-K", cif.name, "tx", "off", "tso", "off",
+                                           "tx-udp-segmentation", "off"]))
+        if self.sim:
+            self.sim.build()
 
     def down(self) -> None:
         """Removes every namespace of this testbed (and of the one recorded as
@@ -184,6 +205,8 @@ class Testbed:
                 recorded = json.loads(self.state_file.read_text()).get("namespaces", [])
             except ValueError:
                 pass
+        if self.sim:
+            self.sim.down()
         have = _namespaces()
         for ns in dict.fromkeys(self.namespaces + recorded):
             if ns in have:
@@ -192,6 +215,8 @@ class Testbed:
             faults.remove_pins(ns)
             # a bypass server's DPDK runtime files (DPDK leaves them behind)
             shutil.rmtree(DPDK_RUNTIME / f"dint-{ns}", ignore_errors=True)
+        if self.sim:
+            self.sim.down()  # what went with the namespaces: the connections to their sshd
         left = _namespaces() & set(self.namespaces + recorded)
         if left:
             raise HarnessError(f"could not remove namespaces: {', '.join(sorted(left))}")
@@ -287,15 +312,18 @@ class Testbed:
         have = _namespaces()
         rows = []
         for h in self.inv.hosts:
-            up = h.netns in have
-            row = {"host": h.name, "role": h.role, "netns": h.netns, "exists": up,
+            ns = self.ns(h)
+            up = ns in have
+            row = {"host": h.name, "role": h.role, "netns": ns, "exists": up,
                    "address": h.address, "cpus": list(h.cpus), "interfaces": [], "processes": []}
+            if self.sim:
+                row["simulated"] = self.sim.status(h)
             if up:
                 for i in h.interfaces:
-                    row["interfaces"].append({"name": i.name, "xdp_prog": xdp_prog_id(h.netns, i.name)})
-                if h.role == "client":
+                    row["interfaces"].append({"name": i.name, "xdp_prog": xdp_prog_id(ns, i.name)})
+                if h.role == "client" and not self.sim:
                     row["faults"] = faults.attached(h)
-                for pid in netns_pids(h.netns):
+                for pid in netns_pids(ns):
                     try:
                         with open(f"/proc/{pid}/cmdline", "rb") as f:
                             cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -308,5 +336,8 @@ class Testbed:
 
 def leftovers(inv: Inventory) -> dict:
     """What of ours is still on the machine (for `down` checks and tests)."""
-    nss = _namespaces() & {h.netns for h in inv.hosts}
-    return {"namespaces": sorted(nss), "processes": {ns: netns_pids(ns) for ns in sorted(nss)}}
+    nss = _namespaces() & {Testbed.ns(h) for h in inv.hosts}
+    out = {"namespaces": sorted(nss), "processes": {ns: netns_pids(ns) for ns in sorted(nss)}}
+    if inv.simulated:
+        out.update({k: v for k, v in SimHosts(inv).leftovers().items() if v})
+    return out

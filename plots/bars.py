@@ -9,15 +9,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import COLORS, done, kfmt, mark_unchecked, note, plt, save, systems_in, unchecked
+from .common import COLORS, done, kfmt, mark_missing, mark_unchecked, note, plt, save, systems_in, unchecked
 
 VARIANT_COLORS = ["#1b9e77", "#e6ab02", "#e7298a", "#66a61e", "#a6761d", "#666666"]
 
 
-def _bars(ax, xs, heights, width, color, sats, label, fmt=kfmt, not_checked=None):
-    """Bars, hatched where the client was saturated (sats) and crossed out
-    where the point's consistency was not checked (not_checked)."""
+def _bars(ax, xs, heights, width, color, sats, label, fmt=kfmt, not_checked=None, missing=None):
+    """Bars, hatched where the client was saturated (sats), crossed out
+    where the point's consistency was not checked (not_checked), and "n/a"
+    where a measured point has no figure (missing)."""
     bars = ax.bar(xs, heights, width, color=color, label=label, edgecolor="black", linewidth=0.4)
+    for x, m in zip(xs, missing or ()):
+        if m:
+            mark_missing(ax, x)
     for b, h, sat, nc in zip(bars, heights, sats, not_checked or [False] * len(bars)):
         if sat:
             b.set_hatch("///")
@@ -54,6 +58,10 @@ def _grouped(axes, d: pd.DataFrame, by: str, groups: list, variants: list, draw)
             any_nc |= any(ncs)
             xs = np.arange(len(groups)) + (i - (len(variants) - 1) / 2) * width
             draw(ax, xs, hs, width, sats, ncs, i, v)
+            # a point measured without this figure (e.g. no server cost)
+            for x, g, h in zip(xs, groups, hs):
+                if h != h and len(d[(d[by] == g) & (d["variant"].fillna("") == v)]):
+                    mark_missing(ax, x)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
     return any_sat, any_nc

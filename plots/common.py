@@ -76,6 +76,15 @@ def mark_unchecked(ax, x, y) -> None:
             gid=UNCHECKED_GID)
 
 
+MISSING_GID = "missing-figure"
+
+
+def mark_missing(ax, x) -> None:
+    """"n/a" where a measured point has no figure (e.g. no server cost:
+    its summary's server_cost.reason says why), so it does not read as 0."""
+    ax.annotate("n/a", (x, 0), ha="center", va="bottom", fontsize=6, color="#d00000", gid=MISSING_GID)
+
+
 def unchecked_legend_handle():
     return Line2D([], [], linestyle="none", marker="x", markersize=7, markeredgewidth=1.8, color="#d00000",
                   label="consistency not checked")

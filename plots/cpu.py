@@ -1,6 +1,8 @@
 """CPU efficiency: server CPU time per request at fixed offered rates (open
 loop), grouped bars per rate, one bar per system; the achieved rate is
-written under each bar group when it falls short of the offered one."""
+written under each bar group when it falls short of the offered one. A
+point measured without a server cost (none could be had: points.csv's
+server_cpu_missing says why) shows "n/a" instead of a bar."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,16 +25,19 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
     width = 0.8 / len(systems)
     any_sat = any_nc = False
     for i, s in enumerate(systems):
-        hs, sats, ncs = [], [], []
+        hs, sats, ncs, missing = [], [], [], []
         for r in rates:
             row = d[(d["system"] == s) & (d["rate"] == r)]
-            hs.append(float(row["server_cpu_us_per_op"].iloc[0]) if len(row) else np.nan)
+            v = row["server_cpu_us_per_op"].iloc[0] if len(row) else None
+            hs.append(float(v) if v is not None and pd.notna(v) else np.nan)
+            # measured, but without a server cost (its reason: points.csv's server_cpu_missing)
+            missing.append(bool(len(row)) and hs[-1] != hs[-1])
             sats.append(bool(row["client_saturated"].iloc[0]) if len(row) else False)
             ncs.append(unchecked(row))
         any_sat |= any(sats)
         any_nc |= any(ncs)
         xs = np.arange(len(rates)) + (i - (len(systems) - 1) / 2) * width
-        _bars(ax, xs, hs, width, COLORS[s], sats, s, fmt=lambda v: f"{v:.2f}", not_checked=ncs)
+        _bars(ax, xs, hs, width, COLORS[s], sats, s, fmt=lambda v: f"{v:.2f}", not_checked=ncs, missing=missing)
     ax.set_xticks(range(len(rates)), [f"{kfmt(r)}/s" for r in rates])
     ax.set_xlabel("offered rate per client process (transactions or requests/s)")
     ax.set_ylabel("server CPU per request (us)")

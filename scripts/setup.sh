@@ -39,6 +39,18 @@ apt_install() {
 		die "apt-get install $* failed (see 'apt-get install $*' for details)"
 }
 
+# `setup.sh --simcluster` (make setup-simcluster): only what a simulated
+# cluster adds, after a `make setup`.
+if [[ ${1:-} == --simcluster ]]; then
+	mapfile -t extra < <(sed 's/#.*//' scripts/packages-simcluster.txt | tr -s ' \t' '\n' | sed '/^$/d')
+	mapfile -t missing < <(missing_packages "${extra[@]}")
+	if ((${#missing[@]})); then
+		say "installing Debian packages for a simulated cluster: ${missing[*]}"
+		apt_install "${missing[@]}"
+	fi
+	exit 0
+fi
+
 mapfile -t missing < <(missing_packages "${packages[@]}")
 if ((${#missing[@]})); then
 	say "installing Debian packages: ${missing[*]}"
@@ -79,9 +91,17 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=$(cat pyproject.toml harness/native/* engine/dint_proto.h engine/dint_compat.h | sha256sum | cut -c1-16)
 if [[ $(cat .venv/.dint-stamp 2>/dev/null) != "$stamp" ]]; then
-	say "installing the project and its pinned Python dependencies into .venv"
-	.venv/bin/pip install -q --disable-pip-version-check -e . ||
-		die "pip install into .venv failed (PyPI must be reachable; see the output above)"
+	# DINT_WHEELS: a directory of wheels to install from instead of a
+	# package index (what `harness deploy setup` gives a cluster host)
+	if [[ -n ${DINT_WHEELS:-} ]]; then
+		say "installing the project and its pinned Python dependencies into .venv (from $DINT_WHEELS)"
+		.venv/bin/pip install -q --disable-pip-version-check --no-index --find-links "$DINT_WHEELS" -e . ||
+			die "pip install into .venv from $DINT_WHEELS failed (see the output above)"
+	else
+		say "installing the project and its pinned Python dependencies into .venv"
+		.venv/bin/pip install -q --disable-pip-version-check -e . ||
+			die "pip install into .venv failed (PyPI must be reachable; see the output above)"
+	fi
 	echo "$stamp" >.venv/.dint-stamp
 fi
 .venv/bin/python -c 'import bcc' 2>/dev/null ||

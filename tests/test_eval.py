@@ -431,6 +431,39 @@ def test_cpu_and_colocation_figures(fake_run):
     assert "server CPU us per request" in report.render(fake_run, df)
 
 
+def test_a_point_without_a_server_cost_reads_as_missing(fake_run, tmp_path, monkeypatch):
+    """A point measured without a server cost (harness/cost.py: null, with
+    its reason) is empty in points.csv with the reason beside it, "n/a" in
+    the report and in the cpu figures: never 0."""
+    name = "micro-lock__2pl__dint__c8"
+    path = fake_run / name / "summary.json"
+    s = json.loads(path.read_text())
+    s["server_cpu_us_per_op"] = None
+    s["server_cost"] = {"reason": "server s1 printed no stats line at or after the clients' window end "
+                                  "(it died or stopped early)", "rule": "..."}
+    path.write_text(json.dumps(s))
+    results.write_table(fake_run)
+    df = results.load_table(fake_run)  # as read back from points.csv
+    row = df[df.point == name].iloc[0]
+    assert pd.isna(row.server_cpu_us_per_op) and pd.isna(row.server_cpu_us_per_txn)
+    assert "s1 printed no stats line" in row.server_cpu_missing
+    assert (df[(df.point != name) & (df.status == "done")]["server_cpu_missing"] == "").all()
+    text = report.render(fake_run, df)
+    assert "No server CPU figure in 1 measured point(s)" in text and name in text
+    assert " n/a" in text or "| n/a" in text
+    # the cpu figure: the bar is missing and marked n/a (not drawn at 0)
+    from plots import cpu
+    figs = []
+    monkeypatch.setattr(cpu, "save", lambda fig, *a, **k: figs.append(fig) or [])
+    rows = [{"experiment": "cpu-kv", "figure": "cpu", "point": f"cpu-kv-{sys}-{r}", "status": "done", "system": sys,
+             "workload": "kv", "rate": r, "concurrency": 8, "throughput_per_s": r, "client_saturated": False,
+             "server_cpu_us_per_op": None if (sys, r) == ("kernel", 2000.0) else 1.5, "consistency": ""}
+            for sys in ("dint", "kernel") for r in (1000.0, 2000.0)]
+    cpu.plot(pd.DataFrame(rows), "cpu-kv", "cpu", tmp_path)
+    marks = [t for t in figs[0].axes[0].texts if t.get_text() == "n/a"]
+    assert len(marks) == 1
+
+
 def test_plots_command(fake_run, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -26,6 +26,38 @@ def harness(*args, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([*HARNESS, *args], capture_output=True, text=True, cwd=ROOT, **kw)
 
 
+# What every stats line carries (userspace/server_common.h, harness/dintd.py).
+COST_FIELDS = {"dint": ("bpf_run_ns", "bpf_run_cnt", "dintd_cpu_ns", "slow_cpu_ns"),
+               "kernel": ("napi_cpu_ns",), "bypass": ("napi_cpu_ns",)}
+
+
+def check_cost_fields(system: str, out: Path) -> None:
+    """Each server's log: a stats line every STATS_INTERVAL_MS (besides the
+    one at stop), each with when it was taken and what the server has cost
+    so far, measured on its host: its CPU time, and its interfaces' NAPI
+    threads' (kernel, bypass; threaded with --napi pinned) or its XDP
+    program's run time (dint)."""
+    from harness.systems import STATS_INTERVAL_MS
+    for log in sorted((out / "logs").glob("server-*.log")):
+        lines = [json.loads(ln[6:]) for ln in log.read_text().splitlines() if ln.startswith("stats ")]
+        assert len(lines) >= 10, (log.name, len(lines))  # a run of over a second
+        for ln in lines:
+            for f in ("rx", "t_ns", "mono_ns", "cpu_ns", *COST_FIELDS[system]):
+                assert isinstance(ln.get(f), int), (log.name, f, ln)
+        assert all(a["t_ns"] <= b["t_ns"] and a["cpu_ns"] <= b["cpu_ns"] for a, b in zip(lines, lines[1:]))
+        assert abs(lines[-1]["t_ns"] - time.time_ns()) < 600e9
+        gaps = [(b["mono_ns"] - a["mono_ns"]) / 1e6 for a, b in zip(lines[:-2], lines[1:-1])]
+        assert max(gaps) < 10 * STATS_INTERVAL_MS, (log.name, gaps)
+        first, last = lines[0], lines[-1]
+        assert last["rx"] > first["rx"]
+        if system == "dint":
+            assert last["bpf_run_cnt"] - first["bpf_run_cnt"] >= last["rx"] - first["rx"]
+            assert last["bpf_run_ns"] > first["bpf_run_ns"]
+            assert last["cpu_ns"] == last["dintd_cpu_ns"] + last["slow_cpu_ns"]
+        else:  # the interfaces' NAPI threads did the packets' kernel work
+            assert last["napi_cpu_ns"] > first["napi_cpu_ns"], log.name
+
+
 @pytest.mark.parametrize("system", ["dint", "kernel", "bypass"])
 def test_run_writes_a_complete_summary(testbed, test_inventory_path, tmp_path, system):
     out = tmp_path / "run"
@@ -42,6 +74,13 @@ def test_run_writes_a_complete_summary(testbed, test_inventory_path, tmp_path, s
     assert isinstance(s["client_saturated"], bool) and "getrusage" in s["client_saturation_rule"]
     assert 0 <= s["client_cpu_util"] <= 1.05
     assert s["instrument_check"]["match"], s["instrument_check"]
+    # the server cost, from the servers' own stats lines around the window
+    assert s["server_cpu_us_per_op"] > 0, s["server_cost"]
+    cost = s["server_cost"]
+    assert "reason" not in cost and cost["rule"] and set(cost["servers"]) == {"s0", "s1", "s2"}
+    assert cost["ops"] > 0 and cost["server_cpu_s"] > 0
+    assert (cost["bpf_runs"] > 0 and cost["bpf_run_ns_per_op"] > 0) if system == "dint" else cost["napi_cpu_s"] > 0
+    check_cost_fields(system, out)
     assert set(s["servers"]) == {"s0", "s1", "s2"}
     assert s["placement"]["oversubscribed"]  # three servers on one core
     for key in ("kernel", "cpu_model", "git_revision", "versions"):

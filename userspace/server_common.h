@@ -1,10 +1,12 @@
 /* What the user-space servers (the two baselines and dint's slow path)
  * share: the stop flag, the lines the harness reads from stdout (ready,
- * stats), the way they report bad input, and the store's options (store.h
- * holds the store itself; udp_server.h the UDP serving loop). */
+ * stats, with what the server has cost so far), the way they report bad
+ * input, and the store's options (store.h holds the store itself;
+ * udp_server.h the UDP serving loop). */
 #ifndef SERVER_COMMON_H
 #define SERVER_COMMON_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -203,7 +205,221 @@ static inline __u32 dint_reply_len(int verdict, __u32 len, uint64_t *stats)
 	return verdict == DINT_REPLY ? len : 0;
 }
 
-/* The engine's counters, then nextra more (extra_keys[i]: extra[i]). */
+/* ---- What a server costs, measured on its own host ----
+ *
+ * Every stats line ends with when it was taken and what the server had
+ * used by then, so the harness can take the CPU spent per request over any
+ * span between two lines (harness/cost.py), on a cluster as on the local
+ * testbed:
+ *   t_ns         CLOCK_REALTIME (compared with the clients' windows);
+ *   mono_ns      CLOCK_MONOTONIC;
+ *   cpu_ns       this process's CPU time, user and system, all its threads;
+ *   napi_cpu_ns  with --napi-ifaces: the CPU time of the threaded-NAPI
+ *                kernel threads of those interfaces (the kernel's receive
+ *                and transmit work for them), threads that went away
+ *                counted up to when they were last seen.
+ * Besides on SIGUSR1 and at stop, a server prints a line every
+ * --stats-interval-ms (0: never). */
+#define STATS_DEFAULT_INTERVAL_MS 100
+#define STATS_MAX_INTERVAL_MS 3600000
+#define NAPI_MAX_IFACES 16
+#define NAPI_MAX_THREADS 256
+/* A kernel thread's name is at most 15 characters: "napi/<ifname>-<id>"
+ * cut there. */
+#define NAPI_COMM_MAX 15
+
+struct napi_thread {
+	int pid;
+	uint64_t cpu_ns; /* when last read */
+};
+
+static struct {
+	unsigned long interval_ms;
+	char prefix[NAPI_MAX_IFACES][NAPI_COMM_MAX + 1]; /* "napi/<ifname>-", cut to a name's length */
+	int nifaces;
+	struct napi_thread threads[NAPI_MAX_THREADS];
+	int nthreads;
+	uint64_t gone_ns; /* of threads no longer there */
+	char kthreads[65536]; /* kthreadd's children when the threads were last looked for */
+	bool scanned;
+} sample_cfg = { .interval_ms = STATS_DEFAULT_INTERVAL_MS };
+
+static inline uint64_t clock_ns(clockid_t clk)
+{
+	struct timespec ts;
+
+	clock_gettime(clk, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The whole of a small /proc file into buf (NUL-terminated): its length,
+ * or -1. */
+static inline ssize_t read_small_file(const char *path, char *buf, size_t size)
+{
+	FILE *f = fopen(path, "re");
+	size_t n;
+
+	if (!f)
+		return -1;
+	n = fread(buf, 1, size - 1, f);
+	buf[n] = 0;
+	fclose(f);
+	return (ssize_t)n;
+}
+
+/* A thread's CPU time: the scheduler's exact figure (schedstat), else
+ * user + system clock ticks. 0 if the thread is gone. */
+static inline uint64_t thread_cpu_ns(int pid, bool *gone)
+{
+	char path[64], buf[512], *p;
+	unsigned long long utime, stime;
+
+	snprintf(path, sizeof(path), "/proc/%d/schedstat", pid);
+	if (read_small_file(path, buf, sizeof(buf)) > 0) {
+		*gone = false;
+		return strtoull(buf, NULL, 10);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if (read_small_file(path, buf, sizeof(buf)) <= 0 || !(p = strrchr(buf, ')')) ||
+	    sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2) {
+		*gone = true;
+		return 0;
+	}
+	*gone = false;
+	return (utime + stime) * (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK));
+}
+
+static inline bool napi_comm_matches(int pid)
+{
+	char path[64], comm[32];
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+	if (read_small_file(path, comm, sizeof(comm)) <= 0)
+		return false;
+	for (int i = 0; i < sample_cfg.nifaces; i++)
+		if (!strncmp(comm, sample_cfg.prefix[i], strlen(sample_cfg.prefix[i])))
+			return true;
+	return false;
+}
+
+static inline void napi_add(int pid)
+{
+	for (int i = 0; i < sample_cfg.nthreads; i++)
+		if (sample_cfg.threads[i].pid == pid)
+			return;
+	if (sample_cfg.nthreads < NAPI_MAX_THREADS)
+		sample_cfg.threads[sample_cfg.nthreads++] = (struct napi_thread){ pid, 0 };
+}
+
+/* Looks for the interfaces' NAPI threads among the kernel threads (the
+ * children of kthreadd, pid 2), again only when that list changed; without
+ * the list (no CONFIG_PROC_CHILDREN), among every process. Threads found
+ * before are kept: one that went away is retired when it cannot be read. */
+static inline void napi_find_threads(void)
+{
+	static char now[sizeof(sample_cfg.kthreads)];
+	char *tok, *save;
+	struct dirent *d;
+	DIR *dir;
+
+	if (read_small_file("/proc/2/task/2/children", now, sizeof(now)) >= 0) {
+		if (sample_cfg.scanned && !strcmp(now, sample_cfg.kthreads))
+			return;
+		strcpy(sample_cfg.kthreads, now);
+		sample_cfg.scanned = true;
+		for (tok = strtok_r(now, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
+			if (napi_comm_matches(atoi(tok)))
+				napi_add(atoi(tok));
+		return;
+	}
+	dir = opendir("/proc");
+	if (!dir)
+		return;
+	while ((d = readdir(dir)))
+		if (d->d_name[0] >= '1' && d->d_name[0] <= '9' && napi_comm_matches(atoi(d->d_name)))
+			napi_add(atoi(d->d_name));
+	closedir(dir);
+}
+
+static inline uint64_t napi_cpu_ns(void)
+{
+	uint64_t sum = sample_cfg.gone_ns;
+	bool gone;
+	int i = 0;
+
+	napi_find_threads();
+	while (i < sample_cfg.nthreads) {
+		struct napi_thread *t = &sample_cfg.threads[i];
+		uint64_t ns = thread_cpu_ns(t->pid, &gone);
+
+		if (gone) {
+			sample_cfg.gone_ns += t->cpu_ns;
+			sum += t->cpu_ns;
+			*t = sample_cfg.threads[--sample_cfg.nthreads];
+			continue;
+		}
+		t->cpu_ns = ns;
+		sum += ns;
+		i++;
+	}
+	return sum;
+}
+
+/* The fields above, each line's last (after a comma). */
+static inline void print_sample_fields(void)
+{
+	uint64_t t = clock_ns(CLOCK_REALTIME), mono = clock_ns(CLOCK_MONOTONIC);
+
+	printf(", \"t_ns\": %" PRIu64 ", \"mono_ns\": %" PRIu64 ", \"cpu_ns\": %" PRIu64, t, mono,
+	       clock_ns(CLOCK_PROCESS_CPUTIME_ID));
+	if (sample_cfg.nifaces)
+		printf(", \"napi_cpu_ns\": %" PRIu64, napi_cpu_ns());
+}
+
+/* The period of the periodic stats lines in ns (0: none). */
+static inline uint64_t stats_interval_ns(void)
+{
+	return (uint64_t)sample_cfg.interval_ms * 1000000u;
+}
+
+enum {
+	OPT_STATS_INTERVAL = 0x200, /* past every short option character and the store's */
+	OPT_NAPI_IFACES,
+};
+
+#define SAMPLE_OPTIONS                                                          \
+	{ "stats-interval-ms", required_argument, NULL, OPT_STATS_INTERVAL },   \
+	{ "napi-ifaces", required_argument, NULL, OPT_NAPI_IFACES }
+
+#define SAMPLE_USAGE "[--stats-interval-ms N] [--napi-ifaces IF[,IF...]]"
+
+/* Takes --stats-interval-ms or --napi-ifaces; false if opt is neither. */
+static inline bool sample_parse_opt(int opt, const char *arg, const char *usage)
+{
+	char buf[256], *tok, *save;
+
+	switch (opt) {
+	case OPT_STATS_INTERVAL:
+		if (parse_uint(arg, 0, STATS_MAX_INTERVAL_MS, &sample_cfg.interval_ms) < 0)
+			usage_error(usage, "bad --stats-interval-ms '%s' (0..%d)", arg, STATS_MAX_INTERVAL_MS);
+		return true;
+	case OPT_NAPI_IFACES:
+		if (strlen(arg) >= sizeof(buf) || !*arg)
+			usage_error(usage, "bad --napi-ifaces '%s'", arg);
+		strcpy(buf, arg);
+		sample_cfg.nifaces = 0;
+		for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+			if (sample_cfg.nifaces == NAPI_MAX_IFACES)
+				usage_error(usage, "more than %d --napi-ifaces", NAPI_MAX_IFACES);
+			snprintf(sample_cfg.prefix[sample_cfg.nifaces++], NAPI_COMM_MAX + 1, "napi/%s-", tok);
+		}
+		return true;
+	}
+	return false;
+}
+
+/* The engine's counters, then nextra more (extra_keys[i]: extra[i]), then
+ * the sample's fields. */
 static inline void print_stats(const uint64_t *stats, int nextra, const char *const *extra_keys,
 			       const uint64_t *extra)
 {
@@ -213,6 +429,7 @@ static inline void print_stats(const uint64_t *stats, int nextra, const char *co
 	       stats[DINT_STAT_ERR], stats[DINT_STAT_STALE]);
 	for (int i = 0; i < nextra; i++)
 		printf(", \"%s\": %" PRIu64, extra_keys[i], extra[i]);
+	print_sample_fields();
 	fputs("}\n", stdout);
 	fflush(stdout);
 }

@@ -27,7 +27,9 @@
 #define UDP_MAX_CPUS 256
 
 /* What the kernel server and dint's slow path are both told: the port,
- * the CPUs to run on, and the store's options. */
+ * the CPUs to run on, and the store's options (and how often to print
+ * stats lines, and which interfaces' NAPI threads to count: server_common.h,
+ * kept there). */
 struct udp_server_opts {
 	unsigned long port;
 	int cpus[UDP_MAX_CPUS];
@@ -40,10 +42,11 @@ struct udp_server_opts {
 #define UDP_SERVER_OPTIONS                                          \
 	{ "port", required_argument, NULL, 'p' },                   \
 	{ "cpus", required_argument, NULL, 'c' },                   \
+	SAMPLE_OPTIONS,                                             \
 	STORE_OPTIONS
 
-/* Takes --port, --cpus or one of the store's options; false if opt is none
- * of them. A bad value ends the process with a usage error. */
+/* Takes --port, --cpus, --stats-interval-ms, --napi-ifaces or one of the
+ * store's options; false if opt is none of them. A bad value ends the process with a usage error. */
 static inline bool udp_server_parse_opt(int opt, const char *arg, const char *usage,
 					struct udp_server_opts *o)
 {
@@ -58,7 +61,7 @@ static inline bool udp_server_parse_opt(int opt, const char *arg, const char *us
 			usage_error(usage, "bad --cpus '%s'", arg);
 		return true;
 	}
-	return store_parse_opt(opt, arg, usage, &o->store);
+	return sample_parse_opt(opt, arg, usage) || store_parse_opt(opt, arg, usage, &o->store);
 }
 
 /* A UDP socket bound to port on every address, receiving with a timeout

@@ -7,7 +7,7 @@ stop.
 state=checked  fails, naming each one, if the host has a process the
                harness did not start (local testbed host: any process in
                its network namespace; cluster host: any dint-bench server,
-               client or neighbour process), a BPF program on one of its
+               client or neighbour process in the host's network namespace), a BPF program on one of its
                interfaces other than `allowed_xdp` (XDP, or TC filters on
                clsact), or a live DPDK runtime directory of ours.
 state=cleaned  detaches every XDP program but `allowed_xdp` from the
@@ -58,6 +58,13 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _netns_of(pid) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return ""
+
+
 def processes(netns: str) -> list[str]:
     """'pid N: command' of every process the harness did not start."""
     me = {os.getpid(), os.getppid()}
@@ -65,8 +72,11 @@ def processes(netns: str) -> list[str]:
         out = _run(["ip", "netns", "pids", netns]).stdout
         pids = [int(p) for p in out.split()]
     else:
+        # a cluster host: ours, in this host's network namespace (a
+        # simulated cluster's hosts share one machine's processes)
+        here = _netns_of("self")
         pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
-        pids = [p for p in pids if any(o in _cmdline(p) for o in OURS)]
+        pids = [p for p in pids if any(o in _cmdline(p) for o in OURS) and _netns_of(p) == here]
     found = []
     for pid in pids:
         if pid in me:
