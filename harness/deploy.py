@@ -179,7 +179,9 @@ class Deployer:
         did not start (residue()), and the start fails naming it."""
         play = self.start_playbook("servers.yml", label, {
             "dint_action": "start", "dint_build": build or [], "dint_procs": self._by_host(procs),
-            **({"dint_residue": residue(self.inv)} if check else {})})
+            # always given: ansible-runner keeps the extra vars of earlier
+            # plays in the run's directory, and a stale check would run
+            "dint_residue": residue(self.inv) if check else {}})
         try:
             play.wait()
         except HarnessError:
@@ -197,7 +199,7 @@ class Deployer:
         removed; returns {host: [what was removed]} (empty after a clean stop)."""
         play = self.start_playbook("servers.yml", label, {
             "dint_action": "stop", "dint_procs": self._by_host(procs),
-            **({"dint_residue": residue(self.inv, servers_only=True)} if clean else {})})
+            "dint_residue": residue(self.inv, servers_only=True) if clean else {}})
         try:
             play.wait()
         finally:

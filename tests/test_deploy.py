@@ -17,6 +17,7 @@ import yaml
 
 from harness import HarnessError, ROOT, inventory
 from harness.deploy import DEPLOY_DIR, PLAYBOOKS, Deployer, ProcSpec
+from harness.sh import in_netns
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "ANSIBLE_CONFIG": str(DEPLOY_DIR / "ansible.cfg"), "PATH": f"{BIN}:{os.environ['PATH']}"}
@@ -133,3 +134,23 @@ def test_setup_playbook_on_the_local_testbed(root, test_inventory_path, tmp_path
     events = [json.loads(f.read_text()) for f in (art / "job_events").glob("*.json")]
     ran = {e["event_data"]["host"] for e in events if e["event"] == "runner_on_ok"}
     assert len(ran) == 1, ran
+
+
+def test_a_start_without_the_check_does_not_repeat_an_earlier_ones(testbed, test_inventory, tmp_path):
+    """Processes started beside running servers (the colocation neighbour)
+    are not checked against them: ansible-runner keeps the extra vars of a
+    run's earlier plays, and the servers' check must not come back."""
+    dep = Deployer(test_inventory, tmp_path / "ansible")
+    s0 = test_inventory.servers[0]
+
+    def spec(name):
+        return ProcSpec(s0.name, name, in_netns(s0.netns, ["sh", "-c", "echo ready; exec sleep 30"]),
+                        tmp_path / "logs" / f"{name}.log", tmp_path / "pids" / f"{name}.pid", ready="ready",
+                        timeout=10, grace=1.0)
+    first, second = spec("first"), spec("second")
+    try:
+        dep.start_servers([first], check=True)
+        dep.start_servers([second])
+        assert first.pid() and second.pid()
+    finally:
+        dep.stop_servers([first, second])
