@@ -57,6 +57,15 @@ def sim(sim_path):
     assert f"sim-{SIM_PREFIX}" not in mounts
 
 
+def _cmdline(pid: int) -> bytes:
+    """A process's command line, spaces between its words; b"" once it is
+    gone (a process listed a moment ago may have exited since)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
 def _ssh(tb, host, *cmd, known_hosts=None, check=False):
     argv = tb.sim.ssh_command(host, *cmd)
     if known_hosts:
@@ -171,13 +180,12 @@ def test_a_server_killed_on_a_simulated_host_fails_the_run(deployed, sim, sim_pa
         # the clients run (their process on the client host), then the kill
         cli = sim.inv.clients[0]
         deadline = time.monotonic() + 120
-        while not any(b"harness.loadgen" in Path(f"/proc/{p}/cmdline").read_bytes()
-                      for p in netns_pids(cli.sim_netns) if Path(f"/proc/{p}").exists()):
+        while not any(b"harness.loadgen" in _cmdline(p) for p in netns_pids(cli.sim_netns)):
             assert time.monotonic() < deadline and proc.poll() is None, "the clients did not start"
             time.sleep(0.1)
         time.sleep(1.0)
         victim = next(p for p in netns_pids(host.sim_netns)
-                      if re.search(rb"/kernel_server ", Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")))
+                      if re.search(rb"/kernel_server ", _cmdline(p)))
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         rc = proc.wait(120)
@@ -196,7 +204,7 @@ def test_a_server_killed_on_a_simulated_host_fails_the_run(deployed, sim, sim_pa
     assert summary["status"] == "failed" and summary["phase"] == "a server died"
     # nothing of the run is left on the hosts
     for h in sim.inv.hosts:
-        left = [p for p in netns_pids(h.sim_netns) if b"sshd" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+        left = [p for p in netns_pids(h.sim_netns) if _cmdline(p) and b"sshd" not in _cmdline(p)]
         assert left == [], (h.name, left)
         for iface in h.interfaces:
             prog = xdp_prog_id(h.sim_netns, iface.name)
