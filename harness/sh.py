@@ -1,6 +1,7 @@
 """Running system commands with errors that say what failed and why."""
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 
@@ -26,3 +27,12 @@ def ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.C
 def in_netns(netns: str | None, cmd: list[str]) -> list[str]:
     """The command line that runs cmd inside netns (unchanged without one)."""
     return ["ip", "netns", "exec", netns, *cmd] if netns else cmd
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False

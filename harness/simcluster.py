@@ -36,7 +36,7 @@ from pathlib import Path
 
 from . import ROOT, HarnessError
 from .inventory import SIM_DIR, Host, Inventory
-from .sh import in_netns, ip, run
+from .sh import alive, in_netns, ip, run
 
 SSHD = Path("/usr/sbin/sshd")
 RUN_ROOT = Path("/run/dint-bench")
@@ -44,14 +44,6 @@ DISK_ROOT = Path("/var/lib/dint-bench")
 # What is the host's own inside its mount namespace (each from its disk).
 PRIVATE = {"project": ROOT, "tmp": Path("/tmp"), "dpdk": Path("/run/dpdk")}
 READY_S = 15.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 class SimHosts:
@@ -102,7 +94,7 @@ class SimHosts:
             pid = int((self.host_dir(h) / "sshd.pid").read_text())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     # -- lifecycle -----------------------------------------------------------
     def check_tools(self) -> None:

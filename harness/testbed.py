@@ -18,7 +18,7 @@ from pathlib import Path
 from . import BUILD_DIR, HarnessError
 from .deploy import DPDK_RUNTIME
 from .inventory import Inventory
-from .sh import in_netns, ip, run
+from .sh import alive, in_netns, ip, run
 from .simcluster import SimHosts
 
 STATE_DIR = Path("/run/dint-bench")
@@ -36,14 +36,6 @@ def netns_pids(ns: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def kill_netns_processes(ns: str, grace: float = 3.0) -> None:
     """Stops every process living in ns: SIGTERM, then SIGKILL."""
     pids = netns_pids(ns)
@@ -54,7 +46,7 @@ def kill_netns_processes(ns: str, grace: float = 3.0) -> None:
             pass
     deadline = time.monotonic() + grace
     while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if alive(p)]
         time.sleep(0.05)
     for pid in pids:
         try:
