@@ -161,7 +161,8 @@ def _execute(cfg: RunConfig, inv: Inventory, out: Path, progress: Progress, show
             stack.callback(testbed.reset_napi)  # before the servers stop (again: a no-op)
             napi = testbed.set_napi(cfg.napi)
         else:
-            napi = {"mode": cfg.napi, "note": "a cluster's interrupt placement is the hosts' own (not set by the harness)"}
+            napi = {"mode": cfg.napi, "set": False,
+                    "note": "a cluster's interrupt placement is the hosts' own (not set by the harness)"}
         neighbours = None
         if cfg.neighbour:
             neighbours = Neighbours(inv, out, deployer)

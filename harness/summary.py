@@ -270,6 +270,12 @@ def _faults_note(f: dict | None) -> str:
     return f"  faults {f['canonical']}: {', '.join(did) or 'none injected'}"
 
 
+def _napi(s: dict) -> str:
+    """The NAPI placement as it was: a cluster's is the hosts' own, not the
+    one asked for (napi_placement: set false, with a note)."""
+    return "hosts'" if (s.get("napi_placement") or {}).get("set") is False else s["napi"]
+
+
 def _one_line(s: dict) -> str:
     lat = s["latency_us"]
     sat = " CLIENT-SATURATED" if s["client_saturated"] else ""
@@ -277,12 +283,12 @@ def _one_line(s: dict) -> str:
         t = s["transactions"]["total"]
         causes = " ".join(f"{c} {n / max(1, t['committed'] + t['aborted']):.1%}" for c, n in t["aborts"].items() if n)
         mode = f" {s['config']['kv_mix']}" if s["workload"] == "kv" else f" {s['config'].get('cc') or ''}".rstrip()
-        return (f"{s['system']:>6} {s['workload']}{mode} c={s['concurrency']} napi={s['napi']}: "
+        return (f"{s['system']:>6} {s['workload']}{mode} c={s['concurrency']} napi={_napi(s)}: "
                 f"{t['throughput_per_s']:,.0f} txn/s  goodput {t['goodput_per_s']:,.0f}/s  "
                 f"aborts {t['abort_rate'] or 0:.1%}{' (' + causes + ')' if causes else ''}  "
                 f"p50 {t['latency_us']['p50']} us  p99 {t['latency_us']['p99']} us  "
                 f"requests {s['throughput_per_s']:,.0f}/s  errors {s['errors']}  "
                 f"client cpu {s['client_cpu_util']:.0%}{sat}")
-    return (f"{s['system']:>6} {s['workload']} c={s['concurrency']} napi={s['napi']}: "
+    return (f"{s['system']:>6} {s['workload']} c={s['concurrency']} napi={_napi(s)}: "
             f"{s['throughput_per_s']:,.0f}/s  p50 {lat['p50']} us  p99 {lat['p99']} us  "
             f"errors {s['errors']}  client cpu {s['client_cpu_util']:.0%}{sat}")
