@@ -13,12 +13,15 @@ job_events/*.json, the command line, status) under the deployer's
 directory, which for a run is <out>/ansible/."""
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import tomllib
@@ -137,17 +140,29 @@ class Deployer:
         return {"dint_root": str(ROOT)}
 
     # -- one playbook run --------------------------------------------------
-    def start_playbook(self, playbook: str, label: str, extravars: dict, limit: str | None = None) -> "Play":
+    def start_playbook(self, playbook: str, label: str, extravars: dict, limit: str | None = None,
+                       procs: list[ProcSpec] = ()) -> "Play":
+        """Starts a playbook run. Every var of PLAY_VARS is given (its
+        default where extravars has none): ansible-runner keeps the extra
+        vars of earlier plays in the run's directory, and one not given
+        again would act anew. On a cluster, procs' hosts get their
+        directories and inputs staged (stage()), and the outputs they send
+        back are unpacked when the play ends."""
         import ansible_runner
         _quiet_logging()
         with self._lock:  # two plays may start at once (a run stopping its clients and servers together)
             self.seq += 1
             ident = f"{self.seq:02d}-{label}"
+        extravars = {**PLAY_VARS, **extravars}
+        play = Play(self, playbook, ident)
+        if not self.local and procs:
+            play.packs = [pack_path(h, ps) for h, ps in self._by_host(procs).items()]
+            if extravars.get("dint_action") in ("start", "run"):
+                extravars["dint_stage"] = self.stage(procs)
         env = {"ANSIBLE_CONFIG": str(DEPLOY_DIR / "ansible.cfg"),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                # module results are plain data: no warning about interpreter discovery
                "ANSIBLE_PYTHON_INTERPRETER": os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")}
-        play = Play(self, playbook, ident)
         thread, runner = ansible_runner.run_async(
             private_data_dir=str(self.pdir), project_dir=str(DEPLOY_DIR), playbook=str(DEPLOY_DIR / playbook),
             inventory=str(self.inventory_file()), extravars={**self.common_vars(), **extravars},
@@ -157,12 +172,46 @@ class Deployer:
         play.thread, play.runner = thread, runner
         return play
 
-    def run_playbook(self, playbook: str, label: str, extravars: dict, limit: str | None = None) -> "Play":
+    def run_playbook(self, playbook: str, label: str, extravars: dict, limit: str | None = None,
+                     procs: list[ProcSpec] = ()) -> "Play":
         """Runs a playbook to its end; a failure raises HarnessError with
         what failed where. Interrupted (Ctrl-C), the playbook is killed."""
-        play = self.start_playbook(playbook, label, extravars, limit)
+        play = self.start_playbook(playbook, label, extravars, limit, procs)
         play.wait()
         return play
+
+    def stage(self, procs: list[ProcSpec]) -> dict[str, dict]:
+        """{host: {archive, copies}} for a cluster's hosts
+        (deploy/library/dint_stage.py): the directories of their processes'
+        logs, pid files, inputs and outputs and the small input files in one
+        tar archive (base64) unpacked at / by one module run, the outputs at
+        the same paths that the controller does not have (an earlier run's,
+        in a results directory used again) to remove, and the large input
+        files (snapshots) to copy. A task per directory or file costs
+        round trips to the host for each."""
+        out = {}
+        for host, ps in self._by_host(procs).items():
+            files = sorted({f for p in ps for f in p["inputs"]})
+            dirs = sorted({str(Path(f).parent) for p in ps for f in (p["log"], p["pidfile"], *p["inputs"],
+                                                                       *p["collect"])})
+            try:
+                small = [f for f in files if Path(f).stat().st_size <= STAGE_INLINE_MAX]
+            except OSError as e:
+                raise HarnessError(f"cannot stage the inputs of host {host}: {e}") from None
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                for name in dirs:
+                    info = tarfile.TarInfo(name.lstrip("/"))
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                    tar.addfile(info)
+                for name in small:
+                    tar.add(name, arcname=name.lstrip("/"), recursive=False)
+            outputs = sorted({f for p in ps for f in (p["log"], p.get("rc_file"), *p["collect"]) if f})
+            out[host] = {"archive": base64.b64encode(buf.getvalue()).decode(),
+                         "copies": [f for f in files if f not in small],
+                         # the host's outputs start where the controller's do
+                         "absent": [f for f in outputs if not Path(f).exists()]}
+        return out
 
     # -- the processes of a run --------------------------------------------
     @staticmethod
@@ -179,13 +228,24 @@ class Deployer:
         did not start (residue()), and the start fails naming it."""
         play = self.start_playbook("servers.yml", label, {
             "dint_action": "start", "dint_build": build or [], "dint_procs": self._by_host(procs),
-            # always given: ansible-runner keeps the extra vars of earlier
-            # plays in the run's directory, and a stale check would run
-            "dint_residue": residue(self.inv) if check else {}})
+            "dint_residue": residue(self.inv) if check else {}}, procs=procs)
         try:
             play.wait()
         except HarnessError:
-            found = {h: r["found"] for h, r in play.results("dint_residue").items() if r.get("found")}
+            results = play.results("dint_residue")
+            stale = {h: r["checkout"] for h, r in results.items() if r.get("checkout")}
+            if stale:
+                have: dict[str, list[str]] = {}
+                for h, c in sorted(stale.items()):
+                    have.setdefault(f"checkout {c['host']}" if c["host"] else "no checkout of deploy setup's",
+                                    []).append(h)
+                raise ResidueError(
+                    "not starting: the hosts run another version of the project than the controller's (checkout "
+                    f"{next(iter(stale.values()))['controller']}): "
+                    + "; ".join(f"{', '.join(hs)} {'has' if len(hs) == 1 else 'have'} {what}"
+                                for what, hs in have.items())
+                    + f" (run 'python -m harness deploy setup --inventory {self.inv.source}')") from None
+            found = {h: r["found"] for h, r in results.items() if r.get("found")}
             if not found:
                 raise
             how = (f"'python -m harness testbed down --inventory {self.inv.source}' removes it" if self.local
@@ -199,7 +259,7 @@ class Deployer:
         removed; returns {host: [what was removed]} (empty after a clean stop)."""
         play = self.start_playbook("servers.yml", label, {
             "dint_action": "stop", "dint_procs": self._by_host(procs),
-            "dint_residue": residue(self.inv, servers_only=True) if clean else {}})
+            "dint_residue": residue(self.inv, servers_only=True) if clean else {}}, procs=procs)
         try:
             play.wait()
         finally:
@@ -208,21 +268,25 @@ class Deployer:
 
     def server_stats(self, procs: list[ProcSpec], label: str = "servers-stats"):
         """SIGUSR1 to each server; returns when each printed one more stats line."""
-        self.run_playbook("servers.yml", label, {"dint_action": "stats", "dint_procs": self._by_host(procs)})
+        self.run_playbook("servers.yml", label, {"dint_action": "stats", "dint_procs": self._by_host(procs)},
+                          procs=procs)
 
     def run_clients(self, procs: list[ProcSpec], label: str = "clients-run") -> "Play":
         """Starts every client and returns at once; the Play ends when all
         clients have finished and their outputs are back."""
-        return self.start_playbook("clients.yml", label, {"dint_action": "run", "dint_procs": self._by_host(procs)})
+        return self.start_playbook("clients.yml", label, {"dint_action": "run", "dint_procs": self._by_host(procs)},
+                                   procs=procs)
 
     def stop_clients(self, procs: list[ProcSpec], label: str = "clients-stop"):
-        self.run_playbook("clients.yml", label, {"dint_action": "stop", "dint_procs": self._by_host(procs)})
+        self.run_playbook("clients.yml", label, {"dint_action": "stop", "dint_procs": self._by_host(procs)},
+                          procs=procs)
 
     def setup(self) -> "Play":
         """deploy/setup.yml: packages, kernel headers, bpffs, the project and `make setup`."""
         extra = {}
         if not self.local:
             wheels = wheelhouse()
+            extra["dint_checkout"] = checkout_id()
             extra["dint_archive"] = str(self.project_archive(wheels))
             extra["dint_wheels"] = str(wheels)
         return self.run_playbook("setup.yml", "setup", extra)
@@ -231,19 +295,70 @@ class Deployer:
         """The checkout's files (tracked and new, not ignored) as a tarball,
         for cluster hosts, with the wheelhouse their `make setup` installs
         from."""
-        p = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True)
-        if p.returncode != 0:
-            raise HarnessError(f"cannot list the checkout's files for the cluster hosts (git ls-files in {ROOT}): "
-                               f"{p.stderr.decode(errors='replace').strip() or p.returncode}")
         path = self.pdir / "project.tar"
         self.pdir.mkdir(parents=True, exist_ok=True)
-        files = [f for f in p.stdout.split(b"\0") if f and (ROOT / f.decode()).exists()]
+        files = [f.encode() for f in checkout_files()]
         if wheels:
             files.append(str(wheels.relative_to(ROOT)).encode())
         # not compressed: the wheels are, and the rest is small
         subprocess.run(["tar", "-cf", str(path), "--null", "-T", "-"], cwd=ROOT, input=b"\0".join(files), check=True)
         return path
+
+
+def checkout_files() -> list[str]:
+    """The checkout's files that a cluster host gets: tracked and new, not
+    ignored, present."""
+    p = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                       cwd=ROOT, capture_output=True)
+    if p.returncode != 0:
+        raise HarnessError(f"cannot list the checkout's files for the cluster hosts (git ls-files in {ROOT}): "
+                           f"{p.stderr.decode(errors='replace').strip() or p.returncode}")
+    names = sorted({f.decode() for f in p.stdout.split(b"\0") if f})
+    return [f for f in names if (ROOT / f).is_file()]
+
+
+CHECKOUT_ID_FILE = ROOT / "build" / "checkout-id"
+
+
+def checkout_id() -> str:
+    """What the checkout's files are, as one id: a hash of their names and
+    contents (git's object ids). `deploy setup` leaves it on every cluster
+    host (CHECKOUT_ID_FILE), and a run's start checks each host has the
+    controller's."""
+    files = checkout_files()
+    p = subprocess.run(["git", "hash-object", "--no-filters", "--stdin-paths"], cwd=ROOT, capture_output=True,
+                       text=True, input="".join(f + "\n" for f in files))
+    if p.returncode != 0:
+        raise HarnessError(f"cannot hash the checkout's files (git hash-object in {ROOT}): "
+                           f"{p.stderr.strip() or p.returncode}")
+    h = hashlib.sha256()
+    for name, oid in zip(files, p.stdout.split()):
+        h.update(f"{oid} {name}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# The extra vars every playbook run is given (deploy/*.yml), and their
+# defaults: what a play does not set is cleared.
+STAGE_INLINE_MAX = 256 * 1024  # an input file larger than this is copied apart
+PLAY_VARS = {"dint_action": "", "dint_build": [], "dint_procs": {}, "dint_residue": {}, "dint_stage": {}}
+
+
+def pack_path(host: str, procs: list[dict]) -> Path:
+    """Where deploy/roles/procs/tasks/collect.yml packs a cluster host's
+    outputs, on the host and (fetched) on the controller: beside the pid
+    files, in the run's directory."""
+    return Path(procs[0]["pidfile"]).parent / f"outputs-{host}.tar"
+
+
+def unpack(pack: Path) -> None:
+    """A host's fetched outputs, back at their paths; the archive goes."""
+    if not pack.exists():
+        return
+    p = subprocess.run(["tar", "-xPf", str(pack)], capture_output=True, text=True)
+    if p.returncode:
+        raise HarnessError(f"cannot unpack the outputs fetched into {pack}: "
+                           f"{(p.stderr.strip().splitlines() or [p.returncode])[-1]}")
+    pack.unlink()
 
 
 WHEELS_DIR = ROOT / "build" / "wheels"
@@ -298,6 +413,7 @@ class Play:
         # harness goes on while ansible-playbook exits (about half a second).
         self.stats: dict | None = None
         self.ended = threading.Event()
+        self.packs: list[Path] = []  # outputs fetched from cluster hosts (unpacked at the end)
 
     def on_event(self, event: dict) -> bool:
         if event.get("event") == "playbook_on_stats":
@@ -352,7 +468,15 @@ class Play:
             self.cancel()
             raise
         self.deployer.timings.append((self.ident, time.monotonic() - self.t0))
+        self.finish()
         self.check()
+
+    def finish(self) -> None:
+        """The hosts' fetched outputs unpacked (also after a failure: their
+        logs tell why)."""
+        for pack in self.packs:
+            unpack(pack)
+        self.packs = []
 
     def check(self) -> None:
         if self.succeeded():
@@ -404,13 +528,17 @@ def residue(inv: Inventory, servers_only: bool = False) -> dict[str, dict]:
     (deploy/library/dint_residue.py): programs on the testbed interfaces
     (a client end of a local or simulated testbed keeps its pass-through
     program),
-    the host's DPDK runtime directory, and (checked only) processes."""
+    the host's DPDK runtime directory, and (checked only) processes and, on
+    a cluster, the project's version (checkout_id())."""
     out = {}
+    code = checkout_id() if not inv.local and not servers_only else ""
     for host in inv.servers if servers_only else inv.hosts:
         server = host.role == "server"
         out[host.name] = {"netns": host.netns or "", "ifaces": [i.name for i in host.interfaces],
                           "allowed_xdp": [] if server or inv.testbed is None else ["xdp_pass"],
                           "paths": [str(DPDK_RUNTIME / dpdk_prefix(host))] if server else []}
+        if code:
+            out[host.name].update(checkout=code, checkout_file=str(CHECKOUT_ID_FILE))
     return out
 
 

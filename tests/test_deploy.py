@@ -154,3 +154,50 @@ def test_a_start_without_the_check_does_not_repeat_an_earlier_ones(testbed, test
         assert first.pid() and second.pid()
     finally:
         dep.stop_servers([first, second])
+
+
+def test_a_cluster_hosts_inputs_are_staged_in_one_archive_and_unpacked_at_their_paths(tmp_path):
+    """deploy stage(): the directories and small inputs of a host's
+    processes in one archive that deploy/library/dint_stage.py unpacks where
+    they were; a large input is left to a copy of its own."""
+    import base64
+    from harness.deploy import STAGE_INLINE_MAX
+    inv = inventory.load(INVENTORIES[1])
+    small, large = tmp_path / "in" / "spec.json", tmp_path / "data" / "big.snap"
+    small.parent.mkdir()
+    large.parent.mkdir()
+    small.write_text('{"a": 1}')
+    large.write_bytes(b"x" * (STAGE_INLINE_MAX + 1))
+    procs = [_spec(tmp_path, "c0", "client-1", "true", inputs=(small, large), collect=(tmp_path / "out" / "r.json",))]
+    staged = Deployer(inv, tmp_path / "ansible").stage(procs)
+    assert set(staged) == {"c0"} and staged["c0"]["copies"] == [str(large)]
+    # outputs the controller does not have go on the host (an earlier run's)
+    stale = tmp_path / "out" / "r.json"
+    assert staged["c0"]["absent"] == sorted([str(procs[0].log), str(stale)])
+    small.unlink()
+    stale.parent.mkdir()
+    stale.write_text("an earlier run's")
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"archive": staged["c0"]["archive"],
+                                                        "absent": staged["c0"]["absent"]}}))
+    p = subprocess.run([sys.executable, str(DEPLOY_DIR / "library" / "dint_stage.py"), str(args)],
+                       capture_output=True, text=True)
+    res = json.loads(p.stdout)
+    assert p.returncode == 0 and not res.get("failed"), p.stdout + p.stderr
+    assert small.read_text() == '{"a": 1}' and oct(small.stat().st_mode & 0o777) == "0o644"
+    for d in ("logs", "pids", "out"):
+        assert (tmp_path / d).is_dir()
+    assert not stale.exists() and res["removed"] == 1
+    assert res["files"] == 1 and staged["c0"]["archive"] not in p.stdout  # not echoed into the event logs
+    # an archive naming a path outside its members' normal form is refused whole
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(str(tmp_path / "x" / ".." / "escape").lstrip("/"))
+        tar.addfile(info, io.BytesIO(b""))
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"archive": base64.b64encode(buf.getvalue()).decode()}}))
+    p = subprocess.run([sys.executable, str(DEPLOY_DIR / "library" / "dint_stage.py"), str(args)],
+                       capture_output=True, text=True)
+    res = json.loads(p.stdout)
+    assert res.get("failed") and "normal paths" in res["msg"] and not (tmp_path / "escape").exists(), res

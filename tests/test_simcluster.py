@@ -126,6 +126,28 @@ def test_deploy_setup_makes_every_host_ready(sim, deployed):
         assert _ssh(sim, host, "test", "-x", f"{ROOT}/build/kernel_server").returncode == 0
 
 
+def test_a_host_that_runs_another_checkout_is_refused(sim, deployed, sim_path, tmp_path):
+    """A run starts only when every host runs the controller's checkout (the
+    id deploy setup left there): a host with another is named, with the fix."""
+    from harness.deploy import CHECKOUT_ID_FILE, checkout_id
+    s1 = sim.inv.servers[1]
+    assert _ssh(sim, s1, "cat", str(CHECKOUT_ID_FILE)).stdout.strip() == checkout_id()
+    _ssh(sim, s1, "sh", "-c", f"echo 0123456789abcdef > {CHECKOUT_ID_FILE}", check=True)
+    try:
+        p = subprocess.run([*HARNESS, "run", "--system", "kernel", "--duration", "1", "--inventory", str(sim_path),
+                            "--out", str(tmp_path / "stale")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        _ssh(sim, s1, "sh", "-c", f"echo {checkout_id()} > {CHECKOUT_ID_FILE}", check=True)
+    assert p.returncode == 1, p.stderr
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and f"{s1.name} has checkout 0123456789abcdef" in err[0] and "deploy setup" in err[0], err
+    assert not any(h.name != s1.name and h.name in err[0].split(": ", 2)[-1].split(" has ")[0]
+                   for h in sim.inv.hosts), err
+    # nothing was started anywhere
+    for h in sim.inv.hosts:
+        assert not [q for q in netns_pids(h.sim_netns) if b"kernel_server" in _cmdline(q)], h.name
+
+
 def _run(inv_path: Path, out: Path, system: str, workload: str, *extra: str) -> dict:
     p = subprocess.run([*HARNESS, "run", "--system", system, "--workload", workload, "--duration", "1",
                         "--warmup", "0.3", "--napi", "inline", "--inventory", str(inv_path), "--out", str(out),

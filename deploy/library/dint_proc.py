@@ -13,6 +13,10 @@ state=signalled sends `signal` (e.g. USR1) to the process; with `wait_prefix`,
                 waits until the log holds one more line starting with it.
 state=waited    waits until the process has exited (at most `timeout` s).
 
+With `pack` (a cluster host's last process of a play), the files in
+`outputs` are then packed into that tar archive (absolute names; a file not
+written is left out), for the play to fetch at once.
+
 The pid file holds "PID STARTTIME" (the start time from /proc/PID/stat),
 so a recycled pid is never mistaken for the process.
 """
@@ -42,6 +46,8 @@ options:
   grace: {type: float, default: 5}
   signal: {type: str, default: USR1}
   wait_prefix: {type: str}
+  pack: {type: path, description: tar archive to pack outputs into afterwards}
+  outputs: {type: list, elements: path, default: [], description: the files packed into pack}
 """
 
 POLL_S = 0.05
@@ -203,9 +209,19 @@ def main() -> None:
         grace=dict(type="float", default=5.0),
         signal=dict(type="str", default="USR1"),
         wait_prefix=dict(type="str"),
+        pack=dict(type="path"),
+        outputs=dict(type="list", elements="path", default=[]),
     ))
     p = m.params
-    m.exit_json(**{"started": started, "stopped": stopped, "signalled": signalled, "waited": waited}[p["state"]](m, p))
+    result = {"started": started, "stopped": stopped, "signalled": signalled, "waited": waited}[p["state"]](m, p)
+    if p["pack"]:
+        r = subprocess.run(["tar", "-cPf", p["pack"], "--ignore-failed-read", "--", *p["outputs"]],
+                           capture_output=True, text=True)
+        if r.returncode:
+            m.fail_json(msg=f"{p['name']}: cannot pack the outputs into {p['pack']}: "
+                            f"{(r.stderr.strip().splitlines() or [r.returncode])[-1]}")
+        result["packed"] = p["pack"]
+    m.exit_json(**result)
 
 
 if __name__ == "__main__":

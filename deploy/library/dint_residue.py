@@ -10,6 +10,9 @@ state=checked  fails, naming each one, if the host has a process the
                client or neighbour process in the host's network namespace), a BPF program on one of its
                interfaces other than `allowed_xdp` (XDP, or TC filters on
                clsact), or a live DPDK runtime directory of ours.
+               With `checkout` (a cluster host), it also fails if the
+               project the host runs is not the controller's: the id
+               `deploy setup` wrote into `checkout_file` differs.
 state=cleaned  detaches every XDP program but `allowed_xdp` from the
                interfaces, removes TC filters (clsact) and the DPDK runtime
                directories in `paths`; returns what it removed.
@@ -34,6 +37,8 @@ options:
   allowed_xdp: {type: list, elements: str, default: [], description: XDP program names that belong there}
   paths: {type: list, elements: str, default: [], description: runtime directories (globs) of the host's servers}
   tc: {type: bool, default: true, description: whether TC filters on the interfaces count}
+  checkout: {type: str, default: "", description: the controller's checkout id (checked only)}
+  checkout_file: {type: str, default: "", description: where deploy setup wrote the host's checkout id}
 """
 
 # What a dint-bench process's command line contains, to find them on a
@@ -157,9 +162,21 @@ def main() -> None:
         allowed_xdp=dict(type="list", elements="str", default=[]),
         paths=dict(type="list", elements="str", default=[]),
         tc=dict(type="bool", default=True),
+        checkout=dict(type="str", default=""),
+        checkout_file=dict(type="str", default=""),
     ))
     p = m.params
     netns = p["netns"]
+    if p["state"] == "checked" and p["checkout"]:
+        try:
+            with open(p["checkout_file"]) as f:
+                have = f.read().strip()
+        except OSError:
+            have = ""
+        if have != p["checkout"]:
+            m.fail_json(msg=f"the project here is {'checkout ' + have if have else 'not set up by deploy setup'}, "
+                            f"not the controller's {p['checkout']}", checkout={"host": have or None,
+                                                                               "controller": p["checkout"]})
     if p["state"] == "checked":
         found = processes(netns)
         for iface in p["ifaces"]:
