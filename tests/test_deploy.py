@@ -158,8 +158,9 @@ def test_a_start_without_the_check_does_not_repeat_an_earlier_ones(testbed, test
 
 def test_a_cluster_hosts_inputs_are_staged_in_one_archive_and_unpacked_at_their_paths(tmp_path):
     """deploy stage(): the directories and small inputs of a host's
-    processes in one archive that deploy/library/dint_stage.py unpacks where
-    they were; a large input is left to a copy of its own."""
+    processes in one archive that dint_proc's first start unpacks where they
+    were (deploy/module_utils/dint_stage.py); a large input is left to a copy
+    of its own."""
     import base64
     from harness.deploy import STAGE_INLINE_MAX
     inv = inventory.load(INVENTORIES[1])
@@ -177,18 +178,14 @@ def test_a_cluster_hosts_inputs_are_staged_in_one_archive_and_unpacked_at_their_
     small.unlink()
     stale.parent.mkdir()
     stale.write_text("an earlier run's")
-    args = tmp_path / "args.json"
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"archive": staged["c0"]["archive"],
-                                                        "absent": staged["c0"]["absent"]}}))
-    p = subprocess.run([sys.executable, str(DEPLOY_DIR / "library" / "dint_stage.py"), str(args)],
-                       capture_output=True, text=True)
-    res = json.loads(p.stdout)
-    assert p.returncode == 0 and not res.get("failed"), p.stdout + p.stderr
+    res = _stage_module(tmp_path, staged["c0"]["archive"], staged["c0"]["absent"])
+    assert not res.get("failed"), res
     assert small.read_text() == '{"a": 1}' and oct(small.stat().st_mode & 0o777) == "0o644"
     for d in ("logs", "pids", "out"):
         assert (tmp_path / d).is_dir()
-    assert not stale.exists() and res["removed"] == 1
-    assert res["files"] == 1 and staged["c0"]["archive"] not in p.stdout  # not echoed into the event logs
+    assert not stale.exists() and res["staged"]["removed"] == 1
+    assert res["staged"]["files"] == 1
+    assert staged["c0"]["archive"] not in json.dumps(res)  # not echoed into the event logs
     # an archive naming a path outside its members' normal form is refused whole
     import io
     import tarfile
@@ -196,8 +193,18 @@ def test_a_cluster_hosts_inputs_are_staged_in_one_archive_and_unpacked_at_their_
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo(str(tmp_path / "x" / ".." / "escape").lstrip("/"))
         tar.addfile(info, io.BytesIO(b""))
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"archive": base64.b64encode(buf.getvalue()).decode()}}))
-    p = subprocess.run([sys.executable, str(DEPLOY_DIR / "library" / "dint_stage.py"), str(args)],
-                       capture_output=True, text=True)
-    res = json.loads(p.stdout)
+    res = _stage_module(tmp_path, base64.b64encode(buf.getvalue()).decode(), [])
     assert res.get("failed") and "normal paths" in res["msg"] and not (tmp_path / "escape").exists(), res
+    # and nothing started (the first start's line alone in the log)
+    assert (tmp_path / "logs" / "staged.log").read_text().count("# true") == 1
+
+
+def _stage_module(d: Path, archive: str, absent: list[str]) -> dict:
+    """dint_proc's start of a process that does nothing, with a stage, run
+    through ansible on localhost (as a cluster host runs it)."""
+    args = json.dumps({"name": "staged", "state": "started", "cmd": ["true"], "log": str(d / "logs" / "staged.log"),
+                       "pidfile": str(d / "pids" / "staged.pid"), "stage": archive, "absent": absent})
+    p = ansible("ansible", "localhost", "-c", "local", "-m", "dint_proc", "-a", args, "-o")
+    out = p.stdout.strip()
+    assert " | " in out, p.stdout + p.stderr
+    return {**json.loads(out.split(" => ", 1)[1]), "failed": " | FAILED" in out}

@@ -13,6 +13,11 @@ state=signalled sends `signal` (e.g. USR1) to the process; with `wait_prefix`,
                 waits until the log holds one more line starting with it.
 state=waited    waits until the process has exited (at most `timeout` s).
 
+With `stage` (a cluster host's first process of a play, state=started),
+its directories and small inputs are unpacked first and an earlier run's
+outputs in `absent` removed (deploy/module_utils/dint_stage.py): one module
+run for what would take a task per directory and file.
+
 With `pack` (a cluster host's last process of a play), the files in
 `outputs` are then packed into that tar archive (absolute names; a file not
 written is left out), for the play to fetch at once.
@@ -29,6 +34,7 @@ import shlex
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.dint_stage import StageError, unpack
 
 DOCUMENTATION = r"""
 module: dint_proc
@@ -48,6 +54,8 @@ options:
   wait_prefix: {type: str}
   pack: {type: path, description: tar archive to pack outputs into afterwards}
   outputs: {type: list, elements: path, default: [], description: the files packed into pack}
+  stage: {type: str, description: a tar archive (base64) of directories and inputs to unpack at / first}
+  absent: {type: list, elements: path, default: [], description: files removed first (with stage)}
 """
 
 POLL_S = 0.05
@@ -211,8 +219,16 @@ def main() -> None:
         wait_prefix=dict(type="str"),
         pack=dict(type="path"),
         outputs=dict(type="list", elements="path", default=[]),
+        stage=dict(type="str", no_log=True),
+        absent=dict(type="list", elements="path", default=[]),
     ))
     p = m.params
+    staged = None
+    if p["stage"]:
+        try:
+            staged = unpack(p["stage"], p["absent"])
+        except StageError as e:
+            m.fail_json(msg=f"{p['name']}: {e}")
     result = {"started": started, "stopped": stopped, "signalled": signalled, "waited": waited}[p["state"]](m, p)
     if p["pack"]:
         r = subprocess.run(["tar", "-cPf", p["pack"], "--ignore-failed-read", "--", *p["outputs"]],
@@ -221,6 +237,8 @@ def main() -> None:
             m.fail_json(msg=f"{p['name']}: cannot pack the outputs into {p['pack']}: "
                             f"{(r.stderr.strip().splitlines() or [r.returncode])[-1]}")
         result["packed"] = p["pack"]
+    if staged:
+        result["staged"] = staged
     m.exit_json(**result)
 
 
