@@ -208,3 +208,28 @@ def _stage_module(d: Path, archive: str, absent: list[str]) -> dict:
     out = p.stdout.strip()
     assert " | " in out, p.stdout + p.stderr
     return {**json.loads(out.split(" => ", 1)[1]), "failed": " | FAILED" in out}
+
+
+def test_the_clients_stop_does_not_repeat_the_servers_cleanup(testbed, test_inventory, tmp_path):
+    """A run stopped early stops its clients while the fault injector is
+    still on the client ends: the clients' play must not run the check or
+    cleanup an earlier servers play was given (ansible-runner keeps a run's
+    extra vars), which takes every other program and filter off them."""
+    dep = Deployer(test_inventory, tmp_path / "ansible")
+    s0, c0 = test_inventory.servers[0], test_inventory.clients[0]
+    end = c0.interfaces[0].name
+    tc = ["tc", "-n", c0.netns]
+    proc = ProcSpec(s0.name, "first", in_netns(s0.netns, ["sh", "-c", "echo ready; exec sleep 30"]),
+                    tmp_path / "logs" / "first.log", tmp_path / "pids" / "first.pid", ready="ready", timeout=10,
+                    grace=1.0)
+    try:
+        dep.start_servers([proc], check=True)
+        subprocess.run([*tc, "qdisc", "add", "dev", end, "clsact"], check=True)
+        subprocess.run([*tc, "filter", "add", "dev", end, "egress", "bpf", "bytecode", "1,6 0 0 4294967295,"],
+                       check=True)  # (a classic BPF filter: this kernel has neither matchall nor gact)
+        dep.stop_clients([])
+        out = subprocess.run([*tc, "filter", "show", "dev", end, "egress"], capture_output=True, text=True).stdout
+        assert "bytecode" in out
+    finally:
+        subprocess.run([*tc, "qdisc", "del", "dev", end, "clsact"], capture_output=True)
+        dep.stop_servers([proc])
