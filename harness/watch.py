@@ -106,10 +106,10 @@ def main(argv: list[str]) -> int:
 
 
 # -- on the controller --------------------------------------------------------
-def ssh_command(inv, host) -> list[str]:
-    """ssh to a cluster host as Ansible reaches it: its ansible_host, user,
-    port, key and SSH arguments from the inventory (templated as Ansible
-    would, with the harness's dint_root)."""
+def host_vars(inv, host):
+    """A cluster host's Ansible variables (all, its group's, its own) as a
+    function: val(key) is the value templated as Ansible would, with the
+    harness's dint_root, or None when unset."""
     import jinja2
     from . import ROOT
     raw = inv.raw["all"]
@@ -126,6 +126,13 @@ def ssh_command(inv, host) -> list[str]:
         if v is None:
             return None
         return jinja2.Template(str(v)).render(**hvars) if "{{" in str(v) else str(v)
+    return val
+
+
+def ssh_command(inv, host) -> list[str]:
+    """ssh to a cluster host as Ansible reaches it: its ansible_host, user,
+    port, key and SSH arguments from the inventory (host_vars())."""
+    val = host_vars(inv, host)
     cmd = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=2",
            "-o", "ServerAliveCountMax=3"]
     if val("ansible_port"):
