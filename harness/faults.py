@@ -36,16 +36,18 @@ import difflib
 import json
 import math
 import re
+import shlex
 import shutil
 import struct
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import BUILD_DIR, HarnessError
-from .inventory import Host, Inventory
+from .inventory import Host, Interface, Inventory
 from .sh import ip, run
 
 OBJ = BUILD_DIR / "faults.o"
@@ -231,29 +233,62 @@ def tag(text: str) -> str:
     return "-".join(parts)
 
 
+def _login(inv: Inventory, host: Host) -> tuple[str, bool]:
+    """Who the inventory logs in to a cluster host as, and whether it becomes
+    root there (ansible_become)."""
+    import getpass
+    from .watch import host_vars
+    val = host_vars(inv, host)
+    become = str(val("ansible_become") or "").strip().lower() in ("true", "yes", "on", "1")
+    return val("ansible_user") or getpass.getuser(), become
+
+
+def _needs_sudo(inv: Inventory, host: Host) -> bool:
+    user, become = _login(inv, host)
+    return user != "root" and become
+
+
 def check_inventory(spec_text: str, inv: Inventory) -> None:
-    """--faults acts on the local testbed's links only."""
-    if parse(spec_text).active and not inv.local:
-        raise HarnessError(f"--faults needs a local testbed (an inventory with ansible_connection: local); "
-                           f"{inv.source} describes a cluster")
+    """--faults on inv: the spec valid and, on a cluster, root on every
+    client host (the host agent puts BPF programs on its interfaces): the
+    inventory logs in as root, or becomes root (sudo)."""
+    if not parse(spec_text).active or inv.local:
+        return
+    for host in inv.clients:
+        user, become = _login(inv, host)
+        if user != "root" and not become:
+            raise HarnessError(f"--faults needs root on client host {host.name} (BPF programs on its "
+                               f"interfaces): {inv.source} logs in as {user}, without ansible_become")
 
 
-# -- attaching -------------------------------------------------------------
-def pin_dir(netns: str) -> Path:
-    return PIN_ROOT / netns
+# -- one client host -------------------------------------------------------
+def pin_key(host: Host) -> str:
+    """The name of a client host's directory under PIN_ROOT: its namespace
+    on a local or simulated testbed (hosts that share this machine's
+    kernel), its name on a cluster."""
+    return host.netns or host.sim_netns or host.name
+
+
+def pin_dir(key: str) -> Path:
+    return PIN_ROOT / key
 
 
 def delay_line_names(host: Host) -> tuple[str, str]:
-    """The delay line's (hold, release) ends in a client host's namespace:
-    named like the host's other interfaces (same first letter)."""
+    """The delay line's (hold, release) ends on a client host: named like
+    the host's other interfaces (same first letter)."""
     p = host.interfaces[0].name[0]
     return f"{p}{host.name}fh", f"{p}{host.name}fr"
 
 
-def _ns(netns: str, cmd: list[str], check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-    """cmd in netns with the host's mounts (so that /sys/fs/bpf is the one
-    the programs are pinned in; `ip -n` remounts /sys)."""
-    return run(["nsenter", f"--net=/var/run/netns/{netns}", *cmd], check=check, input=input)
+def _ns(netns: str | None, cmd: list[str], check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    """cmd in netns, with this process's mounts (so that /sys/fs/bpf is the
+    one the programs are pinned in; `ip -n` remounts /sys); in the current
+    namespace without one (on a cluster host)."""
+    return run(["nsenter", f"--net=/var/run/netns/{netns}", *cmd] if netns else cmd, check=check, input=input)
+
+
+def _tc(netns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(["tc", *(["-n", netns] if netns else []), *args], check=check)
 
 
 def _bpftool_json(*args: str):
@@ -276,13 +311,13 @@ def _map_values(path: Path) -> dict[int, list[int]]:
     return out
 
 
-def _udp_stats(netns: str) -> dict[str, int]:
+def _udp_stats(netns: str | None) -> dict[str, int]:
     lines = [line.split() for line in _ns(netns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
              if line.startswith("Udp:")]
     return dict(zip(lines[0][1:], map(int, lines[1][1:]))) if len(lines) >= 2 else {}
 
 
-def _ifindex(netns: str, iface: str) -> int:
+def _ifindex(netns: str | None, iface: str) -> int:
     info = json.loads(ip("-j", "link", "show", "dev", iface, netns=netns).stdout)
     return int(info[0]["ifindex"])
 
@@ -325,67 +360,240 @@ def counters(pins: Path) -> dict[str, int]:
     return out
 
 
-def remove(host: Host) -> list[str]:
-    """Takes everything of the injector off a client host, whatever is left:
-    xdp_pass back on its ends (if they carry another program), their clsact
-    qdiscs, the delay line, the pinned programs and maps. Returns what
-    failed (empty when all went)."""
-    errors = []
-    have = set(run(["ip", "netns", "list"], check=False).stdout.split())
-    if host.netns in have:
-        for iface in host.interfaces:
-            info = ip("-j", "link", "show", "dev", iface.name, netns=host.netns, check=False).stdout
-            try:
-                xdp = json.loads(info)[0].get("xdp") or {}
-            except (ValueError, IndexError):
-                continue
-            name = (xdp.get("prog") or {}).get("name") or ((xdp.get("attached") or [{}])[0].get("prog") or {}).get("name")
-            if name and name != "xdp_pass":
-                p = ip("-force", "link", "set", "dev", iface.name, "xdp", "obj", str(PASS_OBJ), "sec", "xdp",
-                       netns=host.netns, check=False)
-                if p.returncode:
-                    errors.append(f"xdp_pass back on {iface.name}: {p.stderr.strip()}")
-            qd = run(["tc", "-n", host.netns, "-j", "qdisc", "show", "dev", iface.name], check=False).stdout
-            if '"clsact"' in qd:
-                p = run(["tc", "-n", host.netns, "qdisc", "del", "dev", iface.name, "clsact"], check=False)
-                if p.returncode:
-                    errors.append(f"clsact off {iface.name}: {p.stderr.strip()}")
-        hold, _ = delay_line_names(host)
-        if ip("link", "show", "dev", hold, netns=host.netns, check=False).returncode == 0:
-            p = ip("link", "del", "dev", hold, netns=host.netns, check=False)
-            if p.returncode:
-                errors.append(f"delay line {hold}: {p.stderr.strip()}")
-    remove_pins(host.netns)
-    return errors
-
-
-def remove_pins(netns: str) -> None:
+def remove_pins(key: str) -> None:
     """The pinned programs and maps of a client host's injector (files in
     bpffs: removing them unpins; programs no longer attached are freed)."""
-    d = pin_dir(netns)
+    d = pin_dir(key)
     if d.exists():
         shutil.rmtree(d, ignore_errors=True)
     try:
-        PIN_ROOT.rmdir()  # when no other testbed has one
+        PIN_ROOT.rmdir()  # when no other host or testbed has one
     except OSError:
         pass
 
 
 def attached(host: Host) -> dict | None:
-    """What of the injector is on a client host (testbed status), or None."""
-    d = pin_dir(host.netns)
-    if not d.exists():
-        return None
-    hold, release = delay_line_names(host)
-    line = ip("link", "show", "dev", hold, netns=host.netns, check=False).returncode == 0
-    return {"pinned": str(d), "delay_line": [hold, release] if line else None}
+    """What of the injector is on a local testbed's client host (testbed
+    status), or None."""
+    return HostFaults(host).attached()
 
 
+AGENT_ACTIONS = ("attach", "finish", "remove")
+
+
+class HostFaults:
+    """The injector's work on one client host, done where the host's
+    interfaces are: by the controller on a local testbed (in the host's
+    namespace, host.netns), and on a cluster by the host agent, `python -m
+    harness.faults agent ACTION JSON`, on the host itself (host.netns is
+    None: in the current namespace).
+
+    attach() loads and configures the programs, makes the delay line and
+    puts the programs on the host's ends; finish() waits for the delay line
+    to drain, cuts it, reads the counters; remove() takes off whatever is
+    left. Each returns what the Injector merges (JSON-able)."""
+
+    def __init__(self, host: Host, spec_text: str = "", seed: int = 0, port: int = 0, index: int = 0,
+                 key: str | None = None, pass_back: bool = True):
+        self.host, self.text = host, spec_text
+        # what goes back on the ends: xdp_pass on a local or simulated
+        # testbed (whose client ends carry it), nothing on a real cluster's
+        self.pass_back = pass_back
+        self.spec = parse(spec_text)
+        self.seed, self.port, self.index = seed, port, index
+        self.netns = host.netns
+        self.key = key or pin_key(host)
+        self.pins = pin_dir(self.key)
+        self.hold, self.release = delay_line_names(host)
+
+    # -- what the agent is given -----------------------------------------
+    def to_agent(self) -> dict:
+        """All the agent needs (a cluster host has no inventory)."""
+        return {"host": self.host.name, "interfaces": [i.name for i in self.host.interfaces],
+                "cpus": list(self.host.cpus), "key": self.key, "spec": self.text, "seed": self.seed,
+                "port": self.port, "index": self.index, "pass_back": self.pass_back}
+
+    @classmethod
+    def from_agent(cls, d: dict) -> "HostFaults":
+        host = Host(str(d["host"]), "client", "", tuple(int(c) for c in d["cpus"]),
+                    tuple(Interface(str(n), "") for n in d["interfaces"]))
+        return cls(host, str(d["spec"]), int(d["seed"]), int(d["port"]), int(d["index"]), key=str(d["key"]),
+                   pass_back=bool(d["pass_back"]))
+
+    def run(self, action: str) -> dict:
+        """One of AGENT_ACTIONS, its result as a JSON-able dict."""
+        if action == "attach":
+            return self.attach()
+        if action == "finish":
+            return self.finish()
+        if action == "remove":
+            return {"errors": self.remove()}
+        raise HarnessError(f"unknown fault injector action {action!r} (one of {', '.join(AGENT_ACTIONS)})")
+
+    # -- the steps -----------------------------------------------------------
+    def attach(self) -> dict:
+        """Everything on; returns the host's UDP counters from just before
+        (udp_before)."""
+        if not OBJ.exists():
+            raise HarnessError(f"{OBJ} is missing: run 'make setup'")
+        if not Path("/sys/fs/bpf").is_mount():
+            raise HarnessError("bpffs is not mounted on /sys/fs/bpf: run 'mount -t bpf bpf /sys/fs/bpf'")
+        ns = self.netns
+        self.remove()  # what a killed run may have left
+        load(self.pins)
+        hold_ifindex = 0
+        slots = max(1, min(MAX_SLOTS, len(self.host.cpus)))
+        if self.spec.delays:
+            hold_ifindex = self._delay_line(slots)
+        write_config(self.pins, self.spec, self.seed, self.port, hold_ifindex, self.index, slots)
+        udp_before = _udp_stats(ns)
+        for iface in self.host.interfaces:
+            _ns(ns, ["tc", "qdisc", "add", "dev", iface.name, "clsact"])
+            _ns(ns, ["tc", "filter", "add", "dev", iface.name, "egress", "prio", "1", "handle", "1", "bpf",
+                     "direct-action", "object-pinned", str(self.pins / "faults_request")])
+            # in place of xdp_pass, atomically: the end never goes without a program
+            _ns(ns, ["ip", "-force", "link", "set", "dev", iface.name, "xdp", "pinned",
+                     str(self.pins / "faults_reply")])
+        return {"udp_before": udp_before}
+
+    def _delay_line(self, slots: int) -> int:
+        """The host's delay line: a veth pair (hold, release) beside its
+        ends, HTB lanes on hold, the hold and release programs. Returns
+        hold's ifindex."""
+        ns, hold, release = self.netns, self.hold, self.release
+        ip("link", "add", hold, "type", "veth", "peer", "name", release, netns=ns)
+        for dev in (hold, release):
+            # no IPv6 autoconfiguration: nothing but held packets on the line
+            ip("link", "set", "dev", dev, "addrgenmode", "none", netns=ns)
+            ip("link", "set", "dev", dev, "mtu", "65535", "txqueuelen", "100000", "up", netns=ns)
+        late_rate, reorder_rate = lane_rate(self.spec.late_delay_ns[1]), lane_rate(self.spec.reorder_delay_ns[1])
+        lines = [f"qdisc add dev {hold} root handle 1: htb default 0"]
+        for slot in range(slots):
+            for i in range(SLOT_LANES):
+                minor = LANE_MINOR + slot * SLOT_LANES + i
+                bits = 8 * (late_rate if i < LATE_LANES else reorder_rate)
+                # burst 1: a lane holds (almost) no credit, so its debt is exact
+                lines.append(f"class add dev {hold} parent 1: classid 1:{minor:x} htb rate {bits}bit "
+                             f"ceil {bits}bit burst 1 cburst 1 quantum 1514")
+        lines += [f"qdisc add dev {hold} clsact", f"qdisc add dev {release} clsact"]
+        _ns(ns, ["tc", "-batch", "-"], input="\n".join(lines) + "\n")
+        _ns(ns, ["tc", "filter", "add", "dev", hold, "egress", "prio", "1", "handle", "1", "bpf", "direct-action",
+                 "object-pinned", str(self.pins / "faults_hold")])
+        _ns(ns, ["tc", "filter", "add", "dev", release, "ingress", "prio", "1", "handle", "1", "bpf",
+                 "direct-action", "object-pinned", str(self.pins / "faults_release")])
+        return _ifindex(ns, hold)
+
+    def _line_qdisc(self) -> dict | None:
+        """The delay line's HTB qdisc, with its statistics (None: no line)."""
+        out = _tc(self.netns, "-s", "-j", "qdisc", "show", "dev", self.hold, check=False).stdout
+        try:
+            return next((q for q in json.loads(out) if q.get("kind") == "htb"), None)
+        except ValueError:
+            return None
+
+    def finish(self) -> dict:
+        """After the clients stopped: the delay line drained (until every
+        held packet has left, at most the longest delay and 2 s), then
+        cut; DRAIN_MARGIN_S for the last replies; the counters read."""
+        t0 = time.monotonic()
+        qdisc = None
+        if self.spec.delays:
+            deadline = t0 + max(self.spec.late_delay_ns[1], self.spec.reorder_delay_ns[1]) / 1e9 + 2.0
+            lanes = _map_values(self.pins / "maps" / "faults_lanes")
+            last = max((v[0] for v in lanes.values()), default=0)
+            wait = (last - time.monotonic_ns()) / 1e9
+            if wait > 0:
+                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            while ((self._line_qdisc() or {}).get("qlen") or 0) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            qdisc = self._cut_line()
+        time.sleep(DRAIN_MARGIN_S)
+        return {"counters": counters(self.pins), "qdisc": qdisc, "udp_after": _udp_stats(self.netns),
+                "drain_s": round(time.monotonic() - t0, 3)}
+
+    def _cut_line(self) -> dict:
+        """Reads the delay line's queue and deletes the line: what it still
+        holds (a line that did not drain in time) is dropped there and then,
+        so no copy reaches a server after the counters are read."""
+        q = self._line_qdisc()
+        ip("link", "del", "dev", self.hold, netns=self.netns)
+        return {"sent_packets": q.get("packets"), "dropped": q.get("drops"),
+                "backlog_packets": q.get("qlen")} if q else {}
+
+    def remove(self) -> list[str]:
+        """Takes everything of the injector off the host, whatever is left:
+        xdp_pass back on its ends where it is not (a real cluster's ends:
+        faults_reply taken off), their clsact qdiscs, the delay line, the
+        pinned programs and maps. Returns what failed (empty when all
+        went)."""
+        ns, errors = self.netns, []
+        if ns is None or ns in set(run(["ip", "netns", "list"], check=False).stdout.split()):
+            for iface in self.host.interfaces:
+                info = ip("-j", "link", "show", "dev", iface.name, netns=ns, check=False).stdout
+                try:
+                    xdp = json.loads(info)[0].get("xdp") or {}
+                except (ValueError, IndexError):
+                    continue
+                name = ((xdp.get("prog") or {}).get("name")
+                        or ((xdp.get("attached") or [{}])[0].get("prog") or {}).get("name"))
+                if self.pass_back and name != "xdp_pass":
+                    p = ip("-force", "link", "set", "dev", iface.name, "xdp", "obj", str(PASS_OBJ), "sec", "xdp",
+                           netns=ns, check=False)
+                    if p.returncode:
+                        errors.append(f"xdp_pass back on {iface.name}: {p.stderr.strip()}")
+                elif name == "faults_reply":
+                    p = ip("link", "set", "dev", iface.name, "xdp", "off", netns=ns, check=False)
+                    if p.returncode:
+                        errors.append(f"faults_reply off {iface.name}: {p.stderr.strip()}")
+                if '"clsact"' in _tc(ns, "-j", "qdisc", "show", "dev", iface.name, check=False).stdout:
+                    p = _tc(ns, "qdisc", "del", "dev", iface.name, "clsact", check=False)
+                    if p.returncode:
+                        errors.append(f"clsact off {iface.name}: {p.stderr.strip()}")
+            if ip("link", "show", "dev", self.hold, netns=ns, check=False).returncode == 0:
+                p = ip("link", "del", "dev", self.hold, netns=ns, check=False)
+                if p.returncode:
+                    errors.append(f"delay line {self.hold}: {p.stderr.strip()}")
+        remove_pins(self.key)
+        return errors
+
+    def attached(self) -> dict | None:
+        """What of the injector is on the host, or None."""
+        if not self.pins.exists():
+            return None
+        line = ip("link", "show", "dev", self.hold, netns=self.netns, check=False).returncode == 0
+        return {"pinned": str(self.pins), "delay_line": [self.hold, self.release] if line else None}
+
+
+def agent(argv: list[str]) -> int:
+    """`python -m harness.faults agent ACTION JSON` on a cluster's client
+    host (as root): one of AGENT_ACTIONS of HostFaults, with what
+    HostFaults.to_agent() gives. Prints its result as one JSON line; on
+    failure, one line `error: ...` on stderr and exit 1."""
+    if len(argv) != 2 or argv[0] not in AGENT_ACTIONS:
+        print(f"usage: python -m harness.faults agent {{{'|'.join(AGENT_ACTIONS)}}} JSON", file=sys.stderr)
+        return 2
+    try:
+        try:
+            unit = HostFaults.from_agent(json.loads(argv[1]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise HarnessError(f"the fault injector's host agent got a bad JSON argument: {e!r}") from None
+        out = unit.run(argv[0])
+    except HarnessError as e:
+        print("error: " + " | ".join(str(e).splitlines()), file=sys.stderr)
+        return 1
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+# -- every client host ---------------------------------------------------------
 class Injector:
-    """The faults of one run on every client host of a local testbed, as a
-    context manager: attached on entry, drained, read and removed on exit
-    (also on errors and Ctrl-C). Without faults it does nothing and its
-    result() is None."""
+    """The faults of one run on every client host, as a context manager:
+    attached on entry, drained, read and removed on exit (also on errors and
+    Ctrl-C). Each host's part is a HostFaults: called by the controller on
+    a local testbed, run by the host agent over SSH on a cluster; the hosts
+    go in parallel. Without faults it does nothing and its result() is None."""
+
+    AGENT_TIMEOUT_S = 60.0  # an agent's step, beyond the longest delay
 
     def __init__(self, inv: Inventory, spec_text: str, seed: int, client_gso: str = ""):
         self.inv, self.text = inv, spec_text
@@ -394,7 +602,9 @@ class Injector:
         self.client_gso = client_gso
         self.late_rate = lane_rate(self.spec.late_delay_ns[1])
         self.reorder_rate = lane_rate(self.spec.reorder_delay_ns[1])
-        self.hosts: list[Host] = []
+        self.units = [HostFaults(h, spec_text, self.seed, inv.port, i, pass_back=inv.testbed is not None)
+                      for i, h in enumerate(inv.clients)]
+        self.on: list[HostFaults] = []  # the hosts the injector was attached to (or tried)
         self.udp_before: dict[str, dict] = {}
         self.counters: dict[str, int] | None = None
         self.qdisc: dict[str, dict] = {}
@@ -406,140 +616,104 @@ class Injector:
         if not self.spec.active:
             return self
         check_inventory(self.text, self.inv)
-        if not OBJ.exists():
-            raise HarnessError(f"{OBJ} is missing: run 'make setup'")
-        if not Path("/sys/fs/bpf").is_mount():
-            raise HarnessError("bpffs is not mounted on /sys/fs/bpf: run 'mount -t bpf bpf /sys/fs/bpf'")
+        self.on = list(self.units)
         try:
-            for i, host in enumerate(self.inv.clients):
-                self.hosts.append(host)
-                self._attach(i, host)
+            self.udp_before = {h: r["udp_before"] for h, r in self._each("attach", "could not attach").items()}
         except BaseException:
             self._remove_all(raise_errors=False)
             raise
         return self
 
     def __exit__(self, exc_type, *_) -> None:
-        if not self.hosts:
+        if not self.on:
             return
         try:
             if exc_type is None:
-                self._drain()
-                self._cut_lines()
-                time.sleep(DRAIN_MARGIN_S)
-                self._read()
-                self.drain_s = round(time.monotonic() - self._drain_t0, 3)
+                done = self._each("finish", "could not read")
+                total = dict.fromkeys(COUNTERS, 0)
+                for host, r in done.items():
+                    for name, v in r["counters"].items():
+                        total[name] = max(total[name], v) if name in MAX_COUNTERS else total[name] + v
+                    self.udp_after[host] = r["udp_after"]
+                    if r["qdisc"] is not None:
+                        self.qdisc[host] = r["qdisc"]
+                self.counters = total
+                self.drain_s = max(r["drain_s"] for r in done.values())
         finally:
             self._remove_all(raise_errors=exc_type is None)
 
-    def _attach(self, index: int, host: Host) -> None:
-        ns = host.netns
-        remove(host)  # what a killed run may have left
-        pins = pin_dir(ns)
-        load(pins)
-        hold_ifindex = 0
-        slots = max(1, min(MAX_SLOTS, len(host.cpus)))
-        if self.spec.delays:
-            hold_ifindex = self._delay_line(host, slots)
-        write_config(pins, self.spec, self.seed, self.inv.port, hold_ifindex, index, slots)
-        self.udp_before[ns] = _udp_stats(ns)
-        for iface in host.interfaces:
-            _ns(ns, ["tc", "qdisc", "add", "dev", iface.name, "clsact"])
-            _ns(ns, ["tc", "filter", "add", "dev", iface.name, "egress", "prio", "1", "handle", "1", "bpf",
-                     "direct-action", "object-pinned", str(pins / "faults_request")])
-            # in place of xdp_pass, atomically: the end never goes without a program
-            _ns(ns, ["ip", "-force", "link", "set", "dev", iface.name, "xdp", "pinned", str(pins / "faults_reply")])
+    def _each(self, action: str, what: str, raise_errors: bool = True) -> dict[str, dict]:
+        """action on every host the injector is on, in parallel; returns
+        {host: result}. Waits for every host's step to end, even on Ctrl-C
+        (so that no step runs on when the removal starts). With
+        raise_errors, a host that failed raises naming every failure
+        ("<what> the fault injector: ..."); else its result is
+        {"error": why}."""
+        out: dict[str, dict] = {}
+        errors: dict[str, str] = {}
+        with ThreadPoolExecutor(max_workers=len(self.on), thread_name_prefix=f"faults-{action}") as pool:
+            futures = {u.host.name: pool.submit(self._step, u, action) for u in self.on}
+            for host, f in futures.items():
+                try:
+                    out[host] = f.result()
+                except HarnessError as e:
+                    errors[host] = str(e)
+                    out[host] = {"error": str(e)}
+        if errors and raise_errors:
+            raise HarnessError(f"{what} the fault injector: " + "; ".join(f"{h}: {e}" for h, e in errors.items()))
+        return out
 
-    def _delay_line(self, host: Host, slots: int) -> int:
-        """The host's delay line: a veth pair (hold, release) in its
-        namespace, HTB lanes on hold, the hold and release programs.
-        Returns hold's ifindex."""
-        ns, (hold, release) = host.netns, delay_line_names(host)
-        pins = pin_dir(ns)
-        ip("link", "add", hold, "type", "veth", "peer", "name", release, netns=ns)
-        for dev in (hold, release):
-            # no IPv6 autoconfiguration: nothing but held packets on the line
-            ip("link", "set", "dev", dev, "addrgenmode", "none", netns=ns)
-            ip("link", "set", "dev", dev, "mtu", "65535", "txqueuelen", "100000", "up", netns=ns)
-        lines = [f"qdisc add dev {hold} root handle 1: htb default 0"]
-        for slot in range(slots):
-            for i in range(SLOT_LANES):
-                minor = LANE_MINOR + slot * SLOT_LANES + i
-                bits = 8 * (self.late_rate if i < LATE_LANES else self.reorder_rate)
-                # burst 1: a lane holds (almost) no credit, so its debt is exact
-                lines.append(f"class add dev {hold} parent 1: classid 1:{minor:x} htb rate {bits}bit "
-                             f"ceil {bits}bit burst 1 cburst 1 quantum 1514")
-        lines += [f"qdisc add dev {hold} clsact", f"qdisc add dev {release} clsact"]
-        _ns(ns, ["tc", "-batch", "-"], input="\n".join(lines) + "\n")
-        _ns(ns, ["tc", "filter", "add", "dev", hold, "egress", "prio", "1", "handle", "1", "bpf", "direct-action",
-                 "object-pinned", str(pins / "faults_hold")])
-        _ns(ns, ["tc", "filter", "add", "dev", release, "ingress", "prio", "1", "handle", "1", "bpf",
-                 "direct-action", "object-pinned", str(pins / "faults_release")])
-        return _ifindex(ns, hold)
+    def _step(self, unit: HostFaults, action: str) -> dict:
+        if self.inv.local:
+            return unit.run(action)
+        return self._agent(unit, action)
 
-    def _backlog(self, host: Host) -> int:
-        hold, _ = delay_line_names(host)
-        out = run(["tc", "-n", host.netns, "-s", "-j", "qdisc", "show", "dev", hold], check=False).stdout
+    def agent_command(self, unit: HostFaults, action: str) -> list[str]:
+        """The host agent's command line for one step on unit's host (the
+        project is at the same path on every host); as root, through sudo
+        when the inventory logs in as another user and becomes root."""
+        cmd = [sys.executable, "-m", "harness.faults", "agent", action, json.dumps(unit.to_agent())]
+        return ["sudo", "-n", *cmd] if _needs_sudo(self.inv, unit.host) else cmd
+
+    def _agent(self, unit: HostFaults, action: str) -> dict:
+        from .watch import ssh_command
+        timeout = self.AGENT_TIMEOUT_S + max(self.spec.late_delay_ns[1], self.spec.reorder_delay_ns[1]) / 1e9
+        argv = ssh_command(self.inv, unit.host) + [shlex.join(self.agent_command(unit, action))]
         try:
-            return sum(int(q.get("qlen", 0)) for q in json.loads(out) if q.get("kind") == "htb")
-        except ValueError:
-            return 0
-
-    def _drain(self) -> None:
-        """Until every held packet has left, at most the longest delay (and
-        2 s) after the clients stopped."""
-        self._drain_t0 = t0 = time.monotonic()
-        if self.spec.delays:
-            deadline = t0 + max(self.spec.late_delay_ns[1], self.spec.reorder_delay_ns[1]) / 1e9 + 2.0
-            for host in self.hosts:
-                lanes = _map_values(pin_dir(host.netns) / "maps" / "faults_lanes")
-                last = max((v[0] for v in lanes.values()), default=0)
-                wait = (last - time.monotonic_ns()) / 1e9
-                if wait > 0:
-                    time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
-                while self._backlog(host) and time.monotonic() < deadline:
-                    time.sleep(0.01)
-
-    def _cut_lines(self) -> None:
-        """Reads each delay line's queue and deletes the line: what it still
-        holds (a line that did not drain in time) is dropped there and then,
-        so no copy reaches a server after the counters are read."""
-        if not self.spec.delays:
-            return
-        for host in self.hosts:
-            hold, _ = delay_line_names(host)
-            out = run(["tc", "-n", host.netns, "-s", "-j", "qdisc", "show", "dev", hold], check=False).stdout
+            # a session of its own: a Ctrl-C at the terminal does not cut a step short on the host
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, start_new_session=True)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"its host agent's {action} did not end within {timeout:.0f} s") from None
+        lines = p.stdout.strip().splitlines()
+        if p.returncode == 0 and lines:
             try:
-                q = next(q for q in json.loads(out) if q.get("kind") == "htb")
-                self.qdisc[host.name] = {"sent_packets": q.get("packets"), "dropped": q.get("drops"),
-                                         "backlog_packets": q.get("qlen")}
-            except (ValueError, StopIteration):
-                self.qdisc[host.name] = {}
-            ip("link", "del", "dev", hold, netns=host.netns)
-
-    def _read(self) -> None:
-        total = dict.fromkeys(COUNTERS, 0)
-        for host in self.hosts:
-            for name, v in counters(pin_dir(host.netns)).items():
-                total[name] = max(total[name], v) if name in MAX_COUNTERS else total[name] + v
-            self.udp_after[host.netns] = _udp_stats(host.netns)
-        self.counters = total
+                return json.loads(lines[-1])
+            except ValueError:
+                pass
+        err = [line.strip() for line in p.stderr.splitlines() if line.strip()]
+        why = next((line[len("error: "):] for line in reversed(err) if line.startswith("error: ")), None)
+        raise HarnessError(why or f"its host agent's {action} failed over ssh: "
+                           + (err[-1] if err else f"exit {p.returncode}"))
 
     def _remove_all(self, raise_errors: bool) -> None:
-        errors = []
-        for host in self.hosts:
-            errors += [f"{host.name}: {e}" for e in remove(host)]
-        self.hosts_removed = [h.name for h in self.hosts]
+        errors, failed = [], []
+        for unit, (host, r) in zip(self.on, self._each("remove", "could not remove", raise_errors=False).items()):
+            why = [r["error"]] if "error" in r else r["errors"]
+            errors += [f"{host}: {e}" for e in why]
+            failed += [unit] if why else []
+        self.hosts_removed = [u.host.name for u in self.on]
         if errors:
-            msg = "could not remove the fault injector: " + "; ".join(errors) + " (run 'testbed down')"
+            how = ("run 'testbed down'" if self.inv.testbed else
+                   "on the host: " + "; ".join(shlex.join(self.agent_command(u, "remove")) for u in failed))
+            msg = "could not remove the fault injector: " + "; ".join(errors) + f" ({how})"
             if raise_errors:
                 raise HarnessError(msg)
             print(f"warning: {msg}", file=sys.stderr)
 
     # -- what it did --------------------------------------------------------
     def _udp_delta(self, key: str) -> int:
-        return sum(self.udp_after.get(ns, {}).get(key, 0) - before.get(key, 0)
-                   for ns, before in self.udp_before.items())
+        return sum(self.udp_after.get(host, {}).get(key, 0) - before.get(key, 0)
+                   for host, before in self.udp_before.items())
 
     def result(self) -> dict | None:
         """summary.json's `faults` (None without faults)."""
@@ -551,7 +725,9 @@ class Injector:
                "where": {
                    "reply-loss": "XDP program faults_reply on every client end (in place of xdp_pass)",
                    "request faults": "TC egress program faults_request on every client end; delayed packets "
-                                     "through the client host's delay line (HTB lanes)"}}
+                                     "through the client host's delay line (HTB lanes)",
+                   "attached_by": "the controller, in each client host's namespace" if self.inv.local else
+                                  "the host agent (python -m harness.faults agent) on each client host, over SSH"}}
         c = self.counters
         if c is None:
             out["counters"] = None
@@ -626,3 +802,10 @@ def instrument_check(sent: int, received: int, srv: dict, servers_reported: bool
             "replies_dropped": rep["dropped"], "replies_to_closed_sockets": closed,
             "replies_unread_at_close": unread, "expected_server_rx": expected_rx, "link_drops": links,
             "parts": parts, "match": servers_reported and all(parts.values())}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["agent"]:
+        print("usage: python -m harness.faults agent ACTION JSON (the fault injector's host agent)", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(agent(sys.argv[2:]))

@@ -101,21 +101,53 @@ def test_request_faults_send_without_gso():
         RunConfig(system="kernel", faults="request-loss=1%", client_gso="on").validate()
 
 
-def test_a_cluster_inventory_refuses_faults_in_one_line(tmp_path):
+def test_a_cluster_inventory_takes_faults_run_as_root_on_its_client_hosts(tmp_path):
+    """A real cluster's inventory: the spec checked as anywhere, the host
+    agent's command line carries all it needs (the host has no inventory),
+    through sudo for a login that becomes root, and a login that cannot is
+    refused in one line."""
     data = inventory.local_inventory(servers=1, clients=1, prefix="fq", subnet="10.98.9")
-    data["all"]["vars"]["deployment"] = "cluster"
+    data["all"]["vars"].update(deployment="cluster", ansible_connection="ssh", ansible_user="root")
+    for group in data["all"]["children"].values():
+        for host in group["hosts"].values():
+            del host["netns"]
     path = tmp_path / "cluster.yml"
-    path.write_text(yaml.safe_dump(data))
-    inv = inventory.load(path)
+
+    def load(**hvars):
+        data["all"]["vars"].update(hvars)
+        path.write_text(yaml.safe_dump(data))
+        return inventory.load(path)
+    inv = load()
+    faults.check_inventory("reply-loss=1%", inv)
+    with pytest.raises(HarnessError, match="^--faults: dup=5: give a share in percent"):
+        faults.check_inventory("dup=5", inv)
+    injector = faults.Injector(inv, "reply-loss=1%,late-dup=2%", 7)
+    unit = injector.units[0]
+    cmd = injector.agent_command(unit, "attach")
+    assert cmd[:-1] == [sys.executable, "-m", "harness.faults", "agent", "attach"]
+    assert json.loads(cmd[-1]) == {"host": "c0", "interfaces": ["fc0s0"], "cpus": [0], "key": "c0",
+                                   "spec": "reply-loss=1%,late-dup=2%", "seed": 7, "port": DEFAULT_PORT,
+                                   "index": 0, "pass_back": False}
+    again = faults.HostFaults.from_agent(json.loads(cmd[-1]))
+    assert again.to_agent() == unit.to_agent() and again.netns is None and again.hold == unit.hold
+
+    inv = load(ansible_user="dint")
     with pytest.raises(HarnessError) as info:
         faults.check_inventory("reply-loss=1%", inv)
-    assert str(info.value) == (f"--faults needs a local testbed (an inventory with ansible_connection: local); "
-                               f"{path} describes a cluster")
+    assert str(info.value) == ("--faults needs root on client host c0 (BPF programs on its interfaces): "
+                               f"{path} logs in as dint, without ansible_become")
     faults.check_inventory("", inv)  # no faults: nothing to refuse
-    p = subprocess.run([*HARNESS, "run", "--system", "kernel", "--faults", "reply-loss=1%", "--inventory", str(path),
-                        "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT)
-    assert p.returncode == 1 and "Traceback" not in p.stderr
-    assert p.stderr.strip().startswith("error: --faults needs a local testbed")
+    inv = load(ansible_become=True)
+    faults.check_inventory("reply-loss=1%", inv)
+    assert faults.Injector(inv, "reply-loss=1%", 1).agent_command(unit, "remove")[:4] == \
+        ["sudo", "-n", sys.executable, "-m"]
+
+    # the agent's failure: one line on stderr, exit 1
+    p = subprocess.run([sys.executable, "-m", "harness.faults", "agent", "finish", "{}"], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.startswith("error: the fault injector's host agent got a bad JSON argument") \
+        and p.stderr.count("\n") == 1
 
 
 def test_point_names_show_the_faults_readably():
