@@ -462,12 +462,22 @@ def test_the_faults_figure_and_report_from_fabricated_points(tmp_path, monkeypat
 
 def test_the_instrument_check_accounts_for_what_the_links_dropped():
     """A burst that fills a veth ring loses datagrams on the link (its
-    tx_dropped): the check counts them, and only them, as explained."""
+    tx_dropped): the check counts them, and only them, as explained. Links
+    not measured (a cluster's) are taken as 0, and the check says so."""
     from harness.summary import instrument_check
     srv = {"rx": 95, "tx": 95, "drop": 0}
     links = {"requests": 5, "replies": 2}
     assert instrument_check(100, 93, srv, True, links)["match"]
     assert not instrument_check(100, 93, srv, True, {"requests": 4, "replies": 2})["match"]
-    assert not instrument_check(100, 93, srv, True, {"requests": None, "replies": None,
-                                                     "why_null": "a cluster"})["match"]
+    assert "link_drops_not_measured" not in instrument_check(100, 93, srv, True, links)
+    unmeasured = instrument_check(100, 93, srv, True, {"requests": None, "replies": None, "why_null": "a cluster"})
+    assert not unmeasured["match"]
+    assert unmeasured["link_drops_not_measured"] == ("the links' drops were not measured on this testbed (a cluster) "
+                                                     "and are taken as 0: a datagram a link lost shows as a mismatch")
     assert instrument_check(95, 95, srv, True, None)["match"]
+    # with faults, the same: said, and taken as 0
+    f = {"counters": {"requests": {"seen": 95, "dropped": 0, "duplicated": 0, "reordered": 0},
+                      "replies": {"seen": 95, "dropped": 0}}, "client_sockets": {"closed_port_replies": 0}}
+    check = faults.instrument_check(95, 95, srv, True, f, {"requests": None, "replies": None, "why_null": "a cluster"})
+    assert check["match"] and "(a cluster)" in check["link_drops_not_measured"]
+    assert "link_drops_not_measured" not in faults.instrument_check(95, 95, srv, True, f, {"requests": 0, "replies": 0})
