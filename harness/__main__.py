@@ -187,8 +187,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-mix", default="parallel",
                    help="kv: parallel (100%% reads) or contention (80%% reads, 20%% writes)")
     p.add_argument("--faults", default="",
-                   help="fault injection on the local testbed's client ends, e.g. "
-                        "reply-loss=1%%,request-loss=1%%,dup=5%%,late-dup=5%%,reorder=2%% (optional: "
+                   help="fault injection on every client host's ends (on a cluster, by a host agent over SSH), "
+                        "e.g. reply-loss=1%%,request-loss=1%%,dup=5%%,late-dup=5%%,reorder=2%% (optional: "
                         "late-delay=50ms-1s, reorder-delay=200us-2ms, fault-seed=N; default seed: --seed)")
     p.set_defaults(func=cmd_run)
 

@@ -79,7 +79,7 @@ class RunConfig:
     # colocation: a CPU-bound neighbour application on every server host's
     # cores during the run, its progress measured (harness/neighbour.py)
     neighbour: bool = False
-    # fault injection on the local testbed's client ends (harness/faults.py):
+    # fault injection on every client host's ends (harness/faults.py):
     # e.g. "reply-loss=1%,dup=5%,late-dup=5%,reorder=2%"; "": none
     faults: str = ""
 

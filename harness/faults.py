@@ -1,8 +1,8 @@
 """Fault injection, a run option (`--faults SPEC`, RunConfig.faults): loss,
 duplication, late duplication and reordering of requests, and loss of
-replies, injected by BPF programs (bpf/faults.c) on the client ends of the
-local testbed's links, attached after the servers are ready and removed
-when the run ends (also on errors and Ctrl-C), and counted.
+replies, injected by BPF programs (bpf/faults.c) on every client host's
+ends of its links to the servers, attached after the servers are ready and
+removed when the run ends (also on errors and Ctrl-C), and counted.
 
 The spec, comma-separated::
 
@@ -17,10 +17,11 @@ The spec, comma-separated::
     fault-seed=N       the seed of the injector's random streams (default:
                        the run's --seed)
 
-Where each acts: reply-loss in an XDP program that takes the place of
-xdp_pass on every client end; the request faults in a TC egress program on
-every client end. Delayed packets go through a delay line of the client
-host's own: a veth pair in its namespace whose first end (hold) has an HTB
+Where each acts: reply-loss in an XDP program on every client end (in
+place of xdp_pass on a local or simulated testbed); the request faults in a
+TC egress program on every client end. Delayed packets go through a delay
+line of the client host's own: a veth pair beside its ends whose first end
+(hold) has an HTB
 qdisc with one leaf class per lane, put into debt by debt packets sized so
 that each held packet leaves when drawn (see bpf/faults.c); the second end
 (release) measures how late each one is and sends it back to its link.
@@ -29,7 +30,14 @@ A request sent as one UDP GSO batch is one packet at TC egress: runs with
 request faults send datagram by datagram (RunConfig.validate turns
 --client-gso auto to off, and refuses on).
 
-Only on a local testbed: on a cluster, --faults is refused."""
+Who attaches them: a client host's part is a HostFaults (attach; finish:
+drain the delay line, cut it, read the counters; remove). On a local
+testbed the controller runs it in each client host's namespace; a cluster
+host (real or simulated) runs it itself, as `python -m harness.faults agent
+ACTION JSON` started by the controller over SSH as Ansible reaches the host
+(root: the inventory logs in as root or becomes root with sudo). The hosts
+go in parallel. A cluster's links' drops are not read: the instrument check
+takes them as 0 and says so."""
 from __future__ import annotations
 
 import difflib
