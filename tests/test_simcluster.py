@@ -1,8 +1,8 @@
 """The cluster path on a simulated cluster: hosts that share nothing with the
 controller but this machine's operating system, reached only over SSH
 (harness/simcluster.py). Brought up once for the module, set up with
-`deploy setup`, run on like a local testbed, and taken down without a
-trace."""
+`deploy setup`, run on like a local testbed (with faults too, injected by
+the client host's agent), and taken down without a trace."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import ROOT, inventory
+from harness import ROOT, faults, inventory
 from harness import testbed as testbeds
 from harness.testbed import leftovers, netns_pids, xdp_prog_id
 
@@ -183,6 +183,39 @@ def test_a_run_on_the_simulated_cluster_matches_the_local_testbed(deployed, sim_
     for server in ("s0", "s1", "s2"):
         assert (tmp_path / "sim" / "logs" / f"server-{server}.log").exists()
     assert (tmp_path / "sim" / "clients" / "client-1.json").exists()
+
+
+def test_faults_on_the_simulated_cluster_are_injected_on_the_client_host_and_leave_nothing(deployed, sim, sim_path,
+                                                                                          tmp_path):
+    """--faults on a cluster: the host agent attaches the injector on the
+    client host over SSH, every datagram is explained by its counters (the
+    links' drops not measured, and said so), and the agent takes it all off
+    again."""
+    t = time.monotonic()
+    s = _run(sim_path, tmp_path / "faults", "kernel", "kv", "--keys", "2000",
+             "--faults", "reply-loss=5%,dup=5%,late-dup=5%,late-delay=10ms-100ms")
+    print(f"a 1 s point with faults: {time.monotonic() - t:.1f} s")
+    f, check = s["faults"], s["instrument_check"]
+    req, rep = f["counters"]["requests"], f["counters"]["replies"]
+    assert "host agent" in f["where"]["attached_by"]
+    assert req["seen"] == check["client_sent"] > 100 and rep["seen"] == check["server_tx"]
+    assert req["duplicated"] > 0 and req["late_duplicated"] > 0 and rep["dropped"] > 0, f["counters"]
+    assert req["dropped"] == req["reordered"] == 0
+    late = f["delay_line"]["late"]
+    assert late["released"] == req["late_duplicated"] and 9 < late["lateness_ms"]["min"], late
+    assert f["delay_line"]["qdisc"]["c0"]["backlog_packets"] == 0
+    assert check["match"] is True, check
+    assert check["link_drops"]["requests"] is None and "not measured" in check["link_drops_not_measured"]
+    # nothing of the injector is left on the client host
+    cli = sim.inv.clients[0]
+    links = {i["ifname"]: i for i in json.loads(_ssh(sim, cli, "ip", "-j", "link", "show", check=True).stdout)}
+    assert not set(faults.delay_line_names(cli)) & set(links), sorted(links)
+    assert {i.name: ((links[i.name].get("xdp") or {}).get("prog") or {}).get("name") for i in cli.interfaces} == \
+        {i.name: "xdp_pass" for i in cli.interfaces}
+    assert "clsact" not in _ssh(sim, cli, "tc", "qdisc", "show", check=True).stdout
+    pins = faults.pin_dir(faults.pin_key(cli))
+    assert str(pins) == f"/sys/fs/bpf/dint-faults/{cli.sim_netns}"
+    assert _ssh(sim, cli, "test", "-e", str(pins)).returncode == 1
 
 
 def test_a_server_killed_on_a_simulated_host_fails_the_run(deployed, sim, sim_path, tmp_path):
