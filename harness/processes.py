@@ -37,6 +37,7 @@ class Neighbours:
         self.inv, self.out, self.deployer = inv, out, deployer
         self.procs: list[tuple[str, ProcSpec]] = []
         self.idle: tuple[int, int] = (0, 0)
+        self.stopped = False
 
     def start(self) -> None:
         for host in self.inv.servers:
@@ -51,7 +52,12 @@ class Neighbours:
         self.idle = (t0, time.monotonic_ns())
 
     def result(self, window: tuple[int, int]) -> dict:
+        """From their logs: on a cluster they are the hosts' until the stop
+        fetches them, so the neighbours are stopped first (their window is
+        over)."""
         from . import neighbour
+        if not self.inv.local:
+            self.stop()
         hosts = {}
         for name, proc in self.procs:
             points = neighbour.progress(proc.log.read_text(errors="replace"))
@@ -65,7 +71,9 @@ class Neighbours:
                         "from it"}
 
     def stop(self) -> None:
-        if self.procs:
+        """Through deploy/servers.yml (their logs fetched on a cluster); once."""
+        if self.procs and not self.stopped:
+            self.stopped = True
             self.deployer.stop_servers([p for _, p in self.procs], label="neighbours-stop")
 
 

@@ -264,3 +264,14 @@ def test_a_server_killed_on_a_simulated_host_fails_the_run(deployed, sim, sim_pa
         for iface in h.interfaces:
             prog = xdp_prog_id(h.sim_netns, iface.name)
             assert prog is None or h.role == "client", (h.name, iface.name)
+
+
+def test_a_colocation_neighbour_on_a_simulated_host_is_measured_from_its_fetched_log(deployed, sim_path, tmp_path):
+    """The neighbours' logs are the hosts' until their stop fetches them: the
+    colocation figures come from the fetched logs."""
+    s = _run(sim_path, tmp_path / "neighbour", "kernel", "kv", "--keys", "2000", "--neighbour")
+    hosts = s["neighbour"]["hosts"]
+    assert set(hosts) == {"s0", "s1", "s2"}
+    assert all(h["idle_units_per_s"] and h["window_units_per_s"] for h in hosts.values()), hosts
+    for name in hosts:
+        assert (tmp_path / "neighbour" / "logs" / f"neighbour-{name}.log").exists()
