@@ -69,8 +69,10 @@ def cmd_testbed(args) -> int:
 
 def cmd_run(args) -> int:
     from .config import RunConfig
-    from .run import execute
+    from .experiments import check_repeat
+    from .run import execute, execute_repeated
     from .summary import one_line
+    check_repeat("--", args.repeat)
     cfg = RunConfig(system=args.system, workload=args.workload, concurrency=args.concurrency,
                     duration_s=args.duration, warmup_s=args.warmup, napi=args.napi, seed=args.seed,
                     value_size=args.value_size, keys=args.keys, store_capacity=args.store_capacity, clients_per_host=args.clients_per_host,
@@ -83,6 +85,10 @@ def cmd_run(args) -> int:
                     **({"inventory": args.inventory} if args.inventory else {}),
                     **({"rto_min_ms": args.rto_min_ms} if args.rto_min_ms is not None else {}),
                     **({"server_window": args.server_window} if args.server_window is not None else {})).validate()
+    if args.repeat > 1:
+        execute_repeated(cfg, args.out, args.repeat)
+        print(f"results: {args.out}/r1 .. r{args.repeat}, {args.out}/points-summary.csv")
+        return 0
     summary = execute(cfg, args.out)
     print(one_line(summary))
     print(f"results: {args.out}/summary.json")
@@ -145,6 +151,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--napi", default="pinned", choices=["pinned", "inline"],
                    help="where server packet work runs: pinned to the server cores, or inline on the client's")
     p.add_argument("--out", required=True, help="results directory of this run")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs of this configuration, each a full measurement of its own in OUT/r1 .. rN, then "
+                        "their medians and intervals in OUT/points-summary.csv (default 1: the run in OUT)")
     p.add_argument("--inventory", help="inventory file (default inventory/local.yml)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--value-size", type=int, default=24, help="echo value bytes (default: 64-byte payloads)")

@@ -9,6 +9,7 @@ File format::
     description: ...
     defaults: {duration_s: 2, warmup_s: 1}   # RunConfig fields of every point
     systems: [dint, kernel, bypass]          # default systems of every experiment
+    repeat: 1                                # default repetitions of every point
     experiments:
       - name: micro-lock                     # [a-z0-9-], unique
         figure: curve                        # see FIGURES
@@ -19,11 +20,14 @@ File format::
         variants:                            # optional: one line / bar group each
           - {name: 2pl, cc: 2pl}
           - {name: occ, cc: occ}
+        repeat: 5                            # optional: repetitions of each point
         sweep: {concurrency: [1, 8, 32]}     # optional: one field and its values
                                              # (faults: ["", "reply-loss=1%"] sweeps
                                              # fault injection, harness/faults.py)
 
-A point is one (workload, variant, system, sweep value). Workload-specific
+A point is one (workload, variant, system, sweep value), run `repeat`
+times (each a full run of its own; harness/reproduce.py interleaves the
+repetitions across systems). Workload-specific
 fields may be given per workload: `config: {by_workload: {tpcc: {scale: 1}}}`.
 Every field must be one of RunConfig's, and every point is validated as a
 RunConfig before anything runs."""
@@ -54,8 +58,10 @@ FIGURES = {
     "faults": "goodput and p99 latency against injected loss (a sweep of --faults), per system",
 }
 KNOWN_WORKLOADS = workloads.NAMES
-TOP_KEYS = {"version", "profile", "description", "defaults", "systems", "experiments"}
-EXP_KEYS = {"name", "figure", "title", "workload", "workloads", "systems", "config", "variants", "sweep", "note"}
+TOP_KEYS = {"version", "profile", "description", "defaults", "systems", "repeat", "experiments"}
+EXP_KEYS = {"name", "figure", "title", "workload", "workloads", "systems", "config", "variants", "sweep", "note",
+            "repeat"}
+MAX_REPEAT = 100
 # Fields an experiment may not set: the runner owns them.
 RESERVED = {"system", "workload", "inventory"}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -80,6 +86,7 @@ class Point:
     sweep_field: str
     sweep_value: object
     fields: dict = field(default_factory=dict)  # every RunConfig field set (but system, workload)
+    repeat: int = 1           # repetitions, each a run of its own
 
     def config(self, inventory: str | None = None) -> RunConfig:
         kw = {"system": self.system, "workload": self.workload, **self.fields}
@@ -101,6 +108,7 @@ class Experiment:
     sweep_field: str
     sweep_values: list
     note: str = ""
+    repeat: int = 1
 
 
 @dataclass
@@ -117,6 +125,13 @@ class ExperimentFile:
         for e in self.experiments:
             out += expand(e, self.defaults)
         return out
+
+
+def check_repeat(where: str, value) -> int:
+    """A repetition count: a whole number from 1 to MAX_REPEAT."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPEAT:
+        raise HarnessError(f"{where}repeat must be a whole number from 1 to {MAX_REPEAT}, not {value!r}")
+    return value
 
 
 def resolve_path(profile_or_path: str | None) -> Path:
@@ -181,6 +196,7 @@ def parse(raw, source: str = "<experiments>") -> ExperimentFile:
     defaults = _check_fields(f"{source}: defaults", raw.get("defaults"), types)
     systems = raw.get("systems", list(SYSTEMS))
     _check_systems(f"{source}: systems", systems)
+    repeat = check_repeat(f"{source}: ", raw.get("repeat", 1))
     exps = raw.get("experiments")
     if not isinstance(exps, list) or not exps:
         fail("'experiments' must be a non-empty list")
@@ -214,6 +230,7 @@ def parse(raw, source: str = "<experiments>") -> ExperimentFile:
                 raise HarnessError(f"{where}: unknown workload {w!r} (known: {', '.join(KNOWN_WORKLOADS)})")
         esys = e.get("systems", systems)
         _check_systems(f"{where}: systems", esys)
+        erepeat = check_repeat(f"{where}: ", e.get("repeat", repeat))
         config = dict(e.get("config") or {})
         by_wl = config.pop("by_workload", {}) if isinstance(config, dict) else {}
         config = _check_fields(f"{where}: config", config, types)
@@ -260,7 +277,7 @@ def parse(raw, source: str = "<experiments>") -> ExperimentFile:
         out.append(Experiment(name=name, figure=fig, title=str(title), workloads=list(wls), systems=list(esys),
                               config=config, by_workload=by_wl,
                               variants=[dict(v) for v in variants], sweep_field=sfield, sweep_values=list(svalues),
-                              note=str(e.get("note") or "")))
+                              note=str(e.get("note") or ""), repeat=erepeat))
     ef = ExperimentFile(path=Path(source), profile=str(raw.get("profile") or Path(source).stem),
                         description=str(raw.get("description") or ""), defaults=defaults, experiments=out, raw=raw)
     _check_points(ef, source)
@@ -321,7 +338,7 @@ def expand(e: Experiment, defaults: dict) -> list[Point]:
             fields[e.sweep_field] = val
             parts.append(sweep_tag(e.sweep_field, val))
         out.append(Point(name="__".join(parts), experiment=e.name, figure=e.figure, workload=wl, system=system,
-                         variant=vname, sweep_field=e.sweep_field, sweep_value=val, fields=fields))
+                         variant=vname, sweep_field=e.sweep_field, sweep_value=val, fields=fields, repeat=e.repeat))
     return out
 
 
@@ -330,4 +347,5 @@ def resolved(ef: ExperimentFile) -> dict:
     return {"source": str(ef.path), "profile": ef.profile, "description": ef.description,
             "file": ef.raw,
             "points": [{"name": p.name, "experiment": p.experiment, "figure": p.figure, "workload": p.workload,
-                        "system": p.system, "variant": p.variant, "fields": p.fields} for p in ef.points()]}
+                        "system": p.system, "variant": p.variant, "repeat": p.repeat, "fields": p.fields}
+                       for p in ef.points()]}

@@ -3,6 +3,13 @@ experiment file (experiments/<profile>.yml) into results/<run-id>/<point>/,
 then the table (points.csv), the figures and REPORT.md.
 
 - One testbed for the whole run.
+- A point with `repeat: N` runs N times, each run a full measurement in
+  <point>/r1 .. rN (a point run once: <point>/ itself, results.py). The
+  repetitions are interleaved across systems (schedule()): at each level
+  (a sweep value of a variant) repetition 1 of every system runs, then
+  repetition 2, and so on. Resume, retries and the index work per
+  repetition; a point run once before and now repeated keeps that run as
+  its r1.
 - Resumable: a point is done when it has a measured summary.json (a run that
   failed once started writes one marked "status": "failed"); running again
   with the same --run-id skips those. A point that failed is recorded in the
@@ -25,6 +32,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -41,15 +49,64 @@ MAX_ATTEMPTS = 2  # the first run and one retry on resume
 STARTUP_S = {"dint": 10.0, "kernel": 4.0, "bypass": 4.0}
 
 
-def estimate_s(points) -> float:
-    return sum(STARTUP_S.get(p.system, 5.0) + p.fields.get("duration_s", 10.0) + p.fields.get("warmup_s", 2.0)
-               for p in points)
+@dataclass(frozen=True)
+class Rep:
+    """One repetition of a point: what run_points runs, into run_dir/key."""
+    point: experiments.Point
+    k: int    # 1 .. point.repeat
+    key: str  # its index key and directory under the run (results.rep_key)
 
 
-def _entry(p: experiments.Point, old: dict | None) -> dict:
-    e = {"experiment": p.experiment, "figure": p.figure, "workload": p.workload, "system": p.system,
-         "variant": p.variant, "sweep_field": p.sweep_field, "sweep_value": p.sweep_value, "fields": p.fields,
-         "status": "pending", "attempts": 0, "error": ""}
+def estimate_s(reps) -> float:
+    return sum(STARTUP_S.get(r.point.system, 5.0) + r.point.fields.get("duration_s", 10.0)
+               + r.point.fields.get("warmup_s", 2.0) for r in reps)
+
+
+def level(p: experiments.Point) -> tuple:
+    """What a point shares with the other systems' points it is compared
+    with: all but its system."""
+    return p.experiment, p.workload, p.variant, p.sweep_field, str(p.sweep_value)
+
+
+def schedule(reps: list[Rep]) -> list[Rep]:
+    """The order repetitions run in: per level (levels in the order they
+    first appear), repetition 1 of every system, then repetition 2, ...
+    (A B C A B C, not A A A B B B), so that a drift of a shared host falls
+    on every system alike."""
+    levels: dict[tuple, list[Rep]] = {}
+    for r in reps:
+        levels.setdefault(level(r.point), []).append(r)
+    return [r for group in levels.values() for r in sorted(group, key=lambda r: r.k)]
+
+
+def nested(run_dir: Path, p: experiments.Point) -> bool:
+    """Whether a point's repetitions are run directories of their own
+    (r1 .. rN): when it repeats, or repeated before in this run."""
+    return p.repeat > 1 or (run_dir / p.name / "r1").is_dir()
+
+
+def unnest(run_dir: Path, p: experiments.Point, entries: dict) -> None:
+    """A point run once before, and now repeated, keeps that run as its
+    repetition 1: the point's directory moves into its r1, and the index
+    entry with it."""
+    d = run_dir / p.name
+    if not nested(run_dir, p) or not d.is_dir() or (d / "r1").exists():
+        return
+    if not [c for c in d.iterdir() if not results.REP_RE.match(c.name)]:
+        return
+    tmp = run_dir / f"{p.name}.r1.moving"
+    d.rename(tmp)
+    d.mkdir()
+    tmp.rename(d / "r1")
+    if p.name in entries:
+        entries[results.rep_key(p.name, 1, True)] = entries.pop(p.name)
+
+
+def _entry(r: Rep, old: dict | None) -> dict:
+    p = r.point
+    e = {"point": p.name, "repetition": r.k, "repeat": p.repeat, "experiment": p.experiment, "figure": p.figure,
+         "workload": p.workload, "system": p.system, "variant": p.variant, "sweep_field": p.sweep_field,
+         "sweep_value": p.sweep_value, "fields": p.fields, "status": "pending", "attempts": 0, "error": ""}
     if old:
         e.update({k: old[k] for k in ("status", "attempts", "error", "elapsed_s") if k in old})
     return e
@@ -57,55 +114,61 @@ def _entry(p: experiments.Point, old: dict | None) -> dict:
 
 def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inventory_path: str | None = None,
                progress: bool = True, log=print) -> dict:
-    """Runs the points not done yet; returns the point index (also in
-    run_dir/index.json, rewritten after every point)."""
+    """Runs the repetitions of the points not done yet, in schedule()'s
+    order; returns the index (also in run_dir/index.json, rewritten after
+    every run), one entry per repetition."""
     index = results.read_index(run_dir)
     old = index.get("points", {})
-    # entries of points outside this selection (--only) are kept as they are
-    index["points"] = {**old, **{p.name: _entry(p, old.get(p.name)) for p in points}}
-    entries = index["points"]
-    mine = {p.name for p in points}
-    todo, recheck = [], []
     for p in points:
-        e = entries[p.name]
-        if results.measured(run_dir / p.name):
-            if results.unchecked_reason(run_dir / p.name) and e["attempts"] < MAX_ATTEMPTS:
-                todo.append(p)  # measured without a consistency verdict: once more
-                recheck.append(p.name)
+        unnest(run_dir, p, old)
+    reps = [Rep(p, k, results.rep_key(p.name, k, nested(run_dir, p))) for p in points for k in range(1, p.repeat + 1)]
+    # entries of points outside this selection (--only) are kept as they are
+    index["points"] = {**old, **{r.key: _entry(r, old.get(r.key)) for r in reps}}
+    entries = index["points"]
+    todo, recheck = [], []
+    for r in reps:
+        e = entries[r.key]
+        if results.measured(run_dir / r.key):
+            if results.unchecked_reason(run_dir / r.key) and e["attempts"] < MAX_ATTEMPTS:
+                todo.append(r)  # measured without a consistency verdict: once more
+                recheck.append(r.key)
             elif e["status"] != "done":
                 e["status"] = "done"
         elif e["status"] == "failed" and e["attempts"] >= MAX_ATTEMPTS:
             pass  # failed twice: left as it is
         else:
-            todo.append(p)
-    todo_names = {p.name for p in todo}
-    done = sum(1 for n in mine if entries[n]["status"] == "done" and n not in todo_names)
-    failed_for_good = [n for n in mine if entries[n]["status"] == "failed" and n not in todo_names]
+            todo.append(r)
+    todo = schedule(todo)
+    todo_keys = {r.key for r in todo}
+    mine = [r.key for r in reps]
+    done = sum(1 for k in mine if entries[k]["status"] == "done" and k not in todo_keys)
+    failed_for_good = [k for k in mine if entries[k]["status"] == "failed" and k not in todo_keys]
+    what = "run(s)" if len(reps) > len(points) else "point(s)"
     if failed_for_good:
-        log(f"not retrying {len(failed_for_good)} point(s) that failed {MAX_ATTEMPTS} times: "
+        log(f"not retrying {len(failed_for_good)} {what} that failed {MAX_ATTEMPTS} times: "
             + ", ".join(failed_for_good[:5]) + (" ..." if len(failed_for_good) > 5 else ""))
     if recheck:
-        log(f"running again {len(recheck)} point(s) measured without a consistency verdict: "
+        log(f"running again {len(recheck)} {what} measured without a consistency verdict: "
             + ", ".join(recheck[:5]) + (" ..." if len(recheck) > 5 else ""))
     if done:
-        log(f"{done} point(s) done before, not run again")
-    log(f"{len(todo)} point(s) to run, about {estimate_s(todo) / 60:.1f} min")
+        log(f"{done} {what} done before, not run again")
+    log(f"{len(todo)} {what} to run, about {estimate_s(todo) / 60:.1f} min")
     results.write_index(run_dir, index)
 
     bar = None
     if progress and todo:
         from tqdm import tqdm
-        bar = tqdm(total=len(todo), unit="pt", file=sys.stderr, dynamic_ncols=True,
+        bar = tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
         log = bar.write
     try:
-        for p in todo:
-            e = entries[p.name]
+        for r in todo:
+            e = entries[r.key]
             if bar is not None:
-                bar.set_description(p.name[:48])
-            out = run_dir / p.name
+                bar.set_description(r.key[-48:])
+            out = run_dir / r.key
             if out.exists():  # a partial directory of an interrupted or failed attempt, or an unchecked one
-                keep = run_dir / "_failed" / f"{p.name}.attempt{e['attempts']}"
+                keep = run_dir / "_failed" / f"{r.key.replace('/', '__')}.attempt{e['attempts']}"
                 keep.parent.mkdir(exist_ok=True)
                 if keep.exists():
                     shutil.rmtree(keep)
@@ -113,7 +176,7 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
             e["attempts"] += 1
             t0 = time.monotonic()
             try:
-                summary = execute(p.config(inventory_path), out, show_progress=False, testbed=testbed,
+                summary = execute(r.point.config(inventory_path), out, show_progress=False, testbed=testbed,
                                   data_cache=run_dir / "_data")
                 e.update(status="done", error="")
                 log(one_line(summary))
@@ -121,17 +184,17 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
                 e["attempts"] -= 1
                 e["status"] = "pending"
                 raise
-            except Exception as exc:  # noqa: BLE001 - one point failing must not stop the run
+            except Exception as exc:  # noqa: BLE001 - one run failing must not stop the others
                 msg = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
                 # a consistency violation, or a server that did not stop cleanly, is raised after the
                 # summary is written: the point is measured
                 e.update(status="done" if results.measured(out) else "failed", error=msg)
                 if results.unchecked_reason(out):
-                    log(f"UNCHECKED {p.name} (measured, consistency not checked): {msg}"
+                    log(f"UNCHECKED {r.key} (measured, consistency not checked): {msg}"
                         + (" [run again with this --run-id to retry it once]" if e["attempts"] < MAX_ATTEMPTS
                            else f" [after {e['attempts']} attempts]"))
                 else:
-                    log(f"FAILED {p.name}: {msg}")
+                    log(f"FAILED {r.key}: {msg}")
             finally:
                 e["elapsed_s"] = round(time.monotonic() - t0, 1)
                 results.write_index(run_dir, index)
@@ -147,7 +210,8 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
 def finish(run_dir: Path, log=print) -> None:
     """The table, the figures and the report of a run directory."""
     df = results.write_table(run_dir)
-    log(f"table: {run_dir / results.TABLE} ({len(df)} points)")
+    log(f"table: {run_dir / results.TABLE} ({df['point'].nunique()} points, {len(df)} runs); "
+        f"medians and intervals: {run_dir / results.SUMMARY}")
     from plots.__main__ import plot_run
     try:
         for path in plot_run(run_dir, df, log=log):
@@ -200,7 +264,9 @@ def reproduce(run_id: str | None = None, inventory_path: str | None = None, prof
             shutil.copy(res_path, run_dir / "experiments.previous.yml")
     res_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
     (run_dir / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
-    print(f"run {run_id}: profile {ef.profile} ({ef.path}), {len(points)} points -> {run_dir}")
+    runs = sum(p.repeat for p in points)
+    print(f"run {run_id}: profile {ef.profile} ({ef.path}), {len(points)} points"
+          + (f", {runs} runs with their repetitions" if runs > len(points) else "") + f" -> {run_dir}")
     # a local testbed is brought up (and down again if this made it); a
     # cluster's hosts, simulated or not, are there already (check_can_run)
     with Testbed(inv) if inv.local else contextlib.nullcontext() as tb:

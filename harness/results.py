@@ -1,15 +1,27 @@
 """A run's results as one tidy table (results/<run-id>/points.csv): one row
-per point of its point index (index.json), with the figures of its
-summary.json when it has one, and the run's echo ceilings beside each row."""
+per repetition of a point in its index (index.json), with the figures of its
+summary.json when it has one, and the run's echo ceilings beside each row;
+and per point and headline metric the median over its repetitions with a
+confidence interval (points-summary.csv, harness/stats.py).
+
+Layout: a point's directory holds one run (its summary.json) when the point
+is run once, or one run directory per repetition, r1 .. rN (`repeat: N`,
+`harness run --repeat N`). The index is keyed by run directory, relative to
+the run: `<point>` or `<point>/r<k>`."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 
+from . import stats
+
 INDEX = "index.json"
 TABLE = "points.csv"
+SUMMARY = "points-summary.csv"
+REP_RE = re.compile(r"^r([1-9][0-9]*)$")
 # A point's status in the index: measured (done; a consistency violation
 # or an unclean stop leaves it done, with its error), failed (no
 # measurement), or not run yet (pending).
@@ -17,7 +29,8 @@ STATUSES = ("done", "failed", "pending")
 SYSTEM_ORDER = ["dint", "kernel", "bypass"]
 
 COLUMNS = [
-    "experiment", "figure", "point", "status", "system", "workload", "variant", "cc", "kv_mix", "scale", "scale_divisor", "keys",
+    "experiment", "figure", "point", "repetition", "status", "system", "workload", "variant", "cc", "kv_mix",
+    "scale", "scale_divisor", "keys",
     "cache_fraction", "cache_bloom", "cache_write_through", "neighbour", "napi", "concurrency", "rate",
     "faults", "loss_percent",
     "transactional", "goodput_per_s", "throughput_per_s", "request_throughput_per_s",
@@ -55,6 +68,48 @@ def write_index(run_dir: Path, index: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(index, indent=1, default=str))
     tmp.replace(path)
+
+
+def rep_key(point: str, k: int, nested: bool) -> str:
+    """The index key and directory (under the run) of a point's k-th
+    repetition: the point's own directory, or its r<k> (nested)."""
+    return f"{point}/r{k}" if nested else point
+
+
+def repetition_dirs(point_dir: Path) -> list[tuple[int, Path]]:
+    """A point directory's runs as (repetition, directory): itself when it
+    holds a run's summary.json, else its r1 .. rN that exist."""
+    d = Path(point_dir)
+    if (d / "summary.json").exists():
+        return [(1, d)]
+    if not d.is_dir():
+        return []
+    return sorted((int(m.group(1)), c) for c in d.iterdir() if c.is_dir() and (m := REP_RE.match(c.name)))
+
+
+def is_point_dir(path: Path) -> bool:
+    """Whether a directory is one point's (`harness run --out`): a run, or repetitions of one."""
+    return any((d / "summary.json").exists() for _, d in repetition_dirs(path))
+
+
+def discover(run_dir: Path) -> dict[str, tuple[str, int]]:
+    """The runs with a summary.json under a results directory, as
+    {key: (point, repetition)}: a reproduce run's or a sweep's point
+    directories, or the directory itself when it is one point's (its point
+    named after it)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return {}
+    if is_point_dir(run_dir):
+        name = run_dir.resolve().name
+        return {str(d.relative_to(run_dir)): (name, k) for k, d in repetition_dirs(run_dir)
+                if (d / "summary.json").exists()}
+    found = {}
+    for c in sorted(p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+        for k, d in repetition_dirs(c):
+            if (d / "summary.json").exists():
+                found[str(d.relative_to(run_dir))] = (c.name, k)
+    return found
 
 
 def consistency_verdict(c: dict | None) -> tuple[str, str]:
@@ -171,25 +226,27 @@ def row_of(summary: dict) -> dict:
 
 
 def table(run_dir: Path) -> pd.DataFrame:
-    """Every point of the run's index (done, failed or pending), in index
-    order; points without an index entry but with a summary are added."""
+    """Every repetition of every point of the run's index (done, failed or
+    pending), in index order; runs without an index entry but with a
+    summary are added (a sweep of `harness run`s has no index)."""
     run_dir = Path(run_dir)
     index = read_index(run_dir)
     entries = dict(index.get("points", {}))
-    for path in sorted(run_dir.glob("*/summary.json")):
-        entries.setdefault(path.parent.name, {"experiment": "", "figure": "", "status": "done"})
+    for key, (point, k) in discover(run_dir).items():
+        entries.setdefault(key, {"experiment": "", "figure": "", "status": "done", "point": point, "repetition": k})
     rows = []
-    for name, e in entries.items():
-        row = {"point": name, "experiment": e.get("experiment", ""), "figure": e.get("figure", ""),
+    for key, e in entries.items():
+        row = {"point": e.get("point", key), "repetition": e.get("repetition", 1),
+               "experiment": e.get("experiment", ""), "figure": e.get("figure", ""),
                "variant": e.get("variant", ""), "status": e.get("status", ""), "error": e.get("error", ""),
-               "attempts": e.get("attempts", 0), "dir": str(run_dir / name)}
+               "attempts": e.get("attempts", 0), "dir": str(run_dir / key)}
         fields = e.get("fields") or {}
         row.update({k: fields.get(k) for k in ("concurrency", "rate", "napi", "cc", "kv_mix", "neighbour", "faults")
                     if k in fields})
         if "faults" in fields:
             row["loss_percent"] = loss_percent(fields["faults"])
         row.update({"system": e.get("system"), "workload": e.get("workload")})
-        s = read_summary(run_dir / name)
+        s = read_summary(run_dir / key)
         if s is not None and s.get("status") == "failed":  # failed once started: no figures
             row["status"] = "failed"
             row["error"] = row["error"] or s.get("error", "")
@@ -211,17 +268,131 @@ def table(run_dir: Path) -> pd.DataFrame:
     return df
 
 
-def echo_ceilings(df: pd.DataFrame) -> dict:
+def _ceiling_medians(df: pd.DataFrame) -> pd.Series:
+    """Median echo throughput of each calibration point, by (system, point)."""
     d = df[(df["workload"] == "echo") & (df["figure"] == "calibration") & (df["status"] == "done")]
-    if d.empty:
-        return {}
-    d = d.sort_values("concurrency")
-    return {s: float(g["throughput_per_s"].max()) for s, g in d.groupby("system")}
+    return pd.to_numeric(d["throughput_per_s"], errors="coerce").groupby(
+        [d["system"], d["point"]], sort=False).median().dropna()
+
+
+def echo_ceilings(df: pd.DataFrame) -> dict:
+    """Each system's echo ceiling: its calibration point of the highest
+    median throughput over the repetitions."""
+    return {s: float(v) for s, v in _ceiling_medians(df).groupby(level=0).max().items()}
+
+
+def echo_ceiling_points(df: pd.DataFrame) -> dict:
+    """The point of each system's echo ceiling (whose repetitions are its samples)."""
+    return {s: idx[1] for s, idx in _ceiling_medians(df).groupby(level=0).idxmax().items()}
+
+
+def samples(df: pd.DataFrame, point: str, column: str) -> list[float]:
+    """A column's values over a point's measured repetitions."""
+    d = df[(df["point"] == point) & (df["status"] == "done")]
+    return [float(v) for v in pd.to_numeric(d[column], errors="coerce").dropna()]
+
+
+SUMMARY_ID = ("experiment", "figure", "point", "system", "workload", "variant", "cc", "kv_mix", "concurrency",
+              "rate", "faults", "napi")
+# per point: the median over its measured repetitions; any; the largest
+MEDIAN_COLUMNS = ("goodput_per_s", "throughput_per_s", "request_throughput_per_s", "lat_mean_us", "lat_p50_us",
+                  "lat_p99_us", "lat_p999_us", "abort_rate", "server_cpu_us_per_op", "server_cpu_us_per_txn",
+                  "client_cpu_util", "neighbour_share", "neighbour_idle_units_per_s", "neighbour_window_units_per_s",
+                  "loss_percent")
+ANY_COLUMNS = ("client_saturated", "oversubscribed")
+MAX_COLUMNS = ("errors", "consistency_violations")
+# a point shows its worst repetition's consistency verdict
+VERDICT_RANK = {"": 0, "ok": 1, "partly unchecked": 2, "unchecked": 3, "violations": 4}
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """points-summary.csv: per point and headline metric (stats.HEADLINE;
+    goodput for transactional points only) the number of measured
+    repetitions with a value, their median and its confidence interval
+    (stats.median_ci: ci_level is the interval's exact level; ci_note says
+    why there is none, or why its level is below 95%)."""
+    rows = []
+    for point, g in df.groupby("point", sort=False):
+        done = g[g["status"] == "done"]
+        first = (done if len(done) else g).iloc[0]
+        transactional = bool(done["transactional"].astype(object).fillna(False).astype(bool).any())
+        for m in stats.HEADLINE:
+            if m.column == "goodput_per_s" and not transactional:
+                continue
+            est = stats.median_ci(samples(g, point, m.column))
+            note = "no value in its measured repetitions" if len(done) and not est.n else est.note
+            rows.append({**{c: first.get(c) for c in SUMMARY_ID}, "metric": m.column, "n": est.n,
+                         "median": est.median, "ci_low": est.low, "ci_high": est.high, "ci_level": est.level,
+                         "ci_note": note})
+    return pd.DataFrame(rows, columns=[*SUMMARY_ID, "metric", "n", "median", "ci_low", "ci_high", "ci_level",
+                                       "ci_note"])
+
+
+def per_point(df: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per point, for the figures and the report: its measured
+    repetitions' medians (MEDIAN_COLUMNS), whether any was client-saturated
+    or oversubscribed, its worst consistency verdict, n (measured
+    repetitions), status done when any repetition is, and each headline
+    metric's interval as <column>_low and <column>_high (null where
+    summary_table has none)."""
+    if df.empty:
+        return df.assign(n=pd.Series(dtype=int))
+    order = list(dict.fromkeys(df["point"]))
+    done = df[df["status"] == "done"]
+    rank = done["consistency"].astype(object).fillna("").map(VERDICT_RANK).fillna(0)
+    worst = done.assign(_rank=rank).sort_values("_rank", ascending=False, kind="stable").drop(columns="_rank")
+    out = pd.concat([worst, df]).drop_duplicates("point").set_index("point").loc[order]
+    g = done.groupby("point", sort=False)
+    if len(done):
+        cols = [c for c in MEDIAN_COLUMNS if c in df]
+        med = done[cols].apply(pd.to_numeric, errors="coerce").groupby(done["point"]).median()
+        out.loc[med.index, cols] = med
+        for c in ANY_COLUMNS:
+            out.loc[med.index, c] = g[c].agg(lambda v: bool(v.astype(object).fillna(False).astype(bool).any()))
+        for c in MAX_COLUMNS:
+            out.loc[med.index, c] = pd.to_numeric(done[c], errors="coerce").groupby(done["point"]).max()
+        out.loc[med.index, "status"] = "done"
+    out["n"] = g.size().reindex(out.index).fillna(0).astype(int)
+    summary = summary_table(df) if summary is None else summary
+    for col in stats.HEADLINE_COLUMNS:
+        s = summary[summary["metric"] == col].set_index("point")
+        out[f"{col}_low"] = s["ci_low"].reindex(out.index)
+        out[f"{col}_high"] = s["ci_high"].reindex(out.index)
+    # a flat workload's goodput is its throughput (row_of): so is its interval
+    flat = ~out["transactional"].astype(object).fillna(False).astype(bool)
+    for end in ("low", "high"):
+        out[f"goodput_per_s_{end}"] = out[f"goodput_per_s_{end}"].where(~flat, out[f"throughput_per_s_{end}"])
+    return out.drop(columns=["repetition"], errors="ignore").reset_index()
+
+
+def fmt(v: float) -> str:
+    """A figure for a line of text: 65,890; 191.1; 0.70."""
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def summary_lines(summary: pd.DataFrame) -> list[str]:
+    """points-summary.csv's rows as lines: "throughput_per_s: 65,890 (median
+    of 6) [58,721-77,432] at 96.9%", or with the note of an interval below
+    95%, or of none."""
+    out = []
+    for r in summary.itertuples():
+        if not r.n:
+            out.append(f"{r.metric}: - ({r.ci_note})")
+            continue
+        head = f"{r.metric}: {fmt(r.median)} (median of {r.n})"
+        if pd.isna(r.ci_low):
+            out.append(f"{head}, interval unknown: {r.ci_note}")
+        else:
+            out.append(f"{head} [{fmt(r.ci_low)}-{fmt(r.ci_high)}]"
+                       + (f": {r.ci_note}" if r.ci_note else f" at {r.ci_level:.1%}"))
+    return out
 
 
 def write_table(run_dir: Path) -> pd.DataFrame:
+    """points.csv (one row per repetition) and points-summary.csv; returns the first."""
     df = table(run_dir)
     df.to_csv(Path(run_dir) / TABLE, index=False)
+    summary_table(df).to_csv(Path(run_dir) / SUMMARY, index=False)
     return df
 
 
@@ -235,6 +406,7 @@ def load_table(run_dir: Path) -> pd.DataFrame:
                 df[col] = None
         for col in TEXT_COLUMNS:
             df[col] = df[col].astype(object).fillna("").astype(str)
+        df["repetition"] = df["repetition"].fillna(1).astype(int)
         for col in ("client_saturated", "oversubscribed"):
             df[col] = df[col].fillna(False).astype(bool)
         return df

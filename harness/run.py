@@ -19,7 +19,7 @@ import yaml
 
 import workloads
 
-from . import HarnessError, consistency, cost, envinfo, faults, inventory, limits, metrics, snapshot
+from . import HarnessError, consistency, cost, envinfo, faults, inventory, limits, metrics, results, snapshot
 from ._netloop import LATE_NS
 from .config import RunConfig
 from .deploy import Deployer
@@ -27,7 +27,7 @@ from .inventory import Inventory
 from .processes import Clients, Neighbours
 from .results import read_summary
 from .schema import Schema
-from .summary import committed_by_type, placement, summarize
+from .summary import committed_by_type, one_line, placement, summarize
 from .systems import ServerDied, make_system
 from .testbed import Testbed
 from .watch import HostWatch
@@ -135,6 +135,45 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
         else:
             write_failed_summary(out, cfg, exc, progress)
         raise
+
+
+def execute_repeated(cfg: RunConfig, out: Path, repeat: int, log=print) -> list[dict]:
+    """`harness run --repeat N`: N runs of one configuration into out/r1 ..
+    rN, one after the other on one testbed, each a full run with its own
+    summary.json and consistency verdict (same seed: the repetitions
+    measure the run-to-run spread, not other inputs). A repetition that
+    fails does not stop the others; the error at the end names those that
+    failed. Afterwards out/points.csv holds every repetition and
+    out/points-summary.csv the medians with their intervals (results.py).
+    Returns the measured summaries."""
+    cfg.validate()
+    inv = inventory.load(cfg.inventory)
+    faults.check_inventory(cfg.faults, inv)
+    out = Path(out)
+    check_can_run(inv, out)
+    limits.check_memory(cfg, inv, out)
+    held = [d for _, d in results.repetition_dirs(out) if read_summary(d) is not None]
+    if held:
+        what = "a run" if held == [out] else f"repetitions ({', '.join(d.name for d in held)})"
+        raise HarnessError(f"{out} already holds {what}; choose another --out or remove it")
+    summaries, failed = [], []
+    with Testbed(inv) if inv.local else contextlib.nullcontext() as testbed:
+        for k in range(1, repeat + 1):
+            try:
+                summaries.append(execute(cfg, out / f"r{k}", testbed=testbed))
+                log(f"r{k}: {one_line(summaries[-1])}")
+            except Exception as exc:  # noqa: BLE001 - one repetition failing does not stop the others
+                msg = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
+                failed.append(f"r{k}: {msg}")
+                log(f"r{k}: FAILED: {msg}")
+    if any((d / "summary.json").exists() for _, d in results.repetition_dirs(out)):
+        summary = results.summary_table(results.write_table(out))
+        log(f"over the repetitions ({out / results.SUMMARY}):")
+        for line in results.summary_lines(summary):
+            log(f"  {line}")
+    if failed:
+        raise HarnessError(f"{len(failed)} of {repeat} repetitions failed: " + "; ".join(failed))
+    return summaries
 
 
 def _execute(cfg: RunConfig, inv: Inventory, out: Path, progress: Progress, show_progress: bool | None,

@@ -217,7 +217,7 @@ def test_resume_skips_done_points_and_retries_a_failure_once(tmp_path, tiny_file
     calls, logs = [], []
     monkeypatch.setattr(reproduce, "execute", fake_execute(calls, fail={bad}))
     index = reproduce.run_points(run, pts, progress=False, log=logs.append)
-    assert calls == runnable
+    assert sorted(calls) == sorted(runnable)  # in schedule order: test_repeats checks it
     assert index["points"][bad]["status"] == "failed" and "server on s1 died" in index["points"][bad]["error"]
     assert json.loads((run / "index.json").read_text())["points"][bad]["attempts"] == 1
     # resume: only the failed point runs again (its partial directory kept aside)
