@@ -1,7 +1,13 @@
 """REPORT.md of a run: consistency and other flags first, then per workload
 and system the peak goodput, the unloaded latency and the server CPU per
 transaction, with the dint/kernel and dint/bypass ratios beside the paper's
-claims and beside the same run's echo ceilings."""
+claims and beside the same run's echo ceilings.
+
+Values are a point's medians over its measured repetitions
+(results.per_point); every ratio carries its 95% bootstrap interval from
+the repetitions of the points it divides (stats.ratio_ci), "~" before it
+when the interval includes 1 (not significant), "[? one repetition]" when
+there is no interval. Flags speak of each repetition."""
 from __future__ import annotations
 
 import json
@@ -10,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import results
+from . import results, stats
 
 SYSTEMS = results.SYSTEM_ORDER
 # DINT (NSDI'24), abstract and section 6: up to 2.6x the throughput of the
@@ -28,13 +34,22 @@ def _num(v, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
-def _ratio(a, b) -> str:
-    try:
-        if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:
-            return "-"
-    except TypeError:
-        return "-"
-    return f"{a / b:.2f}x"
+def _r(df: pd.DataFrame, num: str | None, den: str | None, col: str, den_col: str | None = None) -> stats.Ratio:
+    """num's median of col over den's median of den_col (col), with its
+    interval from both points' repetitions (df: one row per repetition)."""
+    if not num or not den:
+        return stats.Ratio(None, None, None, 0, 0, stats.NONE)
+    return stats.ratio_ci(results.samples(df, num, col), results.samples(df, den, den_col or col))
+
+
+def _ratio(df: pd.DataFrame, num: str | None, den: str | None, col: str, den_col: str | None = None,
+           percent: bool = False) -> str:
+    return _r(df, num, den, col, den_col).text(percent)
+
+
+def _points(g: pd.DataFrame) -> dict:
+    """system -> point name, of per-point rows indexed by system."""
+    return {s: g.loc[s, "point"] for s in g.index}
 
 
 def md_table(header: list[str], rows: list[list]) -> str:
@@ -75,7 +90,14 @@ def _attempts(r) -> str:
 
 
 def flags(df: pd.DataFrame) -> list[str]:
+    """The flags, one repetition at a time: a point repeated names each
+    repetition it flags ("<point> r2")."""
     lines = []
+    rep = pd.to_numeric(df["repetition"], errors="coerce").fillna(1).astype(int) if "repetition" in df \
+        else pd.Series(1, index=df.index)
+    many = df.groupby("point")["point"].transform("size") > 1
+    df = df.assign(point=[f"{p} r{k}" if m else p for p, k, m in zip(df["point"], rep, many)])
+    unit = "run(s)" if many.any() else "point(s)"
     d = df[df["status"] == "done"]
     verdict = d["consistency"].fillna("").astype(str)
     checked = d[verdict.isin(["ok", "violations", "partly unchecked"])]
@@ -83,15 +105,15 @@ def flags(df: pd.DataFrame) -> list[str]:
     partly = checked[checked["consistency_unchecked"].fillna("").astype(str) != ""]
     unchecked = d[verdict == "unchecked"]
     if not viol.empty:
-        lines.append(f"**CONSISTENCY VIOLATIONS in {len(viol)} point(s): "
+        lines.append(f"**CONSISTENCY VIOLATIONS in {len(viol)} {unit}: "
                      + "; ".join(f"{r.point} ({r.consistency_failed})" for r in viol.itertuples()) + "**")
     if not unchecked.empty:
-        lines.append(f"**CONSISTENCY NOT CHECKED in {len(unchecked)} measured point(s) (no verdict drawn; a red x "
+        lines.append(f"**CONSISTENCY NOT CHECKED in {len(unchecked)} measured {unit} (no verdict drawn; a red x "
                      "in the figures): " + "; ".join(f"{r.point} ({r.consistency_unchecked}; attempts "
                                                       f"{_attempts(r)})" for r in unchecked.itertuples()) + "**")
     if len(checked):
         # no violation reads as fully checked only when every check drew a verdict
-        line = f"Consistency: checked after {len(checked)} transactional point(s), " + (
+        line = f"Consistency: checked after {len(checked)} transactional {unit}, " + (
             "no violation" if viol.empty else f"violations in {len(viol)}")
         if partly.empty:
             line += "; every check drew a verdict."
@@ -101,41 +123,42 @@ def flags(df: pd.DataFrame) -> list[str]:
         lines.append(line)
     failed = df[df["status"] == "failed"]
     if not failed.empty:
-        lines.append(f"**{len(failed)} point(s) failed:** " + "; ".join(
+        lines.append(f"**{len(failed)} {unit} failed:** " + "; ".join(
             f"{r.point}: {str(r.error)[:160]}" for r in failed.itertuples()))
     errs = d[d["error"].fillna("").astype(str) != ""]
     errs = errs[~errs.index.isin(viol.index) & ~errs.index.isin(unchecked.index)]
     if not errs.empty:
-        lines.append(f"{len(errs)} measured point(s) reported an error: " + "; ".join(
+        lines.append(f"{len(errs)} measured {unit} reported an error: " + "; ".join(
             f"{r.point}: {str(r.error)[:120]}" for r in errs.itertuples()))
     sat = d[d["client_saturated"].fillna(False).astype(bool)]
     if not sat.empty:
-        lines.append(f"Client saturated (>= 90% CPU) in {len(sat)} of {len(d)} points: there the client, not the "
+        lines.append(f"Client saturated (>= 90% CPU) in {len(sat)} of {len(d)} {unit}: there the client, not the "
                      "system, may be the limit (hollow markers in the figures).")
     over = d[d["oversubscribed"].fillna(False).astype(bool)]
     if not over.empty:
-        lines.append(f"Oversubscribed hosts in {len(over)} of {len(d)} points (servers sharing cores with each "
+        lines.append(f"Oversubscribed hosts in {len(over)} of {len(d)} {unit} (servers sharing cores with each "
                      "other or with clients; see each summary's placement): compare systems as ratios only.")
     if "server_cpu_missing" in d.columns:
         nocost = d[d["server_cpu_missing"].fillna("").astype(str) != ""]
         if not nocost.empty:
-            lines.append(f"No server CPU figure in {len(nocost)} measured point(s) (n/a in the tables, missing from "
+            lines.append(f"No server CPU figure in {len(nocost)} measured {unit} (n/a in the tables, missing from "
                          "the figures): " + "; ".join(f"{r.point} ({r.server_cpu_missing})"
                                                       for r in nocost.head(8).itertuples())
                          + (" ..." if len(nocost) > 8 else ""))
     lost = d[d["instrument_match"].astype(str).str.lower() == "false"]
     if not lost.empty:
-        lines.append(f"Instrument check mismatch (sent != received by servers) in {len(lost)} point(s).")
+        lines.append(f"Instrument check mismatch (sent != received by servers) in {len(lost)} {unit}.")
     errors = d[d["errors"].fillna(0).astype(float) > 0]
     if not errors.empty:
-        lines.append(f"Request errors (lost or error statuses) in {len(errors)} point(s): "
+        lines.append(f"Request errors (lost or error statuses) in {len(errors)} {unit}: "
                      + ", ".join(f"{r.point} ({int(r.errors)})" for r in errors.head(8).itertuples())
                      + (" ..." if len(errors) > 8 else ""))
     return lines
 
 
-def ceilings_section(df: pd.DataFrame) -> list[str]:
-    cal = df[(df["figure"] == "calibration") & (df["status"] == "done")]
+def ceilings_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
+    """pp: one row per point (results.per_point); df: one per repetition."""
+    cal = pp[(pp["figure"] == "calibration") & (pp["status"] == "done")]
     if cal.empty:
         return ["No echo calibration in this run."]
     rows = []
@@ -147,11 +170,12 @@ def ceilings_section(df: pd.DataFrame) -> list[str]:
         rows.append([s, f"{_num(hi['throughput_per_s'])}/s{_sat(hi)}", _num(lo["lat_mean_us"]), _num(lo["lat_p50_us"]),
                      _num(lo["lat_p99_us"])])
     out = [md_table(["system", "echo throughput (ceiling)", "echo mean us (c=1)", "p50 us", "p99 us"], rows)]
-    ceil = results.echo_ceilings(df)
+    ceil = results.echo_ceiling_points(df)
     if "dint" in ceil:
         out.append("")
         out.append("Echo ratios (the most any workload's ratio can show on this client): " + ", ".join(
-            f"dint/{s} {_ratio(ceil['dint'], ceil[s])}" for s in ("kernel", "bypass") if s in ceil))
+            f"dint/{s} {_ratio(df, ceil['dint'], ceil[s], 'throughput_per_s')}" for s in ("kernel", "bypass")
+            if s in ceil))
     return out
 
 
@@ -164,15 +188,15 @@ def peaks(df: pd.DataFrame) -> pd.DataFrame:
     return d.loc[idx]
 
 
-def peaks_section(df: pd.DataFrame) -> list[str]:
-    p = peaks(df)
+def peaks_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
+    p = peaks(pp)
     if p.empty:
         return ["No throughput-latency curve in this run."]
-    ceil = results.echo_ceilings(df)
+    ceil, cpt = results.echo_ceilings(pp), results.echo_ceiling_points(df)
     rows = []
     for label in dict.fromkeys(p["label"]):
         g = p[p["label"] == label].set_index("system")
-        get = lambda s, c: float(g.loc[s, c]) if s in g.index and pd.notna(g.loc[s, c]) else float("nan")  # noqa: E731
+        pt = _points(g)
         cells = []
         for s in SYSTEMS:
             if s in g.index:
@@ -180,19 +204,20 @@ def peaks_section(df: pd.DataFrame) -> list[str]:
                 cells.append(f"{_num(r['goodput_per_s'])} (c={int(r['concurrency'])}){_sat(r)}")
             else:
                 cells.append("-")
-        req = [f"{s} {get(s, 'request_throughput_per_s') / ceil[s]:.0%}" for s in SYSTEMS
-               if s in g.index and s in ceil and ceil[s]]
-        rows.append([label] + cells + [_ratio(get("dint", "goodput_per_s"), get("kernel", "goodput_per_s")),
-                                       _ratio(get("dint", "goodput_per_s"), get("bypass", "goodput_per_s")),
+        req = [f"{s} {_ratio(df, pt[s], cpt[s], 'request_throughput_per_s', 'throughput_per_s', percent=True)}"
+               for s in SYSTEMS if s in g.index and s in ceil and ceil[s]]
+        rows.append([label] + cells + [_ratio(df, pt.get("dint"), pt.get("kernel"), "goodput_per_s"),
+                                       _ratio(df, pt.get("dint"), pt.get("bypass"), "goodput_per_s"),
                                        ", ".join(req) or "-"])
     out = [md_table(["workload", "dint goodput/s", "kernel goodput/s", "bypass goodput/s", "dint/kernel",
                      "dint/bypass", "request rate / echo ceiling"], rows)]
     out.append("")
     line = f"Paper: dint up to {PAPER_TPUT_VS_BYPASS}x the throughput of the DPDK system (bypass)."
     if "dint" in ceil and "bypass" in ceil:
-        line += f" This run's echo ceiling ratio dint/bypass is {_ratio(ceil['dint'], ceil['bypass'])}"
+        line += (" This run's echo ceiling ratio dint/bypass is "
+                 f"{_ratio(df, cpt['dint'], cpt['bypass'], 'throughput_per_s')}")
         if "kernel" in ceil:
-            line += f", dint/kernel {_ratio(ceil['dint'], ceil['kernel'])}"
+            line += f", dint/kernel {_ratio(df, cpt['dint'], cpt['kernel'], 'throughput_per_s')}"
         line += ": a workload ratio near it says the client, not the server, bounds the comparison."
     out.append(line)
     over = [f"{r['label']} on {r['system']}" for _, r in p.iterrows()
@@ -203,8 +228,20 @@ def peaks_section(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def latency_section(df: pd.DataFrame) -> list[str]:
-    d = df[(df["figure"] == "latency") & (df["status"] == "done")].copy()
+def _within(r: stats.Ratio, limit: float) -> str:
+    """A latency ratio against the paper's limit: within, above, or (with an
+    interval that holds the limit) undecided."""
+    if r.value is None:
+        return "-"
+    if r.low is None:
+        where = "within" if r.value <= limit else "above"
+    else:
+        where = "within" if r.high <= limit else "above" if r.low > limit else "the limit inside the interval"
+    return f"{r.text()} ({where})"
+
+
+def latency_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
+    d = pp[(pp["figure"] == "latency") & (pp["status"] == "done")].copy()
     if d.empty:
         return ["No unloaded latency points in this run."]
     d["label"] = [_label(r) for _, r in d.iterrows()]
@@ -216,11 +253,10 @@ def latency_section(df: pd.DataFrame) -> list[str]:
         for s in SYSTEMS:
             row.append(" / ".join(_num(cell(s, c)) for c in ("lat_mean_us", "lat_p50_us", "lat_p99_us"))
                        if s in g.index else "-")
-        rm, r99 = cell("dint", "lat_mean_us") / cell("bypass", "lat_mean_us"), \
-            cell("dint", "lat_p99_us") / cell("bypass", "lat_p99_us")
-        ok = lambda r, lim: "-" if math.isnan(r) else (f"{r:.2f}x" + (" (within)" if r <= lim else " (above)"))  # noqa: E731
-        row += [ok(rm, PAPER_MEAN_LAT_VS_BYPASS), ok(r99, PAPER_P99_LAT_VS_BYPASS),
-                _ratio(cell("dint", "lat_mean_us"), cell("kernel", "lat_mean_us"))]
+        pt = _points(g)
+        row += [_within(_r(df, pt.get("dint"), pt.get("bypass"), "lat_mean_us"), PAPER_MEAN_LAT_VS_BYPASS),
+                _within(_r(df, pt.get("dint"), pt.get("bypass"), "lat_p99_us"), PAPER_P99_LAT_VS_BYPASS),
+                _ratio(df, pt.get("dint"), pt.get("kernel"), "lat_mean_us")]
         rows.append(row)
     out = [md_table(["workload", "dint mean/p50/p99 us", "kernel mean/p50/p99 us", "bypass mean/p50/p99 us",
                      f"dint/bypass mean (paper <= {PAPER_MEAN_LAT_VS_BYPASS:.2f}x)",
@@ -229,12 +265,13 @@ def latency_section(df: pd.DataFrame) -> list[str]:
                 "on the client's core with no wake-up, while the kernel and bypass servers are woken on the "
                 "server core (bypass backs off when idle). On this testbed that, not the stack alone, separates "
                 "the unloaded latencies."]
-    cal = df[(df["figure"] == "calibration") & (df["status"] == "done")]
+    cal = pp[(pp["figure"] == "calibration") & (pp["status"] == "done")]
     lo = cal[cal["concurrency"] == cal["concurrency"].min()].set_index("system") if not cal.empty else None
     if lo is not None and {"dint", "bypass"} <= set(lo.index):
+        pt = _points(lo)
         out += ["", f"Echo at concurrency 1 in this run: dint/bypass mean "
-                    f"{_ratio(float(lo.loc['dint', 'lat_mean_us']), float(lo.loc['bypass', 'lat_mean_us']))}, "
-                    f"p99 {_ratio(float(lo.loc['dint', 'lat_p99_us']), float(lo.loc['bypass', 'lat_p99_us']))}."]
+                    f"{_ratio(df, pt['dint'], pt['bypass'], 'lat_mean_us')}, "
+                    f"p99 {_ratio(df, pt['dint'], pt['bypass'], 'lat_p99_us')}."]
     return out
 
 
@@ -263,8 +300,20 @@ def cpu_section(df: pd.DataFrame) -> list[str]:
     return out or ["No CPU figures in this run."]
 
 
-def bars_section(df: pd.DataFrame, figure: str) -> list[str]:
-    d = df[(df["figure"] == figure) & (df["status"] == "done")]
+def _median(df: pd.DataFrame, point: str, col: str) -> str:
+    """A point's median of a ratio it measures itself (the neighbour's work
+    kept), with the interval of the median (stats.median_ci)."""
+    m = stats.median_ci(results.samples(df, point, col))
+    if m.median is None:
+        return ""
+    if m.low is None:
+        return f"{m.median:.2f} [? {m.note}]"
+    level = "" if m.level >= stats.CONFIDENCE else f", {m.level:.1%}"
+    return f"{m.median:.2f} [{m.low:.2f}-{m.high:.2f}{level}]"
+
+
+def bars_section(pp: pd.DataFrame, df: pd.DataFrame, figure: str) -> list[str]:
+    d = pp[(pp["figure"] == figure) & (pp["status"] == "done")]
     if d.empty:
         return []
     rows = [[r.experiment, r.workload, r.variant, r.system, _num(r.goodput_per_s), _num(r.lat_p50_us),
@@ -274,7 +323,7 @@ def bars_section(df: pd.DataFrame, figure: str) -> list[str]:
             "client saturated"]
     if figure == "colocation":
         for row, r in zip(rows, d.itertuples()):
-            row.append(f"{r.neighbour_share:.2f}" if pd.notna(r.neighbour_share) else "")
+            row.append(_median(df, r.point, "neighbour_share"))
         head.append("neighbour's work kept (loaded / idle servers)")
     out = [md_table(head, rows)]
     if figure == "colocation":
@@ -284,11 +333,11 @@ def bars_section(df: pd.DataFrame, figure: str) -> list[str]:
     return out
 
 
-def faults_section(df: pd.DataFrame) -> list[str]:
+def faults_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
     """Per experiment of the faults figure and system: the goodput kept at
     each injected loss rate as a share of the same system's fault-free
     point, with each point's consistency verdict."""
-    d = df[(df["figure"] == "faults") & (df["status"] == "done")]
+    d = pp[(pp["figure"] == "faults") & (pp["status"] == "done")]
     if d.empty:
         return []
     out = ["Goodput kept at each injected loss rate, as a share of the same system's point without faults "
@@ -305,10 +354,8 @@ def faults_section(df: pd.DataFrame) -> list[str]:
             for r in rows.itertuples():
                 if r.faults == "":
                     continue
-                b = float(base["goodput_per_s"].iloc[0]) if len(base) and pd.notna(base["goodput_per_s"].iloc[0]) \
-                    else float("nan")
-                kept = (f"{r.goodput_per_s / b:.0%}" if b == b and b and pd.notna(r.goodput_per_s)
-                        else "- (no fault-free point)" if base.empty else "-")
+                kept = ("- (no fault-free point)" if base.empty else
+                        _ratio(df, r.point, base["point"].iloc[0], "goodput_per_s", percent=True))
                 cells.append(f"{r.faults}: {kept} ({r.consistency or 'no check'})")
             fault_free = (f"fault-free {_num(float(base['goodput_per_s'].iloc[0]))}/s "
                           f"({base['consistency'].iloc[0] or 'no check'})" if len(base) else "no fault-free point")
@@ -325,25 +372,40 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
     env = {}
     if (run_dir / "env.json").exists():
         env = json.loads((run_dir / "env.json").read_text())
-    counts = df["status"].value_counts().to_dict()
+    pp = results.per_point(df)
+    counts = pp["status"].value_counts().to_dict()
     lines = [f"# Report: run {run_dir.name}", ""]
     fl = flags(df)
     if fl:
         lines += ["## Flags", ""] + [f"- {f}" for f in fl] + [""]
-    lines += ["Points: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in results.STATUSES) + ". "
-              "Table: `points.csv`; figures: `plots/`; resolved experiments: `experiments.yml`.", ""]
+    runs = df["status"].value_counts().to_dict()
+    lines += ["Points: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in results.STATUSES)
+              + (f" ({len(df)} runs with their repetitions: " + ", ".join(f"{runs.get(s, 0)} {s}"
+                                                                         for s in results.STATUSES) + ")"
+                 if len(df) > len(pp) else "") + ". "
+              "Table: `points.csv` (a row per run), `points-summary.csv` (per point and headline metric: median "
+              "and its interval); figures: `plots/`; resolved experiments: `experiments.yml`.", ""]
+    most = int(pp["n"].max()) if len(pp) else 0
+    if most > 1:
+        lines += [f"Repetitions: up to {most} per point, interleaved across systems. Values are medians over a "
+                  "point's measured repetitions; each ratio is one of medians with its 95% bootstrap interval "
+                  "[low-high], ~ before it when the interval includes 1 (not significant); figures draw the "
+                  "medians' intervals as error bars.", ""]
+    else:
+        lines += ["One repetition per point: values are single measurements, and no ratio has an interval "
+                  "([? one repetition]); set `repeat` in the experiment file for intervals.", ""]
     if env:
         keys = ("hostname", "kernel", "cpu_model", "cpus", "git_revision", "git_dirty")
         lines += ["Environment: " + ", ".join(f"{k} {env[k]}" for k in keys if k in env), ""]
-    lines += ["## Echo calibration (the client's own ceiling)", ""] + ceilings_section(df) + [""]
-    lines += ["## Peak goodput (closed-loop sweeps)", ""] + peaks_section(df) + [""]
-    lines += ["## Unloaded latency (concurrency 1, napi inline)", ""] + latency_section(df) + [""]
-    lines += ["## Server CPU", ""] + cpu_section(df) + [""]
+    lines += ["## Echo calibration (the client's own ceiling)", ""] + ceilings_section(pp, df) + [""]
+    lines += ["## Peak goodput (closed-loop sweeps)", ""] + peaks_section(pp, df) + [""]
+    lines += ["## Unloaded latency (concurrency 1, napi inline)", ""] + latency_section(pp, df) + [""]
+    lines += ["## Server CPU", ""] + cpu_section(pp) + [""]
     for fig, title in (("ablation", "dint ablations"), ("colocation", "Colocation with a CPU-bound neighbour")):
-        sec = bars_section(df, fig)
+        sec = bars_section(pp, df, fig)
         if sec:
             lines += [f"## {title}", ""] + sec + [""]
-    sec = faults_section(df)
+    sec = faults_section(pp, df)
     if sec:
         lines += ["## Fault injection", ""] + sec + [""]
     figs = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").exists() else []

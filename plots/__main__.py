@@ -2,7 +2,9 @@
 figures of a run directory, as PNG and PDF in <run>/plots/, one per
 experiment, drawn by the module of its figure type (curves, bars, cpu,
 calibration, latency, faults), from the run's table (points.csv, rebuilt from the
-summaries if missing)."""
+summaries if missing): one row per point (its medians over its
+repetitions, harness/results.per_point), with error bars where a point has
+several."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +32,7 @@ def plot_run(run_dir: Path, df=None, log=None) -> list[Path]:
     df = results.load_table(run_dir) if df is None else df
     if df.empty:
         raise ValueError(f"{run_dir} has no points")
+    df = results.per_point(df)
     out_dir = run_dir / "plots"
     out_dir.mkdir(exist_ok=True)
     names = titles(run_dir)
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m plots", description=__doc__.splitlines()[0])
     ap.add_argument("run", nargs="?", help="a results/<run-id> directory (default: the newest)")
     args = ap.parse_args(argv)
+    from harness import results
     if args.run:
         run = Path(args.run)
     else:
@@ -57,16 +61,14 @@ def main(argv: list[str] | None = None) -> int:
             print("error: no run in results/; give RUN=results/<run-id>", file=sys.stderr)
             return 1
         run = runs[-1]
-    if not (run / "points.csv").exists() and not (run / "index.json").exists() \
-            and not any(run.glob("*/summary.json")):
+    if not (run / "points.csv").exists() and not (run / "index.json").exists() and not results.discover(run):
         print(f"error: {run}: no points.csv, index.json or */summary.json found "
               "(is it a `make reproduce` run directory?)", file=sys.stderr)
         return 1
     try:
-        from harness import results
         # the table anew from the points' summaries when they are here, so
         # the figures follow this checkout's code; else the saved points.csv
-        df = results.write_table(run) if any(run.glob("*/summary.json")) else None
+        df = results.write_table(run) if results.discover(run) else None
         for p in plot_run(run, df, log=lambda m: print(m, file=sys.stderr)):
             print(p)
     except (ValueError, KeyError) as e:

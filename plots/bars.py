@@ -1,7 +1,8 @@
 """Bar figures: dint's ablations (goodput and p99 latency of each variant,
 per workload) and colocation (each system alone and beside a CPU-bound
 neighbour). Hatched bars: the client was saturated; a red x on a bar: the
-point's consistency was not checked."""
+point's consistency was not checked; error bars: the interval of a point's
+median over its repetitions."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import COLORS, done, kfmt, mark_missing, mark_unchecked, note, plt, save, systems_in, unchecked
+from .common import (COLORS, done, error_bars, interval, kfmt, mark_missing, mark_unchecked, note, plt, save,
+                     systems_in, unchecked)
 
 VARIANT_COLORS = ["#1b9e77", "#e6ab02", "#e7298a", "#66a61e", "#a6761d", "#666666"]
 
@@ -38,33 +40,37 @@ PANELS = (("goodput_per_s", 1e3, "goodput (k txn or requests/s)"), ("lat_p99_us"
           ("server_cpu_us_per_op", 1, "server CPU per request (us)"))
 
 
-def _grouped(axes, d: pd.DataFrame, by: str, groups: list, variants: list, draw) -> tuple[bool, bool]:
-    """Both panels of a grouped bar figure: for each variant, one bar per
+def _grouped(axes, d: pd.DataFrame, by: str, groups: list, variants: list, draw) -> tuple[bool, bool, bool]:
+    """The panels of a grouped bar figure: for each variant, one bar per
     group (rows where column `by` is the group), drawn by draw(ax, xs,
-    heights, width, saturated, not checked, variant index, variant).
-    Returns whether a point was client-saturated, and whether one's
-    consistency was not checked."""
+    heights, width, saturated, not checked, variant index, variant), with
+    its error bar. Returns whether a point was client-saturated, whether
+    one's consistency was not checked, and whether an error bar was drawn."""
     width = 0.8 / len(variants)
-    any_sat = any_nc = False
+    any_sat = any_nc = any_err = False
     for ax, (col, scale, label) in zip(axes, PANELS):
         for i, v in enumerate(variants):
-            hs, sats, ncs = [], [], []
+            hs, sats, ncs, lows, highs = [], [], [], [], []
             for g in groups:
                 r = d[(d[by] == g) & (d["variant"].fillna("") == v)]
                 hs.append(float(r[col].iloc[0]) / scale if len(r) and pd.notna(r[col].iloc[0]) else np.nan)
+                lo, hi = interval(r.head(1), col, scale)
+                lows.append(lo[0] if len(lo) else np.nan)
+                highs.append(hi[0] if len(hi) else np.nan)
                 sats.append(bool(r["client_saturated"].iloc[0]) if len(r) else False)
                 ncs.append(unchecked(r))
             any_sat |= any(sats)
             any_nc |= any(ncs)
             xs = np.arange(len(groups)) + (i - (len(variants) - 1) / 2) * width
             draw(ax, xs, hs, width, sats, ncs, i, v)
+            any_err |= error_bars(ax, xs, hs, lows, highs)
             # a point measured without this figure (e.g. no server cost)
             for x, g, h in zip(xs, groups, hs):
                 if h != h and len(d[(d[by] == g) & (d["variant"].fillna("") == v)]):
                     mark_missing(ax, x)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
-    return any_sat, any_nc
+    return any_sat, any_nc, any_err
 
 
 def ablation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[Path]:
@@ -74,7 +80,7 @@ def ablation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> li
     wls = list(dict.fromkeys(d["workload"]))
     variants = list(dict.fromkeys(d["variant"].fillna("")))
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    any_sat, any_nc = _grouped(
+    any_sat, any_nc, any_err = _grouped(
         axes, d, "workload", wls, variants,
         lambda ax, xs, hs, w, sats, ncs, i, v: _bars(ax, xs, hs, w, VARIANT_COLORS[i % len(VARIANT_COLORS)], sats,
                                                      v or "base", not_checked=ncs))
@@ -86,7 +92,7 @@ def ablation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> li
     fig.legend(handles=h, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5), title="dint variant")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return save(fig, out_dir, f"bars-{experiment}", note(any_sat, any_nc))
+    return save(fig, out_dir, f"bars-{experiment}", note(any_sat, any_nc, any_err))
 
 
 def _wl_label(d: pd.DataFrame, w: str) -> str:
@@ -108,7 +114,7 @@ def colocation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> 
             if not b.get_hatch():
                 b.set_facecolor(COLORS[s])
             b.set_alpha(1.0 if i == 0 else 0.55)
-    any_sat, any_nc = _grouped(axes[:3], d, "system", systems, variants, draw)
+    any_sat, any_nc, any_err = _grouped(axes[:3], d, "system", systems, variants, draw)
     for ax in axes:
         ax.set_xticks(range(len(systems)), systems)
     # the neighbour's own work: with the servers up but idle, and while they serve
@@ -128,4 +134,4 @@ def colocation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> 
                       fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return save(fig, out_dir, f"bars-{experiment}", note(any_sat, any_nc))
+    return save(fig, out_dir, f"bars-{experiment}", note(any_sat, any_nc, any_err))

@@ -1,6 +1,7 @@
 """What every figure shares: system order and colours, markers for
 client-saturated points and for points whose consistency was not checked,
-the experiment titles of a run, saving as PNG+PDF."""
+error bars for the interval of a point's median over its repetitions, the
+experiment titles of a run, saving as PNG+PDF."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402,F401
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -20,6 +22,9 @@ SATURATED_NOTE = "hollow marker / hatched bar: the client was saturated (>= 90% 
 UNCHECKED_NOTE = ("red x: consistency not checked (measured, but no verdict could be drawn from the servers' "
                   "dumps; see REPORT.md)")
 UNCHECKED_GID = "consistency-unchecked"  # the artists marking such points
+INTERVAL_NOTE = ("error bars: the interval of the median over a point's repetitions (points-summary.csv: 95%, or "
+                 "their range below 6 repetitions); none where a point ran once")
+INTERVAL_GID = "median-interval"  # the error bars
 
 
 def systems_in(df: pd.DataFrame) -> list[str]:
@@ -90,10 +95,37 @@ def unchecked_legend_handle():
                   label="consistency not checked")
 
 
-def note(saturated: bool, not_checked: bool = False) -> str | None:
+def note(saturated: bool, not_checked: bool = False, intervals: bool = False) -> str | None:
     """The figure's footnote for the marks it carries."""
-    parts = [n for n, on in ((SATURATED_NOTE, saturated), (UNCHECKED_NOTE, not_checked)) if on]
+    parts = [n for n, on in ((SATURATED_NOTE, saturated), (UNCHECKED_NOTE, not_checked), (INTERVAL_NOTE, intervals))
+             if on]
     return "\n".join(parts) or None
+
+
+def interval(rows: pd.DataFrame, col: str, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's interval of its median of col (results.per_point's
+    <col>_low and <col>_high), divided by scale; nan where it has none."""
+    if f"{col}_low" not in rows:
+        nan = np.full(len(rows), np.nan)
+        return nan, nan
+    return tuple(pd.to_numeric(rows[f"{col}_{end}"], errors="coerce").to_numpy(float) / scale
+                 for end in ("low", "high"))
+
+
+def error_bars(ax, xs, ys, lows, highs, color: str = "black", axis: str = "y") -> bool:
+    """Error bars from each point (x, y) to its interval [low, high] on
+    axis y (or x), where it has one; returns whether any was drawn."""
+    keep = [(x, y, lo, hi) for x, y, lo, hi in zip(xs, ys, lows, highs)
+            if np.isfinite([x, y, lo, hi]).all()]
+    if not keep:
+        return False
+    x, y, lo, hi = (np.array(v, dtype=float) for v in zip(*keep))
+    mid = y if axis == "y" else x
+    err = [np.maximum(mid - lo, 0), np.maximum(hi - mid, 0)]
+    bars = ax.errorbar(x, y, **{f"{axis}err": err}, fmt="none", ecolor=color, elinewidth=0.9, capsize=2.5, zorder=3)
+    for c in bars.lines[2]:
+        c.set_gid(INTERVAL_GID)
+    return True
 
 
 def saturation_legend_handles() -> list:

@@ -2,15 +2,16 @@
 transactions, or requests, per second), y = median and 99th-percentile
 latency (log scale), one line per system, one panel per variant; points
 labelled with their concurrency; client-saturated points hollow, points
-whose consistency was not checked crossed out."""
+whose consistency was not checked crossed out; error bars (both ways) where
+a point has repetitions."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
 
-from .common import (variant_grid, COLORS, done, mark_unchecked, marker_kw, note, plain_log_ticks, plt, save,
-                     saturation_legend_handles, systems_in, unchecked_legend_handle)
+from .common import (variant_grid, COLORS, done, error_bars, interval, mark_unchecked, marker_kw, note,
+                     plain_log_ticks, plt, save, saturation_legend_handles, systems_in, unchecked_legend_handle)
 from matplotlib.lines import Line2D
 
 
@@ -25,12 +26,14 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
         return []
     rows = (("lat_p50_us", "median (p50)"), ("lat_p99_us", "99th percentile"))
     fig, panels = variant_grid(d, rows)
-    any_sat = any_unchecked = False
+    any_sat = any_unchecked = any_err = False
     for ax, sub, col, what, i, v in panels:
         for system in systems_in(sub):
             s = sub[sub["system"] == system].sort_values("concurrency")
             x = s["goodput_per_s"] / 1e3
             ax.plot(x, s[col], color=COLORS[system], linewidth=1.3, zorder=1)
+            any_err |= error_bars(ax, x, s[col], *interval(s, col), color=COLORS[system])
+            any_err |= error_bars(ax, x, s[col], *interval(s, "goodput_per_s", 1e3), color=COLORS[system], axis="x")
             for xi, yi, sat, c, verdict in zip(x, s[col], s["client_saturated"], s["concurrency"],
                                                s["consistency"]):
                 any_sat |= bool(sat)
@@ -59,4 +62,4 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
     fig.legend(handles=handles, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return save(fig, out_dir, f"curve-{experiment}", note(any_sat, any_unchecked))
+    return save(fig, out_dir, f"curve-{experiment}", note(any_sat, any_unchecked, any_err))

@@ -3,8 +3,9 @@
 line per system, one column of panels per variant. Every point carries its
 consistency verdict beside it (ok, violations, partly unchecked,
 unchecked), in red unless ok; client-saturated points are hollow, points
-whose consistency was not checked crossed out. A point at 0% loss with
-other faults (duplicates, reordering) is still drawn at 0."""
+whose consistency was not checked crossed out; error bars where a point has
+repetitions. A point at 0% loss with other faults (duplicates, reordering)
+is still drawn at 0."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from .common import (variant_grid, COLORS, done, mark_unchecked, marker_kw, note, plain_log_ticks, plt, save,
-                     saturation_legend_handles, systems_in, unchecked_legend_handle)
+from .common import (variant_grid, COLORS, done, error_bars, interval, mark_unchecked, marker_kw, note,
+                     plain_log_ticks, plt, save, saturation_legend_handles, systems_in, unchecked_legend_handle)
 
 VERDICT_LABELS = {"ok": "ok", "violations": "VIOLATIONS", "partly unchecked": "partly unchecked",
                   "unchecked": "unchecked", "": "no check"}
@@ -32,13 +33,15 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
         return []
     rows = (("goodput_per_s", "goodput"), ("lat_p99_us", "p99 latency (us, log)"))
     fig, panels = variant_grid(d, rows, width=4.8, extra=1.8)
-    any_sat = any_unchecked = False
+    any_sat = any_unchecked = any_err = False
     for ax, sub, col, what, i, v in panels:
         for k, system in enumerate(systems_in(sub)):
             s = sub[sub["system"] == system].sort_values("loss_percent")
             x = s["loss_percent"].astype(float)
-            y = s[col].astype(float) / (1e3 if col == "goodput_per_s" else 1)
+            scale = 1e3 if col == "goodput_per_s" else 1
+            y = s[col].astype(float) / scale
             ax.plot(x, y, color=COLORS[system], linewidth=1.3, zorder=1)
+            any_err |= error_bars(ax, x, y, *interval(s, col, scale), color=COLORS[system])
             for xi, yi, sat, verdict in zip(x, y, s["client_saturated"], s["consistency"].fillna("")):
                 any_sat |= bool(sat)
                 ax.plot([xi], [yi], linestyle="none", zorder=2, **marker_kw(system, bool(sat)))
@@ -67,5 +70,5 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
     fig.legend(handles=handles, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    foot = "\n".join(n for n in (VERDICT_NOTE, note(any_sat, any_unchecked)) if n)
+    foot = "\n".join(n for n in (VERDICT_NOTE, note(any_sat, any_unchecked, any_err)) if n)
     return save(fig, out_dir, f"faults-{experiment}", foot)
