@@ -115,6 +115,12 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import main
+    main(args.run_a, args.run_b, args.out)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m harness",
                                  description="dint-bench: DINT vs the kernel stack vs kernel-bypass")
@@ -214,6 +220,13 @@ def parser() -> argparse.ArgumentParser:
                    help="experiments/<profile>.yml (local, paper) or an experiment file's path (default local)")
     p.add_argument("--only", help="run only the points whose name contains this")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("compare", help="the change of each point's headline metrics from one results directory "
+                                       "to another, with 95%% intervals (like benchstat)")
+    p.add_argument("run_a", metavar="RUN_A", help="the baseline: a reproduce run's directory, or of `harness run`s")
+    p.add_argument("run_b", metavar="RUN_B", help="the one compared with it")
+    p.add_argument("--out", help="the CSV to write (default RUN_B/compare-<RUN_A's name>.csv)")
+    p.set_defaults(func=cmd_compare)
 
     from .fuzz import add_parser as add_fuzz_parser  # packet fuzzing (harness/fuzz.py)
     add_fuzz_parser(sub)
