@@ -112,29 +112,44 @@ def test_repetitions_are_interleaved_across_systems(tmp_path, no_real_execute):
         f"micro-lock__occ__{s}__c{c}" for c in (1, 8) for s in ("dint", "kernel", "bypass")]
 
 
-def test_resume_works_per_repetition(tmp_path, no_real_execute):
-    ef = tiny(tmp_path, repeat=3)
-    bad = "tatp__kernel__c8/r2"
-    calls = []
-    run, index = run_fake(tmp_path, ef, calls)
-    assert set(index["points"]) == {f"{p.name}/r{k}" for p in ef.points() for k in (1, 2, 3)}
-    e = index["points"]["tatp__kernel__c8/r2"]
+def test_an_interrupted_run_resumes_per_repetition(tmp_path, no_real_execute):
+    """Ctrl-C in a repetition leaves it pending and a failed one failed; the
+    next run of the same run directory runs just those, in schedule order."""
+    ef = tiny(tmp_path, only=["tatp"], repeat=3)
+    run = tmp_path / "run"
+    run.mkdir()
+    calls, stop, bad = [], ["tatp__kernel__c8/r3"], "tatp__dint__c8/r2"
+    fake = fake_execute([])
+
+    def execute(cfg, out, **kw):
+        key = str(out.relative_to(run))
+        calls.append(key)
+        if key in stop or key == bad and len(stop):
+            out.mkdir(parents=True)
+            raise KeyboardInterrupt if key in stop else HarnessError("server on s1 died")
+        return fake(cfg, out, **kw)
+    reproduce.execute = execute
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.run_points(run, ef.points(), progress=False, log=lambda m: None)
+    assert calls == [f"tatp__{s}__c{c}/r{k}" for c in (1, 8) for k in (1, 2, 3)
+                     for s in ("dint", "kernel", "bypass")][:-1]
+    index = results.read_index(run)["points"]
+    assert set(index) == {f"{p.name}/r{k}" for p in ef.points() for k in (1, 2, 3)}
+    assert (index[stop[0]]["status"], index[stop[0]]["attempts"]) == ("pending", 0)
+    assert (index[bad]["status"], index[bad]["attempts"]) == ("failed", 1)
+    e = index["tatp__kernel__c8/r2"]
     assert (e["point"], e["repetition"], e["repeat"], e["status"]) == ("tatp__kernel__c8", 2, 3, "done")
-    # an interrupted run: r2 of a point started, r3 never did
-    (run / "tatp__kernel__c8" / "r3" / "summary.json").unlink()
-    (run / "tatp__kernel__c8" / "r2" / "summary.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
-    idx = results.read_index(run)
-    idx["points"][bad].update(status="failed", attempts=1, error="boom")
-    idx["points"]["tatp__kernel__c8/r3"].update(status="pending", attempts=0)
-    results.write_index(run, idx)
+    # the same run again: the failed repetition once more, and those not run
     calls.clear()
-    run, index = run_fake(tmp_path, ef, calls)
-    assert calls == [bad, "tatp__kernel__c8/r3"]
-    assert (run / "_failed" / "tatp__kernel__c8__r2.attempt1" / "summary.json").exists()
-    assert (run / "tatp__kernel__c8" / "r3" / "summary.json").exists()
-    assert index["points"][bad]["attempts"] == 2 and index["points"][bad]["status"] == "done"
+    stop.clear()
+    index = reproduce.run_points(run, ef.points(), progress=False, log=lambda m: None)["points"]
+    assert calls == [bad, "tatp__kernel__c8/r3", "tatp__bypass__c8/r3"]
+    assert (run / "_failed" / "tatp__dint__c8__r2.attempt1").is_dir()
+    assert (run / "_failed" / "tatp__kernel__c8__r3.attempt0").is_dir()
+    assert (index[bad]["status"], index[bad]["attempts"]) == ("done", 2)
+    assert {e["status"] for e in index.values()} == {"done"}
     calls.clear()
-    run_fake(tmp_path, ef, calls)
+    reproduce.run_points(run, ef.points(), progress=False, log=lambda m: None)
     assert calls == []
     df = results.write_table(run)
     assert len(df) == 3 * len(ef.points()) and list(df[df.point == "tatp__kernel__c8"].repetition) == [1, 2, 3]
