@@ -315,7 +315,8 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     for point, g in df.groupby("point", sort=False):
         done = g[g["status"] == "done"]
         first = (done if len(done) else g).iloc[0]
-        transactional = bool(done["transactional"].astype(object).fillna(False).astype(bool).any())
+        transactional = "transactional" in g and bool(
+            done["transactional"].astype(object).fillna(False).astype(bool).any())
         for m in stats.HEADLINE:
             if m.column == "goodput_per_s" and not transactional:
                 continue
@@ -328,7 +329,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
                                        "ci_note"])
 
 
-def per_point(df: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
+def per_point(df: pd.DataFrame) -> pd.DataFrame:
     """One row per point, for the figures and the report: its measured
     repetitions' medians (MEDIAN_COLUMNS), whether any was client-saturated
     or oversubscribed, its worst consistency verdict, n (measured
@@ -339,7 +340,7 @@ def per_point(df: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataF
         return df.assign(n=pd.Series(dtype=int))
     order = list(dict.fromkeys(df["point"]))
     done = df[df["status"] == "done"]
-    rank = done["consistency"].astype(object).fillna("").map(VERDICT_RANK).fillna(0)
+    rank = done["consistency"].astype(object).fillna("").map(VERDICT_RANK).fillna(0) if "consistency" in df else 0
     worst = done.assign(_rank=rank).sort_values("_rank", ascending=False, kind="stable").drop(columns="_rank")
     out = pd.concat([worst, df]).drop_duplicates("point").set_index("point").loc[order]
     g = done.groupby("point", sort=False)
@@ -347,19 +348,19 @@ def per_point(df: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataF
         cols = [c for c in MEDIAN_COLUMNS if c in df]
         med = done[cols].apply(pd.to_numeric, errors="coerce").groupby(done["point"]).median()
         out.loc[med.index, cols] = med
-        for c in ANY_COLUMNS:
+        for c in (c for c in ANY_COLUMNS if c in df):
             out.loc[med.index, c] = g[c].agg(lambda v: bool(v.astype(object).fillna(False).astype(bool).any()))
-        for c in MAX_COLUMNS:
+        for c in (c for c in MAX_COLUMNS if c in df):
             out.loc[med.index, c] = pd.to_numeric(done[c], errors="coerce").groupby(done["point"]).max()
         out.loc[med.index, "status"] = "done"
     out["n"] = g.size().reindex(out.index).fillna(0).astype(int)
-    summary = summary_table(df) if summary is None else summary
+    summary = summary_table(df)
     for col in stats.HEADLINE_COLUMNS:
         s = summary[summary["metric"] == col].set_index("point")
         out[f"{col}_low"] = s["ci_low"].reindex(out.index)
         out[f"{col}_high"] = s["ci_high"].reindex(out.index)
     # a flat workload's goodput is its throughput (row_of): so is its interval
-    flat = ~out["transactional"].astype(object).fillna(False).astype(bool)
+    flat = ~out.get("transactional", pd.Series(False, index=out.index)).astype(object).fillna(False).astype(bool)
     for end in ("low", "high"):
         out[f"goodput_per_s_{end}"] = out[f"goodput_per_s_{end}"].where(~flat, out[f"throughput_per_s_{end}"])
     return out.drop(columns=["repetition"], errors="ignore").reset_index()
