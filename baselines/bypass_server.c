@@ -378,7 +378,11 @@ static void serve_burst(struct port *pt, struct rte_mbuf **pkts, uint16_t n, str
 	rte_ip_frag_free_death_row(&death_row, 0);
 }
 
-static void poll_loop(int nports, struct backoff *b, struct counters *c)
+/* The poll loop is the only thread: a checkpoint (server_common.h) runs
+ * between two bursts, so the store holds still while its files are
+ * written. */
+static void poll_loop(int nports, struct backoff *b, struct counters *c,
+		      const struct store_opts *sopts)
 {
 	struct rte_mbuf *pkts[BURST];
 	uint64_t tsc_hz = rte_get_tsc_hz(), next_expiry = 0;
@@ -392,11 +396,18 @@ static void poll_loop(int nports, struct backoff *b, struct counters *c)
 	while (!should_stop()) {
 		bool due = stats_every && rte_rdtsc() >= next_stats;
 
-		if (take_stats_request() || due) {
+		bool checkpoint = take_checkpoint_request();
+
+		if (take_stats_request() || due || checkpoint) {
 			c->sleeps = b->sleeps;
 			print_counters(c);
 			if (due)
 				next_stats = rte_rdtsc() + stats_every;
+		}
+		if (checkpoint) {
+			uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
+
+			print_checkpoint(store_write_files(sopts), t0);
 		}
 		busy = false;
 		for (i = 0; i < nports; i++) {
@@ -665,7 +676,7 @@ int main(int argc, char **argv)
 	fputc('\n', stderr);
 
 	print_ready();
-	poll_loop(nports, &backoff, &counters);
+	poll_loop(nports, &backoff, &counters, &sopts);
 	ret = 0;
 out:
 	for (i = 0; i < nports; i++) {

@@ -32,12 +32,70 @@ static __u32 answer(void *ctx, __u8 *buf, __u32 len)
 	return dint_reply_len(dint_process((struct dint_hdr *)buf, buf + len, len), len, ctx);
 }
 
+/* A checkpoint holds every worker still between two batches while the
+ * main thread writes the store's files (a worker in a receive notices
+ * within the socket's receive timeout). */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool held;
+	unsigned long parked;
+} hold = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0 };
+static atomic_bool hold_requested;
+
+static void park(void)
+{
+	pthread_mutex_lock(&hold.mu);
+	hold.parked++;
+	pthread_cond_broadcast(&hold.cv);
+	while (hold.held)
+		pthread_cond_wait(&hold.cv, &hold.mu);
+	hold.parked--;
+	pthread_mutex_unlock(&hold.mu);
+}
+
+/* Until every running worker is parked (false if the server is stopping
+ * meanwhile, e.g. a worker failed). */
+static bool hold_workers(unsigned long running)
+{
+	bool all;
+
+	pthread_mutex_lock(&hold.mu);
+	hold.held = true;
+	atomic_store(&hold_requested, true);
+	while (hold.parked < running && !should_stop()) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 10000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&hold.cv, &hold.mu, &until);
+	}
+	all = hold.parked >= running;
+	pthread_mutex_unlock(&hold.mu);
+	return all;
+}
+
+static void release_workers(void)
+{
+	pthread_mutex_lock(&hold.mu);
+	hold.held = false;
+	atomic_store(&hold_requested, false);
+	pthread_cond_broadcast(&hold.cv);
+	pthread_mutex_unlock(&hold.mu);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 
 	udp_batch_init(&w->batch);
 	while (!should_stop()) {
+		if (atomic_load_explicit(&hold_requested, memory_order_relaxed))
+			park();
 		if (udp_serve_batch(w->fd, &w->batch, answer, w->stats, w->stats) < 0) {
 			w->failed = true;
 			atomic_store(&stop_requested, true);
@@ -129,6 +187,7 @@ int main(int argc, char **argv)
 	sigaddset(&stop_set, SIGTERM);
 	sigaddset(&stop_set, SIGINT);
 	sigaddset(&stop_set, SIGUSR1); /* live stats, printed by the main thread */
+	sigaddset(&stop_set, SIGUSR2); /* a checkpoint, written by the main thread */
 	pthread_sigmask(SIG_BLOCK, &stop_set, &old_set);
 
 	workers = calloc(o.threads, sizeof(*workers));
@@ -176,13 +235,26 @@ int main(int argc, char **argv)
 			due = every && now >= next;
 			if (due)
 				next = next + every > now ? next + every : now + every;
-			if (take_stats_request() || due) {
+			bool checkpoint = take_checkpoint_request();
+
+			if (take_stats_request() || due || checkpoint) {
 				uint64_t live[DINT_STAT_MAX] = { 0 };
 
+				if (checkpoint && !hold_workers(o.threads)) {
+					release_workers();
+					break; /* stopping */
+				}
 				for (i = 0; i < o.threads; i++)
 					for (s = 0; s < DINT_STAT_MAX; s++)
 						live[s] += __atomic_load_n(&workers[i]->stats[s], __ATOMIC_RELAXED);
 				print_stats(live, 0, NULL, NULL);
+				if (checkpoint) {
+					uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
+					int ret = store_write_files(&o.server.store);
+
+					release_workers();
+					print_checkpoint(ret, t0);
+				}
 			}
 		}
 	} else {

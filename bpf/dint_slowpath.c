@@ -387,7 +387,8 @@ out:
 	return ret;
 }
 
-/* At stop (XDP detached): every cached record back into the store. */
+/* Every cached record back into the store: at stop (XDP detached), and at
+ * a checkpoint (no request in flight). */
 static int drain_cache(void)
 {
 	const __u32 chunk = 1024;
@@ -422,7 +423,7 @@ static int drain_cache(void)
 
 				if (b->used[s] && writeback(b->table[s], b->key[s], &b->slot[s].rec) < 0) {
 					report_error("the store is full (--capacity %llu): "
-						     "cached records lost at stop",
+						     "cached records not written back",
 						     (unsigned long long)store.cap);
 					goto out;
 				}
@@ -451,12 +452,31 @@ static __u32 answer(void *port, __u8 *buf, __u32 len)
 	return n ? n : serve_request(buf, len, *(unsigned int *)port);
 }
 
-static int serve(int fd, unsigned int port)
+/* A checkpoint (SIGUSR2 from dintd, between two measured points): every
+ * cached record copied back into the store (it stays cached), then --dump
+ * written; this loop is the store's only user, and no request is in
+ * flight, so the cache holds still while it is read. */
+static void checkpoint(const struct store_opts *so)
+{
+	struct store_opts files = *so;
+	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
+	int ret = drain_cache();
+
+	files.log = NULL; /* the log is the kernel's rings: dintd writes it */
+	if (!ret)
+		ret = store_write_files(&files);
+	print_sp_stats();
+	print_checkpoint(ret, t0);
+}
+
+static int serve(int fd, unsigned int port, const struct store_opts *so)
 {
 	static struct udp_batch batch;
 
 	udp_batch_init(&batch);
 	while (!should_stop()) {
+		if (take_checkpoint_request())
+			checkpoint(so);
 		if (take_stats_request())
 			print_sp_stats();
 		if (udp_serve_batch(fd, &batch, answer, &port, stats) < 0)
@@ -569,7 +589,7 @@ int main(int argc, char **argv)
 		return EXIT_SETUP;
 	}
 	print_ready();
-	if (serve(fd, o.port) < 0)
+	if (serve(fd, o.port, &o.store) < 0)
 		status = EXIT_SETUP;
 	close(fd);
 	/* dintd detaches XDP before stopping this process: the cache no

@@ -80,20 +80,26 @@ class ProcSpec:
     def tail(self, lines: int = 8) -> str:
         return log_tail(self.log, lines)
 
-    def stats_lines(self) -> list[dict | None]:
-        """Every `stats {json}` line in its log (None for one that does not parse)."""
+    def tagged_lines(self, kinds: tuple[str, ...] = ("stats", "checkpoint")) -> list[tuple[str, dict | None]]:
+        """Every `<kind> {json}` line in its log, in order, as (kind, json)
+        (None for one that does not parse)."""
         try:
             lines = self.log.read_text(errors="replace").splitlines()
         except OSError:
             return []
-        out: list[dict | None] = []
+        out: list[tuple[str, dict | None]] = []
         for line in lines:
-            if line.startswith("stats "):
+            kind, _, rest = line.partition(" ")
+            if kind in kinds:
                 try:
-                    out.append(json.loads(line[6:]))
+                    out.append((kind, json.loads(rest)))
                 except ValueError:
-                    out.append(None)
+                    out.append((kind, None))
         return out
+
+    def stats_lines(self) -> list[dict | None]:
+        """Every `stats {json}` line in its log (None for one that does not parse)."""
+        return [line for _, line in self.tagged_lines(("stats",))]
 
 
 def ansible_inventory(inv: Inventory) -> dict:
@@ -269,6 +275,12 @@ class Deployer:
     def server_stats(self, procs: list[ProcSpec], label: str = "servers-stats"):
         """SIGUSR1 to each server; returns when each printed one more stats line."""
         self.run_playbook("servers.yml", label, {"dint_action": "stats", "dint_procs": self._by_host(procs)},
+                          procs=procs)
+
+    def checkpoint_servers(self, procs: list[ProcSpec], label: str = "servers-checkpoint"):
+        """SIGUSR2 to each server; returns when each has written its dump
+        and log (and a cluster host's are back on the controller)."""
+        self.run_playbook("servers.yml", label, {"dint_action": "checkpoint", "dint_procs": self._by_host(procs)},
                           procs=procs)
 
     def run_clients(self, procs: list[ProcSpec], label: str = "clients-run") -> "Play":

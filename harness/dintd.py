@@ -7,6 +7,8 @@ then attaches the program in native mode to the host's interfaces and prints
 watches the slow path. On SIGTERM/SIGINT (or any error) it detaches the
 program, stops the slow path (which writes the cached records back and
 dumps the store if asked), writes the log if asked, and prints its counters.
+On SIGUSR2 it writes the same files while it keeps serving (a checkpoint,
+checkpoint()) and prints `checkpoint {json}` when they are in place.
 
 Its `stats {json}` lines (every --stats-interval-ms, on SIGUSR1 and at stop)
 carry what the host's dint has cost so far, as the other servers' do
@@ -369,20 +371,23 @@ class SlowPath:
             self.proc.wait()
             raise HarnessError(f"the slow path did not start (exit {self.proc.returncode}); see above")
         self.stats_lines: list[dict] = []
+        self.checkpoints: list[dict] = []
         self.changed = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
-            if line.startswith("stats "):
-                try:
-                    stats = json.loads(line[6:])
-                except ValueError:
-                    continue
-                with self.changed:
-                    self.stats_lines.append(stats)
-                    self.changed.notify_all()
+            kind, _, rest = line.partition(" ")
+            if kind not in ("stats", "checkpoint"):
+                continue
+            try:
+                got = json.loads(rest)
+            except ValueError:
+                continue
+            with self.changed:
+                (self.stats_lines if kind == "stats" else self.checkpoints).append(got)
+                self.changed.notify_all()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -396,6 +401,21 @@ class SlowPath:
             self.proc.send_signal(signal.SIGUSR1)
             self.changed.wait_for(lambda: len(self.stats_lines) > seen, timeout_s)
             return self.stats_lines[-1] if len(self.stats_lines) > seen else {}
+
+    def checkpoint(self, timeout_s: float = 120.0) -> tuple[dict, dict]:
+        """SIGUSR2: the slow path writes the cached records back and its
+        dump (server_common.h). Returns its checkpoint line ({"ok": false,
+        "error": ...} if it did not answer) and its stats line printed
+        with it."""
+        with self.changed:
+            seen = len(self.checkpoints)
+            if not self.alive():
+                return {"ok": False, "error": "the slow path is not running"}, {}
+            self.proc.send_signal(signal.SIGUSR2)
+            if not self.changed.wait_for(lambda: len(self.checkpoints) > seen or not self.alive(), timeout_s) \
+                    or len(self.checkpoints) <= seen:
+                return {"ok": False, "error": f"the slow path did not answer within {timeout_s:g} s"}, {}
+            return self.checkpoints[-1], self.stats_lines[-1] if self.stats_lines else {}
 
     def stop(self) -> dict:
         if self.alive():
@@ -411,14 +431,35 @@ def serve(args, schema: Schema, cache: dict) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     live = threading.Event()  # SIGUSR1: print the counters so far
     signal.signal(signal.SIGUSR1, lambda *_: live.set())
+    ckpt = threading.Event()  # SIGUSR2: a checkpoint (checkpoint())
+    signal.signal(signal.SIGUSR2, lambda *_: ckpt.set())
     run_stats = RunStats()
     try:
-        return _serve(args, schema, cache, stop, live)
+        return _serve(args, schema, cache, stop, live, ckpt)
     finally:
         run_stats.close()
 
 
-def _serve(args, schema: Schema, cache: dict, stop: threading.Event, live: threading.Event) -> int:
+def checkpoint(args, slow: SlowPath, drain: LogDrain, line) -> None:
+    """Between two measured points served by the same servers (no request
+    in flight): what a stop writes, written with XDP still attached and the
+    servers serving on: the slow path's dump with every cached record in
+    it, and the log drained from the rings. Prints the stats line of that
+    moment, then `checkpoint {json}` once both files are in place."""
+    t0 = time.monotonic()
+    drain.drain()
+    done, slow_stats = slow.checkpoint()
+    if args.log:
+        try:
+            drain.write(args.log)
+        except OSError as e:
+            done = {"ok": False, "error": f"writing the log {args.log} failed: {e}"}
+    print("stats " + json.dumps(line(slow_stats)), flush=True)
+    print("checkpoint " + json.dumps({**done, "write_ms": round((time.monotonic() - t0) * 1e3, 1)}), flush=True)
+
+
+def _serve(args, schema: Schema, cache: dict, stop: threading.Event, live: threading.Event,
+           ckpt: threading.Event) -> int:
     from bcc import BPF
     bpf = compile_program(args.port, schema, **cache)
     fn = bpf.load_func(b"dint_xdp", BPF.XDP)
@@ -449,6 +490,9 @@ def _serve(args, schema: Schema, cache: dict, stop: threading.Event, live: threa
             due = every and now >= next_stats
             if due:
                 next_stats = max(next_stats + every, now)
+            if ckpt.is_set():
+                ckpt.clear()
+                checkpoint(args, slow, drain, line)
             if live.is_set() or due:
                 live.clear()
                 print("stats " + json.dumps(line(slow.live_stats())), flush=True)

@@ -24,6 +24,9 @@ from .watch import new_progress
 
 # Run nonces: 15 bits above a client's 16-bit number.
 NONCES = (1 << 15) - 1
+# Client seeds of the k-th point of a series: k strides past the first's
+# (seed * 1000 + client number).
+SERIES_SEED_STRIDE = 1_000_003
 
 
 class Neighbours:
@@ -82,8 +85,9 @@ class Clients:
     run through deploy/clients.yml: started together, waited for, their
     results and logs collected. Their progress lines come from their logs."""
 
-    def __init__(self, inv: Inventory, cfg: RunConfig, out: Path, deployer: Deployer):
+    def __init__(self, inv: Inventory, cfg: RunConfig, out: Path, deployer: Deployer, series_index: int = 0):
         self.inv, self.cfg, self.out, self.deployer = inv, cfg, Path(out).resolve(), deployer
+        self.series_index = series_index
         self.procs: list[tuple[ProcSpec, Path]] = []
         self.play = None
         self.finished = False
@@ -92,12 +96,15 @@ class Clients:
         self.nonce = secrets.randbelow(NONCES) + 1
 
     def spec(self, cid: int, host, dests: tuple) -> ClientSpec:
-        """Client cid's inputs: the run's settings, and its own seed. Its id
-        on the wire is cid in the low 16 bits (the servers keep its
+        """Client cid's inputs: the run's settings, and its own seed (the
+        k-th point of a series served by the same servers draws from seeds
+        of its own, the same for every system: harness/run.py, Series). Its
+        id on the wire is cid in the low 16 bits (the servers keep its
         exactly-once state in slot cid) and this run's nonce above, so that
         no request of an earlier run's client passes for one of its own."""
         c = self.cfg
-        load = LoadSpec(data=c.data, seed=c.seed * 1000 + cid, requests=c.requests, servers=len(dests), cc=c.cc,
+        seed = c.seed * 1000 + cid + SERIES_SEED_STRIDE * self.series_index
+        load = LoadSpec(data=c.data, seed=seed, requests=c.requests, servers=len(dests), cc=c.cc,
                         mix=c.kv_mix, value_size=c.value_size)
         return ClientSpec(client_id=self.nonce << 16 | cid, host=host.name, address=host.address, dests=dests, workload=c.workload,
                           load=load, concurrency=c.concurrency, warmup_s=c.warmup_s, duration_s=c.duration_s,

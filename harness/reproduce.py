@@ -3,11 +3,16 @@ experiment file (experiments/<profile>.yml) into results/<run-id>/<point>/,
 then the table (points.csv), the figures and REPORT.md.
 
 - One testbed for the whole run.
+- The points of a sweep over concurrency or offered rate are served by
+  one start of the system's servers (a series, harness/run.py): each point
+  still gets its own server counters and consistency verdict, from a
+  checkpoint of the servers after it. Their files are under _servers/.
 - A point with `repeat: N` runs N times, each run a full measurement in
   <point>/r1 .. rN (a point run once: <point>/ itself, results.py). The
-  repetitions are interleaved across systems (schedule()): at each level
-  (a sweep value of a variant) repetition 1 of every system runs, then
-  repetition 2, and so on. Resume, retries and the index work per
+  repetitions are interleaved across systems (schedule()): per curve,
+  repetition 1 of every system runs (a series of its levels), then
+  repetition 2, and so on; a point outside a sweep over the load is a
+  curve of its own. Resume, retries and the index work per
   repetition; a point run once before and now repeated keeps that run as
   its r1.
 - Resumable: a point is done when it has a measured summary.json (a run that
@@ -38,7 +43,7 @@ from pathlib import Path
 import yaml
 
 from . import RESULTS_DIR, HarnessError, envinfo, experiments, inventory, limits, results
-from .run import check_can_run, execute
+from .run import SERIES_FIELDS, check_can_run, execute_series, series_key
 from .summary import one_line
 from .testbed import Testbed
 
@@ -47,6 +52,9 @@ MAX_ATTEMPTS = 2  # the first run and one retry on resume
 # before the run (measured on the local testbed: dint compiles its XDP
 # program with bcc).
 STARTUP_S = {"dint": 10.0, "kernel": 4.0, "bypass": 4.0}
+# ... and per point beyond its warm-up and window when its servers served
+# the point before (its clients' play, a checkpoint, the summary and check)
+POINT_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -57,9 +65,11 @@ class Rep:
     key: str  # its index key and directory under the run (results.rep_key)
 
 
-def estimate_s(reps) -> float:
-    return sum(STARTUP_S.get(r.point.system, 5.0) + r.point.fields.get("duration_s", 10.0)
-               + r.point.fields.get("warmup_s", 2.0) for r in reps)
+def estimate_s(groups: list[list[Rep]]) -> float:
+    """Seconds the series of repetitions take, roughly."""
+    return sum(STARTUP_S.get(g[0].point.system, 5.0) + POINT_S * (len(g) - 1)
+               + sum(r.point.fields.get("duration_s", 10.0) + r.point.fields.get("warmup_s", 2.0) for r in g)
+               for g in groups)
 
 
 def level(p: experiments.Point) -> tuple:
@@ -68,15 +78,50 @@ def level(p: experiments.Point) -> tuple:
     return p.experiment, p.workload, p.variant, p.sweep_field, str(p.sweep_value)
 
 
+def curve(p: experiments.Point) -> tuple:
+    """A sweep over what one start of the servers serves in turn (run.py,
+    SERIES_FIELDS): the points of a curve, but their system and level; any
+    other point is a curve of its own level."""
+    if p.sweep_field in SERIES_FIELDS:
+        return p.experiment, p.workload, p.variant, p.sweep_field
+    return level(p)
+
+
 def schedule(reps: list[Rep]) -> list[Rep]:
-    """The order repetitions run in: per level (levels in the order they
-    first appear), repetition 1 of every system, then repetition 2, ...
-    (A B C A B C, not A A A B B B), so that a drift of a shared host falls
-    on every system alike."""
-    levels: dict[tuple, list[Rep]] = {}
+    """The order repetitions run in: per curve (in the order they first
+    appear), repetition 1 of every system, then repetition 2, ... (A B C A
+    B C, not A A A B B B), so that a drift of a shared host falls on every
+    system alike; within one system's repetition, a sweep's levels in
+    their order, served by one start of the servers (series())."""
+    curves: dict[tuple, list[Rep]] = {}
     for r in reps:
-        levels.setdefault(level(r.point), []).append(r)
-    return [r for group in levels.values() for r in sorted(group, key=lambda r: r.k)]
+        curves.setdefault(curve(r.point), []).append(r)
+    out = []
+    for group in curves.values():
+        systems = list(dict.fromkeys(r.point.system for r in group))
+        for k in sorted({r.k for r in group}):
+            out += [r for s in systems for r in group if r.k == k and r.point.system == s]
+    return out
+
+
+def series(todo: list[Rep], inventory_path: str | None) -> list[list[Rep]]:
+    """schedule()'s order cut into series: runs of consecutive repetitions
+    one start of the servers may serve in turn (run.series_key), each of one
+    repetition number. A point whose configuration is invalid is a series
+    of its own (it fails alone)."""
+    out: list[list[Rep]] = []
+    last = None
+    for r in todo:
+        try:
+            key = (r.k, series_key(r.point.config(inventory_path)))
+        except HarnessError:
+            key = None
+        if key is not None and key == last:
+            out[-1].append(r)
+        else:
+            out.append([r])
+        last = key
+    return out
 
 
 def nested(run_dir: Path, p: experiments.Point) -> bool:
@@ -152,7 +197,8 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
             + ", ".join(recheck[:5]) + (" ..." if len(recheck) > 5 else ""))
     if done:
         log(f"{done} {what} done before, not run again")
-    log(f"{len(todo)} {what} to run, about {estimate_s(todo) / 60:.1f} min")
+    groups = series(todo, inventory_path)
+    log(f"{len(todo)} {what} to run, about {estimate_s(groups) / 60:.1f} min")
     results.write_index(run_dir, index)
 
     bar = None
@@ -161,45 +207,74 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
         bar = tqdm(total=len(todo), unit="run", file=sys.stderr, dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
         log = bar.write
+    def set_aside(r: Rep) -> None:
+        """A partial directory of an interrupted or failed attempt, or an
+        unchecked one, is kept under _failed/."""
+        out = run_dir / r.key
+        if out.exists():
+            keep = run_dir / "_failed" / f"{r.key.replace('/', '__')}.attempt{entries[r.key]['attempts']}"
+            keep.parent.mkdir(exist_ok=True)
+            if keep.exists():
+                shutil.rmtree(keep)
+            out.rename(keep)
+
+    def record(r: Rep, outcome, elapsed: float) -> None:
+        e = entries[r.key]
+        out = run_dir / r.key
+        e["elapsed_s"] = round(elapsed, 2)
+        # the wall time of the point beyond its warm-up and window
+        e["overhead_s"] = round(elapsed - r.point.fields.get("warmup_s", 2.0) - r.point.fields.get("duration_s", 10.0),
+                                2)
+        if isinstance(outcome, dict):
+            e.update(status="done", error="")
+            log(one_line(outcome))
+        else:
+            exc = outcome
+            msg = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
+            # a consistency violation, or a server that did not stop cleanly, is raised after the
+            # summary is written: the point is measured
+            e.update(status="done" if results.measured(out) else "failed", error=msg)
+            if results.unchecked_reason(out):
+                log(f"UNCHECKED {r.key} (measured, consistency not checked): {msg}"
+                    + (" [run again with this --run-id to retry it once]" if e["attempts"] < MAX_ATTEMPTS
+                       else f" [after {e['attempts']} attempts]"))
+            else:
+                log(f"FAILED {r.key}: {msg}")
+        results.write_index(run_dir, index)
+        if bar is not None:
+            bar.update(1)
+
     try:
-        for r in todo:
-            e = entries[r.key]
+        for group in groups:
+            for r in group:
+                set_aside(r)
+                entries[r.key]["attempts"] += 1
             if bar is not None:
-                bar.set_description(r.key[-48:])
-            out = run_dir / r.key
-            if out.exists():  # a partial directory of an interrupted or failed attempt, or an unchecked one
-                keep = run_dir / "_failed" / f"{r.key.replace('/', '__')}.attempt{e['attempts']}"
-                keep.parent.mkdir(exist_ok=True)
-                if keep.exists():
-                    shutil.rmtree(keep)
-                out.rename(keep)
-            e["attempts"] += 1
-            t0 = time.monotonic()
+                bar.set_description(group[0].key[-48:])
+            clock = [time.monotonic()]
+            recorded: list[int] = []
+
+            def on_point(i: int, outcome) -> None:
+                recorded.append(i)
+                now = time.monotonic()
+                record(group[i], outcome, now - clock[0])
+                clock[0] = now
+                if i + 1 < len(group) and bar is not None:
+                    bar.set_description(group[i + 1].key[-48:])
             try:
-                summary = execute(r.point.config(inventory_path), out, show_progress=False, testbed=testbed,
-                                  data_cache=run_dir / "_data")
-                e.update(status="done", error="")
-                log(one_line(summary))
+                execute_series([(r.point.config(inventory_path), run_dir / r.key) for r in group],
+                               run_dir / "_servers" / group[0].key.replace("/", "__") if len(group) > 1
+                               else run_dir / group[0].key, show_progress=False, testbed=testbed,
+                               data_cache=run_dir / "_data", on_point=on_point)
             except KeyboardInterrupt:
-                e["attempts"] -= 1
-                e["status"] = "pending"
+                for r in group[len(recorded):]:
+                    entries[r.key]["attempts"] -= 1
+                    entries[r.key]["status"] = "pending"
                 raise
-            except Exception as exc:  # noqa: BLE001 - one run failing must not stop the others
-                msg = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
-                # a consistency violation, or a server that did not stop cleanly, is raised after the
-                # summary is written: the point is measured
-                e.update(status="done" if results.measured(out) else "failed", error=msg)
-                if results.unchecked_reason(out):
-                    log(f"UNCHECKED {r.key} (measured, consistency not checked): {msg}"
-                        + (" [run again with this --run-id to retry it once]" if e["attempts"] < MAX_ATTEMPTS
-                           else f" [after {e['attempts']} attempts]"))
-                else:
-                    log(f"FAILED {r.key}: {msg}")
-            finally:
-                e["elapsed_s"] = round(time.monotonic() - t0, 1)
-                results.write_index(run_dir, index)
-                if bar is not None:
-                    bar.update(1)
+            except Exception as exc:  # noqa: BLE001 - a series of one raises its point's error
+                if len(group) > 1:
+                    raise
+                record(group[0], exc, time.monotonic() - clock[0])
     finally:
         if bar is not None:
             bar.close()

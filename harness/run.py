@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -117,24 +118,331 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
     Nothing is made for a run that cannot start (a bad configuration or
     inventory, no permission); a run that fails once started keeps its
     directory with a summary.json saying what failed where."""
-    cfg.validate()
-    inv = inventory.load(cfg.inventory)
-    faults.check_inventory(cfg.faults, inv)
-    check_can_run(inv, out)
-    limits.check_memory(cfg, inv, Path(out))
-    made = not Path(out).exists()
-    out = prepare_out(out)
-    progress = Progress()
-    try:
-        return _execute(cfg, inv, out, progress, show_progress, testbed, data_cache)
-    except BaseException as exc:
-        if (out / "summary.json").exists():
-            raise  # measured, then failed a check: its summary says so
-        if made and progress.phase == "preparing" and not any(out.iterdir()):
-            out.rmdir()
+    return execute_series([(cfg, out)], out, show_progress, testbed, data_cache)[0]
+
+
+# What may differ between consecutive points served by one start of the
+# servers (Series): the load. Everything else (system, workload, data,
+# build flags, placement, faults, neighbour, durations) is the servers' or
+# the run's, and a point that changes it starts servers of its own.
+SERIES_FIELDS = ("concurrency", "rate")
+
+
+def series_key(cfg: RunConfig) -> str:
+    """Equal for configurations one start of the servers may serve in turn."""
+    return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in SERIES_FIELDS}, sort_keys=True)
+
+
+def execute_series(points: list[tuple[RunConfig, Path]], sdir: Path, show_progress: bool | None = None,
+                   testbed: Testbed | None = None, data_cache: Path | None = None,
+                   on_point=None) -> list[dict | BaseException]:
+    """Runs points (configurations of one series_key, each into its own
+    directory) in turn against one start of the servers (Series), whose
+    own files go under sdir (the point's directory for a point served
+    alone). A point that fails does not stop the others: when it left the
+    servers unable to serve on (one died, a checkpoint or a consistency
+    check failed), the points after it get servers of their own, in
+    sdir.2, ...
+    A series of one is `harness run`: it raises its point's error.
+    Returns, and hands to on_point(i, outcome) as each ends, each point's
+    summary or the exception it failed with."""
+    keys = {series_key(c) for c, _ in points}
+    if len(keys) != 1:
+        raise HarnessError("the points of a series must differ in " + ", ".join(SERIES_FIELDS) + " only")
+    outcomes: list[dict | BaseException] = []
+    attempt = 0
+    while len(outcomes) < len(points):
+        rest = points[len(outcomes):]
+        attempt += 1
+        # a point served alone is a run: the servers' files in its directory
+        where = Path(rest[0][1]) if len(rest) == 1 else Path(sdir) if attempt == 1 else Path(f"{sdir}.{attempt}")
+        series = Series(rest, where, show_progress, testbed, data_cache)
+        try:
+            for i, (cfg, out) in enumerate(rest):
+                try:
+                    outcome = series.execute(i, cfg, out)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - the next points still run
+                    if len(points) == 1:
+                        raise
+                    outcome = exc
+                outcomes.append(outcome)
+                if on_point:
+                    on_point(len(outcomes) - 1, outcome)
+                if series.broken:
+                    break
+        finally:
+            series.close()
+    return outcomes
+
+
+class Series:
+    """Consecutive points of one system served by one start of its servers:
+    a sweep over concurrency or offered rate measures its windows without a
+    server start and stop (and dint's XDP compile) per point.
+
+    Each point runs its clients as a run of its own would (its directory
+    holds what a run's does), with its own client seeds (the k-th point of
+    every system's series draws the same: processes.Clients). With one
+    point, the servers stop after it and the verdict comes from their dumps
+    at stop. With more, each point ends with a checkpoint: with no request
+    in flight, every server writes its store dump and log and serves on
+    (Systems.checkpoint); those files go into the point's logs/, and
+    - its server counters are the difference between the stats lines
+      printed with its checkpoint and the previous one (from the start for
+      the first point); its CPU cost comes from the lines around its window,
+      as for a run;
+    - its consistency verdict is drawn from its dumps against the initial
+      data and what every point of the series so far committed: the state
+      carries over, and a violation first seen at a point was caused by it,
+      since every earlier point's check passed on the same state.
+    A point whose check fails, whose checkpoint is not written, or during
+    which a server died leaves the servers `broken`: they stop, and the
+    points after it start anew (execute_series)."""
+
+    def __init__(self, points: list[tuple[RunConfig, Path]], sdir: Path, show_progress: bool | None,
+                 testbed: Testbed | None, data_cache: Path | None):
+        self.points, self.sdir, self.data_cache = points, Path(sdir), data_cache
+        self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+        self.first = points[0][0]
+        self.checkpoints = len(points) > 1
+        self.inv = inventory.load(self.first.inventory)
+        self.testbed = testbed
+        self.stack = contextlib.ExitStack()
+        self.system = None
+        self.schema = None
+        self.napi = None
+        self.started = False
+        self.broken: str | None = None
+        # what the points so far did to the servers' state (the consistency check)
+        self.committed: dict[str, dict] = {}
+        self.unfinished = 0
+        self.wrapped = False
+        self.base: dict[str, dict | None] = {}  # each server's stats line at the last checkpoint
+
+    # -- the servers ---------------------------------------------------------
+    def start(self, progress: Progress) -> None:
+        cfg, inv = self.first, self.inv
+        progress.phase = "testbed"
+        if self.testbed is None and inv.local:
+            self.testbed = self.stack.enter_context(Testbed(inv))
+        progress.phase = "initial data"
+        self.sdir.mkdir(parents=True, exist_ok=True)
+        self.schema, data = prepare_data(cfg, self.sdir, self.data_cache)
+        # Every process of the run goes through the playbooks in deploy/,
+        # with their event logs in <dir>/ansible (harness/deploy.py).
+        system = progress.system = self.system = make_system(inv, cfg, self.sdir / "logs", self.schema, data,
+                                                             Deployer(inv, self.sdir / "ansible"))
+        if self.checkpoints:
+            system.span_s = sum(c.warmup_s + c.duration_s + 5 for c, _ in self.points)
+        progress.phase = "starting the servers"
+        self.started = True
+        self.stack.enter_context(system)
+        progress.phase = "servers ready"
+        if self.testbed is not None:
+            self.stack.callback(self.testbed.reset_napi)  # before the servers stop (again: a no-op)
+            self.napi = self.testbed.set_napi(cfg.napi)
         else:
-            write_failed_summary(out, cfg, exc, progress)
-        raise
+            self.napi = {"mode": cfg.napi, "set": False,
+                         "note": "a cluster's interrupt placement is the hosts' own (not set by the harness)"}
+
+    def close(self) -> None:
+        """Stops the servers (resets NAPI first), and a testbed of its own."""
+        self.stack.close()
+
+    # -- a point -------------------------------------------------------------
+    def execute(self, k: int, cfg: RunConfig, out: Path) -> dict:
+        """Point k (0-based) into out: as execute() for a run, nothing made
+        for a point that cannot start, a summary.json saying what failed for
+        one that failed once started."""
+        cfg.validate()
+        inv = self.inv
+        faults.check_inventory(cfg.faults, inv)
+        check_can_run(inv, out)
+        limits.check_memory(cfg, inv, Path(out))
+        made = not Path(out).exists()
+        out = prepare_out(out)
+        progress = Progress()
+        if self.system is not None:
+            progress.system = self.system
+        try:
+            if not self.started:
+                self.start(progress)
+            return self._execute(k, cfg, out, progress)
+        except BaseException as exc:
+            self.broken = self.broken or f"point {out.name} failed"
+            if not self.checkpoints:
+                # the servers stop before the failed summary (their last counters in it)
+                with contextlib.suppress(Exception):
+                    self.close()
+            if (out / "summary.json").exists():
+                raise  # measured, then failed a check: its summary says so
+            if made and progress.phase == "preparing" and not any(out.iterdir()):
+                out.rmdir()
+            else:
+                write_failed_summary(out, cfg, exc, progress)
+            raise
+
+    def _execute(self, k: int, cfg: RunConfig, out: Path, progress: Progress) -> dict:
+        inv, system, testbed = self.inv, self.system, self.testbed
+        show_progress = self.show_progress
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        (out / "inventory.yml").write_text(yaml.safe_dump(inv.raw, sort_keys=False))
+        (out / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
+        (out / "system.json").write_text(json.dumps(system.describe(), indent=2))
+        series = None
+        if self.checkpoints:
+            series = {"index": k + 1, "points": len(self.points), "servers_dir": str(self.sdir),
+                      "started_from": "the initial data" if k == 0 else
+                      f"the state point {self.points[k - 1][1].name} left",
+                      "rule": "consecutive points served by one start of the servers, each ended by a checkpoint "
+                              "(harness/run.py, Series)"}
+            (out / "series.json").write_text(json.dumps(series, indent=2))
+        # a point's own plays (its clients, neighbours) log under its
+        # directory; a series' server plays under the series'
+        deployer = Deployer(inv, out / "ansible") if self.checkpoints else system.deployer
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            neighbours = None
+            if cfg.neighbour:
+                neighbours = Neighbours(inv, out, deployer)
+                stack.callback(neighbours.stop)
+                neighbours.start()
+            # after the servers are ready, before the clients start; removed
+            # (after the delayed packets have left) before the servers stop
+            injector = stack.enter_context(faults.Injector(inv, cfg.faults, cfg.seed, cfg.client_gso))
+            clients = Clients(inv, cfg, out, deployer, series_index=k if self.checkpoints else 0)
+            if not inv.local:
+                # a cluster's pid files and logs are the hosts': watched there
+                watch = stack.enter_context(HostWatch(inv, system.procs, out / "logs"))
+                system.watch = clients.watch = watch
+            stack.callback(clients.stop)
+            links = LinkDrops(testbed)
+
+            def done() -> None:
+                links.sample()
+            progress.phase = "clients running"
+            clients.start()
+            try:
+                results = clients.wait(system, show_progress, when_done=done)
+            except ServerDied as e:
+                progress.phase = "a server died"
+                self.broken = f"{e.name} died"
+                print(f"error: {e.name} died during the run; stopping the run", file=sys.stderr, flush=True)
+                if testbed is not None:
+                    testbed.reset_napi()
+                stop_together(clients, system)
+                raise
+            progress.phase = "stopping"
+            window = (min(r["window_ns"][0] for r in results), max(r["window_ns"][1] for r in results))
+            colocation = neighbours.result(window) if neighbours else None
+        # leaving the stack stopped the clients and the neighbours
+        timings = dict(deployer.timings)
+        if self.checkpoints:
+            progress.phase = "checkpoint"
+            t0 = time.monotonic()
+            taken = system.checkpoint()
+            timings["servers-checkpoint"] = time.monotonic() - t0
+            stats, lines, unclean = self.point_counters(taken, out)
+        else:
+            self.close()  # NAPI reset, then the servers stopped
+            timings.update(system.deployer.timings)
+            stats, lines = system.stats, system.stats_lines
+            unclean = {h: "did not stop cleanly" for h, st in stats.items()
+                       if st is None or st.get("clean") is False}
+        (out / "ansible").mkdir(exist_ok=True)
+        (out / "ansible" / "timings.json").write_text(json.dumps(timings, indent=1))
+        hist = metrics.merge(metrics.decode(r["histogram"]) for r in results)
+        summary, txn_hists = summarize(cfg, results, hist, stats, placement(inv, system.polls), self.napi, LATE_NS,
+                                       injector.result(), links.result())
+        # from the servers' own stats lines around the clients' window (their
+        # logs: fetched back at stop, or at the checkpoint, on a cluster)
+        cost_now = cost.per_op(system.name, lines, cost.client_window(results))
+        summary.server_cpu_us_per_op = cost_now.pop("server_cpu_us_per_op")
+        summary.server_cost = cost_now
+        summary.schema = str(self.schema)
+        summary.neighbour = colocation
+        summary.series = series
+        (out / "histogram.hdr").write_text(metrics.encode(hist) + "\n")
+        for name, h in txn_hists.items():
+            (out / f"histogram-txn-{name}.hdr").write_text(metrics.encode(h) + "\n")
+        # A server that did not write its files cleanly (no final counters at
+        # stop, or a checkpoint it did not finish) may have dumped less than
+        # it held (dint's slow path writes the cache back first): no verdict
+        # is drawn from its dump, and the point fails.
+        wl = workloads.get(cfg.workload)
+        txns = summary.transactions
+        if txns:
+            self.count(txns)
+        if unclean:
+            self.broken = self.broken or "a server did not write its files"
+        if wl.check:
+            summary.consistency = (
+                check_consistency(wl, cfg, [out / "logs" / f"store-{h.name}.snap" for h in inv.servers],
+                                  self.committed, self.unfinished, self.wrapped) if not unclean else
+                {"checked": False, "violations": 0, "failed": [],
+                 "reason": "; ".join(f"server {h} {why}" for h, why in sorted(unclean.items()))
+                 + ": their dumps are not trusted"})
+        result = summary.to_dict()
+        tmp = out / "summary.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(out / "summary.json")
+        if unclean:
+            raise HarnessError("; ".join(f"server {h} {why}" for h, why in sorted(unclean.items())) + ": see "
+                               + ", ".join(str(out / "logs" / f"server-{h}.log") for h in sorted(unclean)))
+        c = summary.consistency
+        if c and c["violations"]:
+            self.broken = self.broken or "a consistency check failed"
+            raise HarnessError(f"consistency check failed: {', '.join(c['failed'])} "
+                               f"(details in {out / 'summary.json'}, under consistency)")
+        return result
+
+    def point_counters(self, taken: dict[str, dict], out: Path) -> tuple[dict, dict, dict]:
+        """From a checkpoint: each server's counters over this point (its
+        stats line at this checkpoint less the one at the last), its stats
+        lines so far (the cost's samples), and {host: why} for those whose
+        files were not written. The dump, log and server log of each host
+        are copied into the point's logs/ (the servers write over theirs at
+        the next checkpoint)."""
+        stats, lines, unclean = {}, {}, {}
+        for host in self.inv.servers:
+            t = taken[host.name]
+            if not t["checkpoint"].get("ok"):
+                unclean[host.name] = f"did not write its checkpoint ({t['checkpoint'].get('error')})"
+            end = t["stats"]
+            stats[host.name] = counters_since(end, self.base.get(host.name))
+            self.base[host.name] = end
+            lines[host.name] = t["lines"]
+            files = self.system.files(host)
+            for src in (files["dump"], files["log"], self.sdir / "logs" / f"server-{host.name}.log"):
+                if src.exists():
+                    shutil.copy2(src, out / "logs" / src.name)
+        return stats, lines, unclean
+
+    def count(self, txns: dict) -> None:
+        """Adds a point's transactions to what the series has committed."""
+        for name, t in committed_by_type(txns).items():
+            c = self.committed.setdefault(name, {"committed": 0, "outcomes": {}})
+            c["committed"] += t.get("committed", 0)
+            for label, n in t.get("outcomes", {}).items():
+                c["outcomes"][label] = c["outcomes"].get(label, 0) + n
+        self.unfinished += txns.get("unfinished", 0)
+        self.wrapped = self.wrapped or bool(txns.get("params_wrapped"))
+
+
+# Fields of a stats line that are instants, not counters: a point's line
+# keeps them as they were at its checkpoint.
+INSTANT_FIELDS = ("t_ns", "mono_ns")
+
+
+def counters_since(end: dict | None, base: dict | None) -> dict | None:
+    """A server's stats line over a span: every counter less its value at
+    the span's start (base; None: since the server started)."""
+    if end is None or base is None:
+        return end
+    return {k: v - base[k] if (isinstance(v, int) and not isinstance(v, bool) and k not in INSTANT_FIELDS
+                               and isinstance(base.get(k), int)) else v for k, v in end.items()}
 
 
 def execute_repeated(cfg: RunConfig, out: Path, repeat: int, log=print) -> list[dict]:
@@ -174,103 +482,6 @@ def execute_repeated(cfg: RunConfig, out: Path, repeat: int, log=print) -> list[
     if failed:
         raise HarnessError(f"{len(failed)} of {repeat} repetitions failed: " + "; ".join(failed))
     return summaries
-
-
-def _execute(cfg: RunConfig, inv: Inventory, out: Path, progress: Progress, show_progress: bool | None,
-             testbed: Testbed | None, data_cache: Path | None) -> dict:
-    show_progress = sys.stderr.isatty() if show_progress is None else show_progress
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    (out / "inventory.yml").write_text(yaml.safe_dump(inv.raw, sort_keys=False))
-    (out / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
-    # Every process of the run goes through the playbooks in deploy/, with
-    # their event logs in out/ansible (harness/deploy.py).
-    deployer = Deployer(inv, out / "ansible")
-    with contextlib.ExitStack() as stack:
-        progress.phase = "testbed"
-        if testbed is None and inv.local:
-            testbed = stack.enter_context(Testbed(inv))
-        progress.phase = "initial data"
-        schema, data = prepare_data(cfg, out, data_cache)
-        system = progress.system = make_system(inv, cfg, out / "logs", schema, data, deployer)
-        (out / "system.json").write_text(json.dumps(system.describe(), indent=2))
-        progress.phase = "starting the servers"
-        stack.enter_context(system)
-        progress.phase = "servers ready"
-        if testbed is not None:
-            stack.callback(testbed.reset_napi)  # before the servers stop (again: a no-op)
-            napi = testbed.set_napi(cfg.napi)
-        else:
-            napi = {"mode": cfg.napi, "set": False,
-                    "note": "a cluster's interrupt placement is the hosts' own (not set by the harness)"}
-        neighbours = None
-        if cfg.neighbour:
-            neighbours = Neighbours(inv, out, deployer)
-            stack.callback(neighbours.stop)
-            neighbours.start()
-        # after the servers are ready, before the clients start; removed
-        # (after the delayed packets have left) before the servers stop
-        injector = stack.enter_context(faults.Injector(inv, cfg.faults, cfg.seed, cfg.client_gso))
-        clients = Clients(inv, cfg, out, deployer)
-        if not inv.local:
-            # a cluster's pid files and logs are the hosts': watched there
-            watch = stack.enter_context(HostWatch(inv, system.procs, out / "logs"))
-            system.watch = clients.watch = watch
-        stack.callback(clients.stop)
-        links = LinkDrops(testbed)
-
-        def done() -> None:
-            links.sample()
-        progress.phase = "clients running"
-        clients.start()
-        try:
-            results = clients.wait(system, show_progress, when_done=done)
-        except ServerDied as e:
-            progress.phase = "a server died"
-            print(f"error: {e.name} died during the run; stopping the run", file=sys.stderr, flush=True)
-            if testbed is not None:
-                testbed.reset_napi()
-            stop_together(clients, system)
-            raise
-        progress.phase = "stopping"
-        window = (min(r["window_ns"][0] for r in results), max(r["window_ns"][1] for r in results))
-        colocation = neighbours.result(window) if neighbours else None
-    # leaving the stack stopped the clients, reset NAPI, then stopped the servers
-    (out / "ansible" / "timings.json").write_text(json.dumps(dict(deployer.timings), indent=1))
-    hist = metrics.merge(metrics.decode(r["histogram"]) for r in results)
-    summary, txn_hists = summarize(cfg, results, hist, system.stats, placement(inv, system.polls), napi, LATE_NS,
-                                   injector.result(), links.result())
-    # from the servers' own stats lines around the clients' window (their
-    # logs: fetched back at stop on a cluster)
-    cost_now = cost.per_op(system.name, system.stats_lines, cost.client_window(results))
-    summary.server_cpu_us_per_op = cost_now.pop("server_cpu_us_per_op")
-    summary.server_cost = cost_now
-    summary.schema = str(schema)
-    summary.neighbour = colocation
-    (out / "histogram.hdr").write_text(metrics.encode(hist) + "\n")
-    for name, h in txn_hists.items():
-        (out / f"histogram-txn-{name}.hdr").write_text(metrics.encode(h) + "\n")
-    # A server that printed no final counters did not stop cleanly: its
-    # dump may miss what it held (dint's slow path writes the cache back at
-    # stop), so no verdict is drawn from it and the run fails.
-    unclean = sorted(h for h, st in system.stats.items() if st is None or st.get("clean") is False)
-    wl = workloads.get(cfg.workload)
-    if wl.check:
-        summary.consistency = (
-            check_consistency(wl, cfg, system, inv, summary.transactions) if not unclean else
-            {"checked": False, "violations": 0, "failed": [],
-             "reason": f"server(s) {', '.join(unclean)} did not stop cleanly: their dumps are not trusted"})
-    result = summary.to_dict()
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out / "summary.json")
-    if unclean:
-        raise HarnessError(f"server(s) {', '.join(unclean)} did not stop cleanly: see "
-                           + ", ".join(str(out / "logs" / f"server-{h}.log") for h in unclean))
-    c = summary.consistency
-    if c and c["violations"]:
-        raise HarnessError(f"consistency check failed: {', '.join(c['failed'])} "
-                           f"(details in {out / 'summary.json'}, under consistency)")
-    return result
 
 
 def stop_together(clients: Clients, system) -> None:
@@ -317,8 +528,10 @@ class LinkDrops:
         return {k: self.after[k] - self.before[k] for k in self.before}
 
 
-def check_consistency(wl: workloads.Workload, cfg: RunConfig, system, inv: Inventory, txns: dict) -> dict:
-    """The verdict from the stopped servers' dumps (harness/consistency.py)."""
-    dumps = [system.dump(h) for h in inv.servers]
-    spec = workloads.CheckSpec(data=cfg.data, servers=len(inv.servers), params_wrapped=txns["params_wrapped"])
-    return consistency.check(wl, dumps, committed_by_type(txns), spec, txns["unfinished"])
+def check_consistency(wl: workloads.Workload, cfg: RunConfig, dumps: list[Path], committed: dict,
+                      unfinished: int, wrapped: bool) -> dict:
+    """The verdict from the servers' dumps (harness/consistency.py), in the
+    order of the inventory's servers, against what was committed since the
+    initial data."""
+    spec = workloads.CheckSpec(data=cfg.data, servers=len(dumps), params_wrapped=wrapped)
+    return consistency.check(wl, [snapshot.read_snapshot(d)[1] for d in dumps], committed, spec, unfinished)

@@ -179,6 +179,7 @@ class RunSummary:
     transactions: dict | None = None
     consistency: dict | None = None
     faults: dict | None = None
+    series: dict | None = None  # a point served by servers that served others (harness/run.py, Series)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items()

@@ -86,6 +86,10 @@ class System:
         # server that died keeps its XDP program attached)
         self.removed: dict[str, list[str]] = {}
         self.watch = None  # a cluster run's HostWatch (harness/watch.py)
+        # seconds of load the servers serve before they stop: one run's
+        # (None), or a series' of points (harness/run.py, Series)
+        self.span_s: float | None = None
+        self.checkpoints = 0  # taken so far (checkpoint())
 
     def command(self, host: Host) -> list[str]:
         raise NotImplementedError
@@ -133,7 +137,8 @@ class System:
         orders, lines and history) over the whole run and its drain."""
         per_s = workloads.get(self.cfg.workload).rows_per_s
         clients = self.cfg.clients_per_host * len(self.inv.clients)
-        return int(per_s * clients * (self.cfg.warmup_s + self.cfg.duration_s + 5))
+        span = self.span_s if self.span_s is not None else self.cfg.warmup_s + self.cfg.duration_s + 5
+        return int(per_s * clients * span)
 
     @property
     def capacity(self) -> int:
@@ -224,6 +229,35 @@ class System:
             if not lines:
                 raise HarnessError(f"{spec.name} did not report its counters (log {spec.log}): {spec.tail()}")
             out[host.name] = lines[-1]
+        return out
+
+    def checkpoint(self) -> dict[str, dict]:
+        """Through deploy/servers.yml: every server writes its dump and log
+        (files()) while it serves on (SIGUSR2), with no request in flight.
+        Returns {host: {"checkpoint": its checkpoint line, "stats": the stats
+        line printed with it, "lines": its stats lines until then}}, the
+        checkpoint line {"ok": false, "error": ...} for one that did not
+        say it wrote both."""
+        self.deployer.checkpoint_servers(self.procs)
+        self.checkpoints += 1
+        out = {}
+        for host, spec in zip(self.inv.servers, self.procs):
+            stats: list[dict] = []
+            taken = 0
+            for kind, line in spec.tagged_lines():
+                if kind == "checkpoint":
+                    taken += 1
+                    if taken == self.checkpoints:
+                        ok = isinstance(line, dict) and line.get("ok") is True
+                        out[host.name] = {"checkpoint": line if ok else {
+                            "ok": False, "error": (line or {}).get("error", "it said its files were not written")},
+                            "stats": stats[-1] if stats else None, "lines": stats}
+                        break
+                elif line is not None:
+                    stats.append(line)
+            else:
+                out[host.name] = {"checkpoint": {"ok": False, "error": f"no checkpoint line in {spec.log}"},
+                                  "stats": None, "lines": stats}
         return out
 
     def check_alive(self) -> None:

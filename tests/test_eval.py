@@ -12,6 +12,7 @@ import yaml
 
 import workloads
 from harness import HarnessError, experiments, report, reproduce, results
+from harness import run as harness_run
 from plots.__main__ import main as plots_main, plot_run
 
 TINY = {
@@ -172,6 +173,25 @@ SMALL_SAMPLE = (("success_rates.UpdateSubscriberData", "40 committed, fewer than
 UNCLEAN = "server(s) s1 did not stop cleanly: their dumps are not trusted"
 
 
+def point_series(execute):
+    """A stand-in for run.Series that runs each point through execute(cfg,
+    out, show_progress=, testbed=, data_cache=) (a fake of run.execute), so
+    that reproduce's real order, series and index are tested without
+    servers."""
+    class FakeSeries:
+        broken = None
+
+        def __init__(self, points, sdir, show_progress, testbed, data_cache):
+            self.kw = {"show_progress": show_progress, "testbed": testbed, "data_cache": data_cache}
+
+        def execute(self, k, cfg, out):
+            return execute(cfg, out, **self.kw)
+
+        def close(self):
+            pass
+    return FakeSeries
+
+
 def fake_execute(calls, fail=(), violate=(), partial=(), unclean=()):
     def execute(cfg, out, show_progress=None, testbed=None, data_cache=None):
         name = out.name
@@ -201,9 +221,9 @@ def fake_run(tmp_path, tiny_file, monkeypatch):
     run.mkdir()
     (run / "experiments.yml").write_text(yaml.safe_dump(experiments.resolved(tiny_file)))
     calls = []
-    monkeypatch.setattr(reproduce, "execute", fake_execute(
+    monkeypatch.setattr(harness_run, "Series", point_series(fake_execute(
         calls, fail={"micro-lock__occ__bypass__c8"}, violate={"ablation__smallbank__no-bloom__dint"},
-        partial={"tatp__kernel__c1"}))
+        partial={"tatp__kernel__c1"})))
     reproduce.run_points(run, tiny_file.points(), progress=False, log=lambda m: None)
     return run
 
@@ -215,14 +235,14 @@ def test_resume_skips_done_points_and_retries_a_failure_once(tmp_path, tiny_file
     runnable = [p.name for p in pts]
     bad = "micro-lock__2pl__kernel__c8"
     calls, logs = [], []
-    monkeypatch.setattr(reproduce, "execute", fake_execute(calls, fail={bad}))
+    monkeypatch.setattr(harness_run, "Series", point_series(fake_execute(calls, fail={bad})))
     index = reproduce.run_points(run, pts, progress=False, log=logs.append)
     assert sorted(calls) == sorted(runnable)  # in schedule order: test_repeats checks it
     assert index["points"][bad]["status"] == "failed" and "server on s1 died" in index["points"][bad]["error"]
     assert json.loads((run / "index.json").read_text())["points"][bad]["attempts"] == 1
     # resume: only the failed point runs again (its partial directory kept aside)
     calls.clear()
-    monkeypatch.setattr(reproduce, "execute", fake_execute(calls, fail={bad}))
+    monkeypatch.setattr(harness_run, "Series", point_series(fake_execute(calls, fail={bad})))
     index = reproduce.run_points(run, pts, progress=False, log=logs.append)
     assert calls == [bad]
     assert index["points"][bad]["attempts"] == 2
@@ -243,13 +263,13 @@ def test_an_interrupted_point_is_pending_and_runs_on_resume(tmp_path, tiny_file,
     def interrupted(cfg, out, **kw):
         out.mkdir(parents=True)
         raise KeyboardInterrupt
-    monkeypatch.setattr(reproduce, "execute", interrupted)
+    monkeypatch.setattr(harness_run, "Series", point_series(interrupted))
     with pytest.raises(KeyboardInterrupt):
         reproduce.run_points(run, pts, progress=False, log=lambda m: None)
     e = results.read_index(run)["points"][pts[0].name]
     assert e["status"] == "pending" and e["attempts"] == 0
     calls = []
-    monkeypatch.setattr(reproduce, "execute", fake_execute(calls))
+    monkeypatch.setattr(harness_run, "Series", point_series(fake_execute(calls)))
     reproduce.run_points(run, pts, progress=False, log=lambda m: None)
     assert calls == [p.name for p in pts]
 
@@ -346,7 +366,7 @@ def test_a_point_measured_without_a_consistency_verdict_is_retried_once_and_show
     pts = tiny_file.points()
     curve, bar, unloaded = "tatp__kernel__c8", "ablation__smallbank__base__dint", "unloaded__lock__bypass"
     calls, logs = [], []
-    monkeypatch.setattr(reproduce, "execute", fake_execute(calls, unclean={curve, bar, unloaded}))
+    monkeypatch.setattr(harness_run, "Series", point_series(fake_execute(calls, unclean={curve, bar, unloaded})))
     index = reproduce.run_points(run, pts, progress=False, log=logs.append)
     assert index["points"][curve]["status"] == "done" and "did not stop cleanly" in index["points"][curve]["error"]
     assert any(m.startswith(f"UNCHECKED {curve} (measured, consistency not checked)") for m in logs), logs
@@ -386,7 +406,7 @@ def test_a_point_measured_without_a_consistency_verdict_is_retried_once_and_show
 
     # the next resume runs them once more: two come out checked, one does not
     calls.clear()
-    monkeypatch.setattr(reproduce, "execute", fake_execute(calls, unclean={curve}))
+    monkeypatch.setattr(harness_run, "Series", point_series(fake_execute(calls, unclean={curve})))
     index = reproduce.run_points(run, pts, progress=False, log=logs.append)
     assert sorted(calls) == sorted([curve, bar, unloaded])
     assert (run / "_failed" / f"{curve}.attempt1" / "summary.json").exists()
@@ -505,7 +525,7 @@ def test_a_selection_keeps_the_other_points_of_the_index(tmp_path, tiny_file, mo
     run.mkdir()
     pts = tiny_file.points()
     calls = []
-    monkeypatch.setattr(reproduce, "execute", fake_execute(calls))
+    monkeypatch.setattr(harness_run, "Series", point_series(fake_execute(calls)))
     reproduce.run_points(run, pts[:3], progress=False, log=lambda m: None)
     reproduce.run_points(run, pts[3:5], progress=False, log=lambda m: None)
     index = results.read_index(run)["points"]

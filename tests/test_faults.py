@@ -414,6 +414,8 @@ def test_the_faults_figure_and_report_from_fabricated_points(tmp_path, monkeypat
     table carries the faults, the figure labels every point with its
     consistency verdict, and the report gives the goodput kept per system."""
     from harness import experiments, report, reproduce, results
+    from harness import run as harness_run
+    from test_eval import point_series
     import plots.faults
     from test_eval import fake_summary
 
@@ -437,7 +439,7 @@ def test_the_faults_figure_and_report_from_fabricated_points(tmp_path, monkeypat
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    monkeypatch.setattr(reproduce, "execute", execute)
+    monkeypatch.setattr(harness_run, "Series", point_series(execute))
     reproduce.run_points(run_dir, ef.points(), progress=False, log=lambda m: None)
     df = results.write_table(run_dir)
     row = df[df["point"] == "faults__bypass__reply-loss-1pct"].iloc[0]

@@ -17,10 +17,11 @@ import pytest
 import yaml
 
 from harness import ROOT, HarnessError, compare, experiments, report, reproduce, results, stats
+from harness import run as harness_run
 from harness.__main__ import main as harness_main
 from plots.__main__ import plot_run
 from plots.common import INTERVAL_GID
-from test_eval import TINY, fake_execute, fake_summary
+from test_eval import TINY, fake_execute, fake_summary, point_series
 
 
 def tiny(tmp_path, only=(), **top) -> experiments.ExperimentFile:
@@ -80,36 +81,41 @@ def run_fake(tmp_path, ef, calls):
     def execute(cfg, out, **kw):
         calls.append(str(out.relative_to(run)))
         return fake(cfg, out, **kw)
-    reproduce.execute = execute
+    harness_run.Series = point_series(execute)
     return run, reproduce.run_points(run, ef.points(), progress=False, log=lambda m: None)
 
 
 @pytest.fixture
 def no_real_execute(monkeypatch):
-    monkeypatch.setattr(reproduce, "execute", None)
+    monkeypatch.setattr(harness_run, "Series", None)
 
 
 def test_repetitions_are_interleaved_across_systems(tmp_path, no_real_execute):
-    """At each level (a sweep value of a variant) repetition 1 of every
-    system runs, then repetition 2: A B C A B C, not A A A B B B."""
+    """Per curve, repetition 1 of every system runs, then repetition 2: A B
+    C A B C, not A A A B B B; one system's repetition of a sweep over the
+    load is one series (one start of its servers), its levels in order."""
     ef = tiny(tmp_path, repeat=2)
     calls = []
     run_fake(tmp_path, ef, calls)
     lock = [c for c in calls if c.startswith("micro-lock__2pl")]
-    assert lock == [f"micro-lock__2pl__{s}__c{c}/r{k}" for c in (1, 8) for k in (1, 2)
-                    for s in ("dint", "kernel", "bypass")]
-    assert lock[:4] == ["micro-lock__2pl__dint__c1/r1", "micro-lock__2pl__kernel__c1/r1",
-                        "micro-lock__2pl__bypass__c1/r1", "micro-lock__2pl__dint__c1/r2"]
+    assert lock == [f"micro-lock__2pl__{s}__c{c}/r{k}" for k in (1, 2) for s in ("dint", "kernel", "bypass")
+                    for c in (1, 8)]
     # a level with one system (dint's ablations): its repetitions back to back
     abl = [c for c in calls if c.startswith("ablation__kv")]
     assert abl[:2] == ["ablation__kv__base__dint/r1", "ablation__kv__base__dint/r2"]
     assert len(calls) == 2 * len(ef.points()) == len(set(calls))
-    # one run a point: still level by level, each point in its own directory
+    # the series: a system's repetition of a sweep over the concurrency
+    reps = reproduce.schedule([reproduce.Rep(p, k, f"{p.name}/r{k}") for p in ef.points() for k in (1, 2)])
+    groups = [[r.key for r in g] for g in reproduce.series(reps, None)]
+    assert ["micro-lock__2pl__kernel__c1/r2", "micro-lock__2pl__kernel__c8/r2"] in groups
+    assert ["ablation__kv__base__dint/r1"] in groups  # a variant, not a sweep over the load: alone
+    assert sorted(k for g in groups for k in g) == sorted(calls)
+    # one run a point: still curve by curve, each point in its own directory
     calls.clear()
     (tmp_path / "run").rename(tmp_path / "run-repeated")
     run_fake(tmp_path, tiny(tmp_path), calls)
     assert [c for c in calls if c.startswith("micro-lock__occ")] == [
-        f"micro-lock__occ__{s}__c{c}" for c in (1, 8) for s in ("dint", "kernel", "bypass")]
+        f"micro-lock__occ__{s}__c{c}" for s in ("dint", "kernel", "bypass") for c in (1, 8)]
 
 
 def test_an_interrupted_run_resumes_per_repetition(tmp_path, no_real_execute):
@@ -128,11 +134,11 @@ def test_an_interrupted_run_resumes_per_repetition(tmp_path, no_real_execute):
             out.mkdir(parents=True)
             raise KeyboardInterrupt if key in stop else HarnessError("server on s1 died")
         return fake(cfg, out, **kw)
-    reproduce.execute = execute
+    harness_run.Series = point_series(execute)
     with pytest.raises(KeyboardInterrupt):
         reproduce.run_points(run, ef.points(), progress=False, log=lambda m: None)
-    assert calls == [f"tatp__{s}__c{c}/r{k}" for c in (1, 8) for k in (1, 2, 3)
-                     for s in ("dint", "kernel", "bypass")][:-1]
+    assert calls == [f"tatp__{s}__c{c}/r{k}" for k in (1, 2, 3) for s in ("dint", "kernel", "bypass")
+                     for c in (1, 8)][:-2]
     index = results.read_index(run)["points"]
     assert set(index) == {f"{p.name}/r{k}" for p in ef.points() for k in (1, 2, 3)}
     assert (index[stop[0]]["status"], index[stop[0]]["attempts"]) == ("pending", 0)
@@ -143,7 +149,7 @@ def test_an_interrupted_run_resumes_per_repetition(tmp_path, no_real_execute):
     calls.clear()
     stop.clear()
     index = reproduce.run_points(run, ef.points(), progress=False, log=lambda m: None)["points"]
-    assert calls == [bad, "tatp__kernel__c8/r3", "tatp__bypass__c8/r3"]
+    assert calls == [bad, "tatp__kernel__c8/r3", "tatp__bypass__c1/r3", "tatp__bypass__c8/r3"]
     assert (run / "_failed" / "tatp__dint__c8__r2.attempt1").is_dir()
     assert (run / "_failed" / "tatp__kernel__c8__r3.attempt0").is_dir()
     assert (index[bad]["status"], index[bad]["attempts"]) == ("done", 2)
@@ -242,7 +248,7 @@ def fabricated(tmp_path, name, ef, **kw):
     run = tmp_path / name
     run.mkdir()
     (run / "experiments.yml").write_text(yaml.safe_dump(experiments.resolved(ef)))
-    reproduce.execute = noisy_execute([], **kw)
+    harness_run.Series = point_series(noisy_execute([], **kw))
     reproduce.run_points(run, ef.points(), progress=False, log=lambda m: None)
     return run
 

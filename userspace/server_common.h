@@ -69,6 +69,25 @@ static inline bool take_stats_request(void)
 	       atomic_exchange(&stats_requested, false);
 }
 
+/* SIGUSR2 asks a running server for a checkpoint: with no request in
+ * flight (the harness sends it between two measured points served by the
+ * same servers), the server prints its stats line, writes --dump and --log
+ * as it would at stop, keeps serving, and prints one "checkpoint {json}"
+ * line saying whether both were written (store_checkpoint()). */
+static atomic_bool checkpoint_requested;
+
+static inline void on_checkpoint_signal(int sig)
+{
+	(void)sig;
+	atomic_store(&checkpoint_requested, true);
+}
+
+static inline bool take_checkpoint_request(void)
+{
+	return atomic_load_explicit(&checkpoint_requested, memory_order_relaxed) &&
+	       atomic_exchange(&checkpoint_requested, false);
+}
+
 /* No SA_RESTART: a thread blocked in a system call should come back with
  * EINTR and look at the flag instead of sleeping on. The unblock is for
  * parents that hand down a mask with these signals blocked. */
@@ -85,10 +104,14 @@ static inline int install_stop_handlers(void)
 	sa.sa_handler = on_stats_signal;
 	if (sigaction(SIGUSR1, &sa, NULL) < 0)
 		return -1;
+	sa.sa_handler = on_checkpoint_signal;
+	if (sigaction(SIGUSR2, &sa, NULL) < 0)
+		return -1;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
 	return pthread_sigmask(SIG_UNBLOCK, &set, NULL) ? -1 : 0;
 }
 
@@ -539,9 +562,10 @@ static inline int store_start(const struct store_opts *o)
 	return 0;
 }
 
-/* Writes --dump and --log once no worker runs any more, then frees the
- * store. -1 if either could not be written (each failure has its line). */
-static inline int store_stop(const struct store_opts *o)
+/* Writes --dump and --log (those given) while the server runs on: the
+ * caller holds every worker still. Returns -1 if either could not be
+ * written (each failure has its line). */
+static inline int store_write_files(const struct store_opts *o)
 {
 	int ret = 0;
 
@@ -553,6 +577,24 @@ static inline int store_stop(const struct store_opts *o)
 		report_error("%s", store.err);
 		ret = -1;
 	}
+	return ret;
+}
+
+/* The line that ends a checkpoint (after the files: the harness reads
+ * them once it sees it), with how long writing them took. */
+static inline void print_checkpoint(int ret, uint64_t t0_ns)
+{
+	printf("checkpoint {\"ok\": %s, \"write_ms\": %.1f}\n", ret < 0 ? "false" : "true",
+	       (double)(clock_ns(CLOCK_MONOTONIC) - t0_ns) / 1e6);
+	fflush(stdout);
+}
+
+/* Writes --dump and --log once no worker runs any more, then frees the
+ * store. -1 if either could not be written (each failure has its line). */
+static inline int store_stop(const struct store_opts *o)
+{
+	int ret = store_write_files(o);
+
 	store_free();
 	return ret;
 }
