@@ -156,9 +156,10 @@ def _executor(spec: ClientSpec, wl: workloads.Workload, fds: list[int], interval
 class Series:
     """The measured window as it went: at its start and at the end of every
     slice the loop ran (SLICE_NS, or sooner), the time since the window
-    began and the cumulative counts of requests answered OK, errors (error
-    statuses and requests given up) and, in a transactional run,
-    transactions committed. Only what started in the window counts (the
+    began and the cumulative counts of requests answered OK, of those not
+    (answered with another status, a transactional run's conflicts
+    included, or given up) and, in a transactional run, of transactions
+    committed. Only what started in the window counts (the
     loop's window), so every count starts from 0 at the window's start.
     summary.py judges from it whether the rate held steady over the window
     (harness/stability.py). A 30 s window keeps about 120 samples."""
@@ -166,18 +167,18 @@ class Series:
     def __init__(self, transactional: bool):
         self.t_ns: list[int] = []
         self.ok: list[int] = []
-        self.errors: list[int] = []
+        self.not_ok: list[int] = []
         self.committed: list[int] | None = [] if transactional else None
 
     def add(self, t_ns: int, st: dict) -> None:
         self.t_ns.append(t_ns)
         self.ok.append(st["ok"])
-        self.errors.append(st["err_status"] + st["lost"])
+        self.not_ok.append(st["err_status"] + st["lost"])
         if self.committed is not None:
             self.committed.append(st["txn_committed"])
 
     def to_dict(self) -> dict:
-        return {"slice_s": SLICE_NS / 1e9, "t_ns": self.t_ns, "ok": self.ok, "errors": self.errors,
+        return {"slice_s": SLICE_NS / 1e9, "t_ns": self.t_ns, "ok": self.ok, "not_ok": self.not_ok,
                 **({"committed": self.committed} if self.committed is not None else {})}
 
 

@@ -104,10 +104,10 @@ def judge(rates: list[float] | np.ndarray, bin_s: float) -> dict:
     mean = float(r.mean()) if n else 0.0
     out: dict = {"stable": None, "trend_change": None, "trend_p": None, "halves_change": None, "cv": None}
     if n < MIN_BINS:
-        out["why_null"] = f"{n} bin(s) of {bin_s:g} s, fewer than the {MIN_BINS} a rate's drift is judged from"
+        out["why_null"] = f"{n} bin(s) of {bin_s:.3g} s, fewer than the {MIN_BINS} a rate's drift is judged from"
         return out
     if mean * bin_s < MIN_PER_BIN:
-        out["why_null"] = (f"{mean * bin_s:.0f} completions per bin of {bin_s:g} s on average, fewer than the "
+        out["why_null"] = (f"{mean * bin_s:.0f} completions per bin of {bin_s:.3g} s on average, fewer than the "
                            f"{MIN_PER_BIN} a rate is judged from")
         return out
     x = (np.arange(n) + 0.5) * bin_s
@@ -126,7 +126,7 @@ def judge(rates: list[float] | np.ndarray, bin_s: float) -> dict:
         reasons.append(f"drift: the rate {'rose' if change > 0 else 'fell'} {abs(change):.0%} over the window "
                        f"(linear trend, p={p:.2g}; limit {DRIFT_LIMIT:.0%})")
     if cv > SPREAD_LIMIT:
-        reasons.append(f"spread: the {bin_s:g} s rates varied by {cv:.0%} (coefficient of variation; limit "
+        reasons.append(f"spread: the {bin_s:.3g} s rates varied by {cv:.0%} (coefficient of variation; limit "
                        f"{SPREAD_LIMIT:.0%})")
     out["stable"] = not reasons
     if reasons:
