@@ -153,6 +153,35 @@ def _executor(spec: ClientSpec, wl: workloads.Workload, fds: list[int], interval
                     interval_ns=interval_ns, gso=use_gso(spec.client_gso, len(spec.dests)))
 
 
+class Series:
+    """The measured window as it went: at its start and at the end of every
+    slice the loop ran (SLICE_NS, or sooner), the time since the window
+    began and the cumulative counts of requests answered OK, of those not
+    (answered with another status, a transactional run's conflicts
+    included, or given up) and, in a transactional run, of transactions
+    committed. Only what started in the window counts (the
+    loop's window), so every count starts from 0 at the window's start.
+    summary.py judges from it whether the rate held steady over the window
+    (harness/stability.py). A 30 s window keeps about 120 samples."""
+
+    def __init__(self, transactional: bool):
+        self.t_ns: list[int] = []
+        self.ok: list[int] = []
+        self.not_ok: list[int] = []
+        self.committed: list[int] | None = [] if transactional else None
+
+    def add(self, t_ns: int, st: dict) -> None:
+        self.t_ns.append(t_ns)
+        self.ok.append(st["ok"])
+        self.not_ok.append(st["err_status"] + st["lost"])
+        if self.committed is not None:
+            self.committed.append(st["txn_committed"])
+
+    def to_dict(self) -> dict:
+        return {"slice_s": SLICE_NS / 1e9, "t_ns": self.t_ns, "ok": self.ok, "not_ok": self.not_ok,
+                **({"committed": self.committed} if self.committed is not None else {})}
+
+
 def drive(spec: ClientSpec, progress=print) -> dict:
     socks = open_sockets(spec.address, list(spec.dests))
     pings_sent, pings_received = ping(socks, spec.client_id)
@@ -180,14 +209,21 @@ def drive(spec: ClientSpec, progress=print) -> dict:
     win_until = win_from + int(spec.duration_s * 1e9)
     loop.set_window(win_from, win_until)
 
-    def run_until(deadline: int, phase: str) -> None:
+    series = Series(transactional)
+
+    def run_until(deadline: int, phase: str, record: bool = False) -> None:
         while (now := time.monotonic_ns()) < deadline:
             loop.run(min(deadline, now + SLICE_NS), True)
-            progress(f"progress {json.dumps({'phase': phase, 'elapsed_s': (time.monotonic_ns() - t0) / 1e9, 'ok': loop.stats()['ok']})}")
+            now, st = time.monotonic_ns(), loop.stats()
+            if record:
+                series.add(now - win_from, st)
+            progress(f"progress {json.dumps({'phase': phase, 'elapsed_s': (now - t0) / 1e9, 'ok': st['ok']})}")
 
     run_until(win_from, "warmup")
-    ru0, ticks0, w0 = resource.getrusage(resource.RUSAGE_SELF), _cpu_ticks(cpus), loop.stats()["wait_ns"]
-    run_until(win_until, "measure")
+    ru0, ticks0, st0 = resource.getrusage(resource.RUSAGE_SELF), _cpu_ticks(cpus), loop.stats()
+    w0 = st0["wait_ns"]
+    series.add(time.monotonic_ns() - win_from, st0)
+    run_until(win_until, "measure", record=True)
     ru1, ticks1, w1 = resource.getrusage(resource.RUSAGE_SELF), _cpu_ticks(cpus), loop.stats()["wait_ns"]
     window_s = (time.monotonic_ns() - win_from) / 1e9
     # Requests (transactions) started in the window may still be in flight: let them finish.
@@ -211,6 +247,7 @@ def drive(spec: ClientSpec, progress=print) -> dict:
         "pings_sent": pings_sent,
         "pings_received": pings_received,
         "stats": stats,
+        "series": series.to_dict(),
         "histogram": metrics.encode(hist),
         **({"transactions": txns} if transactional else {}),
         "cpu": {

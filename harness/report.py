@@ -7,7 +7,9 @@ Values are a point's medians over its measured repetitions
 (results.per_point); every ratio carries its 95% bootstrap interval from
 the repetitions of the points it divides (stats.ratio_ci), "~" before it
 when the interval includes 1 (not significant), "[? one repetition]" when
-there is no interval. Flags speak of each repetition."""
+there is no interval. Flags speak of each repetition; a point any of whose
+repetitions had an unstable window (harness/stability.py) carries
+UNSTABLE_MARK after its figures."""
 from __future__ import annotations
 
 import json
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import results, stats
+from . import results, stability, stats
 
 SYSTEMS = results.SYSTEM_ORDER
 # DINT (NSDI'24), abstract and section 6: up to 2.6x the throughput of the
@@ -24,6 +26,7 @@ SYSTEMS = results.SYSTEM_ORDER
 PAPER_TPUT_VS_BYPASS = 2.6
 PAPER_MEAN_LAT_VS_BYPASS = 1.10
 PAPER_P99_LAT_VS_BYPASS = 1.16
+UNSTABLE_MARK = "†"  # after a point's figures: a repetition's rate was not steady over its window
 
 
 def _num(v, digits: int = 1) -> str:
@@ -80,6 +83,16 @@ def _cost(v, digits: int = 2) -> str:
 
 def _sat(r) -> str:
     return " (client saturated)" if bool(r.get("client_saturated")) else ""
+
+
+def _unstable(r) -> str:
+    """UNSTABLE_MARK after a point's figure (a row of results.per_point, or
+    one of its itertuples) when any of its repetitions was unstable."""
+    v = r.get("unstable") if hasattr(r, "get") else getattr(r, "unstable", 0)
+    try:
+        return UNSTABLE_MARK if int(v or 0) > 0 else ""
+    except (TypeError, ValueError):  # NaN: a point without the column
+        return ""
 
 
 def _attempts(r) -> str:
@@ -145,6 +158,7 @@ def flags(df: pd.DataFrame) -> list[str]:
                          "the figures): " + "; ".join(f"{r.point} ({r.server_cpu_missing})"
                                                       for r in nocost.head(8).itertuples())
                          + (" ..." if len(nocost) > 8 else ""))
+    lines += stability_flags(d, unit)
     lost = d[d["instrument_match"].astype(str).str.lower() == "false"]
     if not lost.empty:
         lines.append(f"Instrument check mismatch (sent != received by servers) in {len(lost)} {unit}.")
@@ -154,6 +168,36 @@ def flags(df: pd.DataFrame) -> list[str]:
                      + ", ".join(f"{r.point} ({int(r.errors)})" for r in errors.head(8).itertuples())
                      + (" ..." if len(errors) > 8 else ""))
     return lines
+
+
+def stability_flags(d: pd.DataFrame, unit: str) -> list[str]:
+    """The flag of the measured runs (d, points named per repetition)
+    whose window's rate was not steady, with the mark's one explanation;
+    or, when none was, how many were judged."""
+    if "stability" not in d:
+        return []
+    v = d["stability"].fillna("").astype(str)
+    judged, unstable, unjudged = d[v.isin(["stable", "unstable"])], d[v == "unstable"], d[v == "not judged"]
+    if judged.empty and unjudged.empty:
+        return []
+    rule = (f"a linear trend of its rate changing by more than {stability.DRIFT_LIMIT:.0%} over the window, "
+            f"{{}} {stability.BIN_S:g} s rates with a coefficient of variation over {stability.SPREAD_LIMIT:.0%}")
+    if not unstable.empty:
+        line = (f"Unstable window in {len(unstable)} of {len(judged)} judged {unit} ("
+                + rule.format("or") + ": a warm-up not over, "
+                f"a neighbour on the host; {UNSTABLE_MARK} after a point's figures in the tables and on the curves "
+                "when any of its repetitions was): " + "; ".join(
+                    f"{r.point} ({r.stability_note})" for r in unstable.head(8).itertuples())
+                + (" ..." if len(unstable) > 8 else "") + ".")
+    elif judged.empty:
+        line = "Stability: no run's window judged."
+    else:
+        line = (f"Stability: the rate held steady over the window in all {len(judged)} judged {unit} (none had "
+                + rule.format("nor") + ").")
+    if not unjudged.empty:
+        line += (f" {len(unjudged)} measured {unit} not judged (e.g. {unjudged.iloc[0]['point']}: "
+                 f"{unjudged.iloc[0]['stability_note']}).")
+    return [line]
 
 
 def ceilings_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
@@ -167,8 +211,8 @@ def ceilings_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
         if c.empty:
             continue
         lo, hi = c[c["concurrency"] == c["concurrency"].min()].iloc[0], c[c["concurrency"] == c["concurrency"].max()].iloc[0]
-        rows.append([s, f"{_num(hi['throughput_per_s'])}/s{_sat(hi)}", _num(lo["lat_mean_us"]), _num(lo["lat_p50_us"]),
-                     _num(lo["lat_p99_us"])])
+        rows.append([s, f"{_num(hi['throughput_per_s'])}/s{_sat(hi)}{_unstable(hi)}",
+                     _num(lo["lat_mean_us"]) + _unstable(lo), _num(lo["lat_p50_us"]), _num(lo["lat_p99_us"])])
     out = [md_table(["system", "echo throughput (ceiling)", "echo mean us (c=1)", "p50 us", "p99 us"], rows)]
     ceil = results.echo_ceiling_points(df)
     if "dint" in ceil:
@@ -201,7 +245,7 @@ def peaks_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
         for s in SYSTEMS:
             if s in g.index:
                 r = g.loc[s]
-                cells.append(f"{_num(r['goodput_per_s'])} (c={int(r['concurrency'])}){_sat(r)}")
+                cells.append(f"{_num(r['goodput_per_s'])} (c={int(r['concurrency'])}){_sat(r)}{_unstable(r)}")
             else:
                 cells.append("-")
         req = [f"{s} {_ratio(df, pt[s], cpt[s], 'request_throughput_per_s', 'throughput_per_s', percent=True)}"
@@ -252,7 +296,7 @@ def latency_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
         row = [label]
         for s in SYSTEMS:
             row.append(" / ".join(_num(cell(s, c)) for c in ("lat_mean_us", "lat_p50_us", "lat_p99_us"))
-                       if s in g.index else "-")
+                       + _unstable(g.loc[s]) if s in g.index else "-")
         pt = _points(g)
         row += [_within(_r(df, pt.get("dint"), pt.get("bypass"), "lat_mean_us"), PAPER_MEAN_LAT_VS_BYPASS),
                 _within(_r(df, pt.get("dint"), pt.get("bypass"), "lat_p99_us"), PAPER_P99_LAT_VS_BYPASS),
@@ -283,7 +327,7 @@ def cpu_section(df: pd.DataFrame) -> list[str]:
         for label in dict.fromkeys(p["label"]):
             g = p[p["label"] == label].set_index("system")
             rows.append([label] + [f"{_cost(g.loc[s, 'server_cpu_us_per_txn'])} ({_cost(g.loc[s, 'server_cpu_us_per_op'])})"
-                                   if s in g.index else "-" for s in SYSTEMS])
+                                   f"{_unstable(g.loc[s])}" if s in g.index else "-" for s in SYSTEMS])
         out += ["At each system's peak-goodput point: server CPU us per transaction (per request in brackets). "
                 "Per transaction = per request x requests per finished transaction over the run.", "",
                 md_table(["workload"] + [f"{s}" for s in SYSTEMS], rows)]
@@ -294,6 +338,7 @@ def cpu_section(df: pd.DataFrame) -> list[str]:
             g = g.set_index("system")
             rows.append([exp, _num(rate)] + [
                 f"{_cost(g.loc[s, 'server_cpu_us_per_op'])} at {_num(g.loc[s, 'throughput_per_s'])}/s{_sat(g.loc[s])}"
+                f"{_unstable(g.loc[s])}"
                 if s in g.index else "-" for s in SYSTEMS])
         out += ["", "Fixed offered rates (open loop): server CPU us per request, at the achieved rate.", "",
                 md_table(["experiment", "offered/s per client"] + SYSTEMS, rows)]
@@ -316,7 +361,7 @@ def bars_section(pp: pd.DataFrame, df: pd.DataFrame, figure: str) -> list[str]:
     d = pp[(pp["figure"] == figure) & (pp["status"] == "done")]
     if d.empty:
         return []
-    rows = [[r.experiment, r.workload, r.variant, r.system, _num(r.goodput_per_s), _num(r.lat_p50_us),
+    rows = [[r.experiment, r.workload, r.variant, r.system, _num(r.goodput_per_s) + _unstable(r), _num(r.lat_p50_us),
              _num(r.lat_p99_us), _cost(r.server_cpu_us_per_op), "yes" if r.client_saturated else ""]
             for r in d.itertuples()]
     head = ["experiment", "workload", "variant", "system", "goodput/s", "p50 us", "p99 us", "server CPU us/req",
@@ -356,8 +401,8 @@ def faults_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
                     continue
                 kept = ("- (no fault-free point)" if base.empty else
                         _ratio(df, r.point, base["point"].iloc[0], "goodput_per_s", percent=True))
-                cells.append(f"{r.faults}: {kept} ({r.consistency or 'no check'})")
-            fault_free = (f"fault-free {_num(float(base['goodput_per_s'].iloc[0]))}/s "
+                cells.append(f"{r.faults}: {kept} ({r.consistency or 'no check'}){_unstable(r)}")
+            fault_free = (f"fault-free {_num(float(base['goodput_per_s'].iloc[0]))}/s{_unstable(base.iloc[0])} "
                           f"({base['consistency'].iloc[0] or 'no check'})" if len(base) else "no fault-free point")
             out.append(f"- {name}, {s}: {fault_free}; " + ("; ".join(cells) or "no point with faults"))
     mism = d[(d["faults"].fillna("") != "") & (d["instrument_match"].astype(str).str.lower() == "false")]

@@ -37,13 +37,15 @@ COLUMNS = [
     "lat_mean_us", "lat_p50_us", "lat_p99_us", "lat_p999_us", "abort_rate", "abort_causes",
     "server_cpu_us_per_op", "server_cpu_us_per_txn", "server_cpu_missing", "client_cpu_util", "client_saturated", "oversubscribed",
     "consistency", "consistency_unchecked", "consistency_checked", "consistency_violations", "consistency_failed",
-    "errors", "instrument_match",
+    "errors", "instrument_match", "stability", "stability_note", "rate_trend", "rate_cv",
     "neighbour_share", "neighbour_idle_units_per_s", "neighbour_window_units_per_s",
     "echo_ceiling_per_s", "error", "attempts", "dir",
 ]
 # columns of text, empty (not NaN) where a point has none
 TEXT_COLUMNS = ("variant", "cc", "kv_mix", "faults", "error", "abort_causes", "consistency", "consistency_unchecked",
-                "consistency_failed", "server_cpu_missing")
+                "consistency_failed", "server_cpu_missing", "stability", "stability_note")
+# summary.json's stability.stable as points.csv says it ("" for a summary without the section)
+STABILITY_VERDICTS = {True: "stable", False: "unstable", None: "not judged"}
 
 
 def loss_percent(spec: str) -> float | None:
@@ -158,6 +160,18 @@ def unchecked_reason(point_dir: Path) -> str:
     return why if verdict == "unchecked" else ""
 
 
+def stability_of(st: dict | None) -> dict:
+    """A summary's stability section as points.csv's columns: the verdict
+    (STABILITY_VERDICTS), the reason it is unstable or why it was not
+    judged, and the rate's relative change over the window (its linear
+    trend) and coefficient of variation (harness/stability.py)."""
+    if not st:
+        return {"stability": "", "stability_note": ""}
+    return {"stability": STABILITY_VERDICTS.get(st.get("stable"), "not judged"),
+            "stability_note": st.get("reason") or st.get("why_null") or "",
+            "rate_trend": st.get("trend_change"), "rate_cv": st.get("cv")}
+
+
 def row_of(summary: dict) -> dict:
     """The table's figures of one summary.json."""
     cfg = summary.get("config", {})
@@ -181,6 +195,7 @@ def row_of(summary: dict) -> dict:
         "oversubscribed": bool(summary.get("placement", {}).get("oversubscribed", False)),
         "errors": summary.get("errors"),
         "instrument_match": summary.get("instrument_check", {}).get("match"),
+        **stability_of(summary.get("stability")),
     }
     nb = summary.get("neighbour")
     if nb:  # colocation: the neighbour's work rate, summed over the server hosts
@@ -260,7 +275,7 @@ def table(run_dir: Path) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = None
     df = df[COLUMNS]
-    for col in ("consistency", "consistency_unchecked", "faults", "server_cpu_missing"):
+    for col in ("consistency", "consistency_unchecked", "faults", "server_cpu_missing", "stability", "stability_note"):
         df[col] = df[col].astype(object).fillna("").astype(str)
     # the client's own ceiling (echo, concurrency 32, pinned) of each system in this run
     ceil = echo_ceilings(df)
@@ -298,11 +313,20 @@ SUMMARY_ID = ("experiment", "figure", "point", "system", "workload", "variant", 
 MEDIAN_COLUMNS = ("goodput_per_s", "throughput_per_s", "request_throughput_per_s", "lat_mean_us", "lat_p50_us",
                   "lat_p99_us", "lat_p999_us", "abort_rate", "server_cpu_us_per_op", "server_cpu_us_per_txn",
                   "client_cpu_util", "neighbour_share", "neighbour_idle_units_per_s", "neighbour_window_units_per_s",
-                  "loss_percent")
+                  "loss_percent", "rate_trend", "rate_cv")
 ANY_COLUMNS = ("client_saturated", "oversubscribed")
 MAX_COLUMNS = ("errors", "consistency_violations")
 # a point shows its worst repetition's consistency verdict
 VERDICT_RANK = {"": 0, "ok": 1, "partly unchecked": 2, "unchecked": 3, "violations": 4}
+
+
+def stability_counts(g: pd.DataFrame) -> tuple[int, int]:
+    """(unstable, not judged): how many of a point's measured repetitions
+    had a window judged unstable, and how many one too short to judge."""
+    if "stability" not in g:
+        return 0, 0
+    v = g.loc[g["status"] == "done", "stability"].astype(object).fillna("").astype(str)
+    return int((v == "unstable").sum()), int((v == "not judged").sum())
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -310,10 +334,13 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     goodput for transactional points only) the number of measured
     repetitions with a value, their median and its confidence interval
     (stats.median_ci: ci_level is the interval's exact level; ci_note says
-    why there is none, or why its level is below 95%)."""
+    why there is none, or why its level is below 95%); and on each of a
+    point's rows, how many of its measured repetitions were unstable and
+    how many not judged (stability_counts)."""
     rows = []
     for point, g in df.groupby("point", sort=False):
         done = g[g["status"] == "done"]
+        unstable, unjudged = stability_counts(g)
         first = (done if len(done) else g).iloc[0]
         transactional = "transactional" in g and bool(
             done["transactional"].astype(object).fillna(False).astype(bool).any())
@@ -324,16 +351,17 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             note = "no value in its measured repetitions" if len(done) and not est.n else est.note
             rows.append({**{c: first.get(c) for c in SUMMARY_ID}, "metric": m.column, "n": est.n,
                          "median": est.median, "ci_low": est.low, "ci_high": est.high, "ci_level": est.level,
-                         "ci_note": note})
+                         "ci_note": note, "unstable": unstable, "stability_not_judged": unjudged})
     return pd.DataFrame(rows, columns=[*SUMMARY_ID, "metric", "n", "median", "ci_low", "ci_high", "ci_level",
-                                       "ci_note"])
+                                       "ci_note", "unstable", "stability_not_judged"])
 
 
 def per_point(df: pd.DataFrame) -> pd.DataFrame:
     """One row per point, for the figures and the report: its measured
     repetitions' medians (MEDIAN_COLUMNS), whether any was client-saturated
     or oversubscribed, its worst consistency verdict, n (measured
-    repetitions), status done when any repetition is, and each headline
+    repetitions), unstable (how many of them had an unstable window),
+    status done when any repetition is, and each headline
     metric's interval as <column>_low and <column>_high (null where
     summary_table has none)."""
     if df.empty:
@@ -354,6 +382,7 @@ def per_point(df: pd.DataFrame) -> pd.DataFrame:
             out.loc[med.index, c] = pd.to_numeric(done[c], errors="coerce").groupby(done["point"]).max()
         out.loc[med.index, "status"] = "done"
     out["n"] = g.size().reindex(out.index).fillna(0).astype(int)
+    out["unstable"] = [stability_counts(df[df["point"] == p])[0] for p in out.index]
     summary = summary_table(df)
     for col in stats.HEADLINE_COLUMNS:
         s = summary[summary["metric"] == col].set_index("point")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from . import envinfo, faults as fault_injection, metrics
+from . import envinfo, faults as fault_injection, metrics, stability
 from .config import RunConfig
 from .inventory import Inventory
 from .protocol import Status
@@ -179,6 +179,7 @@ class RunSummary:
     transactions: dict | None = None
     consistency: dict | None = None
     faults: dict | None = None
+    stability: dict | None = None
     series: dict | None = None  # a point served by servers that served others (harness/run.py, Series)
 
     def to_dict(self) -> dict:
@@ -252,7 +253,9 @@ def summarize(cfg: RunConfig, results: list[dict], hist, server_stats: dict, pla
             sent, received, srv, None not in server_stats.values(), faults, links) if faults else
         instrument_check(sent, received, srv, None not in server_stats.values(), links),
         servers=server_stats, placement=placed, napi_placement=napi, env=envinfo.collect(),
-        config=cfg.to_dict(), faults=faults)
+        config=cfg.to_dict(), faults=faults,
+        # whether the rate held steady over the window, from the clients' series
+        stability=stability.section(results))
     if cfg.rate:
         s.open_loop = {
             "rate_per_client": cfg.rate, "offered_per_s": cfg.rate * len(results),
@@ -266,7 +269,7 @@ def summarize(cfg: RunConfig, results: list[dict], hist, server_stats: dict, pla
 
 
 def one_line(s: dict) -> str:
-    return _one_line(s) + _faults_note(s.get("faults"))
+    return _one_line(s) + _faults_note(s.get("faults")) + stability.note(s.get("stability"))
 
 
 def _faults_note(f: dict | None) -> str:

@@ -1,6 +1,6 @@
 """What every figure shares: system order and colours, markers for
-client-saturated points and for points whose consistency was not checked,
-error bars for the interval of a point's median over its repetitions, the
+client-saturated points, for points whose consistency was not checked and
+for points with an unstable window (curves), error bars for the interval of a point's median over its repetitions, the
 experiment titles of a run, saving as PNG+PDF."""
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ SATURATED_NOTE = "hollow marker / hatched bar: the client was saturated (>= 90% 
 UNCHECKED_NOTE = ("red x: consistency not checked (measured, but no verdict could be drawn from the servers' "
                   "dumps; see REPORT.md)")
 UNCHECKED_GID = "consistency-unchecked"  # the artists marking such points
+UNSTABLE_NOTE = ("† beside a point: the rate of (one of) its windows was not steady (drift or spread over "
+                 "10%; see REPORT.md and summary.json's stability)")
+UNSTABLE_GID = "unstable-window"  # the artists marking such points
 INTERVAL_NOTE = ("error bars: the interval of the median over a point's repetitions (points-summary.csv: 95%, or "
                  "their range below 6 repetitions); none where a point ran once")
 INTERVAL_GID = "median-interval"  # the error bars
@@ -81,6 +84,21 @@ def mark_unchecked(ax, x, y) -> None:
             gid=UNCHECKED_GID)
 
 
+def is_unstable(v) -> bool:
+    """Whether a results.per_point row's `unstable` count (NaN or absent
+    in a frame without it) says a repetition's window was unstable."""
+    try:
+        return int(v or 0) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def mark_unstable(ax, x, y) -> None:
+    """A dagger beside a point whose window's rate was not steady (as REPORT.md marks it)."""
+    ax.annotate("†", (x, y), textcoords="offset points", xytext=(-7, 2), fontsize=9, color="#d00000",
+                fontweight="bold", gid=UNSTABLE_GID)
+
+
 MISSING_GID = "missing-figure"
 
 
@@ -95,10 +113,10 @@ def unchecked_legend_handle():
                   label="consistency not checked")
 
 
-def note(saturated: bool, not_checked: bool = False, intervals: bool = False) -> str | None:
+def note(saturated: bool, not_checked: bool = False, intervals: bool = False, unstable: bool = False) -> str | None:
     """The figure's footnote for the marks it carries."""
-    parts = [n for n, on in ((SATURATED_NOTE, saturated), (UNCHECKED_NOTE, not_checked), (INTERVAL_NOTE, intervals))
-             if on]
+    parts = [n for n, on in ((SATURATED_NOTE, saturated), (UNCHECKED_NOTE, not_checked), (UNSTABLE_NOTE, unstable),
+                             (INTERVAL_NOTE, intervals)) if on]
     return "\n".join(parts) or None
 
 

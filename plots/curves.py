@@ -2,7 +2,8 @@
 transactions, or requests, per second), y = median and 99th-percentile
 latency (log scale), one line per system, one panel per variant; points
 labelled with their concurrency; client-saturated points hollow, points
-whose consistency was not checked crossed out; error bars (both ways) where
+whose consistency was not checked crossed out, points with an unstable
+window (a repetition's) marked with a dagger; error bars (both ways) where
 a point has repetitions."""
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import (variant_grid, COLORS, done, error_bars, interval, mark_unchecked, marker_kw, note,
-                     plain_log_ticks, plt, save, saturation_legend_handles, systems_in, unchecked_legend_handle)
+from .common import (variant_grid, COLORS, done, error_bars, interval, is_unstable, mark_unchecked, mark_unstable,
+                     marker_kw, note, plain_log_ticks, plt, save, saturation_legend_handles, systems_in,
+                     unchecked_legend_handle)
 from matplotlib.lines import Line2D
 
 
@@ -26,7 +28,7 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
         return []
     rows = (("lat_p50_us", "median (p50)"), ("lat_p99_us", "99th percentile"))
     fig, panels = variant_grid(d, rows)
-    any_sat = any_unchecked = any_err = False
+    any_sat = any_unchecked = any_err = any_unstable = False
     for ax, sub, col, what, i, v in panels:
         for system in systems_in(sub):
             s = sub[sub["system"] == system].sort_values("concurrency")
@@ -34,13 +36,17 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
             ax.plot(x, s[col], color=COLORS[system], linewidth=1.3, zorder=1)
             any_err |= error_bars(ax, x, s[col], *interval(s, col), color=COLORS[system])
             any_err |= error_bars(ax, x, s[col], *interval(s, "goodput_per_s", 1e3), color=COLORS[system], axis="x")
-            for xi, yi, sat, c, verdict in zip(x, s[col], s["client_saturated"], s["concurrency"],
-                                               s["consistency"]):
+            unstable = s["unstable"] if "unstable" in s else [0] * len(s)
+            for xi, yi, sat, c, verdict, un in zip(x, s[col], s["client_saturated"], s["concurrency"],
+                                                   s["consistency"], unstable):
                 any_sat |= bool(sat)
                 ax.plot([xi], [yi], linestyle="none", zorder=2, **marker_kw(system, bool(sat)))
                 if verdict == "unchecked":
                     any_unchecked = True
                     mark_unchecked(ax, xi, yi)
+                if is_unstable(un):
+                    any_unstable = True
+                    mark_unstable(ax, xi, yi)
                 ax.annotate(f"{int(c)}", (xi, yi), textcoords="offset points", xytext=(5, 2), fontsize=6,
                             color=COLORS[system])
         ax.set_yscale("log")
@@ -62,4 +68,4 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
     fig.legend(handles=handles, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return save(fig, out_dir, f"curve-{experiment}", note(any_sat, any_unchecked, any_err))
+    return save(fig, out_dir, f"curve-{experiment}", note(any_sat, any_unchecked, any_err, any_unstable))
