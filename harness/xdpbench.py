@@ -137,7 +137,7 @@ SLOT_ID_SIZE = 16  # struct dint_slot_id
 FILL_PLACED, FILL_EVICTED = 1, 2
 
 NULL = "null"
-NULL_SOURCE = """
+NULL_SOURCE = b"""
 int xdp_null(struct xdp_md *ctx)
 {
 	return XDP_PASS;
