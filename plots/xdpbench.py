@@ -11,7 +11,7 @@ from .common import kfmt, plt, save
 def plot(res: dict, out_dir: Path) -> list[Path]:
     kcs = res["key_counts"]
     xs = [kc["keys"] for kc in kcs]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(9, 5))
     cmap = plt.get_cmap("tab20")
     markers = "os^vD<>phX*P8dH"
     for i, op in enumerate(res["ops"]):
@@ -33,4 +33,4 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
                  f"of {res['calls']} calls", fontsize=9)
     fig.tight_layout()
     return save(fig, out_dir, "xdpbench", f"bars: min and max over rounds; null program (raw ns) {floor}; "
-                                          f"one sitting on one machine: {res.get('command', '')}")
+                                          f"one sitting on one machine:\n{res.get('command', '')}")
