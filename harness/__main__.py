@@ -230,6 +230,8 @@ def parser() -> argparse.ArgumentParser:
 
     from .fuzz import add_parser as add_fuzz_parser  # packet fuzzing (harness/fuzz.py)
     add_fuzz_parser(sub)
+    from .xdpbench import add_parser as add_xdpbench_parser  # the XDP program's cost per operation
+    add_xdpbench_parser(sub)
     return ap
 
 

@@ -1,0 +1,152 @@
+"""python -m harness xdpbench, small: 1000 keys, one round, a few calls.
+Every operation's arrangement runs with its path checked (and a wrong
+expected status is caught), the floor is subtracted, the output files
+parse, and bad options are one line. The BPF tests need root, and fail in
+CI rather than skip (conftest.need_root)."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from harness import HarnessError, ROOT, xdpbench
+from harness.__main__ import main
+from harness.protocol import DEFAULT_PORT, Op, Status, pack
+from harness.systems import EVERY_KEY_BUCKETS
+
+from conftest import need_root
+import xdp_cache
+
+KEYS = 1000
+
+
+@pytest.fixture(scope="module")
+def result():
+    need_root()
+    return xdpbench.measure([KEYS], list(xdpbench.OPS), rounds=1, calls=8, log=lambda *_: None)
+
+
+def test_mirrors_agree_with_the_tests_checked_ones():
+    """dint_hash and the bucket rule as tests/xdp_cache.py has them (which
+    tests/test_constants.py checks against the C)."""
+    for t, k in ((0, 0), (0, 42), (1, 2**64 - 1), (2, 0x0123456789ABCDEF)):
+        assert xdpbench.dint_hash(t, k) == xdp_cache._hash(t, k)
+        assert xdpbench.bucket_of(xdp_cache._hash(t, k), 2000) == xdp_cache.bucket_of(xdp_cache._hash(t, k), 2000)
+    assert (xdpbench.FILL_MAGIC, xdpbench.FILL_HEAD.format) == (xdp_cache.FILL_MAGIC, xdp_cache.FILL_HEAD.format)
+    assert xdpbench.SLOT_ID_SIZE == xdp_cache.SLOT_ID.size
+
+
+def test_the_cache_is_sized_as_a_run_with_that_many_records_would_be():
+    assert xdpbench.buckets_for(1000) == EVERY_KEY_BUCKETS * 1000
+    assert xdpbench.buckets_for(10) == 64  # the rule's floor
+
+
+def test_frames_carry_the_checksums_scapy_computes():
+    f = xdpbench.Frames(48)
+    for msg in (pack(Op.READ, 42, b"benchval", seq=3, ack=3), pack(Op.LOG, 2**40 + 1, b"\xff" * 8, txn=9)):
+        want = bytes(Ether(src=xdpbench.CLIENT_MAC, dst=xdpbench.SERVER_MAC) /
+                     IP(src=xdpbench.CLIENT_IP, dst=xdpbench.SERVER_IP) / UDP(sport=40000, dport=DEFAULT_PORT) /
+                     Raw(msg))
+        assert f.frame(msg) == want
+
+
+def test_every_operation_takes_its_path_and_the_floor_is_subtracted(result):
+    (kc,) = result["key_counts"]
+    assert kc["keys"] == KEYS and kc["buckets"] == EVERY_KEY_BUCKETS * KEYS
+    assert kc["cached"] + kc["evicted"] == KEYS
+    assert kc["xdp_pass_counted"] == 0  # nothing went to the slow path
+    assert set(kc["ops"]) == set(xdpbench.OPS)
+    floor = kc["null"]["rounds_mean_ns"]
+    assert len(floor) == 1 and floor[0] > 0
+    for op, r in kc["ops"].items():
+        assert len(r["calls_ns"]) == 1 and len(r["calls_ns"][0]) == 8, op
+        assert r["rounds_net_ns"][0] == pytest.approx(r["rounds_mean_ns"][0] - floor[0], abs=0.01), op
+        assert r["net_ns"]["median"] == pytest.approx(r["raw_ns"]["median"] - kc["null"]["raw_ns"]["median"],
+                                                      abs=0.2), op
+    assert kc["ops"]["lock_excl_refused"]["path"][1] == "LOCK_EXCL:LOCKED"
+    # a byte per record is the cache map's memory over the records
+    assert kc["cache_bytes_per_record"] == pytest.approx(kc["map_memory_bytes"]["dint_cache"] / KEYS, abs=0.1)
+    assert kc["cache_bytes_per_record"] >= EVERY_KEY_BUCKETS * kc["bucket_bytes"]
+
+
+@pytest.mark.parametrize("op", ["read", "lock_shared_refused", "insert"])
+def test_a_wrong_expected_status_is_caught(op):
+    """A path other than the one expected stops the benchmark: here the
+    plan expects another status of the timed step than the engine answers."""
+    need_root()
+    plan = xdpbench.PLANS[op]
+    steps = tuple(s._replace(status=Status.NOT_OWNER) if s.timed else s for s in plan.steps)
+    with pytest.raises(xdpbench.PathError, match=f"{op}: .* answered XDP_TX/.*, not XDP_TX/NOT_OWNER"):
+        xdpbench.measure([KEYS], [op], rounds=1, calls=2, log=lambda *_: None,
+                         plans={**xdpbench.PLANS, op: plan._replace(steps=steps)})
+
+
+def test_operations_on_the_same_keys_round_after_round_keep_their_path():
+    """Three rounds of the state-changing operations: locks released,
+    versions followed, inserted keys' buckets restored (each round's insert
+    creates again), the log ring drained (more calls than one chunk)."""
+    need_root()
+    ops = ["commit_backup", "validate", "commit_primary", "insert", "delete", "log", "abort"]
+    res = xdpbench.measure([200], ops, rounds=3, calls=300, log=lambda *_: None)
+    assert all(len(r["calls_ns"]) == 3 for r in res["key_counts"][0]["ops"].values())
+
+
+def test_the_log_ring_is_drained():
+    need_root()
+    b = xdpbench.Bench(200, seed=1)
+    try:
+        head, tail = b.bpf[b"dint_log_head"], b.bpf[b"dint_log_tail"]
+        plan = xdpbench.PLANS["log"]
+        b.block("log", plan._replace(drain=False), [[1, 2, 3]])
+        assert sum(head[head.Key(0)]) - sum(tail[tail.Key(0)]) == 3
+        b.block("log", plan, [[4, 5]])
+        assert list(head[head.Key(0)]) == list(tail[tail.Key(0)]) and sum(head[head.Key(0)]) == 5
+    finally:
+        b.close()
+
+
+def test_the_command_writes_its_files(tmp_path, capsys):
+    need_root()
+    rc = main(["xdpbench", "--keys", "1k", "--rounds", "1", "--calls", "3", "--ops", "read,insert,echo",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "read" in out and "cache B/record" in out
+    res = json.loads((tmp_path / "xdpbench.json").read_text())
+    assert res["command"].startswith("python -m harness xdpbench --keys 1k")
+    assert res["env"]["kernel"] and res["ops"] == ["read", "insert", "echo"]
+    with open(tmp_path / "xdpbench.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["op"] for r in rows] == ["read", "insert", "echo"] and all(float(r["null_median_ns"]) > 0 for r in rows)
+    assert (tmp_path / "xdpbench.png").stat().st_size > 0 and (tmp_path / "xdpbench.pdf").exists()
+    section = xdpbench.report_section(tmp_path, link_from=tmp_path.parent)
+    assert f"]({tmp_path.name}/xdpbench.png)" in section and "| read |" in section
+
+
+@pytest.mark.parametrize("keys,says", [("abc", "not a key count"), ("0", "out of range"), ("1000,1k", "twice"),
+                                       ("", "not a key count"), (str(1 << 30), "out of range")])
+def test_bad_keys_are_one_line(keys, says, capsys):
+    assert main(["xdpbench", "--keys", keys]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --keys") and says in err[0]
+
+
+def test_bad_keys_exit_without_a_traceback():
+    p = subprocess.run([sys.executable, "-m", "harness", "xdpbench", "--keys", "10x"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == ["error: --keys: '10x' is not a key count "
+                                                                   "(e.g. 1000,100k,1M)"]
+
+
+def test_unknown_ops_and_too_little_memory_are_one_line():
+    with pytest.raises(HarnessError, match="--ops: unknown nope"):
+        xdpbench.parse_ops("read,nope")
+    with pytest.raises(HarnessError, match=r"--keys 10,000,000: its cache needs .* GiB and this host has 1.0 GiB"):
+        xdpbench.check_memory([1000, 10_000_000], 576, available=1 << 30)
+    xdpbench.check_memory([1000], 576, available=1 << 30)
