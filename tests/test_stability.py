@@ -161,10 +161,11 @@ def test_an_unstable_window_reaches_the_tables_the_report_and_the_curves(tmp_pat
     import yaml
 
     from harness import experiments, report, reproduce, results
+    from harness import run as harness_run
     from plots import curves
     from plots.__main__ import plot_run
     from plots.common import UNSTABLE_GID
-    from test_eval import fake_execute
+    from test_eval import fake_execute, point_series
     from test_repeats import tiny
 
     drifting, short = "micro-lock__2pl__kernel__c8/r2", "calibration__unloaded__dint/r1"
@@ -179,7 +180,7 @@ def test_an_unstable_window_reaches_the_tables_the_report_and_the_curves(tmp_pat
                           {"stable": True, "trend_change": 0.01, "cv": 0.02})
         (out / "summary.json").write_text(json.dumps(s))
         return s
-    monkeypatch.setattr(reproduce, "execute", execute)
+    monkeypatch.setattr(harness_run, "Series", point_series(execute))
     ef = tiny(tmp_path, repeat=2)
     run = tmp_path / "run"
     run.mkdir()
