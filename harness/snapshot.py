@@ -7,6 +7,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from . import HarnessError
 from .schema import Schema
@@ -22,8 +23,10 @@ REC = struct.Struct("<BBBBIQQ")   # table, live, nshared, pad, ver, key, owner
 LOGREC = struct.Struct("<QQIB3x")  # txn, key, ver, table
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
+    """A record of a snapshot. A named tuple, not a dataclass: a dump of a
+    million records is read after every point, and a tuple is made several
+    times faster."""
     table: int
     key: int
     ver: int
@@ -90,13 +93,14 @@ def read_snapshot(path: str | Path) -> tuple[Schema, list[Record]]:
     try:
         schema, pos = _read_header(data, SNAP_MAGIC, path, True)
         out = []
+        make, unpack, hdr, sizes = Record._make, REC.unpack_from, REC.size, schema.sizes
         while pos < len(data):
-            table, live, nshared, _, ver, key, owner = REC.unpack_from(data, pos)
-            pos += REC.size
-            size = schema.sizes[table]
+            table, live, nshared, _, ver, key, owner = unpack(data, pos)
+            pos += hdr
+            size = sizes[table]
             if pos + size > len(data):
                 raise struct.error("truncated value")
-            out.append(Record(table, key, ver, data[pos:pos + size], bool(live), owner, nshared))
+            out.append(make((table, key, ver, data[pos:pos + size], bool(live), owner, nshared)))
             pos += size
     except (struct.error, IndexError) as e:
         raise HarnessError(f"{path} is truncated or corrupt ({e})") from None

@@ -51,3 +51,15 @@ def test_latency_summary_in_microseconds():
     assert s["p99"] == pytest.approx(20.0, rel=1e-3)
     assert s["p999"] == pytest.approx(1000.0, rel=1e-3)
     assert metrics.latency_us(metrics.new_histogram())["p50"] is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_mean_is_the_library_s_own(seed):
+    """metrics.mean_ns walks the recorded buckets only, to the same figure
+    HdrHistogram.get_mean_value() gives (each value at its bucket's middle)."""
+    rng = random.Random(seed)
+    h = metrics.new_histogram()
+    for _ in range(rng.randint(1, 3000)):
+        h.record_value(int(rng.lognormvariate(11, 2)) + 1, rng.randint(1, 50))
+    assert metrics.mean_ns(h) == pytest.approx(h.get_mean_value(), rel=1e-12)
+    assert metrics.mean_ns(metrics.new_histogram()) == 0.0
