@@ -147,13 +147,14 @@ class Deployer:
 
     # -- one playbook run --------------------------------------------------
     def start_playbook(self, playbook: str, label: str, extravars: dict, limit: str | None = None,
-                       procs: list[ProcSpec] = ()) -> "Play":
+                       procs: list[ProcSpec] = (), staged: list[ProcSpec] | None = None) -> "Play":
         """Starts a playbook run. Every var of PLAY_VARS is given (its
         default where extravars has none): ansible-runner keeps the extra
         vars of earlier plays in the run's directory, and one not given
-        again would act anew. On a cluster, procs' hosts get their
-        directories and inputs staged (stage()), and the outputs they send
-        back are unpacked when the play ends."""
+        again would act anew. On a cluster, the hosts of the processes a
+        play starts (staged, by default procs) get their directories and
+        inputs staged (stage()), and the outputs procs' hosts send back are
+        unpacked when the play ends."""
         import ansible_runner
         _quiet_logging()
         with self._lock:  # two plays may start at once (a run stopping its clients and servers together)
@@ -164,7 +165,7 @@ class Deployer:
         if not self.local and procs:
             play.packs = [pack_path(h, ps) for h, ps in self._by_host(procs).items()]
             if extravars.get("dint_action") in ("start", "run"):
-                extravars["dint_stage"] = self.stage(procs)
+                extravars["dint_stage"] = self.stage(procs if staged is None else staged)
         env = {"ANSIBLE_CONFIG": str(DEPLOY_DIR / "ansible.cfg"),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                # module results are plain data: no warning about interpreter discovery
@@ -277,17 +278,17 @@ class Deployer:
         self.run_playbook("servers.yml", label, {"dint_action": "stats", "dint_procs": self._by_host(procs)},
                           procs=procs)
 
-    def checkpoint_servers(self, procs: list[ProcSpec], label: str = "servers-checkpoint"):
-        """SIGUSR2 to each server; returns when each has written its dump
-        and log (and a cluster host's are back on the controller)."""
-        self.run_playbook("servers.yml", label, {"dint_action": "checkpoint", "dint_procs": self._by_host(procs)},
-                          procs=procs)
-
-    def run_clients(self, procs: list[ProcSpec], label: str = "clients-run") -> "Play":
+    def run_clients(self, procs: list[ProcSpec], label: str = "clients-run",
+                    checkpoint: list[ProcSpec] = ()) -> "Play":
         """Starts every client and returns at once; the Play ends when all
-        clients have finished and their outputs are back."""
-        return self.start_playbook("clients.yml", label, {"dint_action": "run", "dint_procs": self._by_host(procs)},
-                                   procs=procs)
+        clients have finished and their outputs are back. With checkpoint
+        (servers of a series, harness/run.py), the same playbook run then
+        has each of them write its dump and log (SIGUSR2,
+        deploy/roles/procs/tasks/checkpoint.yml) and, on a cluster, sends
+        them back: no playbook run of its own per point."""
+        return self.start_playbook("clients.yml", label, {
+            "dint_action": "run", "dint_procs": self._by_host(procs), "dint_checkpoint": self._by_host(checkpoint)},
+            procs=[*procs, *checkpoint], staged=procs)
 
     def stop_clients(self, procs: list[ProcSpec], label: str = "clients-stop"):
         self.run_playbook("clients.yml", label, {"dint_action": "stop", "dint_procs": self._by_host(procs)},
@@ -352,7 +353,8 @@ def checkout_id() -> str:
 # The extra vars every playbook run is given (deploy/*.yml), and their
 # defaults: what a play does not set is cleared.
 STAGE_INLINE_MAX = 256 * 1024  # an input file larger than this is copied apart
-PLAY_VARS = {"dint_action": "", "dint_build": [], "dint_procs": {}, "dint_residue": {}, "dint_stage": {}}
+PLAY_VARS = {"dint_action": "", "dint_build": [], "dint_procs": {}, "dint_residue": {}, "dint_stage": {},
+             "dint_checkpoint": {}}
 
 
 def pack_path(host: str, procs: list[dict]) -> Path:

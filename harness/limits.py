@@ -63,12 +63,12 @@ MARGIN = 0.10
 # (Workload.initial: snapshot.Record objects, their values and keys, the
 # list, and what the loader holds on the way). Measured as the growth of
 # ru_maxrss across `WORKLOAD.initial(data)` in a fresh `.venv/bin/python`
-# (CPython 3.11, Debian 12) at kv and lock 4,000,000 keys (265 and 233),
-# smallbank 2,000,000 accounts (281), TATP 1,000,000 subscribers (262) and
-# TPC-C 1 warehouse at the specification's cardinalities (286), rounded up
+# (CPython 3.11, Debian 12) at kv and lock 4,000,000 keys (233 and 201),
+# smallbank 2,000,000 accounts (250), TATP 1,000,000 subscribers (231) and
+# TPC-C 1 warehouse at the specification's cardinalities (255), rounded up
 # to a multiple of 8; tracemalloc's peak at small sizes is 5-15% lower (tests/test_limits.py
 # checks each figure against it).
-PY_BYTES_PER_ROW = {"kv": 272, "lock": 240, "smallbank": 288, "tatp": 264, "tpcc": 288}
+PY_BYTES_PER_ROW = {"kv": 240, "lock": 208, "smallbank": 256, "tatp": 232, "tpcc": 256}
 PY_BYTES_PER_ROW_DEFAULT = max(PY_BYTES_PER_ROW.values())  # a workload not measured yet
 # The harness process itself: ru_maxrss 25 MiB after the imports of
 # `harness run`, 72 MiB after those of `harness reproduce`; rounded up.
@@ -198,17 +198,20 @@ def _validated(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def memory_need(cfg: RunConfig, inv: Inventory) -> list[Need]:
+def memory_need(cfg: RunConfig, inv: Inventory, span_s: float | None = None) -> list[Need]:
     """What a run of cfg on inv needs, per place: the controller's memory
     and disk (local), and every server host's memory (local on a local
     testbed) and, on a cluster, its disk (the snapshot it is sent and its
-    dump). Bytes, as Python ints."""
+    dump). With span_s, cfg is a point of a series whose servers serve
+    that long (harness/run.py, series_span_s): their stores grow over all
+    of it. Bytes, as Python ints."""
     cfg = _validated(cfg)
     wl = workloads.get(cfg.workload)
     data = cfg.data
     per_table = wl.rows(data) if wl.rows else {}
     rows = sum(per_table.values())
     system = _sized_system(cfg, inv, rows)
+    system.span_s = span_s
     growth, capacity = system.growth(), system.capacity
     layout = Layout(wl.schema)
     data_driver = "scale" if wl.scaling else "keys" if wl.keyed else "system"
@@ -373,13 +376,14 @@ def _refusal(needs: list[Need], cfg: RunConfig, inv: Inventory, has: str, where:
             f"({', '.join(f'{w} {human(b)}' for b, w in biggest)}); {has}")
 
 
-def check_memory(cfg: RunConfig, inv: Inventory, out_dir: Path) -> None:
+def check_memory(cfg: RunConfig, inv: Inventory, out_dir: Path, span_s: float | None = None) -> None:
     """Raises HarnessError, one line naming the parameter behind the size,
     if the run cannot fit this machine: its memory (every host's on a local
     testbed, the controller's on a cluster) with MARGIN to spare against
-    MemAvailable, or its files against the free space under out_dir."""
+    MemAvailable, or its files against the free space under out_dir.
+    span_s: as for memory_need()."""
     cfg = _validated(cfg)
-    needs = [n for n in memory_need(cfg, inv) if n.local]
+    needs = [n for n in memory_need(cfg, inv, span_s) if n.local]
     memory = [n for n in needs if n.resource == "memory"]
     avail = available_memory()
     if avail is not None and sum(n.bytes for n in memory) * (1 + MARGIN) > avail:

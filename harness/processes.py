@@ -85,9 +85,12 @@ class Clients:
     run through deploy/clients.yml: started together, waited for, their
     results and logs collected. Their progress lines come from their logs."""
 
-    def __init__(self, inv: Inventory, cfg: RunConfig, out: Path, deployer: Deployer, series_index: int = 0):
+    def __init__(self, inv: Inventory, cfg: RunConfig, out: Path, deployer: Deployer, series_index: int = 0,
+                 checkpoint: list[ProcSpec] = ()):
         self.inv, self.cfg, self.out, self.deployer = inv, cfg, Path(out).resolve(), deployer
-        self.series_index = series_index
+        # a point of a series: its index, and the servers its clients'
+        # playbook run checkpoints once they have finished
+        self.series_index, self.checkpoint = series_index, list(checkpoint)
         self.procs: list[tuple[ProcSpec, Path]] = []
         self.play = None
         self.finished = False
@@ -135,7 +138,7 @@ class Clients:
                     stale.unlink(missing_ok=True)
                 self.procs.append((proc, result))
         (self.out / "logs").mkdir(exist_ok=True)
-        self.play = self.deployer.run_clients([p for p, _ in self.procs])
+        self.play = self.deployer.run_clients([p for p, _ in self.procs], checkpoint=self.checkpoint)
 
     def _all_exited(self) -> bool:
         """Every client process has come and gone (local hosts: pid files)."""

@@ -43,7 +43,7 @@ from pathlib import Path
 import yaml
 
 from . import RESULTS_DIR, HarnessError, envinfo, experiments, inventory, limits, results
-from .run import SERIES_FIELDS, check_can_run, execute_series, series_key
+from .run import SERIES_FIELDS, check_can_run, execute_series, series_key, series_span_s
 from .summary import one_line
 from .testbed import Testbed
 
@@ -299,20 +299,23 @@ def finish(run_dir: Path, log=print) -> None:
 
 
 def check_sizes(points: list[experiments.Point], inv, inventory_path: str | None, run_dir: Path) -> None:
-    """Every point's sizes against this machine (limits.check_memory),
-    before anything is made: one line naming the first point that does not
-    fit. A point whose configuration is invalid is left to run_points,
-    which records it as failed."""
-    for p in points:
+    """Every point's sizes against this machine (limits.check_memory), as
+    the series it runs in (series()) serve it, before anything is made:
+    one line naming the first point that does not fit. A point whose
+    configuration is invalid is left to run_points, which records it as
+    failed."""
+    reps = schedule([Rep(p, k, f"{p.name}/r{k}") for p in points for k in range(1, p.repeat + 1)])
+    for group in series(reps, inventory_path):
         try:
-            cfg = p.config(inventory_path)
-            cfg.validate()
+            cfgs = [r.point.config(inventory_path) for r in group]
         except HarnessError:
             continue
-        try:
-            limits.check_memory(cfg, inv, run_dir)
-        except HarnessError as exc:
-            raise HarnessError(f"point {p.name}: {exc}") from None
+        span = series_span_s(cfgs)
+        for r, cfg in zip(group, cfgs):
+            try:
+                limits.check_memory(cfg, inv, run_dir, span)
+            except HarnessError as exc:
+                raise HarnessError(f"point {r.point.name}: {exc}") from None
 
 
 def reproduce(run_id: str | None = None, inventory_path: str | None = None, profile: str | None = None,

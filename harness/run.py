@@ -128,6 +128,13 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
 SERIES_FIELDS = ("concurrency", "rate")
 
 
+def series_span_s(cfgs: list[RunConfig]) -> float | None:
+    """How long one start of the servers serves these points (their stores
+    grow over all of it: System.growth); None for a point served alone,
+    sized as a run."""
+    return sum(c.warmup_s + c.duration_s + 5 for c in cfgs) if len(cfgs) > 1 else None
+
+
 def series_key(cfg: RunConfig) -> str:
     """Equal for configurations one start of the servers may serve in turn."""
     return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in SERIES_FIELDS}, sort_keys=True)
@@ -207,6 +214,7 @@ class Series:
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self.first = points[0][0]
         self.checkpoints = len(points) > 1
+        self.span_s = series_span_s([c for c, _ in points])
         self.inv = inventory.load(self.first.inventory)
         self.testbed = testbed
         self.stack = contextlib.ExitStack()
@@ -234,8 +242,7 @@ class Series:
         # with their event logs in <dir>/ansible (harness/deploy.py).
         system = progress.system = self.system = make_system(inv, cfg, self.sdir / "logs", self.schema, data,
                                                              Deployer(inv, self.sdir / "ansible"))
-        if self.checkpoints:
-            system.span_s = sum(c.warmup_s + c.duration_s + 5 for c, _ in self.points)
+        system.span_s = self.span_s
         progress.phase = "starting the servers"
         self.started = True
         self.stack.enter_context(system)
@@ -260,7 +267,7 @@ class Series:
         inv = self.inv
         faults.check_inventory(cfg.faults, inv)
         check_can_run(inv, out)
-        limits.check_memory(cfg, inv, Path(out))
+        limits.check_memory(cfg, inv, Path(out), self.span_s)
         made = not Path(out).exists()
         out = prepare_out(out)
         progress = Progress()
@@ -312,7 +319,9 @@ class Series:
             # after the servers are ready, before the clients start; removed
             # (after the delayed packets have left) before the servers stop
             injector = stack.enter_context(faults.Injector(inv, cfg.faults, cfg.seed, cfg.client_gso))
-            clients = Clients(inv, cfg, out, deployer, series_index=k if self.checkpoints else 0)
+            # a point of a series: its clients' playbook run also checkpoints the servers
+            clients = Clients(inv, cfg, out, deployer, series_index=k if self.checkpoints else 0,
+                              checkpoint=system.procs if self.checkpoints else ())
             if not inv.local:
                 # a cluster's pid files and logs are the hosts': watched there
                 watch = stack.enter_context(HostWatch(inv, system.procs, out / "logs"))
@@ -340,11 +349,7 @@ class Series:
         # leaving the stack stopped the clients and the neighbours
         timings = dict(deployer.timings)
         if self.checkpoints:
-            progress.phase = "checkpoint"
-            t0 = time.monotonic()
-            taken = system.checkpoint()
-            timings["servers-checkpoint"] = time.monotonic() - t0
-            stats, lines, unclean = self.point_counters(taken, out)
+            stats, lines, unclean = self.point_counters(system.checkpoint(), out)
         else:
             self.close()  # NAPI reset, then the servers stopped
             timings.update(system.deployer.timings)

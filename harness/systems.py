@@ -232,13 +232,13 @@ class System:
         return out
 
     def checkpoint(self) -> dict[str, dict]:
-        """Through deploy/servers.yml: every server writes its dump and log
-        (files()) while it serves on (SIGUSR2), with no request in flight.
-        Returns {host: {"checkpoint": its checkpoint line, "stats": the stats
-        line printed with it, "lines": its stats lines until then}}, the
-        checkpoint line {"ok": false, "error": ...} for one that did not
-        say it wrote both."""
-        self.deployer.checkpoint_servers(self.procs)
+        """The checkpoint the clients' playbook run just took
+        (processes.Clients, deploy/clients.yml): every server wrote its dump
+        and log (files()) while it served on (SIGUSR2), with no request in
+        flight. Returns {host: {"checkpoint": its checkpoint line, "stats":
+        the stats line printed with it, "lines": its stats lines until
+        then}}, the checkpoint line {"ok": false, "error": ...} for one that
+        did not say it wrote both."""
         self.checkpoints += 1
         out = {}
         for host, spec in zip(self.inv.servers, self.procs):

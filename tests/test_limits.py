@@ -260,10 +260,21 @@ def test_cluster_checks_the_controller_only(cluster_inv, tmp_path):
 
 
 # -- the project's own profiles --------------------------------------------------
-def test_every_local_point_fits_the_local_testbed(tmp_path):
+@pytest.mark.parametrize("profile", ["local", "local-all"])
+def test_every_local_point_fits_the_local_testbed(tmp_path, profile):
+    """As reproduce checks them: each point with the span of its series."""
+    from harness import reproduce
     inv = inventory.load(inventory.DEFAULT_INVENTORY)
-    for point in experiments.load("local").points():
-        limits.check_memory(point.config(), inv, tmp_path)
+    reproduce.check_sizes(experiments.load(profile).points(), inv, None, tmp_path)
+
+
+def test_a_series_sizes_its_stores_for_all_its_points():
+    from harness.config import RunConfig
+    inv = inventory.load(inventory.DEFAULT_INVENTORY)
+    cfg = RunConfig(system="dint", workload="tpcc", concurrency=8, duration_s=2.0, warmup_s=0.5).validate()
+    alone = sum(n.bytes for n in limits.memory_need(cfg, inv))
+    served = sum(n.bytes for n in limits.memory_need(cfg, inv, span_s=5 * (2.0 + 0.5 + 5)))
+    assert served > alone
 
 
 def test_every_paper_point_fits_the_controller(cluster_inv, tmp_path, monkeypatch):

@@ -48,7 +48,8 @@ def test_repeat_is_a_default_and_an_experiment_s_own():
 
 
 def test_the_shipped_profiles_repeat():
-    assert {p.repeat for p in experiments.load("local").points()} == {1}
+    assert {p.repeat for p in experiments.load("local").points()} == {3}
+    assert {p.repeat for p in experiments.load("local-all").points()} == {3}
     assert {p.repeat for p in experiments.load("paper").points()} == {5}
 
 

@@ -275,3 +275,23 @@ def test_a_colocation_neighbour_on_a_simulated_host_is_measured_from_its_fetched
     assert all(h["idle_units_per_s"] and h["window_units_per_s"] for h in hosts.values()), hosts
     for name in hosts:
         assert (tmp_path / "neighbour" / "logs" / f"neighbour-{name}.log").exists()
+
+
+def test_a_series_on_the_simulated_cluster_brings_each_point_s_checkpoint_back(deployed, sim_path, tmp_path):
+    """A sweep served by one start of the servers on hosts that share
+    nothing: each point's checkpoint (dumps, logs) comes back from the
+    hosts with its clients' playbook run, and gives the point its own
+    counters and consistency verdict."""
+    from harness.config import RunConfig
+    from harness.run import execute_series
+    points = [(RunConfig(system="dint", workload="smallbank", cc="2pl", concurrency=c, duration_s=0.6, warmup_s=0.2,
+                         inventory=str(sim_path)).validate(), tmp_path / f"c{c}") for c in (2, 8)]
+    outcomes = execute_series(points, tmp_path / "servers", show_progress=False)
+    assert all(isinstance(o, dict) for o in outcomes), outcomes
+    for (_, out), s in zip(points, outcomes):
+        assert s["consistency"]["checked"] and s["consistency"]["violations"] == 0, s["consistency"]
+        assert s["instrument_check"]["match"], s["instrument_check"]
+        assert s["server_cpu_us_per_op"] is not None and s["server_cpu_us_per_op"] > 0, s["server_cost"]
+        for server in ("s0", "s1", "s2"):
+            assert (out / "logs" / f"store-{server}.snap").stat().st_size > 0
+    assert outcomes[1]["series"]["index"] == 2
