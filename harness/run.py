@@ -539,4 +539,4 @@ def check_consistency(wl: workloads.Workload, cfg: RunConfig, dumps: list[Path],
     order of the inventory's servers, against what was committed since the
     initial data."""
     spec = workloads.CheckSpec(data=cfg.data, servers=len(dumps), params_wrapped=wrapped)
-    return consistency.check(wl, [snapshot.read_snapshot(d)[1] for d in dumps], committed, spec, unfinished)
+    return consistency.check(wl, [snapshot.read_columns(d)[1] for d in dumps], committed, spec, unfinished)
