@@ -132,7 +132,7 @@ def test_bad_yaml_and_missing_profile(tmp_path):
     bad.write_text("version: 1\nexperiments: [\n")
     with pytest.raises(HarnessError, match=r"bad.yml: line \d+ not valid YAML"):
         experiments.load(str(bad))
-    with pytest.raises(HarnessError, match="no profile 'nosuch'.*profiles: local, paper"):
+    with pytest.raises(HarnessError, match="no profile 'nosuch'.*profiles: local, local-all, paper"):
         experiments.load("nosuch")
 
 
