@@ -58,7 +58,10 @@ FIGURES = {
     "faults": "goodput and p99 latency against injected loss (a sweep of --faults), per system",
 }
 KNOWN_WORKLOADS = workloads.NAMES
-TOP_KEYS = {"version", "profile", "description", "defaults", "systems", "repeat", "experiments"}
+TOP_KEYS = {"version", "profile", "description", "defaults", "systems", "repeat", "experiments", "xdpbench"}
+# `xdpbench`: the XDP program's cost per operation (harness/xdpbench.py),
+# measured once a run after its points, over these key counts
+XDPBENCH_KEYS = {"keys", "rounds", "calls"}
 EXP_KEYS = {"name", "figure", "title", "workload", "workloads", "systems", "config", "variants", "sweep", "note",
             "repeat"}
 MAX_REPEAT = 100
@@ -119,12 +122,33 @@ class ExperimentFile:
     defaults: dict
     experiments: list[Experiment]
     raw: dict
+    xdpbench: dict | None = None  # {keys: [int], rounds: int, calls: int}
 
     def points(self) -> list[Point]:
         out = []
         for e in self.experiments:
             out += expand(e, self.defaults)
         return out
+
+
+def _check_xdpbench(where: str, value) -> dict | None:
+    """The `xdpbench` section: key counts (whole numbers from 1), rounds and
+    calls (whole numbers from 1; defaults 3 and 500)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise HarnessError(f"{where}: must be a mapping with {', '.join(sorted(XDPBENCH_KEYS))}")
+    bad = set(value) - XDPBENCH_KEYS
+    if bad:
+        raise HarnessError(f"{where}: unknown key {sorted(bad)[0]!r} (allowed: {', '.join(sorted(XDPBENCH_KEYS))})")
+    out = {"keys": value.get("keys"), "rounds": value.get("rounds", 3), "calls": value.get("calls", 500)}
+    keys = out["keys"]
+    if not isinstance(keys, list) or not keys or not all(type(k) is int and k >= 1 for k in keys):
+        raise HarnessError(f"{where}: keys must be a non-empty list of whole numbers from 1, not {keys!r}")
+    for k in ("rounds", "calls"):
+        if type(out[k]) is not int or out[k] < 1:
+            raise HarnessError(f"{where}: {k} must be a whole number from 1, not {out[k]!r}")
+    return out
 
 
 def check_repeat(where: str, value) -> int:
@@ -279,7 +303,8 @@ def parse(raw, source: str = "<experiments>") -> ExperimentFile:
                               variants=[dict(v) for v in variants], sweep_field=sfield, sweep_values=list(svalues),
                               note=str(e.get("note") or ""), repeat=erepeat))
     ef = ExperimentFile(path=Path(source), profile=str(raw.get("profile") or Path(source).stem),
-                        description=str(raw.get("description") or ""), defaults=defaults, experiments=out, raw=raw)
+                        description=str(raw.get("description") or ""), defaults=defaults, experiments=out, raw=raw,
+                        xdpbench=_check_xdpbench(f"{source}: xdpbench", raw.get("xdpbench")))
     _check_points(ef, source)
     return ef
 

@@ -453,6 +453,9 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
     sec = faults_section(pp, df)
     if sec:
         lines += ["## Fault injection", ""] + sec + [""]
+    if (run_dir / "xdpbench" / "xdpbench.json").exists():
+        from .xdpbench import report_section
+        lines += ["## Where dint's time goes in XDP", "", report_section(run_dir / "xdpbench", link_from=run_dir)]
     figs = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").exists() else []
     if figs:
         lines += ["## Figures", ""] + [f"- [{f.stem}](plots/{f.name})" for f in figs] + [""]

@@ -349,5 +349,27 @@ def reproduce(run_id: str | None = None, inventory_path: str | None = None, prof
     # cluster's hosts, simulated or not, are there already (check_can_run)
     with Testbed(inv) if inv.local else contextlib.nullcontext() as tb:
         run_points(run_dir, points, testbed=tb, inventory_path=inventory_path, progress=True)
+    if ef.xdpbench and not only:
+        run_xdpbench(run_dir, ef.xdpbench)
     finish(run_dir)
     return run_dir
+
+
+def run_xdpbench(run_dir: Path, spec: dict, log=print) -> None:
+    """The XDP program's cost per operation (harness/xdpbench.py) on the
+    controller, once a run (a resumed run keeps the one it has), into
+    run_dir/xdpbench for the report. Its failure is said, and the report
+    written without it."""
+    from . import xdpbench
+    out = run_dir / "xdpbench"
+    if (out / "xdpbench.json").exists():
+        return
+    log(f"xdpbench: XDP ns per operation at {', '.join(map(str, spec['keys']))} keys")
+    try:
+        res = xdpbench.measure(spec["keys"], xdpbench.parse_ops(None), spec["rounds"], spec["calls"], log=lambda m: None)
+        res["command"] = (f"python -m harness xdpbench --keys {','.join(map(str, spec['keys']))} "
+                          f"--rounds {spec['rounds']} --calls {spec['calls']}")
+        res["env"] = envinfo.collect()
+        xdpbench.write(res, out)
+    except Exception as exc:  # noqa: BLE001 - the points' report is still worth writing
+        log(f"xdpbench failed: {type(exc).__name__}: {exc}")

@@ -150,3 +150,43 @@ def test_unknown_ops_and_too_little_memory_are_one_line():
     with pytest.raises(HarnessError, match=r"--keys 10,000,000: its cache needs .* GiB and this host has 1.0 GiB"):
         xdpbench.check_memory([1000, 10_000_000], 576, available=1 << 30)
     xdpbench.check_memory([1000], 576, available=1 << 30)
+
+
+# -- in make reproduce ------------------------------------------------------------
+@pytest.mark.parametrize("value,expected", [
+    ({"keys": []}, "keys must be a non-empty list"),
+    ({"keys": [0]}, "keys must be a non-empty list"),
+    ({"keys": [1000], "rounds": 0}, "rounds must be a whole number from 1"),
+    ({"keys": [1000], "cals": 5}, "unknown key 'cals'"),
+    ([1000], "must be a mapping"),
+])
+def test_a_bad_xdpbench_section_is_one_clear_line(value, expected):
+    from harness import experiments
+    raw = {"version": 1, "xdpbench": value,
+           "experiments": [{"name": "e", "figure": "curve", "title": "t", "workload": "kv",
+                            "sweep": {"concurrency": [1]}}]}
+    with pytest.raises(HarnessError, match=f"exp.yml: xdpbench: {expected}"):
+        experiments.parse(raw, "exp.yml")
+
+
+def test_the_local_profile_measures_it_and_the_report_shows_it(root, tmp_path, monkeypatch):
+    """experiments/local.yml asks for a small sweep; reproduce runs it once
+    a run into <run>/xdpbench, and REPORT.md carries its table and figure
+    (beside a run's points, fabricated: test_eval's)."""
+    from harness import experiments, report, reproduce, results
+    from harness import run as harness_run
+    from test_eval import fake_execute, point_series
+    from test_repeats import tiny
+    assert experiments.load("local").xdpbench["keys"] == [1000, 100000]
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.setattr(harness_run, "Series", point_series(fake_execute([])))
+    reproduce.run_points(run, tiny(tmp_path).points(), progress=False, log=lambda m: None)
+    logged = []
+    reproduce.run_xdpbench(run, {"keys": [1000], "rounds": 1, "calls": 20}, log=logged.append)
+    assert (run / "xdpbench" / "xdpbench.json").exists(), logged
+    first = (run / "xdpbench" / "xdpbench.json").read_text()
+    reproduce.run_xdpbench(run, {"keys": [1000], "rounds": 1, "calls": 20}, log=logged.append)
+    assert (run / "xdpbench" / "xdpbench.json").read_text() == first  # once a run
+    text = report.render(run, results.write_table(run))
+    assert "## Where dint's time goes in XDP" in text and "](xdpbench/xdpbench.png)" in text
