@@ -193,9 +193,11 @@ class Series:
     holds what a run's does), with its own client seeds (the k-th point of
     every system's series draws the same: processes.Clients). With one
     point, the servers stop after it and the verdict comes from their dumps
-    at stop. With more, each point ends with a checkpoint: with no request
-    in flight, every server writes its store dump and log and serves on
-    (Systems.checkpoint); those files go into the point's logs/, and
+    at stop. With more, each point ends with a checkpoint, taken by its
+    clients' playbook run once they have finished (deploy/clients.yml): with
+    no request in flight, every server writes its store dump and log and
+    serves on (System.checkpoint); those files go into the point's logs/,
+    and
     - its server counters are the difference between the stats lines
       printed with its checkpoint and the previous one (from the start for
       the first point); its CPU cost comes from the lines around its window,
