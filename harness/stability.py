@@ -3,8 +3,9 @@
 (harness/loadgen.py, Series: cumulative counts at the end of every slice,
 in ns since its window began).
 
-The window is cut into bins of 1 s (a window under 2 s: into the clients'
-slices, 0.25 s), as many as fit, stretched to tile it exactly so that
+The window is cut into bins of 1 s (a window too short for MIN_BINS of them,
+under 4 s: into MIN_BINS bins, none narrower than the clients' 0.25 s
+slices), as many as fit, stretched to tile it exactly so that
 every completion lands in one; each client's count at a bin's edge is read
 off its series by linear interpolation (its samples are a slice apart, or
 closer), and the clients' rates are summed bin by bin, each from its own
@@ -40,14 +41,14 @@ import numpy as np
 from scipy import stats as sps
 
 BIN_S = 1.0          # bins of this width (stretched to tile the window) ...
-MIN_WINDOW_S = 2.0   # ... in a window at least this long; a shorter one: the clients' slices
+MIN_WINDOW_S = 4.0   # ... in a window at least this long (MIN_BINS of them); a shorter one: the clients' slices
 DRIFT_LIMIT = 0.10   # the line's change over the window, relative to the mean rate
 DRIFT_P = 0.05       # ... when its slope is significant at this level
 SPREAD_LIMIT = 0.10  # the bins' coefficient of variation
 MIN_BINS = 4         # fewer bins: no verdict
 MIN_PER_BIN = 100    # fewer completions per bin on average: no verdict
 STABILITY_RULE = (f"the window's rate (requests answered OK per second, summed over the clients) in bins of "
-                  f"{BIN_S:g} s (the clients' slices in a window under {MIN_WINDOW_S:g} s): unstable when its least-squares line "
+                  f"{BIN_S:g} s ({MIN_BINS} bins, at least a client's slice wide, in a window under {MIN_WINDOW_S:g} s): unstable when its least-squares line "
                   f"changes by more than {DRIFT_LIMIT:.0%} of the mean rate over the window with a slope "
                   f"significant at p < {DRIFT_P:g} (drift), or when the bins' coefficient of variation is above "
                   f"{SPREAD_LIMIT:.0%} (spread); not judged with fewer than {MIN_BINS} bins or {MIN_PER_BIN} "
@@ -82,7 +83,9 @@ def bins(results: list[dict]) -> dict:
         return {"why_null": "no client results"}
     span = min(float(t[-1]) for t, _ in series)
     slice_s = min(float(r["series"].get("slice_s") or 0.25) for r in results)
-    width = BIN_S if span >= MIN_WINDOW_S else slice_s
+    # MIN_BINS bins at least, as wide as the window allows up to BIN_S, and
+    # never narrower than the clients' slices
+    width = BIN_S if span >= MIN_WINDOW_S else max(slice_s, span / MIN_BINS)
     n = int(math.floor(span / width + 1e-9))
     if n < 1:
         return {"why_null": f"a window of {span:.3f} s holds no bin of {width:g} s", "span_s": round(span, 4)}
@@ -91,6 +94,7 @@ def bins(results: list[dict]) -> dict:
     bin_s = span / n
     return {"bin_s": round(bin_s, 6),
             "binned_by": (f"{BIN_S:g} s bins" if width == BIN_S else
+                          f"{MIN_BINS} bins of a window under {MIN_WINDOW_S:g} s" if width > slice_s else
                           f"the clients' {slice_s:g} s slices (a window under {MIN_WINDOW_S:g} s)"),
             "span_s": round(span, 4), "rates_per_s": [round(float(c) / bin_s, 1) for c in counts]}
 
