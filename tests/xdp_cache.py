@@ -10,6 +10,7 @@ from harness import bpf_run
 from harness.dintd import Iface, compile_program
 from harness.protocol import DEFAULT_PORT
 from harness.schema import Schema
+from harness.xdpbench import bucket_of, dint_hash  # the one Python mirror, checked against the C
 
 # Mirrors of bpf/dint_cache.h, checked against it by tests/test_constants.py
 FILL_MAGIC = 0xD17EF111
@@ -17,23 +18,6 @@ WT_MAGIC = 0xD17E3771
 FILL_HEAD = struct.Struct("<IBB2xQ")  # magic, table, result, key: struct dint_fill up to rec
 SLOT_ID = struct.Struct("<QBB6x")     # key, table, used: struct dint_slot_id
 RESULTS = {1: "placed", 2: "evicted", 3: "present"}  # enum dint_fill_result, DINT_FILL_<RESULT>
-
-
-def _hash(table: int, key: int) -> int:
-    """dint_hash (engine/dint_engine.h)."""
-    m = (1 << 64) - 1
-    h = key ^ ((table * 0x9E3779B97F4A7C15) & m)
-    h ^= h >> 33
-    h = (h * 0xFF51AFD7ED558CCD) & m
-    h ^= h >> 33
-    h = (h * 0xC4CEB9FE1A85EC53) & m
-    h ^= h >> 33
-    return h
-
-
-def bucket_of(h: int, buckets: int) -> int:
-    """dint_cache_bucket (bpf/dint_cache.h)."""
-    return ((h >> 32) * buckets) >> 32
 
 
 # The interface the tests' frames come in on: BPF_PROG_TEST_RUN runs a
@@ -81,13 +65,13 @@ class Cache:
 
     def bucket_of(self, table: int, key: int):
         cache = self.bpf[b"dint_cache"]
-        return cache[cache.Key(bucket_of(_hash(table, key), self.buckets))]
+        return cache[cache.Key(bucket_of(dint_hash(table, key), self.buckets))]
 
     @staticmethod
     def find(bpf, table: int, key: int):
         """The cached record of (table, key), or None (any bucket count)."""
         cache = bpf[b"dint_cache"]
-        b = cache[cache.Key(bucket_of(_hash(table, key), cache.max_entries))]
+        b = cache[cache.Key(bucket_of(dint_hash(table, key), cache.max_entries))]
         for i in range(len(b.key)):
             if b.used[i] and b.key[i] == key and b.table[i] == table:
                 return b.slot[i].rec
