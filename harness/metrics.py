@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 from hdrh.histogram import HdrHistogram
 
 LOWEST_NS = 1
@@ -44,6 +43,7 @@ def mean_ns(h: HdrHistogram) -> float:
     value at the middle of its bucket's range), over the buckets that hold
     a count only: the library's own walks every bucket in Python, tens of
     milliseconds per histogram, and a summary takes several."""
+    import numpy as np  # here: a client process (harness/loadgen.py) starts without it
     if not h.get_total_count():
         return 0.0
     counts = np.ctypeslib.as_array(h.counts)[:h.counts_len]
