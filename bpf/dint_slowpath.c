@@ -3,8 +3,8 @@
  * It holds the full store (userspace/store.h: every key, with the initial
  * data) and, at start, builds the in-kernel cache's image from it: each key
  * goes into its bucket while the bucket has a free slot, the others are
- * remembered in their bucket's bloom filter; the image is written with
- * batched map updates. Then it serves the datagrams the XDP program passes
+ * remembered in their bucket's bloom filter; the image is written straight
+ * into the map through its memory mapping. Then it serves the datagrams the XDP program passes
  * up (XDP_PASS, through the kernel's UDP stack to this socket):
  *
  *   - a request whose key may live here: the record is taken into the cache
@@ -35,6 +35,7 @@
 #define _GNU_SOURCE
 #include <linux/bpf.h>
 #include <netinet/in.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -302,52 +303,22 @@ static int map_info(int fd, struct bpf_map_info *info)
 	return sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a);
 }
 
-/* Writes buckets keys[0, n) from vals with one batched update per chunk. */
-static int update_buckets(__u32 *keys, struct dint_bucket *vals, __u32 n)
-{
-	const __u32 chunk = 4096;
-
-	for (__u32 i = 0; i < n; i += chunk) {
-		union bpf_attr a;
-
-		memset(&a, 0, sizeof(a));
-		a.batch.map_fd = cache_fd;
-		a.batch.keys = (uintptr_t)(keys + i);
-		a.batch.values = (uintptr_t)(vals + i);
-		a.batch.count = n - i < chunk ? n - i : chunk;
-		if (sys_bpf(BPF_MAP_UPDATE_BATCH, &a) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-/* n zeroed buckets, on cache lines as the type asks (calloc promises 16
- * bytes only). */
-static struct dint_bucket *alloc_buckets(size_t n)
-{
-	struct dint_bucket *b = aligned_alloc(_Alignof(struct dint_bucket), n * sizeof(*b));
-
-	if (b)
-		memset(b, 0, n * sizeof(*b));
-	return b;
-}
+/* The cache map, mapped into this process (it is memory-mappable,
+ * bpf/dint_xdp.c), so that the image is written, and read back, in place:
+ * no copy of the whole cache in this process's memory. */
+static struct dint_bucket *cache_map;
 
 /* Every stored key into its bucket while it has room; the rest into the
- * bucket's bloom filter. */
+ * bucket's bloom filter. Written straight into the map: the program is not
+ * attached yet, and the map is zeroed when made. */
 static int build_cache(void)
 {
-	struct dint_bucket *img = alloc_buckets(nbuckets);
-	struct dint_bucket *vals = NULL;
-	__u32 *keys = NULL, n = 0;
 	__u64 cached = 0;
-	int ret = -1;
 
-	if (!img)
-		goto out;
 	for (__u64 i = 0; i < store.nrecs; i++) {
 		const struct store_id *id = &store.ids[i];
 		__u64 h = dint_hash(id->table, id->key);
-		struct dint_bucket *b = &img[dint_cache_bucket(h, nbuckets)];
+		struct dint_bucket *b = &cache_map[dint_cache_bucket(h, nbuckets)];
 		int s = dint_cache_free_slot(b);
 
 		if (s < 0) {
@@ -358,85 +329,30 @@ static int build_cache(void)
 		b->slot[s].rec = store.recs[i].rec;
 		cached++;
 	}
-	keys = calloc(nbuckets, sizeof(*keys));
-	vals = alloc_buckets(nbuckets);
-	if (!keys || !vals)
-		goto out;
-	for (__u32 i = 0; i < nbuckets; i++) {
-		if (!img[i].bloom && !img[i].used[0])
-			continue;
-		keys[n] = i;
-		vals[n++] = img[i];
-	}
-	if (update_buckets(keys, vals, n) < 0) {
-		report_error("writing the cache image failed: %s", strerror(errno));
-		goto out;
-	}
 	stats[SP_LOADED] = store.nrecs;
 	stats[SP_CACHED] = cached;
 	fprintf(stderr, "dint_slowpath: %llu of %llu records cached in %u buckets of %d slots\n",
 		(unsigned long long)cached, (unsigned long long)store.nrecs, nbuckets,
 		DINT_CACHE_SLOTS);
-	ret = 0;
-out:
-	if (ret < 0 && !img)
-		report_error("out of memory for the cache image");
-	free(img);
-	free(keys);
-	free(vals);
-	return ret;
+	return 0;
 }
 
 /* Every cached record back into the store: at stop (XDP detached), and at
  * a checkpoint (no request in flight). */
 static int drain_cache(void)
 {
-	const __u32 chunk = 1024;
-	struct dint_bucket *vals = alloc_buckets(chunk);
-	__u32 *keys = calloc(chunk, sizeof(*keys));
-	__u64 in_batch = 0;
-	int ret = -1, first = 1;
+	for (__u32 i = 0; i < nbuckets; i++) {
+		const struct dint_bucket *b = &cache_map[i];
 
-	if (!vals || !keys) {
-		report_error("out of memory reading the cache back");
-		goto out;
-	}
-	for (;;) {
-		union bpf_attr a;
-		int r;
-
-		memset(&a, 0, sizeof(a));
-		a.batch.map_fd = cache_fd;
-		a.batch.in_batch = first ? 0 : (uintptr_t)&in_batch;
-		a.batch.out_batch = (uintptr_t)&in_batch;
-		a.batch.keys = (uintptr_t)keys;
-		a.batch.values = (uintptr_t)vals;
-		a.batch.count = chunk;
-		r = sys_bpf(BPF_MAP_LOOKUP_BATCH, &a);
-		if (r < 0 && errno != ENOENT) {
-			report_error("reading the cache back failed: %s", strerror(errno));
-			goto out;
-		}
-		for (__u32 i = 0; i < a.batch.count; i++)
-			for (int s = 0; s < DINT_CACHE_SLOTS; s++) {
-				const struct dint_bucket *b = &vals[i];
-
-				if (b->used[s] && writeback(b->table[s], b->key[s], &b->slot[s].rec) < 0) {
-					report_error("the store is full (--capacity %llu): "
-						     "cached records not written back",
-						     (unsigned long long)store.cap);
-					goto out;
-				}
+		for (int s = 0; s < DINT_CACHE_SLOTS; s++)
+			if (b->used[s] && writeback(b->table[s], b->key[s], &b->slot[s].rec) < 0) {
+				report_error("the store is full (--capacity %llu): "
+					     "cached records not written back",
+					     (unsigned long long)store.cap);
+				return -1;
 			}
-		if (r < 0)
-			break; /* ENOENT: that was the last chunk */
-		first = 0;
 	}
-	ret = 0;
-out:
-	free(vals);
-	free(keys);
-	return ret;
+	return 0;
 }
 
 /* ---- serving ---- */
@@ -552,6 +468,12 @@ int main(int argc, char **argv)
 		return EXIT_SETUP;
 	}
 	nbuckets = info.max_entries;
+	cache_map = mmap(NULL, (size_t)nbuckets * sizeof(struct dint_bucket), PROT_READ | PROT_WRITE, MAP_SHARED,
+			 cache_fd, 0);
+	if (cache_map == MAP_FAILED) {
+		report_error("mapping the cache map failed: %s", strerror(errno));
+		return EXIT_SETUP;
+	}
 	if (o.ncpus) {
 		cpu_set_t set;
 

@@ -166,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clients-per-host", type=int, default=1)
     p.add_argument("--kernel-threads", type=int, default=1, help="kernel server threads per host")
     p.add_argument("--cache-fraction", type=float, default=0.0,
-                   help="dint: cache slots for this fraction of the records (default 0: every key fits)")
+                   help="dint: cache slots for this fraction of the records (default 0: the default budget, one 4-slot bucket per record)")
     p.add_argument("--client-gso", choices=("auto", "on", "off"), default="auto",
                    help="the client groups same-size runs of datagrams to a server into UDP GSO sends (on), "
                         "sends datagram by datagram (off), or groups them when it has several servers (auto, "

@@ -54,8 +54,9 @@ class RunConfig:
     bypass_idle_poll_us: int = 200        # bypass server: poll (yielding) this long when idle,
     bypass_idle_sleep_max_us: int = 200   # then sleep up to this between polls (0: busy poll)
     # dint's in-kernel cache (bpf/dint_cache.h): slots for this fraction of
-    # the records (0: two 4-slot buckets per record, so that every key fits),
-    # and the paper's two ablations
+    # the records, its budget (0: harness.dintd's default, one 4-slot bucket
+    # per record, so that nearly every key fits; DINT's own was 1.5), and
+    # the paper's two ablations
     cache_fraction: float = 0.0
     cache_bloom: bool = True
     cache_write_through: bool = False
@@ -106,7 +107,7 @@ class RunConfig:
         need(self.client_gso in CLIENT_GSO, f"--client-gso must be one of {', '.join(CLIENT_GSO)}, "
                                             f"not {self.client_gso!r}")
         need(1 <= self.kernel_threads <= 256, "--kernel-threads must be between 1 and 256")
-        need(0 <= self.cache_fraction <= 4, "--cache-fraction must be between 0 (every key fits) and 4")
+        need(0 <= self.cache_fraction <= 4, "--cache-fraction must be between 0 (the default budget) and 4")
         need(self.bypass_idle_poll_us >= 0 and self.bypass_idle_sleep_max_us >= 0,
              "bypass idle settings must not be negative")
         self._validate_workload(need)

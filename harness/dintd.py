@@ -1,7 +1,7 @@
 """The dint server process of one server host: compiles bpf/dint_xdp.c with
 bcc for the run's schema and cache, starts the user-space slow path
 (bpf/dint_slowpath.c, given the cache map and the programs), which loads the
-initial data into its store and the cache image into the kernel in bulk,
+initial data into its store and the cache image into the map in place,
 then attaches the program in native mode to the host's interfaces and prints
 `ready`. While it runs it drains the per-CPU log rings into memory and
 watches the slow path. On SIGTERM/SIGINT (or any error) it detaches the
@@ -31,6 +31,7 @@ import ctypes
 import ctypes.util
 import errno
 import json
+import math
 import mmap
 import os
 import signal
@@ -58,6 +59,23 @@ DRAIN_INTERVAL_S = 0.05
 STATS_INTERVAL_MS = 100  # userspace/server_common.h: STATS_DEFAULT_INTERVAL_MS
 DEFAULT_BUCKETS = 1024
 SLOWPATH_READY_S = 120.0
+
+# The cache's budget: slots for cache_fraction times the records (RunConfig
+# cache_fraction; 0 takes DEFAULT_CACHE_FRACTION), as DINT sizes its cache
+# (it budgeted 9M four-slot buckets, slots for 1.5 times its 24M records).
+# Keys land in buckets at random, and a key whose bucket is full lives in
+# the slow path's store: with one 4-slot bucket per record, the default,
+# about 0.4% of the keys do (Poisson tails); with DINT's 1.5, about 8%.
+DEFAULT_CACHE_FRACTION = 4.0
+MIN_BUCKETS = 64  # the default budget's floor (a fraction asked for has none)
+
+
+def cache_buckets(records: int, fraction: float = 0.0) -> int:
+    """Buckets of CACHE_SLOTS slots for fraction times the records (0: the
+    default budget, DEFAULT_CACHE_FRACTION, never under MIN_BUCKETS)."""
+    if fraction:
+        return max(1, math.ceil(fraction * records / CACHE_SLOTS))
+    return max(MIN_BUCKETS, math.ceil(DEFAULT_CACHE_FRACTION * records / CACHE_SLOTS))
 
 
 def possible_cpus() -> int:

@@ -1116,7 +1116,7 @@ def parse_options(args) -> Options:
     except ValueError:
         raise UsageError(f"--cache-fraction must be a number, not {args.cache_fraction!r}") from None
     if not 0 <= fraction <= 4:
-        raise UsageError(f"--cache-fraction must be between 0 (every key fits) and 4, not {fraction}")
+        raise UsageError(f"--cache-fraction must be between 0 (the default budget) and 4, not {fraction}")
     return Options(tuple(dict.fromkeys(systems)), integer("count", args.count, 1, 10_000_000),
                    integer("seed", args.seed, 0, 2**63 - 1), classes, args.inventory, args.out, fraction,
                    bool(args.save_inputs))
@@ -1335,6 +1335,6 @@ def add_parser(sub) -> None:
     p.add_argument("--inventory", help="a local testbed's inventory (default inventory/local.yml)")
     p.add_argument("--out", help="results directory (default results/fuzz/<time>)")
     p.add_argument("--cache-fraction", default="0",
-                   help="dint: cache slots for this fraction of the records (default 0: every key fits)")
+                   help="dint: cache slots for this fraction of the records (default 0: the default budget, one 4-slot bucket per record)")
     p.add_argument("--save-inputs", action="store_true", help="also write every input to inputs.jsonl.gz")
     p.set_defaults(func=cmd_fuzz)

@@ -12,15 +12,15 @@ Per place:
 - each server host: its store (System.capacity records, at the size
   userspace/store.h gives a record), and for dint the in-kernel cache
   (DintSystem.buckets buckets of bpf/dint_cache.h) with its log ring and
-  exactly-once maps, the slow path's two copies of the cache image while it
-  loads, and the dintd process that compiles the program; for bypass, DPDK's
+  exactly-once maps (the slow path writes the cache's image in place, through
+  the map's memory mapping), and the dintd process that compiles the
+  program; for bypass, DPDK's
   memory (-m 512, or hugepages on a cluster).
 
 On a local testbed every host is this machine: check_memory adds them all up
 and compares the sum, plus MARGIN, with MemAvailable (or the room under the
 cgroup's limit). The sum is on the safe side: the controller's records are
-freed before the servers start, the cache images once they are loaded, and
-a store's pages are touched only as records reach them. On a cluster the
+freed before the servers start, and a store's pages are touched only as records reach them. On a cluster the
 servers' memory is not known here: check_memory checks the controller's
 part only, and memory_need returns the servers' (Need.local False) for a
 check on the hosts themselves. Either way the controller's disk need is
@@ -244,11 +244,7 @@ def memory_need(cfg: RunConfig, inv: Inventory, span_s: float | None = None) -> 
         parts = [store]
         if cfg.system == "dint":
             maps = layout.xdp_maps(buckets, system.clients, possible_cpus(host, inv.local))
-            parts += [Part("BPF maps", maps, cache),
-                      # build_cache (bpf/dint_slowpath.c) at start: the image,
-                      # its batch copy and the batch's keys
-                      Part("cache images", buckets * (2 * layout.bucket + 4), cache),
-                      Part("dintd", DINTD_BYTES, "system")]
+            parts += [Part("BPF maps", maps, cache), Part("dintd", DINTD_BYTES, "system")]
         elif cfg.system == "bypass":
             parts.append(Part("DPDK", DPDK_BYTES, "system"))
         needs.append(Need(host.name, "memory", tuple(parts), inv.local))

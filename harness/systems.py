@@ -6,7 +6,6 @@ testbed included. Used as context managers, so servers are stopped (and
 XDP detached) also on errors and Ctrl-C."""
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import workloads
 from . import HarnessError, snapshot
 from .config import RunConfig
 from .deploy import Deployer, ProcSpec, ResidueError, dpdk_prefix, host_pidfile
-from .dintd import CACHE_SLOTS
+from .dintd import cache_buckets
 from .inventory import Host, Inventory
 from .schema import Schema
 from .sh import in_netns, run
@@ -286,29 +285,20 @@ class System:
         self.stop()
 
 
-# Keys land in buckets at random: with one bucket per key, about 0.4% of
-# the keys fall in a bucket already holding four and keep evicting each
-# other through the slow path; with two, under 0.04% (Poisson tails).
-EVERY_KEY_BUCKETS = 2
-
-
 class DintSystem(System):
     """XDP program loaded with bcc by harness.dintd on each server host,
     with its user-space slow path (bpf/dint_slowpath.c)."""
     name = "dint"
 
     def buckets(self) -> int:
-        """Cache buckets (of CACHE_SLOTS slots): slots for cfg.cache_fraction
-        of the records, or, with 0 (every key fits), EVERY_KEY_BUCKETS per
-        record. The records are those loaded and those the run may insert,
-        or the keys the workload may create if more (a log server starts
-        empty)."""
+        """Cache buckets: the budget of harness.dintd.cache_buckets for
+        cfg.cache_fraction and the records. The records are those loaded
+        and those the run may insert, or the keys the workload may create
+        if more (a log server starts empty)."""
         n = self.records + self.growth()
         if workloads.get(self.cfg.workload).keyed:
             n = max(n, self.cfg.keys)
-        if self.cfg.cache_fraction:
-            return max(1, math.ceil(self.cfg.cache_fraction * n / CACHE_SLOTS))
-        return max(64, math.ceil(EVERY_KEY_BUCKETS * n))
+        return cache_buckets(n, self.cfg.cache_fraction)
 
     def command(self, host: Host) -> list[str]:
         if not hasattr(self, "_buckets"):

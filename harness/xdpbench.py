@@ -11,8 +11,9 @@ host's available memory cannot hold its cache):
 
 - the program (bpf/dint_xdp.c, compiled by dintd.compile_program) is loaded
   with the cache a dint run with N records would get: DintSystem.buckets()'s
-  rule, called, not copied (a kv run with --keys N: two 4-slot buckets per
-  record). Records 0..N-1 of table 0 (8-byte values, version 1) go in
+  rule, called, not copied (a kv run with --keys N: the default budget of
+  harness.dintd.cache_buckets, one 4-slot bucket per record). Records
+  0..N-1 of table 0 (8-byte values, version 1) go in
   through the dint_fill program, the slow path's own fill request (one
   BPF_PROG_TEST_RUN per record with the buffers set up once: about 3 us a
   record, timed as fill_s). A bucket that gets a fifth key evicts one (as
@@ -114,7 +115,7 @@ DEFAULT_KEYS = (1000, 100_000, 1_000_000)
 DEFAULT_ROUNDS = 7
 DEFAULT_CALLS = 2000
 CHUNK = 1024  # distinct keys at most per chunk of a block
-MAX_KEYS = 1 << 25  # dintd takes up to 1 << 26 buckets, two per record
+MAX_KEYS = 1 << 26  # dintd takes up to 1 << 26 buckets, one per record by default
 TABLE = 0  # the default schema's table of 8-byte values
 VALUE = b"benchval"
 CLIENT = 1
@@ -240,7 +241,7 @@ def parse_ops(text: str | None) -> list[str]:
 def buckets_for(records: int) -> int:
     """The cache buckets a dint run with this many records gets: the rule of
     harness/systems.py (DintSystem.buckets), called on a kv run's figures
-    (every key fits, nothing inserted)."""
+    (the default budget, nothing inserted)."""
     from .systems import DintSystem
     run = SimpleNamespace(records=records, growth=lambda: 0,
                           cfg=SimpleNamespace(workload="kv", keys=records, cache_fraction=0.0))

@@ -211,7 +211,7 @@ def test_duration_refused(local_inv, tmp_path):
 def test_cache_fraction_refused(local_inv, tmp_path):
     msg = _refusal(RunConfig(system="dint", workload="kv", keys=10**9, cache_fraction=4), local_inv, tmp_path)
     assert msg.startswith("--cache-fraction 4: dint's caches with slots for 4 times the records need about")
-    assert "BPF maps" in msg and "cache images" in msg
+    assert "BPF maps" in msg
 
 
 def test_system_refused(local_inv, tmp_path, monkeypatch):
@@ -240,7 +240,7 @@ def test_local_testbed_needs_are_all_this_machines(local_inv):
     assert all(n.local for n in needs)
     assert {n.place for n in needs if n.resource == "memory"} == {"controller", "s0", "s1", "s2"}
     server = next(n for n in needs if n.place == "s0")
-    assert {p.what for p in server.parts} == {"stores", "BPF maps", "cache images", "dintd"}
+    assert {p.what for p in server.parts} == {"stores", "BPF maps", "dintd"}
 
 
 def test_cluster_checks_the_controller_only(cluster_inv, tmp_path):

@@ -18,7 +18,7 @@ from scapy.packet import Raw
 from harness import HarnessError, ROOT, xdpbench
 from harness.__main__ import main
 from harness.protocol import DEFAULT_PORT, Op, Status, pack
-from harness.systems import EVERY_KEY_BUCKETS
+from harness.dintd import CACHE_SLOTS, DEFAULT_CACHE_FRACTION, MIN_BUCKETS
 
 from conftest import need_root
 import xdp_cache
@@ -42,8 +42,8 @@ def test_mirrors_agree_with_the_tests_checked_ones():
 
 
 def test_the_cache_is_sized_as_a_run_with_that_many_records_would_be():
-    assert xdpbench.buckets_for(1000) == EVERY_KEY_BUCKETS * 1000
-    assert xdpbench.buckets_for(10) == 64  # the rule's floor
+    assert xdpbench.buckets_for(1000) == DEFAULT_CACHE_FRACTION * 1000 / CACHE_SLOTS
+    assert xdpbench.buckets_for(10) == MIN_BUCKETS  # the rule's floor
 
 
 def test_frames_carry_the_checksums_scapy_computes():
@@ -57,7 +57,7 @@ def test_frames_carry_the_checksums_scapy_computes():
 
 def test_every_operation_takes_its_path_and_the_floor_is_subtracted(result):
     (kc,) = result["key_counts"]
-    assert kc["keys"] == KEYS and kc["buckets"] == EVERY_KEY_BUCKETS * KEYS
+    assert kc["keys"] == KEYS and kc["buckets"] == xdpbench.buckets_for(KEYS)
     assert kc["cached"] + kc["evicted"] == KEYS
     assert kc["xdp_pass_counted"] == 0  # nothing went to the slow path
     assert set(kc["ops"]) == set(xdpbench.OPS)
@@ -71,7 +71,7 @@ def test_every_operation_takes_its_path_and_the_floor_is_subtracted(result):
     assert kc["ops"]["lock_excl_refused"]["path"][1] == "LOCK_EXCL:LOCKED"
     # a byte per record is the cache map's memory over the records
     assert kc["cache_bytes_per_record"] == pytest.approx(kc["map_memory_bytes"]["dint_cache"] / KEYS, abs=0.1)
-    assert kc["cache_bytes_per_record"] >= EVERY_KEY_BUCKETS * kc["bucket_bytes"]
+    assert kc["cache_bytes_per_record"] >= kc["buckets"] * kc["bucket_bytes"] / KEYS
 
 
 @pytest.mark.parametrize("op", ["read", "lock_shared_refused", "insert"])
