@@ -4,7 +4,6 @@ transaction retried until it commits, nothing left locked and every commit
 applied once; and the option's refusals. (Whole runs: test_option_runs.py.)"""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,26 +12,14 @@ import pytest
 
 from harness import ROOT, HarnessError
 from harness.config import RunConfig
-from harness.netns import netns
 from harness.placement import Placement
 from harness.protocol import Op, Status
 from harness.txn import Executor
 from workloads import lock
 
+from conftest import client_sockets_of
+
 KEYS = range(100, 110)  # conftest's initial data: table 0, version 1, on every server
-
-
-def open_client(inv) -> list[socket.socket]:
-    """One client's sockets, one per server, in the client's namespace."""
-    client = inv.clients[0]
-    socks = []
-    with netns(client.netns):
-        for srv in inv.servers:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((client.address, 0))
-            s.connect((srv.address, inv.port))
-            socks.append(s)
-    return socks
 
 
 def params_over_keys(seed: int, n: int, servers: int) -> list:
@@ -58,7 +45,7 @@ def test_contending_clients_retry_each_transaction_until_it_commits(served):
     place = Placement(len(inv.servers))
     clients = []
     for cid in (31, 32):
-        socks = open_client(inv)
+        socks = client_sockets_of(inv)
         ex = Executor([s.fileno() for s in socks], cid, ["2pl-sequential"], [lock.sequential],
                       params_over_keys(cid, 200, len(inv.servers)), 3, 50_000_000, 5, max_value=40)
         clients.append((socks, ex))
