@@ -81,7 +81,7 @@ def cmd_run(args) -> int:
                     client_gso=args.client_gso,
                     cc=args.cc, scale=args.scale, scale_divisor=args.scale_divisor,
                     scale_profile=args.scale_profile, kv_mix=args.kv_mix, rate=args.rate, neighbour=args.neighbour,
-                    faults=args.faults,
+                    faults=args.faults, key_dist=args.key_dist, lock_protocol=args.lock_protocol,
                     **({"inventory": args.inventory} if args.inventory else {}),
                     **({"rto_min_ms": args.rto_min_ms} if args.rto_min_ms is not None else {}),
                     **({"server_window": args.server_window} if args.server_window is not None else {})).validate()
@@ -201,6 +201,14 @@ def parser() -> argparse.ArgumentParser:
                         "paper (DINT's scale, for a cluster)")
     p.add_argument("--kv-mix", default="parallel",
                    help="kv: parallel (100%% reads) or contention (80%% reads, 20%% writes)")
+    p.add_argument("--key-dist", default="uniform",
+                   help="kv, log, lock: how keys are drawn: uniform (the default), nurand:A (TATP's NURand, as "
+                        "DINT's KV client draws its keys: nurand:1048575) or zipf:THETA (0 <= THETA < 1, YCSB's "
+                        "zipfian, e.g. zipf:0.99); the same seed gives every system the same keys")
+    p.add_argument("--lock-protocol", default="parallel",
+                   help="lock, --cc 2pl: parallel (the default: a transaction's locks in one batch) or sequential "
+                        "(DINT's lock client: one lock per round trip in key order; on a rejection, release and "
+                        "retry the same transaction)")
     p.add_argument("--faults", default="",
                    help="fault injection on every client host's ends (on a cluster, by a host agent over SSH), "
                         "e.g. reply-loss=1%%,request-loss=1%%,dup=5%%,late-dup=5%%,reorder=2%% (optional: "

@@ -72,6 +72,14 @@ class RunConfig:
     scale_divisor: int = 0
     scale_profile: str = "local"
     kv_mix: str = "parallel"      # kv: parallel (100% reads) or contention (80% reads, 20% writes)
+    # kv, log, lock: how each key is drawn (workloads/keydist.py): uniform,
+    # nurand:A (TATP's NURand, as DINT's KV client draws) or zipf:THETA;
+    # recorded in its canonical form
+    key_dist: str = "uniform"
+    # lock: how a transaction takes its locks: parallel (one batch) or
+    # sequential (DINT's lock client: one per round trip in key order,
+    # retrying the same transaction on a rejection; 2pl only)
+    lock_protocol: str = "parallel"
     # open loop: each client process starts this many transactions (requests,
     # for echo/kv/log) per second on a schedule fixed in advance, latency
     # counted from when each was due; concurrency caps those in flight.
@@ -151,9 +159,35 @@ class RunConfig:
         else:
             need(self.kv_mix == wl.mixes[0], "--kv-mix applies to --workload "
                                              f"{', '.join(workloads.with_feature(lambda w: len(w.mixes) > 1))} only")
+        self._validate_keys_and_locks(need, wl)
         if wl.min_keys > 1:
             need(self.keys >= wl.min_keys, f"--keys must be at least {wl.min_keys} for --workload {wl.name} "
                                            f"(a transaction uses up to {wl.min_keys} distinct keys)")
+
+    def _validate_keys_and_locks(self, need, wl) -> None:
+        """--key-dist: a spec (canonical from here on), for the workloads
+        that draw from it; --lock-protocol: one the workload offers for
+        its concurrency control."""
+        from workloads import keydist
+        try:
+            self.key_dist = keydist.canonical(self.key_dist)
+        except ValueError as e:
+            need(False, str(e))
+        if self.key_dist != keydist.DEFAULT and not wl.key_dist:
+            which = ", ".join(workloads.with_feature(lambda w: w.key_dist))
+            need(False, f"--key-dist applies to {which} only" +
+                 (f": {wl.name} draws its keys {wl.key_rule}" if wl.key_rule else f" ({wl.name} draws no keys)"))
+        protocols = workloads.LOCK_PROTOCOLS
+        need(self.lock_protocol in protocols, f"--lock-protocol must be one of {', '.join(protocols)}, "
+                                              f"not {self.lock_protocol!r}")
+        if self.lock_protocol != protocols[0]:
+            offered = workloads.with_feature(lambda w: bool(w.transactions and self.lock_protocol in
+                                                            w.transactions.protocols))
+            need(wl.name in offered, f"--lock-protocol {self.lock_protocol} applies to --workload "
+                                     f"{', '.join(offered)} only")
+            ccs = wl.transactions.protocol_ccs(self.lock_protocol)
+            need(self.cc in ccs, f"--lock-protocol {self.lock_protocol} applies to --cc {', '.join(ccs)} only, "
+                                 f"not {self.cc}")
 
     @property
     def data(self) -> workloads.DataSpec:

@@ -138,7 +138,7 @@ def _executor(spec: ClientSpec, wl: workloads.Workload, fds: list[int], interval
         # the list over.
         need = int((spec.warmup_s + spec.duration_s + 2) * tx.params_per_s)
         load = replace(load, requests=max(load.requests, need))
-    types = tx.types_for(load.cc)
+    types = tx.types_for(load.cc, load.lock_protocol)
     funcs = [t.func for t in types]
     if tx.coordinated:
         funcs = [coord.bind(f, load.cc, load.servers, wl.schema.sizes) for f in funcs]

@@ -108,7 +108,7 @@ class Clients:
         c = self.cfg
         seed = c.seed * 1000 + cid + SERIES_SEED_STRIDE * self.series_index
         load = LoadSpec(data=c.data, seed=seed, requests=c.requests, servers=len(dests), cc=c.cc,
-                        mix=c.kv_mix, value_size=c.value_size)
+                        mix=c.kv_mix, value_size=c.value_size, key_dist=c.key_dist, lock_protocol=c.lock_protocol)
         return ClientSpec(client_id=self.nonce << 16 | cid, host=host.name, address=host.address, dests=dests, workload=c.workload,
                           load=load, concurrency=c.concurrency, warmup_s=c.warmup_s, duration_s=c.duration_s,
                           timeout_ms=c.timeout_ms, max_retries=c.max_retries, rto_min_ms=c.rto_min_ms, server_window=c.server_window,

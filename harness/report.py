@@ -71,6 +71,10 @@ def _label(r) -> str:
         parts.append(r["kv_mix"])
     elif isinstance(r.get("cc"), str) and r["cc"]:
         parts.append(r["cc"])
+    # the options other than their defaults (workloads they do not apply to have "")
+    for col, default in (("lock_protocol", "parallel"), ("key_dist", "uniform")):
+        if isinstance(r.get(col), str) and r[col] not in ("", default) and r[col] not in parts:
+            parts.append(r[col])
     return " ".join(parts)
 
 

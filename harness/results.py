@@ -30,10 +30,10 @@ SYSTEM_ORDER = ["dint", "kernel", "bypass"]
 
 COLUMNS = [
     "experiment", "figure", "point", "repetition", "status", "system", "workload", "variant", "cc", "kv_mix",
-    "scale", "scale_divisor", "keys",
+    "lock_protocol", "key_dist", "scale", "scale_divisor", "keys",
     "cache_fraction", "cache_bloom", "cache_write_through", "neighbour", "napi", "concurrency", "rate",
     "faults", "loss_percent",
-    "transactional", "goodput_per_s", "throughput_per_s", "request_throughput_per_s",
+    "transactional", "goodput_per_s", "throughput_per_s", "request_throughput_per_s", "lock_ops_per_s",
     "lat_mean_us", "lat_p50_us", "lat_p99_us", "lat_p999_us", "abort_rate", "abort_causes",
     "server_cpu_us_per_op", "server_cpu_us_per_txn", "server_cpu_missing", "client_cpu_util", "client_saturated", "oversubscribed",
     "consistency", "consistency_unchecked", "consistency_checked", "consistency_violations", "consistency_failed",
@@ -42,7 +42,7 @@ COLUMNS = [
     "echo_ceiling_per_s", "error", "attempts", "dir",
 ]
 # columns of text, empty (not NaN) where a point has none
-TEXT_COLUMNS = ("variant", "cc", "kv_mix", "faults", "error", "abort_causes", "consistency", "consistency_unchecked",
+TEXT_COLUMNS = ("variant", "cc", "kv_mix", "lock_protocol", "key_dist", "faults", "error", "abort_causes", "consistency", "consistency_unchecked",
                 "consistency_failed", "server_cpu_missing", "stability", "stability_note")
 # summary.json's stability.stable as points.csv says it ("" for a summary without the section)
 STABILITY_VERDICTS = {True: "stable", False: "unstable", None: "not judged"}
@@ -172,6 +172,22 @@ def stability_of(st: dict | None) -> dict:
             "rate_trend": st.get("trend_change"), "rate_cv": st.get("cv")}
 
 
+def _feature(workload, pred) -> bool:
+    """Whether pred holds of the workload named so (False for a name this
+    checkout does not know)."""
+    import workloads
+    return workload in workloads.NAMES and bool(pred(workloads.get(workload)))
+
+
+def option_columns(workload, fields: dict) -> dict:
+    """The lock protocol and key distribution of a point, for the
+    workloads they apply to ("" for the others, and for a point recorded
+    before the option existed)."""
+    return {"lock_protocol": fields.get("lock_protocol", "parallel")
+            if _feature(workload, lambda w: w.transactions and w.transactions.protocols) else "",
+            "key_dist": fields.get("key_dist", "uniform") if _feature(workload, lambda w: w.key_dist) else ""}
+
+
 def row_of(summary: dict) -> dict:
     """The table's figures of one summary.json."""
     cfg = summary.get("config", {})
@@ -180,6 +196,7 @@ def row_of(summary: dict) -> dict:
         "system": summary.get("system"), "workload": summary.get("workload"),
         "concurrency": summary.get("concurrency"), "napi": summary.get("napi", cfg.get("napi")),
         "cc": cfg.get("cc", ""), "kv_mix": cfg.get("kv_mix") if summary.get("workload") == "kv" else "",
+        **option_columns(summary.get("workload"), cfg),
         "scale": cfg.get("scale"), "scale_divisor": cfg.get("scale_divisor"), "keys": cfg.get("keys"),
         "cache_fraction": cfg.get("cache_fraction"), "cache_bloom": cfg.get("cache_bloom"),
         "cache_write_through": cfg.get("cache_write_through"), "neighbour": cfg.get("neighbour"),
@@ -209,7 +226,7 @@ def row_of(summary: dict) -> dict:
         tl = tot.get("latency_us", {})
         row.update({
             "transactional": True, "goodput_per_s": tot.get("goodput_per_s"),
-            "throughput_per_s": tot.get("throughput_per_s"),
+            "throughput_per_s": tot.get("throughput_per_s"), "lock_ops_per_s": t.get("lock_ops_per_s"),
             "lat_mean_us": tl.get("mean"), "lat_p50_us": tl.get("p50"), "lat_p99_us": tl.get("p99"),
             "lat_p999_us": tl.get("p999"), "abort_rate": tot.get("abort_rate"),
             "abort_causes": " ".join(f"{c}={r:.4f}" for c, r in (tot.get("abort_rate_by_cause") or {}).items()
@@ -261,6 +278,8 @@ def table(run_dir: Path) -> pd.DataFrame:
         if "faults" in fields:
             row["loss_percent"] = loss_percent(fields["faults"])
         row.update({"system": e.get("system"), "workload": e.get("workload")})
+        if e.get("workload"):
+            row.update(option_columns(e["workload"], fields))
         s = read_summary(run_dir / key)
         if s is not None and s.get("status") == "failed":  # failed once started: no figures
             row["status"] = "failed"
@@ -307,10 +326,10 @@ def samples(df: pd.DataFrame, point: str, column: str) -> list[float]:
     return [float(v) for v in pd.to_numeric(d[column], errors="coerce").dropna()]
 
 
-SUMMARY_ID = ("experiment", "figure", "point", "system", "workload", "variant", "cc", "kv_mix", "concurrency",
-              "rate", "faults", "napi")
+SUMMARY_ID = ("experiment", "figure", "point", "system", "workload", "variant", "cc", "kv_mix", "lock_protocol",
+              "key_dist", "concurrency", "rate", "faults", "napi")
 # per point: the median over its measured repetitions; any; the largest
-MEDIAN_COLUMNS = ("goodput_per_s", "throughput_per_s", "request_throughput_per_s", "lat_mean_us", "lat_p50_us",
+MEDIAN_COLUMNS = ("goodput_per_s", "throughput_per_s", "request_throughput_per_s", "lock_ops_per_s", "lat_mean_us", "lat_p50_us",
                   "lat_p99_us", "lat_p999_us", "abort_rate", "server_cpu_us_per_op", "server_cpu_us_per_txn",
                   "client_cpu_util", "neighbour_share", "neighbour_idle_units_per_s", "neighbour_window_units_per_s",
                   "loss_percent", "rate_trend", "rate_cv")

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from . import envinfo, faults as fault_injection, metrics, stability
 from .config import RunConfig
 from .inventory import Inventory
-from .protocol import Status
+from .protocol import Op, Status
 
 SATURATED_UTIL = 0.90
 SATURATION_RULE = (f"a client process used at least {SATURATED_UTIL:.0%} of the CPU time of the cores it is "
@@ -26,6 +26,11 @@ OPEN_LOOP_RULE = ("each client process starts its transactions (requests) on a s
 # transaction decides; one it did not expect is in error_statuses too).
 CONFLICT_STATUSES = frozenset(int(s) for s in (Status.LOCKED, Status.STALE, Status.FULL, Status.NOT_FOUND,
                                                Status.EXISTS))
+# Lock operations, as DINT's lock clients report their rate: the lock
+# requests answered (granted or rejected).
+LOCK_OPS = frozenset(int(o) for o in (Op.LOCK_SHARED, Op.LOCK_EXCL))
+LOCK_OPS_RULE = ("LOCK_SHARED and LOCK_EXCL requests answered (granted or rejected), of those first sent in the "
+                 "measured window, per second of it")
 
 
 def placement(inv: Inventory, system_polls: bool) -> dict:
@@ -116,6 +121,11 @@ def summarize_transactions(results: list[dict], window_s: float) -> tuple[dict, 
     section["params_wrapped"] = sum(r["transactions"].get("params_wrapped", 0) for r in results)
     section["release_failures"] = sum(r["transactions"]["release_failures"] for r in results)
     section["error_statuses"] = error_statuses
+    if all("answered_by_op" in r["stats"] for r in results):
+        section["lock_ops"] = sum(n for r in results for op, n in r["stats"]["answered_by_op"].items()
+                                  if int(op) in LOCK_OPS)
+        section["lock_ops_per_s"] = round(section["lock_ops"] / window_s, 1)
+        section["lock_ops_rule"] = LOCK_OPS_RULE
     return section, merged
 
 
@@ -298,12 +308,19 @@ def _one_line(s: dict) -> str:
         t = s["transactions"]["total"]
         causes = " ".join(f"{c} {n / max(1, t['committed'] + t['aborted']):.1%}" for c, n in t["aborts"].items() if n)
         mode = f" {s['config']['kv_mix']}" if s["workload"] == "kv" else f" {s['config'].get('cc') or ''}".rstrip()
+        if s["config"].get("lock_protocol", "parallel") != "parallel":
+            mode += f" {s['config']['lock_protocol']}"
+        if s["config"].get("key_dist", "uniform") != "uniform":
+            mode += f" keys={s['config']['key_dist']}"
+        lock_ops = s["transactions"].get("lock_ops_per_s")
         return (f"{s['system']:>6} {s['workload']}{mode} c={s['concurrency']} napi={_napi(s)}: "
                 f"{t['throughput_per_s']:,.0f} txn/s  goodput {t['goodput_per_s']:,.0f}/s  "
                 f"aborts {t['abort_rate'] or 0:.1%}{' (' + causes + ')' if causes else ''}  "
                 f"p50 {t['latency_us']['p50']} us  p99 {t['latency_us']['p99']} us  "
-                f"requests {s['throughput_per_s']:,.0f}/s  errors {s['errors']}  "
+                f"requests {s['throughput_per_s']:,.0f}/s  "
+                f"{f'lock ops {lock_ops:,.0f}/s  ' if lock_ops else ''}errors {s['errors']}  "
                 f"client cpu {s['client_cpu_util']:.0%}{sat}")
-    return (f"{s['system']:>6} {s['workload']} c={s['concurrency']} napi={_napi(s)}: "
+    keys = f" keys={s['config']['key_dist']}" if s["config"].get("key_dist", "uniform") != "uniform" else ""
+    return (f"{s['system']:>6} {s['workload']}{keys} c={s['concurrency']} napi={_napi(s)}: "
             f"{s['throughput_per_s']:,.0f}/s  p50 {lat['p50']} us  p99 {lat['p99']} us  "
             f"errors {s['errors']}  client cpu {s['client_cpu_util']:.0%}{sat}")

@@ -128,6 +128,20 @@ INITIAL = [snapshot.Record(table=0, key=k, ver=1, value=k.to_bytes(8, "big")) fo
     [snapshot.Record(table=2, key=k, ver=1, value=b"") for k in range(300, 303)]
 
 
+def client_sockets_of(inv) -> list[socket.socket]:
+    """One client's UDP sockets on the testbed, in the first client host's
+    namespace, one connected to each server (the caller closes them)."""
+    client = inv.clients[0]
+    socks = []
+    with netns(client.netns):
+        for srv in inv.servers:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((client.address, 0))
+            s.connect((srv.address, inv.port))
+            socks.append(s)
+    return socks
+
+
 class Link(NamedTuple):
     """The client's link to one server, as a frame crafted on it needs:
     the client's interface and both ends' MAC and IPv4 addresses."""

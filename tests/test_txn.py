@@ -587,6 +587,125 @@ def load(requests: int, keys: int, seed: int, cc: str = "", servers: int = 3) ->
     return LoadSpec(data=DataSpec(keys=keys), seed=seed, requests=requests, servers=servers, cc=cc)
 
 
+def test_the_sequential_lock_protocol_takes_one_lock_a_round_trip_in_key_order_and_retries_the_same():
+    """DINT's lock client, step by step: a lock a round trip in ascending
+    key order (a rejection handed to it, not aborting it); on a rejection
+    the locks held released one a round trip in the order taken, then the
+    same transaction again from its first lock; once all are held, the
+    written keys committed and the read ones released one a round trip in
+    descending key order."""
+    tx = lock.WORKLOAD.transactions
+    types = tx.types_for("2pl", "sequential")
+    assert [t.name for t in types] == ["2pl-sequential"] and types[0].func is lock.sequential
+    assert tx.types_for("2pl") == lock.TYPES_BY_CC["2pl"]  # the default protocol: today's
+    params = tx.params(LoadSpec(DataSpec(keys=50), seed=4, requests=40, servers=3, cc="2pl",
+                                lock_protocol="sequential"), types)
+    parallel = tx.params(LoadSpec(DataSpec(keys=50), seed=4, requests=40, servers=3, cc="2pl"), tx.types_for("2pl"))
+    for (_, (r, w, locks)), (_, (r2, w2, first)) in zip(params, parallel):
+        assert (r, w) == (r2, w2) and sorted(locks) == sorted(first)  # the same transactions
+        assert [q[2] for q in locks] == sorted(r + w)
+    _, (reads, writes, locks) = next(p for p in params if p[1][1] and len(p[1][0]) >= 2)
+    g = lock.sequential(reads, writes, locks)
+
+    def step(reply=None):
+        batch = g.send(reply) if reply is not None else next(g)
+        assert len(batch) == 1
+        return batch[0], batch
+
+    def granted(req, ver=1):
+        return [(Status.OK, ver, PH)]
+
+    req, batch = step()
+    assert req == locks[0] and {Status.LOCKED, Status.FULL} <= batch.tolerate
+    req, _ = step(granted(req))
+    assert req == locks[1]
+    req, _ = step([(Status.LOCKED, 0, None)])  # the second is refused: release the first, retry
+    assert (req[0], req[2], req[5]) == (Op.ABORT, locks[0][2], locks[0][5])
+    for i, lk in enumerate(locks):  # the same transaction again, every lock granted at version 4
+        req, _ = step([(Status.OK, 0, None)] if i == 0 else granted(locks[i - 1], 4))
+        assert req == lk
+    done = []
+    reply = granted(locks[-1], 4)
+    while True:
+        try:
+            req, _ = step(reply)
+        except StopIteration as stop:
+            assert stop.value == "retried"
+            break
+        done.append(req)
+        reply = [(Status.OK, 5, None)]
+    assert [q[2] for q in done] == sorted(reads + writes, reverse=True)
+    for q in done:
+        if q[2] in writes:
+            assert (q[0], q[4], q[3]) == (Op.COMMIT_PRIMARY, 5, lock.value_of(5))
+        else:
+            assert q[0] == Op.ABORT
+
+
+def test_sequential_lock_transactions_contending_all_commit_in_key_order():
+    """Two clients whose transactions share a handful of keys, against the
+    fake engine: every transaction commits (retried until it does, none
+    aborted), the rejections show as the retried outcome, every attempt
+    takes its locks in ascending key order, and nothing is left locked."""
+    tx = lock.WORKLOAD.transactions
+    types = tx.types_for("2pl", "sequential")
+    with FakeEngine(keys=range(12)) as srv:
+        exs = []
+        for cid in (7, 8):
+            params = tx.params(LoadSpec(DataSpec(keys=12), seed=cid, requests=300, servers=1, cc="2pl",
+                                        lock_protocol="sequential"), types)
+            exs.append(executor([srv], ["2pl-sequential"], [lock.sequential], params, concurrency=3,
+                                client_id=cid))
+        t0 = time.monotonic_ns()
+        end = t0 + 400_000_000
+        for _, ex in exs:
+            ex.set_window(t0, end)
+        while time.monotonic_ns() < end:  # the two take turns
+            for _, ex in exs:
+                ex.run(min(end, time.monotonic_ns() + 2_000_000), True)
+        deadline = time.monotonic_ns() + 5_000_000_000  # then until both are done, still in turns
+        while any(ex.stats()["txn_active"] for _, ex in exs) and time.monotonic_ns() < deadline:
+            for _, ex in exs:
+                ex.run(time.monotonic_ns() + 1_000_000, False)
+        results = [ex.transactions() for _, ex in exs]
+        committed = retried = 0
+        for out in results:
+            t = out["types"]["2pl-sequential"]
+            assert out["active"] == 0 and out["release_failures"] == 0 and out["error_statuses"] == {}
+            assert t["started"] == t["committed"] > 0 and sum(t["aborts"].values()) == 0
+            committed += t["committed"]
+            retried += t["outcomes"].get("retried", 0)
+        assert retried > 0, "the clients contended"
+        assert srv.held() == {}
+        # each transaction's lock requests (copies sent again counted once):
+        # attempt after attempt, a prefix of its keys in ascending order
+        # (the last attempt all of them), each retry from the first key
+        keys: dict = {}
+        seen = set()
+        for client_id, seq, op, txn, key in srv.log:
+            if op in (Op.LOCK_SHARED, Op.LOCK_EXCL) and (client_id, seq) not in seen:
+                seen.add((client_id, seq))
+                keys.setdefault((client_id, txn), []).append(key)
+        retries = 0
+        for sent in keys.values():
+            order = sorted(set(sent))
+            attempts = [[]]
+            for k in sent:
+                if k == order[0] and attempts[-1]:
+                    attempts.append([])
+                attempts[-1].append(k)
+            assert all(a == order[:len(a)] for a in attempts), sent
+            assert attempts[-1] == order
+            retries += len(attempts) - 1
+        assert retries >= retried
+        # the lock requests answered, of those first sent in the window
+        lock_ops = sum(ex.stats()["answered_by_op"].get(int(op), 0) for _, ex in exs
+                       for op in (Op.LOCK_SHARED, Op.LOCK_EXCL))
+        assert 0 < lock_ops <= len(seen)
+        for socks, _ in exs:
+            close(socks)
+
+
 def test_kv_contention_mix_is_a_fifth_writes():
     tx = kv.WORKLOAD.transactions
     params = tx.params(load(requests=5000, keys=100, seed=2), tx.types)

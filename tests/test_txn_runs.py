@@ -6,7 +6,6 @@ system, with a lock held by someone else in the way."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,12 @@ import time
 import pytest
 
 from harness import ROOT, snapshot
-from harness.netns import netns
 from harness.placement import Placement
 from harness.protocol import Op, Status
 from harness.txn import Executor
 from workloads import kv, lock
+
+from conftest import client_sockets_of
 
 SYSTEMS = ["dint", "kernel", "bypass"]
 
@@ -89,14 +89,7 @@ def test_transactional_run_ends_with_no_lock_held_and_every_commit_applied_once(
 
 @pytest.fixture
 def client_sockets(testbed, test_inventory):
-    client = test_inventory.clients[0]
-    socks = []
-    with netns(client.netns):
-        for srv in test_inventory.servers:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((client.address, 0))
-            s.connect((srv.address, test_inventory.port))
-            socks.append(s)
+    socks = client_sockets_of(test_inventory)
     yield socks
     for s in socks:
         s.close()

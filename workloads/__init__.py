@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-from .contract import (CC_MODES, CheckSpec, DataSpec, LoadSpec, Scaling, Size, Stream,  # noqa: F401
+from .contract import (CC_MODES, LOCK_PROTOCOLS, CheckSpec, DataSpec, LoadSpec, Scaling, Size, Stream,  # noqa: F401
                        Transactions, TxnType, Workload)
 from .stream import RequestStream  # noqa: F401
 

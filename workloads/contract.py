@@ -19,7 +19,11 @@ A new workload provides:
   in `Transactions.mixes` (`--kv-mix`) and its stream otherwise.
 - Optionally: `scaling` (what `--scale` counts, its profiles, bounds and,
   for TPC-C, the cardinality divisors), or `keyed` for a workload over
-  `--keys` keys (with `min_keys`, the fewest it runs with); `check` (the
+  `--keys` keys (with `min_keys`, the fewest it runs with); `key_dist`
+  for one that draws its keys from the run's key distribution
+  (`LoadSpec.key_dist`, `--key-dist`, workloads/keydist.py), or
+  `key_rule` saying by which rule of its own it draws them instead (the
+  benchmarks whose specifications fix it); `check` (the
   consistency check after every run, with `replicated` saying whether
   every row's copies must agree); `rows_per_s` (rows a client process
   may insert per second, for sizing the servers' stores); and `rows`
@@ -44,6 +48,10 @@ from .stream import RequestStream
 # two-phase locking and FaSST-style optimistic (harness/coord.py implements
 # both for the replicated workloads; the lock microbenchmark its own).
 CC_MODES = ("2pl", "occ")
+# How a transaction takes its locks (the lock microbenchmark, --lock-protocol):
+# all in one parallel batch (the default), or DINT's lock client's way, one
+# per round trip in key order, retrying the same transaction on a rejection.
+LOCK_PROTOCOLS = ("parallel", "sequential")
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class LoadSpec:
     cc: str = ""            # concurrency control (Transactions.cc)
     mix: str = ""           # kv: parallel or contention
     value_size: int = 24    # echo: value bytes
+    key_dist: str = "uniform"     # how keys are drawn (Workload.key_dist; workloads/keydist.py)
+    lock_protocol: str = "parallel"  # lock: how a transaction takes its locks (Transactions.protocols)
 
     @property
     def placement(self) -> Placement:
@@ -116,7 +126,9 @@ class Transactions:
     draws [(index into types, args)]; the index is the only link between a
     parameter and its function. `types_by_cc` replaces `types` for a
     concurrency control that has transactions of its own (the lock
-    microbenchmark: one type per control)."""
+    microbenchmark: one type per control). `protocols` names the lock
+    protocols (LOCK_PROTOCOLS) offered beside the default, parallel one,
+    each with the types of the controls it applies to."""
     types: tuple[TxnType, ...]
     params: Callable[[LoadSpec, tuple[TxnType, ...]], list]
     rounds: int                       # round trips of the longest transaction
@@ -128,8 +140,11 @@ class Transactions:
     # a client starts, for a workload whose outcomes change when inputs
     # repeat (TATP: a repeated insert finds its row). 0: `requests` only.
     params_per_s: int = 0
+    protocols: Mapping[str, Mapping[str, tuple[TxnType, ...]]] = field(default_factory=dict)
 
-    def types_for(self, cc: str) -> tuple[TxnType, ...]:
+    def types_for(self, cc: str, protocol: str = "") -> tuple[TxnType, ...]:
+        if protocol in self.protocols:
+            return self.protocols[protocol][cc]
         return self.types_by_cc.get(cc, self.types)
 
     @property
@@ -137,9 +152,18 @@ class Transactions:
         return self.cc[0] if self.cc else ""
 
     def __post_init__(self):
-        unknown = set(self.cc) - set(CC_MODES) or set(self.types_by_cc) - set(self.cc)
+        unknown = (set(self.cc) - set(CC_MODES) or set(self.types_by_cc) - set(self.cc)
+                   or {cc for types in self.protocols.values() for cc in types} - set(self.cc))
         if unknown:
             raise ValueError(f"unknown concurrency control {sorted(unknown)} (known: {', '.join(CC_MODES)})")
+        if set(self.protocols) - set(LOCK_PROTOCOLS[1:]):
+            raise ValueError(f"unknown lock protocol {sorted(set(self.protocols) - set(LOCK_PROTOCOLS[1:]))} "
+                             f"(known beside the default {LOCK_PROTOCOLS[0]}: {', '.join(LOCK_PROTOCOLS[1:])})")
+
+    def protocol_ccs(self, protocol: str) -> tuple[str, ...]:
+        """The concurrency controls a lock protocol applies to (the
+        default, parallel one: every control)."""
+        return self.cc if protocol == LOCK_PROTOCOLS[0] else tuple(self.protocols.get(protocol, {}))
 
 
 @dataclass(frozen=True)
@@ -199,6 +223,10 @@ class Workload:
     replicated: bool = False        # every row's copies must agree (harness/consistency.py)
     keyed: bool = False             # its data and requests are over `keys` keys per table (--keys)
     min_keys: int = 1
+    key_dist: bool = False          # it draws its keys from LoadSpec.key_dist (--key-dist)
+    # how a workload that draws keys by a rule of its own (its
+    # specification's) draws them, for the refusal of --key-dist: "" none
+    key_rule: str = ""
     rows_per_s: int = 0
     # rows(data) -> {table: records}: how many records initial(data) makes
     # in each table, computed from the DataSpec alone (arithmetic, never a
@@ -213,6 +241,8 @@ class Workload:
             raise ValueError(f"workload {self.name}: needs a stream, transactions or both")
         if self.stream and self.transactions and not self.transactions.mixes:
             raise ValueError(f"workload {self.name}: with both, Transactions.mixes says which mixes run them")
+        if self.key_dist and (self.key_rule or not self.keyed):
+            raise ValueError(f"workload {self.name}: key_dist is for a keyed workload without a key rule of its own")
 
     def initial_rows(self, data: DataSpec) -> int:
         """Records initial(data) makes (Workload.rows; 0 if not known)."""

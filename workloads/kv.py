@@ -10,8 +10,10 @@ request goes to its key's primary (harness/placement.py). Two mixes
   version + 1 and a new value; a read is one READ, and a read that finds the
   key write-locked is a conflict abort. Driven by the transaction executor
   (harness/txn.py). Deviation from DINT: writes are not logged or replicated.
-A record's value is derived from its key and version, so a dump can be
-checked."""
+Keys are drawn from the run's key distribution (--key-dist,
+workloads/keydist.py: uniform by default; DINT draws its KV keys with
+NURand, `nurand:1048575`). A record's value is derived from its key and
+version, so a dump can be checked."""
 from __future__ import annotations
 
 import random
@@ -21,6 +23,7 @@ from harness.protocol import Op, pack
 from harness.schema import Schema
 from harness.snapshot import Record
 
+from . import keydist
 from .contract import DataSpec, LoadSpec, Stream, Transactions, TxnType, Workload
 from .stream import RequestStream
 
@@ -43,18 +46,19 @@ def rows(data: DataSpec) -> dict[int, int]:
     return {TABLE: data.keys}
 
 
-def generate(n: int, servers: int, keys: int, seed: int = 1) -> RequestStream:
+def generate(n: int, servers: int, keys: int, seed: int = 1, dist: str = keydist.DEFAULT) -> RequestStream:
     rng = random.Random(seed)
+    draw_key = keydist.parse(dist).sampler(keys, rng)
     place = Placement(servers)
     reqs = []
     for _ in range(n):
-        key = rng.randrange(keys)
+        key = draw_key()
         reqs.append((place.primary(key), pack(Op.READ, key, PLACEHOLDER, table=TABLE)))
     return RequestStream.pack(reqs)
 
 
 def stream(load: LoadSpec) -> RequestStream:
-    return generate(load.requests, load.servers, load.data.keys, load.seed)
+    return generate(load.requests, load.servers, load.data.keys, load.seed, load.key_dist)
 
 
 def read(batch):
@@ -74,13 +78,14 @@ def draw(load: LoadSpec, types) -> list:
     """The contention mix: [(type, args)], each transaction's first batch
     built here, once."""
     rng = random.Random(load.seed)
+    draw_key = keydist.parse(load.key_dist).sampler(load.data.keys, rng)
     place = Placement(load.servers)
     names = [t.name for t in types]
     r, w = names.index("read"), names.index("write")
     write_share = types[w].weight / 100
     out = []
     for _ in range(load.requests):
-        key = rng.randrange(load.data.keys)
+        key = draw_key()
         dest = place.primary(key)
         if rng.random() < write_share:
             out.append((w, (key, ((Op.LOCK_EXCL, TABLE, key, PLACEHOLDER, 0, dest),))))
@@ -90,5 +95,5 @@ def draw(load: LoadSpec, types) -> list:
 
 
 WORKLOAD = Workload(
-    name="kv", schema=SCHEMA, initial=initial, rows=rows, stream=Stream(stream), keyed=True,
+    name="kv", schema=SCHEMA, initial=initial, rows=rows, stream=Stream(stream), keyed=True, key_dist=True,
     transactions=Transactions(types=TXN_TYPES, params=draw, rounds=2, mixes=("contention",)))

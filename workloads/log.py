@@ -1,7 +1,9 @@
 """Log microbenchmark (DINT's log server): appends of 40-byte records keyed
 over `keys` keys, each from a transaction of its own, so every request is
 appended once. Requests go to the key's primary (harness/placement.py).
-Transactions are stamped per request by the client loop (stamp_txn)."""
+Transactions are stamped per request by the client loop (stamp_txn).
+Keys are drawn from the run's key distribution (--key-dist,
+workloads/keydist.py)."""
 from __future__ import annotations
 
 import random
@@ -10,6 +12,7 @@ from harness.placement import Placement
 from harness.protocol import Op, pack
 from harness.schema import Schema
 
+from . import keydist
 from .contract import DataSpec, LoadSpec, Stream, Workload
 from .stream import RequestStream
 
@@ -25,21 +28,22 @@ def rows(data: DataSpec) -> dict[int, int]:
     return {}
 
 
-def generate(n: int, servers: int, keys: int, seed: int = 1) -> RequestStream:
+def generate(n: int, servers: int, keys: int, seed: int = 1, dist: str = keydist.DEFAULT) -> RequestStream:
     """Run with the client loop's stamp_txn: each request gets a transaction
     of its own (client id and sequence number), kept by a retransmission."""
     rng = random.Random(seed)
+    draw_key = keydist.parse(dist).sampler(keys, rng)
     place = Placement(servers)
     reqs = []
     for _ in range(n):
-        key = rng.randrange(keys)
+        key = draw_key()
         reqs.append((place.primary(key), pack(Op.LOG, key, rng.randbytes(40), table=TABLE, txn=1, ver=1)))
     return RequestStream.pack(reqs)
 
 
 def stream(load: LoadSpec) -> RequestStream:
-    return generate(load.requests, load.servers, load.data.keys, load.seed)
+    return generate(load.requests, load.servers, load.data.keys, load.seed, load.key_dist)
 
 
 WORKLOAD = Workload(name="log", schema=SCHEMA, initial=initial, rows=rows, stream=Stream(stream, stamp_txn=True),
-                    keyed=True)
+                    keyed=True, key_dist=True)

@@ -51,11 +51,16 @@ PyObject *counts_stats(const struct counts *c, uint32_t inflight, int gso)
 	PyObject *statuses = counts_dict(c->status_counts, 256);
 	if (!statuses)
 		return NULL;
-	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsNsO}", "sent", c->sent, "send_failed", c->send_failed,
+	PyObject *ops = counts_dict(c->op_counts, 256);
+	if (!ops) {
+		Py_DECREF(statuses);
+		return NULL;
+	}
+	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsNsNsO}", "sent", c->sent, "send_failed", c->send_failed,
 			     "retransmits", c->retransmits, "busy_retries", c->busy, "replies", c->replies,
 			     "ok", c->ok, "err_status", c->err_status, "lost", c->lost, "stray", c->stray,
 			     "started_in_window", c->rec_started, "wait_ns", c->wait_ns, "inflight", inflight,
-			     "statuses", statuses, "gso", gso ? Py_True : Py_False);
+			     "statuses", statuses, "answered_by_op", ops, "gso", gso ? Py_True : Py_False);
 }
 
 PyObject *hist_pairs(const uint64_t *hist)

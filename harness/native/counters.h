@@ -1,5 +1,6 @@
 /* What the client counts, the same way in every loop: requests sent,
- * answered, lost; the statuses of the answers; and the round trips of those
+ * answered, lost; the statuses of the answers and the operations answered
+ * (as the reply names them); and the round trips of those
  * answered OK, in a log-linear histogram. Only requests first sent inside
  * the measured window count (harness/loadgen.py sets it). */
 #ifndef NATIVE_COUNTERS_H
@@ -19,6 +20,7 @@ struct counts {
 	uint64_t sent, send_failed, retransmits, replies, ok, err_status, lost, stray, rec_started, busy;
 	uint64_t wait_ns;
 	uint64_t status_counts[256];
+	uint64_t op_counts[256]; /* answered (any status), by operation: answered_by_op */
 	uint64_t *hist; /* round trips of recorded requests answered OK */
 };
 
@@ -49,12 +51,14 @@ static inline uint64_t hist_value(uint32_t idx)
 /* An empty histogram; NULL with MemoryError set. */
 uint64_t *hist_new(void);
 
-/* Counts the answer (status) to a request first sent at first_ns. */
-static inline void count_answer(struct counts *c, int recorded, uint8_t status, uint64_t first_ns, uint64_t t)
+/* Counts the answer (status) to a request (op) first sent at first_ns. */
+static inline void count_answer(struct counts *c, int recorded, uint8_t op, uint8_t status, uint64_t first_ns,
+				uint64_t t)
 {
 	if (!recorded)
 		return;
 	c->status_counts[status]++;
+	c->op_counts[op]++;
 	if (status == DINT_ST_OK) {
 		c->ok++;
 		c->hist[hist_index(t - first_ns)]++;

@@ -298,7 +298,7 @@ static inline struct slot *answered(struct reqtable *rt, int i, uint64_t t)
 	}
 	if (!s->retries && !s->bumped)
 		rtt_sample(rt, &rt->rtt[s->dest], t - s->last_ns);
-	count_answer(&rt->c, s->recorded, h->status, s->first_ns, t);
+	count_answer(&rt->c, s->recorded, h->op, h->status, s->first_ns, t);
 	release(rt, s);
 	return s;
 }

@@ -41,4 +41,5 @@ WORKLOAD = Workload(
                               cc=CC_MODES),  # 2pl first: the default, as DINT runs it
     scaling=Scaling(title="SmallBank", unit="account", minimum=2,
                     profiles={"local": Size(100_000), "paper": Size(24_000_000)}),
-    check=check.check, replicated=True)
+    check=check.check, replicated=True,
+    key_rule="by its hotspot rule (90% of transactions on the hottest 4% of the accounts, as DINT runs it)")

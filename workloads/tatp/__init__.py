@@ -76,6 +76,7 @@ WORKLOAD = Workload(
     scaling=Scaling(title="TATP", unit="subscriber",
                     profiles={"local": Size(20_000), "paper": Size(7_000_000)}),
     check=check.check, replicated=True,
+    key_rule="by NURand, as its specification says",
     # Rows a client process inserts per second, at most
     # (InsertCallForwarding, 2% of the mix, about a third of them succeeding)
     rows_per_s=2_000)

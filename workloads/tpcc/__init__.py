@@ -77,6 +77,7 @@ WORKLOAD = Workload(
     scaling=Scaling(title="TPC-C", unit="warehouse", maximum=MAX_W, divisors=DIVISORS,
                     profiles={"local": Size(2, divisor=10), "paper": Size(10)}),
     check=check.check, replicated=True,
+    key_rule="by NURand and uniform draws, as its specification says",
     # Rows a client process inserts per second, at most (NewOrder: an
     # order, a NEW_ORDER row and 5-15 lines; Payment: a HISTORY row)
     rows_per_s=30_000)
