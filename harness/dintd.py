@@ -140,7 +140,22 @@ def compile_program(port: int, schema: Schema, debug: int = 0, source=SOURCE, **
     if source != os.fspath(SOURCE):
         tree = os.path.dirname(os.path.dirname(os.path.abspath(source)))
         cache["source_dirs"] = (os.path.join(tree, "engine"), os.path.join(tree, "bpf"))
-    return BPF(src_file=source.encode(), cflags=cflags(port, schema, **cache), debug=debug)
+    try:
+        return BPF(src_file=source.encode(), cflags=cflags(port, schema, **cache), debug=debug)
+    except Exception as e:  # bcc's, after clang's messages on stderr
+        raise HarnessError(f"bcc could not compile {os.path.basename(source)} for schema {schema}: {e}") from None
+
+
+def load_xdp(bpf, name: bytes, schema: Schema):
+    """The compiled module's XDP program name, loaded; the kernel's refusal
+    (a schema of values too large for the program to verify, see
+    harness/verifier.py) said in one line."""
+    from bcc import BPF
+    try:
+        return bpf.load_func(name, BPF.XDP)
+    except Exception as e:  # bcc's, after the verifier's log on stderr
+        raise HarnessError(f"the kernel refused {name.decode()} built for schema {schema} ({e}); "
+                           f"python -m harness verifier --schema {schema} gives the reason and the figures") from None
 
 
 def read_stats(bpf) -> dict:
@@ -462,8 +477,8 @@ def _serve(args, schema: Schema, cache: dict, stop: threading.Event, live: threa
            ckpt: threading.Event) -> int:
     from bcc import BPF
     bpf = compile_program(args.port, schema, **cache)
-    fn = bpf.load_func(b"dint_xdp", BPF.XDP)
-    fill = bpf.load_func(b"dint_fill", BPF.XDP)
+    fn = load_xdp(bpf, b"dint_xdp", schema)
+    fill = load_xdp(bpf, b"dint_fill", schema)
     slow = SlowPath(args, bpf, [bpf[b"dint_cache"].get_fd(), fn.fd, fill.fd])
     drain = LogDrain(bpf, schema)
     attached = []
