@@ -369,7 +369,8 @@ def run_xdpbench(run_dir: Path, spec: dict, log=print) -> None:
         return
     log(f"xdpbench: XDP ns per operation at {', '.join(map(str, spec['keys']))} keys")
     try:
-        res = xdpbench.measure(spec["keys"], xdpbench.parse_ops(None), spec["rounds"], spec["calls"], log=lambda m: None)
+        res = xdpbench.measure(spec["keys"], xdpbench.parse_ops(None), spec["rounds"], spec["calls"], log=lambda m: None,
+                               systems=xdpbench.SYSTEMS)
         res["command"] = (f"python -m harness xdpbench --keys {','.join(map(str, spec['keys']))} "
                           f"--rounds {spec['rounds']} --calls {spec['calls']}")
         res["env"] = envinfo.collect()
