@@ -132,10 +132,23 @@ def cflags(port: int, schema: Schema, buckets: int = DEFAULT_BUCKETS, bloom: boo
             *address_cflags(list(ifaces), list(local))]
 
 
+# clang's BPF backend turns the clearing of a new record (__builtin_memset in
+# bpf/dint_xdp.c) into stores up to this many bytes, and into a call to
+# memset, which BPF lacks, beyond (found by building for growing values).
+BPF_MEMSET_MAX = 1024
+
+
 def compile_program(port: int, schema: Schema, debug: int = 0, source=SOURCE, **cache):
     """The data plane compiled with bcc (source: bpf/dint_xdp.c of this tree,
     or of another, whose engine/ and bpf/ are then included)."""
     from bcc import BPF
+    from .limits import Layout
+    rec = Layout(schema).rec
+    if rec > BPF_MEMSET_MAX:  # clang would stop the process with its fatal error, not raise
+        raise HarnessError(f"schema {schema}: a record of {rec} bytes (for {schema.val_max}-byte values) is more than "
+                           f"the {BPF_MEMSET_MAX} bytes the BPF backend clears without a memset call, which BPF does "
+                           f"not have: dint's XDP program holds values of at most "
+                           f"{BPF_MEMSET_MAX - (Layout(Schema((8,))).rec - 8)} bytes")
     source = os.fspath(source)
     if source != os.fspath(SOURCE):
         tree = os.path.dirname(os.path.dirname(os.path.abspath(source)))

@@ -192,7 +192,8 @@ def load_bcc(build: Build) -> list[dict]:
             if fd < 0:
                 full = ctypes.create_string_buffer(FAIL_LOG_SIZE)
                 _bcc_load(bpf, name, 1, full)
-                raise HarnessError(f"{build.name} (schema {build.schema}): the kernel refused {name.decode()} "
+                label = build.name if build.name == f"schema {build.schema}" else f"{build.name} (schema {build.schema})"
+                raise HarnessError(f"{label}: the kernel refused {name.decode()} "
                                    f"({size // 8:,} instructions): {os.strerror(err)}: "
                                    f"{failure_reason(full.value.decode(errors='replace'))}")
             try:

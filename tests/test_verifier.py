@@ -162,3 +162,11 @@ def test_a_program_the_kernel_refuses_is_one_line():
         load_xdp(Refused(), b"dint_xdp", Schema((951,)))
     assert "\n" not in str(e.value) and "refused dint_xdp built for schema 951" in str(e.value)
     assert "python -m harness verifier --schema 951" in str(e.value)
+
+
+def test_a_schema_clang_cannot_build_is_refused_before_it_compiles():
+    """From 953-byte values a record passes 1,024 bytes, whose clearing
+    clang's BPF backend makes a memset call and then ends the process."""
+    from harness.dintd import compile_program
+    with pytest.raises(HarnessError, match="a record of 1032 bytes .* values of at most 952 bytes"):
+        compile_program(7777, Schema((953,)))
