@@ -20,7 +20,8 @@ DPDK_LIBS = $(shell pkg-config --libs libdpdk)
 setup:
 	@bash scripts/setup.sh
 
-build: $(BUILD)/xdp_pass.o $(BUILD)/faults.o $(BUILD)/kernel_server $(BUILD)/bypass_server $(BUILD)/dint_slowpath
+build: $(BUILD)/xdp_pass.o $(BUILD)/faults.o $(BUILD)/kernel_server $(BUILD)/bypass_server $(BUILD)/dint_slowpath \
+	$(BUILD)/storebench.so
 
 $(BUILD)/xdp_pass.o: bpf/xdp_pass.c
 	@mkdir -p $(@D)
@@ -34,6 +35,11 @@ $(BUILD)/faults.o: bpf/faults.c
 $(BUILD)/kernel_server: baselines/kernel_server.c $(USERSPACE_HDRS) $(ENGINE_HDRS)
 	@mkdir -p $(@D)
 	gcc $(CFLAGS) -pthread -o $@ $<
+
+# The store's cost per operation, loaded by harness/xdpbench.py (--systems store).
+$(BUILD)/storebench.so: userspace/storebench.c $(USERSPACE_HDRS) $(ENGINE_HDRS)
+	@mkdir -p $(@D)
+	gcc $(CFLAGS) -shared -fPIC -o $@ $<
 
 # dint's user-space slow path: the user-space store behind the in-kernel cache.
 $(BUILD)/dint_slowpath: bpf/dint_slowpath.c bpf/dint_cache.h $(USERSPACE_HDRS) $(ENGINE_HDRS)

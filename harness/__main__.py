@@ -240,6 +240,8 @@ def parser() -> argparse.ArgumentParser:
     add_fuzz_parser(sub)
     from .xdpbench import add_parser as add_xdpbench_parser  # the XDP program's cost per operation
     add_xdpbench_parser(sub)
+    from .verifier import add_parser as add_verifier_parser  # the verifier's figures of every BPF program
+    add_verifier_parser(sub)
     return ap
 
 

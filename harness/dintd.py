@@ -150,15 +150,43 @@ def cflags(port: int, schema: Schema, buckets: int = DEFAULT_BUCKETS, bloom: boo
             *address_cflags(list(ifaces), list(local))]
 
 
+# clang's BPF backend turns the clearing of a new record (__builtin_memset in
+# bpf/dint_xdp.c) into stores up to this many bytes, and into a call to
+# memset, which BPF lacks, beyond (found by building for growing values).
+BPF_MEMSET_MAX = 1024
+
+
 def compile_program(port: int, schema: Schema, debug: int = 0, source=SOURCE, **cache):
     """The data plane compiled with bcc (source: bpf/dint_xdp.c of this tree,
     or of another, whose engine/ and bpf/ are then included)."""
     from bcc import BPF
+    from .limits import Layout
+    rec = Layout(schema).rec
+    if rec > BPF_MEMSET_MAX:  # clang would stop the process with its fatal error, not raise
+        raise HarnessError(f"schema {schema}: a record of {rec} bytes (for {schema.val_max}-byte values) is more than "
+                           f"the {BPF_MEMSET_MAX} bytes the BPF backend clears without a memset call, which BPF does "
+                           f"not have: dint's XDP program holds values of at most "
+                           f"{BPF_MEMSET_MAX - (Layout(Schema((8,))).rec - 8)} bytes")
     source = os.fspath(source)
     if source != os.fspath(SOURCE):
         tree = os.path.dirname(os.path.dirname(os.path.abspath(source)))
         cache["source_dirs"] = (os.path.join(tree, "engine"), os.path.join(tree, "bpf"))
-    return BPF(src_file=source.encode(), cflags=cflags(port, schema, **cache), debug=debug)
+    try:
+        return BPF(src_file=source.encode(), cflags=cflags(port, schema, **cache), debug=debug)
+    except Exception as e:  # bcc's, after clang's messages on stderr
+        raise HarnessError(f"bcc could not compile {os.path.basename(source)} for schema {schema}: {e}") from None
+
+
+def load_xdp(bpf, name: bytes, schema: Schema):
+    """The compiled module's XDP program name, loaded; the kernel's refusal
+    (a schema of values too large for the program to verify, see
+    harness/verifier.py) said in one line."""
+    from bcc import BPF
+    try:
+        return bpf.load_func(name, BPF.XDP)
+    except Exception as e:  # bcc's, after the verifier's log on stderr
+        raise HarnessError(f"the kernel refused {name.decode()} built for schema {schema} ({e}); "
+                           f"python -m harness verifier --schema {schema} gives the reason and the figures") from None
 
 
 def read_stats(bpf) -> dict:
@@ -480,8 +508,8 @@ def _serve(args, schema: Schema, cache: dict, stop: threading.Event, live: threa
            ckpt: threading.Event) -> int:
     from bcc import BPF
     bpf = compile_program(args.port, schema, **cache)
-    fn = bpf.load_func(b"dint_xdp", BPF.XDP)
-    fill = bpf.load_func(b"dint_fill", BPF.XDP)
+    fn = load_xdp(bpf, b"dint_xdp", schema)
+    fill = load_xdp(bpf, b"dint_fill", schema)
     slow = SlowPath(args, bpf, [bpf[b"dint_cache"].get_fd(), fn.fd, fill.fd])
     drain = LogDrain(bpf, schema)
     attached = []

@@ -87,7 +87,14 @@ def offsets() -> dict[str, int]:
 
 def pack(op: int, key: int = 0, value: bytes = b"", *, table: int = 0, ver: int = 0, txn: int = 0,
          client_id: int = 0, seq: int = 0, ack: int = 0, status: int = Status.REQUEST,
-         proto: int = PROTO_VERSION, magic: int = MAGIC) -> bytes:
+         proto: int = PROTO_VERSION, magic: int = MAGIC, oversize: bool = False) -> bytes:
+    """A request (or, with status, a reply) as the wire has it. A value
+    longer than MAX_VALUE is refused (ValueError): every server answers such
+    a request BAD_LENGTH. oversize: pack it all the same (up to the 16-bit
+    val_len), for tests and the fuzzer that send one on purpose."""
+    if len(value) > (0xFFFF if oversize else MAX_VALUE):
+        raise ValueError(f"a request carries at most {MAX_VALUE if not oversize else 0xFFFF:,} bytes of value "
+                         f"({'DINT_MAX_VALUE' if not oversize else 'its 16-bit val_len'}), not {len(value):,}")
     return HEADER.pack(magic, proto, op, status, table, len(value), client_id, seq, txn, key, ver, ack) + value
 
 

@@ -460,6 +460,9 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
     if (run_dir / "xdpbench" / "xdpbench.json").exists():
         from .xdpbench import report_section
         lines += ["## Where dint's time goes in XDP", "", report_section(run_dir / "xdpbench", link_from=run_dir)]
+    if (run_dir / "verifier.json").exists():
+        from .verifier import report_section as verifier_section
+        lines += ["## The BPF programs against the verifier's limits", "", verifier_section(run_dir / "verifier.json")]
     figs = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").exists() else []
     if figs:
         lines += ["## Figures", ""] + [f"- [{f.stem}](plots/{f.name})" for f in figs] + [""]

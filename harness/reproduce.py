@@ -352,6 +352,8 @@ def reproduce(run_id: str | None = None, inventory_path: str | None = None, prof
         run_points(run_dir, points, testbed=tb, inventory_path=inventory_path, progress=True)
     if ef.xdpbench and not only:
         run_xdpbench(run_dir, ef.xdpbench)
+    if not only:
+        run_verifier(run_dir)
     finish(run_dir)
     return run_dir
 
@@ -367,10 +369,29 @@ def run_xdpbench(run_dir: Path, spec: dict, log=print) -> None:
         return
     log(f"xdpbench: XDP ns per operation at {', '.join(map(str, spec['keys']))} keys")
     try:
-        res = xdpbench.measure(spec["keys"], xdpbench.parse_ops(None), spec["rounds"], spec["calls"], log=lambda m: None)
+        res = xdpbench.measure(spec["keys"], xdpbench.parse_ops(None), spec["rounds"], spec["calls"], log=lambda m: None,
+                               systems=xdpbench.SYSTEMS)
         res["command"] = (f"python -m harness xdpbench --keys {','.join(map(str, spec['keys']))} "
                           f"--rounds {spec['rounds']} --calls {spec['calls']}")
         res["env"] = envinfo.collect()
         xdpbench.write(res, out)
     except Exception as exc:  # noqa: BLE001 - the points' report is still worth writing
         log(f"xdpbench failed: {type(exc).__name__}: {exc}")
+
+
+def run_verifier(run_dir: Path, log=print) -> None:
+    """The verifier's figures of every BPF program of this build
+    (harness/verifier.py) into run_dir/verifier.json, once a run, as
+    run_xdpbench."""
+    from . import verifier
+    out = run_dir / "verifier.json"
+    if out.exists():
+        return
+    log("verifier: the figures of every BPF program of this build")
+    try:
+        res = verifier.measure(log=lambda m: None)
+        verifier.write(res, out)
+        for line in res["over"]:
+            log(f"verifier: near a limit: {line}")
+    except Exception as exc:  # noqa: BLE001 - the points' report is still worth writing
+        log(f"verifier failed: {type(exc).__name__}: {exc}")

@@ -406,10 +406,14 @@ class Bench:
             return None
         return b
 
+    def absent_chunk(self) -> int:
+        """Absent keys a chunk takes at most (each in a bucket of its own)."""
+        return max(1, self.buckets // 4)
+
     def chunks(self, plan: Plan, calls: int, rng) -> list[list[int]]:
         """A block's keys: calls keys in chunks of distinct ones."""
         out, left = [], calls
-        limit = min(CHUNK, len(self.pool)) if not plan.absent else min(CHUNK, max(1, self.buckets // 4))
+        limit = min(CHUNK, len(self.pool)) if not plan.absent else min(CHUNK, self.absent_chunk())
         while left:
             size = min(left, limit)
             if plan.absent:
@@ -425,6 +429,27 @@ class Bench:
             out.append(keys)
             left -= size
         return out
+
+    def save(self, chunk: list[int]) -> dict:
+        """The buckets of the chunk's keys, as they are."""
+        saved = {}
+        for k in chunk:
+            b = bucket_of(dint_hash(TABLE, k), self.buckets)
+            saved[b] = self.mem[b * self.stride:(b + 1) * self.stride]
+        return saved
+
+    def restore(self, saved: dict) -> None:
+        for b, image in saved.items():
+            self.mem[b * self.stride:(b + 1) * self.stride] = image
+
+    def describe(self) -> dict:
+        """What a key count's results say of this system's memory."""
+        memory = self.map_memory()
+        stats = self.bpf[b"dint_stats"]
+        return {"buckets": self.buckets, "bucket_bytes": ctypes.sizeof(self.Bucket),
+                "map_memory_bytes": memory, "cache_bytes_per_record": round(memory["dint_cache"] / self.n, 1),
+                "buckets_bytes_per_record": round(self.buckets * ctypes.sizeof(self.Bucket) / self.n, 1),
+                "xdp_pass_counted": int(sum(stats[stats.Key(5)]))}
 
     def drain_log(self) -> None:
         """Empties every CPU's log ring (tail = head), as dintd's drain does."""
@@ -445,11 +470,7 @@ class Bench:
         value = VALUE
         times: list[int] = []
         for chunk in chunks:
-            saved = {}
-            if plan.restore:
-                for k in chunk:
-                    b = bucket_of(dint_hash(TABLE, k), self.buckets)
-                    saved[b] = self.mem[b * self.stride:(b + 1) * self.stride]
+            saved = self.save(chunk) if plan.restore else {}
             for step in plan.steps:
                 want = int(step.status)
                 for k in chunk:
@@ -481,8 +502,7 @@ class Bench:
                         versions[k] = ver
                     if step.timed:
                         times.append(r.duration_ns)
-            for b, image in saved.items():
-                self.mem[b * self.stride:(b + 1) * self.stride] = image
+            self.restore(saved)
             if plan.drain:
                 self.drain_log()
         return times
@@ -515,6 +535,130 @@ def _schema():
     return Schema()
 
 
+# -- the baselines' store ------------------------------------------------------
+
+STORE_LIB = "storebench.so"  # userspace/storebench.c, built by the Makefile
+XDP_DROP = 1
+
+
+def store_lib():
+    """build/storebench.so (made here if it is not current), with its
+    functions' types."""
+    from . import BUILD_DIR, ROOT
+    from .sh import run
+    path = BUILD_DIR / STORE_LIB
+    run(["make", "-s", "-C", str(ROOT), str(path.relative_to(ROOT))])
+    lib = ctypes.CDLL(str(path))
+    u8p, u64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)
+    for fn, res, args in (("sb_init", ctypes.c_int, [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32]),
+                          ("sb_fill", ctypes.c_int, [ctypes.c_uint8, ctypes.c_uint64, ctypes.c_char_p]),
+                          ("sb_exists", ctypes.c_int, [ctypes.c_uint8, ctypes.c_uint64]),
+                          ("sb_run", ctypes.c_uint32, [u8p, ctypes.c_uint32, u64p]),
+                          ("sb_null", ctypes.c_uint32, [u8p, ctypes.c_uint32, u64p]),
+                          ("sb_log_reset", None, []), ("sb_bytes", ctypes.c_uint64, []), ("sb_free", None, [])):
+        f = getattr(lib, fn)
+        f.restype, f.argtypes = res, args
+    return lib
+
+
+class StoreRunner:
+    """bpf_run.Runner's interface over the store: the request's message sits
+    where a frame's would (at L2L3L4 of data_in) and is answered in place
+    (data_out is data_in); run() returns XDP_TX for a reply, XDP_DROP for
+    none."""
+
+    def __init__(self, fn, size: int):
+        self.fn = fn
+        self.data_in = self.data_out = ctypes.create_string_buffer(size)
+        self.msg = ctypes.addressof(self.data_in) + L2L3L4
+        self.ns = ctypes.c_uint64()
+        self.ref = ctypes.byref(self.ns)
+
+    def run(self, length: int) -> int:
+        return XDP_TX if self.fn(self.msg, length - L2L3L4, self.ref) else XDP_DROP
+
+    @property
+    def duration_ns(self) -> int:
+        return self.ns.value
+
+
+class StoreBench(Bench):
+    """The baselines' store (userspace/store.h) with N records, as a kernel
+    or bypass server of a kv run with --keys N holds them (capacity: twice
+    the records, at least 4096, as RunConfig's default; plus room for the
+    blocks' inserts), driven through build/storebench.so: every request
+    goes through dint_process as a server's received datagram does."""
+
+    def __init__(self, keys: int, seed: int, log=print, rounds: int = DEFAULT_ROUNDS, calls: int = DEFAULT_CALLS):
+        import numpy as np
+        self.n, self.seed, self.log = keys, seed, log
+        self.lib = store_lib()
+        # each round's insert and delete blocks create a record per call (a
+        # delete leaves a tombstone: the store never takes a key out)
+        self.capacity = max(2 * keys, 4096) + 2 * (rounds + 1) * calls
+        if self.lib.sb_init(self.capacity, 1 << 16, 16) < 0:
+            raise HarnessError(f"storebench: no memory for a store of {self.capacity:,} records")
+        self.frames = Frames(HEADER.size + len(VALUE))
+        self.runner = StoreRunner(self.lib.sb_run, self.frames.length)
+        ctypes.memmove(self.runner.data_in, self.frames.template, self.frames.length)
+        self.seq, self.new_txn = 0, FRESH_TXN
+        t0 = time.perf_counter()
+        if self.lib.sb_fill(TABLE, keys, VALUE) < 0:
+            raise HarnessError(f"storebench: the fill of {keys:,} records failed")
+        self.fill_s = time.perf_counter() - t0
+        self.evicted = []
+        self.pool = np.arange(keys, dtype=np.uint64)
+        self.versions = np.ones(keys, dtype=np.uint32)
+
+    def close(self) -> None:
+        self.lib.sb_free()
+
+    def absent_usable(self, key: int, taken: set[int]) -> int | None:
+        """key, if no record has it (live or a tombstone) and the chunk has
+        it once."""
+        return None if key in taken or self.lib.sb_exists(TABLE, key) else key
+
+    def absent_chunk(self) -> int:
+        return CHUNK
+
+    def save(self, chunk: list[int]) -> dict:
+        return {}  # a block's insert always takes a fresh record: nothing to put back
+
+    def restore(self, saved: dict) -> None:
+        pass
+
+    def drain_log(self) -> None:
+        self.lib.sb_log_reset()
+
+    def describe(self) -> dict:
+        return {"capacity": self.capacity, "store_bytes": self.lib.sb_bytes(),
+                "cache_bytes_per_record": round(self.lib.sb_bytes() / self.n, 1)}
+
+
+class StoreNull:
+    """The store's floor: storebench's timing around a call that does
+    nothing, run as the others."""
+
+    def __init__(self):
+        self.lib = store_lib()
+
+    def block(self, frame: bytes, calls: int) -> list[int]:
+        r = StoreRunner(self.lib.sb_null, len(frame))
+        ctypes.memmove(r.data_in, frame, len(frame))
+        times = []
+        for _ in range(calls):
+            r.run(len(frame))
+            times.append(r.duration_ns)
+        return times
+
+    def close(self) -> None:
+        pass
+
+
+SYSTEMS = ("xdp", "store")
+SYSTEM_NAMES = {"xdp": "dint XDP", "store": "store"}
+
+
 # -- measuring -----------------------------------------------------------------
 
 def _summary(values: list[float]) -> dict:
@@ -522,18 +666,20 @@ def _summary(values: list[float]) -> dict:
             "max": round(max(values), 1)}
 
 
-def measure_keys(n: int, ops: list[str], rounds: int, calls: int, seed: int, null: Null, log=print,
-                 plans: dict[str, Plan] | None = None) -> dict:
-    """One key count: load, fill, warm up, rounds. The figures of it."""
+def measure_keys(n: int, ops: list[str], rounds: int, calls: int, seed: int, null, log=print,
+                 plans: dict[str, Plan] | None = None, system: str = "xdp") -> dict:
+    """One key count of one system (xdp: the XDP program, its null program
+    as null; store: the baselines' store, StoreNull): load, fill, warm up,
+    rounds. The figures of it."""
     import numpy as np
     plans = plans or PLANS
     t0 = time.perf_counter()
-    bench = Bench(n, seed, log)
+    bench = Bench(n, seed, log) if system == "xdp" else StoreBench(n, seed, log, rounds, calls)
     try:
         load_s = time.perf_counter() - t0 - bench.fill_s
-        memory = bench.map_memory()
-        log(f"xdpbench: {n:,} keys: {bench.buckets:,} buckets, filled in {bench.fill_s:.2f} s "
-            f"({len(bench.evicted)} evicted), {memory['dint_cache'] / n:.0f} B of cache per record")
+        described = bench.describe()
+        log(f"xdpbench: {SYSTEM_NAMES[system]}, {n:,} keys: filled in {bench.fill_s:.2f} s "
+            f"({len(bench.evicted)} evicted), {described['cache_bytes_per_record']:.0f} B per record")
         # the null program's frame: a READ of a cached record, as the read block sends
         k = int(bench.pool[0])
         null_frame = bench.frames.frame(HEADER.pack(MAGIC, PROTO_VERSION, Op.READ, 0, TABLE, len(VALUE), CLIENT, 1, 0,
@@ -565,15 +711,10 @@ def measure_keys(n: int, ops: list[str], rounds: int, calls: int, seed: int, nul
                              "rounds_mean_ns": [round(v, 2) for v in means[name]],
                              "rounds_median_ns": [statistics.median(t) for t in raw[name]],
                              "calls_ns": raw[name]}
-        stats = bench.bpf[b"dint_stats"]
-        return {"keys": n, "buckets": bench.buckets, "bucket_bytes": ctypes.sizeof(bench.Bucket),
+        return {"system": system, "keys": n, **described,
                 "cached": int(len(bench.pool)), "evicted": len(bench.evicted),
                 "fill_s": round(bench.fill_s, 3), "load_s": round(load_s, 3),
                 "fill_us_per_record": round(bench.fill_s / n * 1e6, 3),
-                "map_memory_bytes": memory,
-                "cache_bytes_per_record": round(memory["dint_cache"] / n, 1),
-                "buckets_bytes_per_record": round(bench.buckets * ctypes.sizeof(bench.Bucket) / n, 1),
-                "xdp_pass_counted": int(sum(stats[stats.Key(5)])),
                 "round_orders": orders,
                 "null": {"raw_ns": _summary(means[NULL]), "rounds_mean_ns": [round(v, 2) for v in means[NULL]],
                          "calls_ns": raw[NULL]},
@@ -583,8 +724,10 @@ def measure_keys(n: int, ops: list[str], rounds: int, calls: int, seed: int, nul
 
 
 def measure(keys: list[int], ops: list[str], rounds: int, calls: int, seed: int = 1, log=print,
-            plans: dict[str, Plan] | None = None) -> dict:
-    """Every key count; refuses up front those the host's memory cannot hold."""
+            plans: dict[str, Plan] | None = None, systems: tuple[str, ...] = ("xdp",)) -> dict:
+    """Every key count of every system (SYSTEMS), each system's key counts
+    in turn; refuses up front the key counts the host's memory cannot hold
+    (the XDP cache's, the larger)."""
     probe = compile_program(DEFAULT_PORT, _schema(), buckets=64, ifaces=[Iface(1, SERVER_MAC, (SERVER_IP,))],
                             local=[SERVER_IP])
     try:
@@ -592,18 +735,21 @@ def measure(keys: list[int], ops: list[str], rounds: int, calls: int, seed: int 
     finally:
         probe.cleanup()
     check_memory(keys, bucket_size)
-    null = Null()
-    try:
-        results = [measure_keys(n, ops, rounds, calls, seed, null, log, plans) for n in keys]
-    finally:
-        null.close()
-    return {"rounds": rounds, "calls": calls, "seed": seed, "ops": ops, "table": TABLE, "value_bytes": len(VALUE),
+    results = []
+    for system in systems:
+        null = Null() if system == "xdp" else StoreNull()
+        try:
+            results += [measure_keys(n, ops, rounds, calls, seed, null, log, plans, system) for n in keys]
+        finally:
+            null.close()
+    return {"rounds": rounds, "calls": calls, "seed": seed, "ops": ops, "systems": list(systems),
+            "table": TABLE, "value_bytes": len(VALUE),
             "frame_bytes": L2L3L4 + HEADER.size + len(VALUE), "key_counts": results}
 
 
 # -- output --------------------------------------------------------------------
 
-CSV_FIELDS = ("keys", "op", "net_median_ns", "net_min_ns", "net_max_ns", "raw_median_ns", "raw_min_ns", "raw_max_ns",
+CSV_FIELDS = ("system", "keys", "op", "net_median_ns", "net_min_ns", "net_max_ns", "raw_median_ns", "raw_min_ns", "raw_max_ns",
               "null_median_ns", "rounds", "calls", "buckets", "cache_bytes_per_record", "fill_s", "path")
 
 
@@ -611,11 +757,11 @@ def rows(res: dict) -> list[dict]:
     out = []
     for kc in res["key_counts"]:
         for op, r in kc["ops"].items():
-            out.append({"keys": kc["keys"], "op": op, "net_median_ns": r["net_ns"]["median"],
+            out.append({"system": kc.get("system", "xdp"), "keys": kc["keys"], "op": op, "net_median_ns": r["net_ns"]["median"],
                         "net_min_ns": r["net_ns"]["min"], "net_max_ns": r["net_ns"]["max"],
                         "raw_median_ns": r["raw_ns"]["median"], "raw_min_ns": r["raw_ns"]["min"],
                         "raw_max_ns": r["raw_ns"]["max"], "null_median_ns": kc["null"]["raw_ns"]["median"],
-                        "rounds": res["rounds"], "calls": res["calls"], "buckets": kc["buckets"],
+                        "rounds": res["rounds"], "calls": res["calls"], "buckets": kc.get("buckets", ""),
                         "cache_bytes_per_record": kc["cache_bytes_per_record"], "fill_s": kc["fill_s"],
                         "path": "; ".join(r["path"])})
     return out
@@ -629,10 +775,14 @@ def _kfmt(n: int) -> str:
 
 
 def table(res: dict, markdown: bool = False) -> str:
-    """Net ns per operation (median over rounds, [min, max]) per key count,
-    then the floor, the cache's bytes per record and the fill time."""
-    kcs = res["key_counts"]
-    head = ["op", *(f"{_kfmt(kc['keys'])} keys" for kc in kcs)]
+    """Net ns per operation (median over rounds, [min, max]) per key count
+    and system (dint's XDP program; the baselines' store), then the floor,
+    the bytes per record (XDP: its cache's map memory; store: its records
+    and index) and the fill time."""
+    kcs = sorted(res["key_counts"], key=lambda kc: (kc["keys"], SYSTEMS.index(kc.get("system", "xdp"))))
+    both = len({kc.get("system", "xdp") for kc in kcs}) > 1
+    head = ["op", *(f"{_kfmt(kc['keys'])} keys" + (f" {SYSTEM_NAMES[kc.get('system', 'xdp')]}" if both else "")
+                    for kc in kcs)]
     body = []
     for op in res["ops"]:
         cells = []
@@ -642,7 +792,7 @@ def table(res: dict, markdown: bool = False) -> str:
         body.append([op, *cells])
     body.append(["(null floor, raw)", *(f"{kc['null']['raw_ns']['median']:.0f} [{kc['null']['raw_ns']['min']:.0f}, "
                                         f"{kc['null']['raw_ns']['max']:.0f}]" for kc in kcs)])
-    body.append(["cache B/record", *(f"{kc['cache_bytes_per_record']:.0f}" for kc in kcs)])
+    body.append(["B/record", *(f"{kc['cache_bytes_per_record']:.0f}" for kc in kcs)])
     body.append(["fill s", *(f"{kc['fill_s']:.2f}" for kc in kcs)])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(kcs)) + "|"]
@@ -679,7 +829,11 @@ def report_section(out_dir, link_from=None) -> str:
         "### XDP cost per operation",
         "",
         f"ns per request of the XDP program through BPF_PROG_TEST_RUN, one request per call, less a null XDP "
-        f"program's time (the floor, given raw); median over {res['rounds']} rounds of {res['calls']} calls per "
+        f"program's time (the floor, given raw)"
+        + (", and of the baselines' store (userspace/store.h: the kernel and bypass servers' dint_process on the "
+           "request, without the network), less the same timing around an empty call"
+           if "store" in res.get("systems", ["xdp"]) else "")
+        + f"; median over {res['rounds']} rounds of {res['calls']} calls per "
         f"operation, [min, max] over rounds. One sitting, on this machine: `{res.get('command', 'harness xdpbench')}`.",
         "",
         table(res, markdown=True),
@@ -696,12 +850,22 @@ def command(args) -> str:
     return shlex.join(["python", "-m", "harness", "xdpbench", "--keys", args.keys, "--rounds", str(args.rounds),
                        "--calls", str(args.calls), "--seed", str(args.seed),
                        *(["--cpu", str(args.cpu)] if args.cpu is not None else []),
-                       *(["--ops", args.ops] if args.ops else []), *(["--out", args.out] if args.out else [])])
+                       *(["--ops", args.ops] if args.ops else []), "--systems", args.systems,
+                       *(["--out", args.out] if args.out else [])])
+
+
+def parse_systems(text: str) -> tuple[str, ...]:
+    systems = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in systems if x not in SYSTEMS]
+    if bad or not systems:
+        raise HarnessError(f"--systems: unknown {', '.join(bad) or '(none given)'} (known: {', '.join(SYSTEMS)})")
+    return tuple(x for x in SYSTEMS if x in systems)
 
 
 def cmd_xdpbench(args) -> int:
     keys = parse_keys(args.keys)
     ops = parse_ops(args.ops)
+    systems = parse_systems(args.systems)
     if args.rounds < 1 or args.calls < 1:
         raise HarnessError("--rounds and --calls must be at least 1")
     if os.geteuid() != 0:
@@ -711,12 +875,12 @@ def cmd_xdpbench(args) -> int:
             os.sched_setaffinity(0, {args.cpu})
         except OSError as e:
             raise HarnessError(f"--cpu {args.cpu}: {e.strerror}") from None
-    res = measure(keys, ops, args.rounds, args.calls, args.seed)
+    res = measure(keys, ops, args.rounds, args.calls, args.seed, systems=systems)
     from . import envinfo
     res["command"] = command(args)
     res["cpu"] = args.cpu
     res["env"] = envinfo.collect()
-    print(f"XDP ns per request less the null program's (median [min, max] over {res['rounds']} rounds of "
+    print(f"ns per request less the floor's (median [min, max] over {res['rounds']} rounds of "
           f"{res['calls']} calls)")
     print(table(res))
     if args.out:
@@ -737,5 +901,8 @@ def add_parser(sub) -> None:
     p.add_argument("--cpu", type=int, help="pin to this CPU")
     p.add_argument("--ops", help=f"a subset of: {', '.join(OPS)} (default all)")
     p.add_argument("--seed", type=int, default=1, help="draws the keys")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help="xdp (dint's XDP program), store (the baselines' store, userspace/store.h, in user space), "
+                        "or both (the default)")
     p.add_argument("--out", help="write xdpbench.json, xdpbench.csv and the figure here")
     p.set_defaults(func=cmd_xdpbench)

@@ -36,7 +36,7 @@ CASES = {
     "unknown_op": (pack(99, 5), Status.UNKNOWN_OP),
     "op_zero": (pack(0, 6), Status.UNKNOWN_OP),
     "future_protocol_version": (pack(Op.ECHO, 7, proto=PROTO_VERSION + 1), Status.BAD_VERSION),
-    "value_too_large": (pack(Op.ECHO, 8, b"x" * (MAX_VALUE + 1)), Status.BAD_LENGTH),
+    "value_too_large": (pack(Op.ECHO, 8, b"x" * (MAX_VALUE + 1), oversize=True), Status.BAD_LENGTH),
     "val_len_longer_than_datagram": (pack(Op.ECHO, 9, b"abcdefgh")[:-3], Status.BAD_LENGTH),
     "val_len_shorter_than_datagram": (pack(Op.ECHO, 10, b"abc") + b"tail", Status.BAD_LENGTH),
     "truncated_header": (pack(Op.ECHO, 11)[:HEADER_LEN - 1], None),
@@ -250,7 +250,7 @@ def test_frame_table(served, case):
     make, value, expected, net_drops = FRAME_CASES[case]
     for server in served.inv.servers:
         served.seq += 1
-        msg = pack(Op.ECHO, 900 + served.seq, value, seq=served.seq)
+        msg = pack(Op.ECHO, 900 + served.seq, value, seq=served.seq, oversize=True)
         sent = make(served.link(server), served.sport, msg, next(_ip_ids))
         assert not served.replies(0), "a reply left over"
         sniff = served.sniffer(server) if isinstance(expected, Answered) and expected.fragmented else None
@@ -345,7 +345,7 @@ def test_refused_requests_take_nothing_into_dints_cache(served, request):
             msg = msg[:12] + struct.pack("!I", served.seq) + msg[16:]
             assert ask(msg) == status
         served.seq += 1
-        assert ask(pack(Op.READ, 7100 + i, bytes(MAX_VALUE + 400), seq=served.seq), True) == Status.BAD_LENGTH
+        assert ask(pack(Op.READ, 7100 + i, bytes(MAX_VALUE + 400), seq=served.seq, oversize=True), True) == Status.BAD_LENGTH
     served.seq += 1
     assert ask(pack(Op.INSERT, 7999, bytes(8), txn=7999, ver=1, seq=served.seq)) == Status.OK  # valid: dint makes room
     served.sent[(server.name, "fill")] += 1

@@ -147,7 +147,7 @@ TO_THE_KERNEL = {
     "first_fragment": changed(ECHO, IP__flags="MF"),
     "later_fragment": changed(ECHO, IP__frag=4),
     "ip_options": frame(ECHO, options=b"\x01\x01\x01\x00"),
-    "longer_than_any_request": frame(pack(Op.ECHO, 1, bytes(MAX_VALUE + 1))),
+    "longer_than_any_request": frame(pack(Op.ECHO, 1, bytes(MAX_VALUE + 1), oversize=True)),
     # shorter than a request header: malformed, dropped by the slow path
     "truncated_header": frame(pack(Op.ECHO)[:20]),
     "empty_datagram": frame(b""),

@@ -116,13 +116,14 @@ def test_the_command_writes_its_files(tmp_path, capsys):
                "--out", str(tmp_path)])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "read" in out and "cache B/record" in out
+    assert "read" in out and "B/record" in out and "1k keys store" in out  # both systems by default
     res = json.loads((tmp_path / "xdpbench.json").read_text())
     assert res["command"].startswith("python -m harness xdpbench --keys 1k")
     assert res["env"]["kernel"] and res["ops"] == ["read", "insert", "echo"]
     with open(tmp_path / "xdpbench.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["op"] for r in rows] == ["read", "insert", "echo"] and all(float(r["null_median_ns"]) > 0 for r in rows)
+    assert [(r["system"], r["op"]) for r in rows] == [(s, op) for s in ("xdp", "store") for op in ("read", "insert", "echo")]
+    assert all(float(r["null_median_ns"]) > 0 for r in rows)
     assert (tmp_path / "xdpbench.png").stat().st_size > 0 and (tmp_path / "xdpbench.pdf").exists()
     section = xdpbench.report_section(tmp_path, link_from=tmp_path.parent)
     assert f"]({tmp_path.name}/xdpbench.png)" in section and "| read |" in section
@@ -189,3 +190,42 @@ def test_the_local_profile_measures_it_and_the_report_shows_it(root, tmp_path, m
     assert (run / "xdpbench" / "xdpbench.json").read_text() == first  # once a run
     text = report.render(run, results.write_table(run))
     assert "## Where dint's time goes in XDP" in text and "](xdpbench/xdpbench.png)" in text
+
+
+# -- the baselines' store, the same benchmark (userspace/storebench.c) -------
+
+@pytest.fixture(scope="module")
+def store_result():
+    need_root()  # measure() probes the XDP program's bucket size
+    return xdpbench.measure([KEYS], list(xdpbench.OPS), rounds=1, calls=8, log=lambda *_: None, systems=("store",))
+
+
+def test_the_store_takes_every_operations_path(store_result):
+    """Every reply checked as for XDP (a wrong path raises), the store's own
+    floor subtracted, its bytes per record from its arrays."""
+    (kc,) = store_result["key_counts"]
+    assert kc["system"] == "store" and kc["keys"] == KEYS and kc["cached"] == KEYS and kc["evicted"] == 0
+    assert set(kc["ops"]) == set(xdpbench.OPS)
+    for op, r in kc["ops"].items():
+        assert len(r["calls_ns"]) == 1 and len(r["calls_ns"][0]) == 8, op
+        assert r["net_ns"]["median"] == pytest.approx(r["raw_ns"]["median"] - kc["null"]["raw_ns"]["median"], abs=0.2)
+    assert kc["store_bytes"] == pytest.approx(kc["cache_bytes_per_record"] * KEYS, rel=0.01)
+    # a wrong expected status is caught
+    bad = {**xdpbench.PLANS, "read": xdpbench.Plan((xdpbench.Step(Op.READ, Status.LOCKED, True),))}
+    with pytest.raises(xdpbench.PathError, match="answered XDP_TX/OK, not XDP_TX/LOCKED"):
+        xdpbench.measure([KEYS], ["read"], rounds=1, calls=2, log=lambda *_: None, plans=bad, systems=("store",))
+
+
+def test_both_systems_share_one_table_and_csv(result, store_result, tmp_path):
+    both = {**result, "systems": ["xdp", "store"], "key_counts": result["key_counts"] + store_result["key_counts"]}
+    text = xdpbench.table(both)
+    assert "1k keys dint XDP" in text and "1k keys store" in text
+    xdpbench.write(both, tmp_path)
+    with open(tmp_path / "xdpbench.csv") as f:
+        assert {r["system"] for r in csv.DictReader(f)} == {"xdp", "store"}
+
+
+def test_an_unknown_system_is_one_line(capsys):
+    assert main(["xdpbench", "--systems", "xdp,dpdk"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--systems: unknown dpdk" in err[0]

@@ -71,8 +71,9 @@ int BatchesObject_init(BatchesObject *self, PyObject *args, PyObject *kw)
 		PyErr_Format(PyExc_ValueError, "max_inflight must be in 1..%d requests", DINT_WINDOW / 2);
 		return -1;
 	}
-	if (max_value > MAX_DGRAM - DINT_HDR_LEN) {
-		PyErr_Format(PyExc_ValueError, "max_value must be at most %d bytes", MAX_DGRAM - DINT_HDR_LEN);
+	/* a longer value every server answers BAD_LENGTH (dint_proto.h) */
+	if (max_value > DINT_MAX_VALUE) {
+		PyErr_Format(PyExc_ValueError, "max_value must be at most %d bytes (DINT_MAX_VALUE)", DINT_MAX_VALUE);
 		return -1;
 	}
 	if (rt_init(&io->rt, fds, gso, client_id, max_inflight, DINT_HDR_LEN + max_value,
