@@ -65,7 +65,7 @@ def test_every_operation_takes_its_path_and_the_floor_is_subtracted(result):
     assert len(floor) == 1 and floor[0] > 0
     for op, r in kc["ops"].items():
         assert len(r["calls_ns"]) == 1 and len(r["calls_ns"][0]) == 8, op
-        assert r["rounds_net_ns"][0] == pytest.approx(r["rounds_mean_ns"][0] - floor[0], abs=0.01), op
+        assert r["rounds_net_ns"][0] == pytest.approx(r["rounds_mean_ns"][0] - floor[0], abs=0.02), op  # three figures, each rounded to 0.01
         assert r["net_ns"]["median"] == pytest.approx(r["raw_ns"]["median"] - kc["null"]["raw_ns"]["median"],
                                                       abs=0.2), op
     assert kc["ops"]["lock_excl_refused"]["path"][1] == "LOCK_EXCL:LOCKED"
