@@ -341,7 +341,10 @@ def load(pins: Path) -> None:
     pins.parent.mkdir(parents=True, exist_ok=True)
     p = run(["bpftool", "prog", "loadall", str(OBJ), str(pins), "pinmaps", str(pins / "maps")], check=False)
     if p.returncode:
-        detail = [line for line in p.stderr.splitlines() if line.strip()]
+        # bpftool ends with a generic hint (the --legacy option): the
+        # reason is the last line before it
+        detail = [line.strip() for line in p.stderr.splitlines()
+                  if line.strip() and not line.startswith("If it used to work")]
         raise HarnessError(f"loading {OBJ} failed: {detail[-1] if detail else p.returncode}")
 
 
