@@ -111,7 +111,7 @@ def cmd_deploy(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
-    reproduce(args.run_id, args.inventory, args.profile, args.only)
+    reproduce(args.run_id, args.inventory, args.profile, args.only, plan_only=args.plan)
     return 0
 
 
@@ -227,6 +227,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="local",
                    help="experiments/<profile>.yml (local, paper) or an experiment file's path (default local)")
     p.add_argument("--only", help="run only the points whose name contains this")
+    p.add_argument("--plan", action="store_true",
+                   help="print each host's largest memory need over the points against its memory, and the "
+                        "expected duration, then exit (nonzero, in one line, if a host cannot hold a point)")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("compare", help="the change of each point's headline metrics from one results directory "

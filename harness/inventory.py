@@ -4,10 +4,17 @@ namespace testbed, a real cluster and a simulated one; local hosts also
 name their netns. A simulated cluster (`testbed: simulated`) is a cluster
 to the harness (reached over SSH, nothing shared with the controller)
 whose hosts harness/testbed.py makes on this machine: each names the
-namespace it lives in as `sim_netns`."""
+namespace it lives in as `sim_netns`.
+
+A host may state its memory (`memory_gb: 192`, GiB, or `memory: 192G`,
+with K, M, G or T and an optional iB, binary units), as a variable of its
+own, of its group or of `all`: the harness checks each run's need on
+that host against it (harness/limits.py, and `reproduce --plan`)."""
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +45,8 @@ class Host:
     dpdk_port: str | None = None  # a cluster host's DPDK port (PCI address) for bypass
     sim_netns: str | None = None  # a simulated cluster's host: the namespace it lives in
     mgmt: str | None = None  # a cluster host's management address (ansible_host)
+    memory: int | None = None  # bytes the inventory says the host has (memory_gb / memory); None: not stated
+    memory_var: str = ""       # the variable that said it, for messages
 
     def interface_to(self, peer: str) -> Interface:
         for iface in self.interfaces:
@@ -156,7 +165,39 @@ def sim_inventory(servers: int = 3, clients: int = 1, ncpu: int | None = 2, port
     return data
 
 
-def _host(name: str, role: str, spec: dict, where: str) -> Host:
+MEMORY_VARS = ("memory_gb", "memory")
+MEMORY_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MEMORY_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.I)
+
+
+def parse_memory(spec: dict, where: str) -> tuple[int | None, str]:
+    """(bytes, variable) from a host's `memory_gb` (a number of GiB) or
+    `memory` (bytes, or a number with K, M, G or T, binary units, and an
+    optional iB: 192G, 192 GiB, 1.5T); (None, "") when neither is given."""
+    given = [k for k in MEMORY_VARS if spec.get(k) is not None]
+    if not given:
+        return None, ""
+    if len(given) > 1:
+        raise HarnessError(f"{where}: give one of 'memory_gb' and 'memory', not both")
+    key = given[0]
+    val = spec[key]
+    if key == "memory_gb":
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not (0 < val < math.inf):
+            raise HarnessError(f"{where}: 'memory_gb' must be a positive number of GiB, not {val!r}")
+        return int(val * MEMORY_UNITS["G"]), key
+    m = None if isinstance(val, bool) else MEMORY_RE.match(str(val))
+    if not m or float(m.group(1)) <= 0:
+        raise HarnessError(f"{where}: 'memory' must be bytes or a number with K, M, G or T (binary units, "
+                           f"e.g. 192G or 192 GiB), not {val!r}")
+    return int(float(m.group(1)) * MEMORY_UNITS[m.group(2).upper()]), key
+
+
+def _memory_vars(d) -> dict:
+    """The memory variables of a mapping of variables (one or none)."""
+    return {k: v for k, v in d.items() if k in MEMORY_VARS} if isinstance(d, dict) else {}
+
+
+def _host(name: str, role: str, spec: dict, where: str, inherited: dict | None = None) -> Host:
     if not isinstance(spec, dict):
         raise HarnessError(f"{where}: host {name} must be a mapping of its variables")
     for key in ("address", "cpus", "interfaces"):
@@ -174,8 +215,10 @@ def _host(name: str, role: str, spec: dict, where: str) -> Host:
         ifaces.append(Interface(i["name"], str(i["mac"]).lower(), i.get("peer")))
     if not ifaces:
         raise HarnessError(f"{where}: host {name} has no interfaces")
+    # the host's own memory variable, else its group's, else all's
+    memory, memory_var = parse_memory(_memory_vars(spec) or inherited or {}, f"{where}: host {name}")
     return Host(name, role, str(spec["address"]), tuple(cpus), tuple(ifaces), spec.get("netns"),
-                spec.get("dpdk_port"), spec.get("sim_netns"), spec.get("ansible_host"))
+                spec.get("dpdk_port"), spec.get("sim_netns"), spec.get("ansible_host"), memory, memory_var)
 
 
 def parse(data: dict, where: str = "<inventory>") -> Inventory:
@@ -190,7 +233,8 @@ def parse(data: dict, where: str = "<inventory>") -> Inventory:
         members = ((groups.get(group) or {}).get("hosts")) or {}
         if not members:
             raise HarnessError(f"{where}: group '{group}' has no hosts")
-        hosts[group] = tuple(_host(n, group[:-1], s, where) for n, s in members.items())
+        inherited = _memory_vars((groups.get(group) or {}).get("vars")) or _memory_vars(hvars)
+        hosts[group] = tuple(_host(n, group[:-1], s, where, inherited) for n, s in members.items())
     local = hvars.get("deployment", "local") == "local"
     simulated = hvars.get("testbed") == "simulated"
     if simulated and local:

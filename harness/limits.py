@@ -15,23 +15,28 @@ Per place:
   exactly-once maps (the slow path writes the cache's image in place, through
   the map's memory mapping), and the dintd process that compiles the
   program; for bypass, DPDK's
-  memory (-m 512, or hugepages on a cluster).
+  memory (-m 512, or hugepages on a cluster);
+- each client host: its client processes (clients_per_host), each the
+  harness's client and the parameters it draws before it starts
+  (RunConfig.requests of them, or for TATP its bound per second of the
+  run: PARAM_BYTES is what one costs).
 
 On a local testbed every host is this machine: check_memory adds them all up
 and compares the sum, plus MARGIN, with MemAvailable (or the room under the
 cgroup's limit). The sum is on the safe side: the controller's records are
-freed before the servers start, and a store's pages are touched only as records reach them. On a cluster the
-servers' memory is not known here: check_memory checks the controller's
-part only, and memory_need returns the servers' (Need.local False) for a
-check on the hosts themselves. Either way the controller's disk need is
-compared with the free space of the results directory's filesystem.
+freed before the servers start, and a store's pages are touched only as records reach them. On a cluster
+the controller's part is checked against this machine, and each host's
+(Need.local False) against the memory its inventory states (`memory_gb`
+or `memory`, harness/inventory.py); a host that states none is not
+checked. Either way the controller's disk need is compared with the free
+space of the results directory's filesystem. `reproduce --plan`
+(harness/plan.py) shows every host's largest need over a profile.
 
 Not counted: the servers' logs (they grow with the throughput: at most
-16M records of a kernel or bypass server's lazily mapped log), the client
-processes' parameters (`requests`, or for TATP a bound per second of the run
-that the stores' growth already scales with), and the end-of-run consistency
-check, which reads every server's dump back into Python objects (about 400
-bytes a row per server) after the servers have stopped."""
+16M records of a kernel or bypass server's lazily mapped log), and the
+end-of-run consistency check, which reads every server's dump back into
+Python objects (about 400 bytes a row per server) after the servers have
+stopped."""
 from __future__ import annotations
 
 import dataclasses
@@ -87,9 +92,26 @@ DINTD_BYTES = 160 * MiB
 # hugepages on a cluster host.
 DPDK_BYTES = 512 * MiB
 
+# -- the clients -------------------------------------------------------------
+# Peak bytes per parameter a client process draws before it starts
+# (Stream.generate, or Transactions.params of the workload's types): the
+# peak of tracemalloc while drawing 200,000 (CPython 3.11, Debian 12; the
+# default data; for kv the larger of its stream and its contention mix),
+# plus 10% for what tracemalloc does not see, rounded up to a multiple of
+# 8 (tests/test_limits.py checks each figure against tracemalloc).
+PARAM_BYTES = {"echo": 352, "kv": 384, "log": 384, "lock": 1456, "smallbank": 184, "tatp": 192, "tpcc": 560}
+PARAM_BYTES_DEFAULT = max(PARAM_BYTES.values())  # a workload not measured yet
+# A client process beside its parameters: ru_maxrss 22 MiB after the
+# imports of harness.loadgen, plus its histograms and the socket buffers it
+# asks for (4 MiB each way per server), rounded up.
+CLIENT_PROCESS_BYTES = 64 * MiB
+# Seconds of parameters a client draws beyond its warm-up and window, for a
+# workload with Transactions.params_per_s (as harness/loadgen.py does).
+PARAM_SLACK_S = 2
+
 # What check_memory names, per RunConfig field.
 FLAGS = {"scale": "--scale", "keys": "--keys", "store_capacity": "--store-capacity", "duration_s": "--duration",
-         "cache_fraction": "--cache-fraction", "system": "--system"}
+         "cache_fraction": "--cache-fraction", "system": "--system", "clients_per_host": "--clients-per-host"}
 
 
 def _up(n: int, to: int) -> int:
@@ -251,7 +273,28 @@ def memory_need(cfg: RunConfig, inv: Inventory, span_s: float | None = None) -> 
         if not inv.local:
             needs.append(Need(host.name, "disk", (Part("snapshot", snap, data_driver), Part("dump", dump, dump_driver)),
                               False))
+    client = client_parts(cfg, wl)
+    for host in inv.clients:
+        needs.append(Need(host.name, "memory", client, inv.local))
     return needs
+
+
+def client_params(cfg: RunConfig, wl) -> int:
+    """Parameters one client process draws (harness/loadgen.py)."""
+    per_s = wl.transactions.params_per_s if wl.transactions else 0
+    if per_s:
+        return max(cfg.requests, int((cfg.warmup_s + cfg.duration_s + PARAM_SLACK_S) * per_s))
+    return cfg.requests
+
+
+def client_parts(cfg: RunConfig, wl) -> tuple[Part, ...]:
+    """A client host's memory: its client processes and their parameters."""
+    n = cfg.clients_per_host
+    params = n * client_params(cfg, wl) * PARAM_BYTES.get(wl.name, PARAM_BYTES_DEFAULT)
+    per_s = wl.transactions.params_per_s if wl.transactions else 0
+    return (Part("client processes", n * CLIENT_PROCESS_BYTES, "clients_per_host"),
+            Part("client parameters", params,
+                 "duration_s" if per_s and client_params(cfg, wl) > cfg.requests else "clients_per_host"))
 
 
 # -- what this machine has ---------------------------------------------------
@@ -349,6 +392,8 @@ def _subject(driver: str, cfg: RunConfig, inv: Inventory) -> str:
         clients = cfg.clients_per_host * len(inv.clients)
         what = (f"a {_number(cfg.warmup_s + cfg.duration_s)} s {wl.name} run ({clients} client process"
                 f"{'' if clients == 1 else 'es'} inserting up to {wl.rows_per_s:,} rows a second each)")
+    elif driver == "clients_per_host":
+        what = f"{cfg.clients_per_host} {wl.name} client process{'' if cfg.clients_per_host == 1 else 'es'} a host"
     elif driver == "cache_fraction":
         what = f"dint's caches with slots for {cfg.cache_fraction:g} times the records"
     else:
@@ -376,16 +421,26 @@ def check_memory(cfg: RunConfig, inv: Inventory, out_dir: Path, span_s: float | 
     """Raises HarnessError, one line naming the parameter behind the size,
     if the run cannot fit this machine: its memory (every host's on a local
     testbed, the controller's on a cluster) with MARGIN to spare against
-    MemAvailable, or its files against the free space under out_dir.
+    MemAvailable, a cluster host's against the memory its inventory
+    states (if it does), or its files against the free space under out_dir.
     span_s: as for memory_need()."""
     cfg = _validated(cfg)
-    needs = [n for n in memory_need(cfg, inv, span_s) if n.local]
+    every = memory_need(cfg, inv, span_s)
+    needs = [n for n in every if n.local]
     memory = [n for n in needs if n.resource == "memory"]
     avail = available_memory()
     if avail is not None and sum(n.bytes for n in memory) * (1 + MARGIN) > avail:
         where = "of memory on this machine" if inv.local else "of memory on the controller, this machine"
         raise HarnessError(_refusal(memory, cfg, inv, f"it has {human(avail)} available "
                                                       f"(and keeps {MARGIN:.0%} of the need spare)", where))
+    for n in every:
+        if n.local or n.resource != "memory":
+            continue
+        host = inv.host(n.place)
+        if host.memory is not None and n.bytes * (1 + MARGIN) > host.memory:
+            raise HarnessError(_refusal([n], cfg, inv, f"the inventory gives {host.name} {human(host.memory)} "
+                                                       f"({host.memory_var}), and the check keeps {MARGIN:.0%} "
+                                                       "of the need spare", f"of memory on host {host.name}"))
     disk = [n for n in needs if n.resource == "disk"]
     at, free = free_disk(out_dir)
     if sum(n.bytes for n in disk) * (1 + MARGIN) > free:

@@ -457,6 +457,8 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
     sec = faults_section(pp, df)
     if sec:
         lines += ["## Fault injection", ""] + sec + [""]
+    from .fidelity import section as fidelity_section
+    lines += ["## Fidelity to DINT's experiments", ""] + fidelity_section(run_dir, pp, df) + [""]
     if (run_dir / "xdpbench" / "xdpbench.json").exists():
         from .xdpbench import report_section
         lines += ["## Where dint's time goes in XDP", "", report_section(run_dir / "xdpbench", link_from=run_dir)]

@@ -320,7 +320,10 @@ def check_sizes(points: list[experiments.Point], inv, inventory_path: str | None
 
 
 def reproduce(run_id: str | None = None, inventory_path: str | None = None, profile: str | None = None,
-              only: str | None = None, results_dir: Path | None = None) -> Path:
+              only: str | None = None, results_dir: Path | None = None, plan_only: bool = False) -> Path | None:
+    """Runs the profile into results/<run-id>/, after its plan (harness/plan.py:
+    printed, refused in one line if a host cannot hold a point, written to
+    plan.json); plan_only: the plan alone, nothing made."""
     ef = experiments.load(profile)
     points = ef.points()
     if only:
@@ -330,9 +333,16 @@ def reproduce(run_id: str | None = None, inventory_path: str | None = None, prof
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
     run_dir = (results_dir or RESULTS_DIR) / run_id
     inv = inventory.load(inventory_path)
+    from . import plan
+    the_plan = plan.make(ef, points, inv, inventory_path, run_dir)
+    print(plan.render(the_plan))
+    plan.check(the_plan, points, inv, inventory_path)
+    if plan_only:
+        return None
     check_can_run(inv, run_dir)  # before anything is made
     check_sizes(points, inv, inventory_path, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    plan.write(the_plan, run_dir / plan.PLAN_FILE)
     res_path = run_dir / "experiments.yml"
     resolved = experiments.resolved(ef)
     if res_path.exists():

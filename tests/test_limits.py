@@ -115,6 +115,49 @@ def test_python_bytes_per_row_cover_tracemalloc(generated):
     assert measured <= limits.PY_BYTES_PER_ROW[wl.name] <= 1.3 * measured, (wl.name, measured)
 
 
+@pytest.mark.parametrize("name", workloads.NAMES)
+def test_param_bytes_cover_tracemalloc(name):
+    """A client's parameters (harness/loadgen.py draws them before it
+    starts): each workload's constant is at least tracemalloc's peak per
+    parameter, and not far above it (every mix and control of it)."""
+    from workloads import LoadSpec
+    wl = workloads.get(name)
+    cfg = RunConfig(system="kernel", workload=name).validate()
+    n, worst = 20_000, 0.0
+    mixes = [cfg.kv_mix] + (list(wl.transactions.mixes) if wl.transactions and wl.stream else [])
+    for mix in dict.fromkeys(mixes):
+        for cc in wl.cc or ("",):
+            load = LoadSpec(data=cfg.data, seed=3, requests=n, servers=3, cc=cc, mix=mix)
+            tracemalloc.start()
+            try:
+                if wl.stream and not (wl.transactions and mix in wl.transactions.mixes):
+                    drawn = wl.stream.generate(load)
+                else:
+                    drawn = wl.transactions.params(load, wl.transactions.types_for(cc))
+                worst = max(worst, tracemalloc.get_traced_memory()[1] / n)
+            finally:
+                tracemalloc.stop()
+            del drawn
+    assert worst <= limits.PARAM_BYTES[name] <= 1.4 * worst, (name, worst)
+
+
+def test_client_hosts_hold_their_processes_and_parameters(cluster_inv):
+    """Each client host: its client processes, each with the parameters it
+    draws; TATP's grow with the run's length (a bound per second)."""
+    cfg = RunConfig(system="dint", workload="kv", clients_per_host=4).validate()
+    needs = {n.place: n for n in limits.memory_need(cfg, cluster_inv) if n.resource == "memory"}
+    for h in cluster_inv.clients:
+        parts = {p.what: p.bytes for p in needs[h.name].parts}
+        assert parts == {"client processes": 4 * limits.CLIENT_PROCESS_BYTES,
+                         "client parameters": 4 * cfg.requests * limits.PARAM_BYTES["kv"]}
+    short = RunConfig(system="dint", workload="tatp", duration_s=2.0).validate()
+    long = RunConfig(system="dint", workload="tatp", duration_s=200.0).validate()
+    tatp = workloads.get("tatp")
+    assert limits.client_params(long, tatp) == int((long.warmup_s + 200.0 + limits.PARAM_SLACK_S)
+                                                   * tatp.transactions.params_per_s)
+    assert limits.client_params(long, tatp) > limits.client_params(short, tatp) >= short.requests
+
+
 def _layout_program(schema: Schema) -> str:
     sizes = ["sizeof(struct dint_rec)", "sizeof(struct store_entry)", "sizeof(struct store_id)",
              "sizeof(struct store_slot)", "sizeof(struct dint_done)", "sizeof(struct dint_session)",
@@ -218,7 +261,7 @@ def test_system_refused(local_inv, tmp_path, monkeypatch):
     """On a small machine even bypass's fixed DPDK memory does not fit."""
     monkeypatch.setattr(limits, "available_memory", lambda: 1 * limits.GiB)
     msg = _refusal(RunConfig(system="bypass", workload="echo"), local_inv, tmp_path)
-    assert msg.startswith("--system bypass: bypass echo on 3 servers needs about 1.6 GiB of memory")
+    assert msg.startswith("--system bypass: bypass echo on 3 servers needs about 1.7 GiB of memory")
     assert "DPDK 1.5 GiB" in msg and "it has 1.0 GiB available" in msg
 
 
@@ -238,18 +281,22 @@ def test_infinite_duration_refused(local_inv, tmp_path):
 def test_local_testbed_needs_are_all_this_machines(local_inv):
     needs = limits.memory_need(RunConfig(system="dint", workload="tatp"), local_inv)
     assert all(n.local for n in needs)
-    assert {n.place for n in needs if n.resource == "memory"} == {"controller", "s0", "s1", "s2"}
+    assert {n.place for n in needs if n.resource == "memory"} == {"controller", "s0", "s1", "s2", "c0"}
     server = next(n for n in needs if n.place == "s0")
     assert {p.what for p in server.parts} == {"stores", "BPF maps", "dintd"}
+    client = next(n for n in needs if n.place == "c0")
+    assert {p.what for p in client.parts} == {"client processes", "client parameters"}
 
 
 def test_cluster_checks_the_controller_only(cluster_inv, tmp_path):
-    """Servers' stores of 10^12 records are for their hosts to check; the
-    controller's part is small and passes. Its initial data at 10^12
-    subscribers is refused here."""
+    """Servers' stores of 10^12 records are for their hosts to check (here:
+    hosts that do not state their memory); the controller's part is small
+    and passes. Its initial data at 10^12 subscribers is refused here."""
+    cluster_inv = inventory.parse(yaml.safe_load(CLUSTER.read_text().replace("memory_gb:", "note:")), "unstated")
+    assert all(h.memory is None for h in cluster_inv.hosts)
     cfg = RunConfig(system="kernel", workload="kv", store_capacity=10**12, inventory=str(CLUSTER))
     limits.check_memory(cfg, cluster_inv, tmp_path)
-    servers = [n for n in limits.memory_need(cfg, cluster_inv) if n.place != "controller"]
+    servers = [n for n in limits.memory_need(cfg, cluster_inv) if n.place in {h.name for h in cluster_inv.servers}]
     assert {(n.place, n.resource) for n in servers} == {(h.name, r) for h in cluster_inv.servers
                                                        for r in ("memory", "disk")}
     assert not any(n.local for n in servers)
