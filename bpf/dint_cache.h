@@ -60,8 +60,9 @@ struct dint_bucket {
 
 /* The XDP program's counters (the map dint_stats): the engine's four (enum
  * dint_stat), then these, in this order, which harness/dintd.py reads by
- * name (STAT_NAMES: DINT_STAT_<NAME>, checked by the tests). All count the
- * wire's datagrams, not the slow path's runs. */
+ * name (STAT_NAMES: DINT_STAT_<NAME>, checked by the tests). All but
+ * BLOOM_FP count the wire's datagrams, not the slow path's runs; FILL and
+ * EVICT count the slow path's fills. */
 enum dint_xdp_stat {
 	DINT_STAT_PASS = DINT_STAT_MAX,  /* requests passed up to the slow path */
 	DINT_STAT_WRITE_THROUGH,         /* write-through replies passed up */
@@ -71,6 +72,12 @@ enum dint_xdp_stat {
 	DINT_STAT_BUSY,                  /* latches still busy after DINT_LATCH_TRIES (RETRY) */
 	DINT_STAT_KERNEL,                /* frames that may be to the dint port left to the kernel:
 					  * not simple, or not valid (see bpf/dint_xdp.c) */
+	DINT_STAT_BLOOM_OUT,             /* misses in their bucket whose bloom bits were clear:
+					  * answered (or created) here, the key in no store */
+	DINT_STAT_BLOOM_FP,              /* the slow path's runs of a key its store does not hold
+					  * whose bloom bits were set: the filter's false
+					  * positives (each passed up for nothing); the one
+					  * counter of the slow path's runs */
 	DINT_STAT_XDP_MAX,
 };
 

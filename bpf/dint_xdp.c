@@ -188,15 +188,23 @@ static __always_inline int slow_absent(void)
 static __always_inline struct dint_rec *dint_rec(struct dint_bucket *b, __u8 table, __u64 key,
 						 int create, int *where)
 {
-	int i = dint_cache_find(b, table, key);
+	int i = dint_cache_find(b, table, key), may, absent;
 
 	if (i >= 0)
 		return &b->slot[i & (DINT_CACHE_SLOTS - 1)].rec;
 	*where = DINT_ELSEWHERE;
-	if ((!DINT_CACHE_BLOOM || dint_bloom_may_hold(b, dint_hash(table, key))) && !slow_absent())
+	may = !DINT_CACHE_BLOOM || dint_bloom_may_hold(b, dint_hash(table, key));
+	absent = slow_absent();
+	if (may && !absent)
 		return 0; /* maybe in the slow path's store */
-	/* in no store at all: the filter rules it out, or the slow path, which
-	 * runs this frame, has no record of it */
+	/* in no store at all: the filter rules it out (a frame from the wire:
+	 * the slow path's frames of a key it holds hit), or the slow path,
+	 * which runs this frame, has no record of it although the filter may
+	 * have said so (a false positive) */
+	if (!absent)
+		count(DINT_STAT_BLOOM_OUT);
+	else if (DINT_CACHE_BLOOM && may)
+		count(DINT_STAT_BLOOM_FP);
 	*where = DINT_ABSENT;
 	if (!create)
 		return 0;

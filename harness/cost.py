@@ -87,11 +87,13 @@ def per_op(system: str, lines_by_host: dict[str, list[dict]], window: tuple[int,
     fields = CPU_FIELDS[system] + EXTRA_FIELDS.get(system, ()) + ("rx",)
     delta = dict.fromkeys(fields, 0)
     servers = {}
+    counters: dict[str, int] = {}
     for host, lines in sorted(lines_by_host.items()):
         got = bracket(lines, *window)
         if isinstance(got, str):
             return _null(system, f"server {host} {got}")
         a, b = got
+        add_counters(counters, a, b)
         for f in fields:
             if not isinstance(a.get(f), int) or not isinstance(b.get(f), int):
                 return _null(system, f"server {host}'s stats lines have no {f}")
@@ -111,6 +113,21 @@ def per_op(system: str, lines_by_host: dict[str, list[dict]], window: tuple[int,
         detail = {"process_cpu_s": round(delta["cpu_ns"] / 1e9, 4), "napi_cpu_s": round(delta["napi_cpu_ns"] / 1e9, 4)}
     if not ops:
         return _null(system, "the servers counted no request over the clients' window", ops=0,
-                     server_cpu_s=round(total_ns / 1e9, 4), **detail, servers=servers)
+                     server_cpu_s=round(total_ns / 1e9, 4), **detail, servers=servers, counters=counters)
     return {"server_cpu_us_per_op": round(total_ns / 1e3 / ops, 4), "ops": ops,
-            "server_cpu_s": round(total_ns / 1e9, 4), **detail, "servers": servers, "rule": RULE[system]}
+            "server_cpu_s": round(total_ns / 1e9, 4), **detail, "servers": servers, "counters": counters,
+            "rule": RULE[system]}
+
+
+# Fields of a stats line that are not counters growing over the run.
+NOT_COUNTERS = frozenset({"t_ns", "mono_ns", "slow_t_ns", "slow_mono_ns", "clean", "slow_loaded", "slow_cached"})
+
+
+def add_counters(into: dict[str, int], a: dict, b: dict) -> None:
+    """Adds to `into` what each counter of the stats lines a and b (the
+    bracket of one server) grew by between them: the servers' counters over
+    the same span as the cost (harness/engine_costs.py reads dint's)."""
+    for k, v in b.items():
+        if k in NOT_COUNTERS or isinstance(v, bool) or not isinstance(v, int) or not isinstance(a.get(k), int):
+            continue
+        into[k] = into.get(k, 0) + v - a[k]

@@ -53,7 +53,7 @@ SOURCE = BPF_DIR / "dint_xdp.c"
 # the map dint_stats, indexed by enum dint_stat then enum dint_xdp_stat
 # (name i is DINT_STAT_<NAME>), and DINT_CACHE_SLOTS.
 STAT_NAMES = ("rx", "tx", "drop", "err", "stale", "pass", "write_through", "write_through_failed", "fill", "evict", "busy",
-              "kernel")
+              "kernel", "bloom_out", "bloom_fp")
 CACHE_SLOTS = 4
 DRAIN_INTERVAL_S = 0.05
 STATS_INTERVAL_MS = 100  # userspace/server_common.h: STATS_DEFAULT_INTERVAL_MS

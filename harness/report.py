@@ -457,6 +457,7 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
     sec = faults_section(pp, df)
     if sec:
         lines += ["## Fault injection", ""] + sec + [""]
+    lines += engine_section(run_dir, df)
     from .fidelity import section as fidelity_section
     lines += ["## Fidelity to DINT's experiments", ""] + fidelity_section(run_dir, pp, df) + [""]
     if (run_dir / "xdpbench" / "xdpbench.json").exists():
@@ -469,6 +470,14 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
     if figs:
         lines += ["## Figures", ""] + [f"- [{f.stem}](plots/{f.name})" for f in figs] + [""]
     return "\n".join(lines)
+
+
+def engine_section(run_dir: Path, df: pd.DataFrame) -> list[str]:
+    """dint's latch, bloom filter and slow path over this run's dint points
+    (harness/engine_costs.py), if it has any."""
+    from .engine_costs import report_section as engine_costs_section
+    sec = engine_costs_section(run_dir, df)
+    return ["## How dint lives within eBPF's constraints", ""] + sec if sec else []
 
 
 def write(run_dir: Path, df: pd.DataFrame | None = None) -> Path:

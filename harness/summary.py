@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from . import envinfo, faults as fault_injection, metrics, stability
+from . import engine_costs, envinfo, faults as fault_injection, metrics, stability
 from .config import RunConfig
 from .inventory import Inventory
 from .protocol import Op, Status
@@ -193,8 +193,16 @@ class RunSummary:
     series: dict | None = None  # a point served by servers that served others (harness/run.py, Series)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items()
-                if v is not None or k in ("server_cpu_us_per_op", "server_cost")}
+        out = {}
+        for k, v in asdict(self).items():
+            if v is not None or k in ("server_cpu_us_per_op", "server_cost"):
+                out[k] = v
+            if k == "server_cost":
+                # what dint's ways around eBPF's constraints cost over the
+                # same span (null figures with the reason for the others)
+                out["dint_engine"] = engine_costs.section(self.system, self.server_cost, self.config,
+                                                          self.latency_us, self.error_detail)
+        return out
 
 
 def link_drops_taken(links: dict | None) -> tuple[int, int, dict]:

@@ -102,6 +102,26 @@ def test_frames_from_the_slow_path_are_not_counted(one_bucket):
     assert c.stats()["rx"] == 1 and c.stats()["tx"] == 1
 
 
+def test_the_filters_answers_are_counted(one_bucket):
+    """bloom_out: a miss the filter rules out (answered here); bloom_fp: a
+    key the filter may hold that the slow path's store does not (it runs
+    the request again, marked absent): the filter's false positive."""
+    c = one_bucket
+    assert run(c, pack(Op.READ, 99, bytes(40), table=1))[1].status == Status.NOT_FOUND
+    assert (c.stats()["bloom_out"], c.stats()["bloom_fp"], c.stats()["pass"]) == (1, 0, 0)
+    cache = c.bpf[b"dint_cache"]
+    b = cache[cache.Key(0)]
+    b.bloom = 2**64 - 1  # the filter now may hold any key
+    cache[cache.Key(0)] = b
+    req = pack(Op.READ, 99, bytes(40), table=1)
+    assert run(c, req)[0].verdict == "XDP_PASS"
+    slow = bytes(Ether(src="02:00:64:69:6e:74", dst="02:00:00:00:00:01") / IP(src="10.0.0.2", dst="10.0.0.1") /
+                 UDP(sport=2, dport=DEFAULT_PORT) / Raw(req))  # DINT_SLOW_ABSENT
+    res = bpf_run.run(c.xdp, slow)
+    assert res.verdict == "XDP_TX" and unpack(bytes(Ether(res.packet)[UDP].payload)).status == Status.NOT_FOUND
+    assert (c.stats()["bloom_out"], c.stats()["bloom_fp"], c.stats()["pass"]) == (1, 1, 1)
+
+
 def test_without_bloom_filter_every_miss_passes_up():
     need_root()
     c = Cache(buckets=1, bloom=False)
