@@ -160,7 +160,7 @@ def report_section(run_dir: Path, df) -> list[str]:
     d = df[(df["system"] == "dint") & (df["status"] == "done")]
     for point, g in d.groupby("point", sort=False):
         sums = []
-        for p in g["dir"]:
+        for p in g["dir"].dropna():  # (a point that never ran has no directory)
             f = Path(p) / "summary.json"
             if f.exists():
                 sums.append(json.loads(f.read_text()))
