@@ -147,12 +147,12 @@ class Deployer:
 
     # -- one playbook run --------------------------------------------------
     def start_playbook(self, playbook: str, label: str, extravars: dict, limit: str | None = None,
-                       procs: list[ProcSpec] = (), staged: list[ProcSpec] | None = None) -> "Play":
+                       procs: list[ProcSpec] = ()) -> "Play":
         """Starts a playbook run. Every var of PLAY_VARS is given (its
         default where extravars has none): ansible-runner keeps the extra
         vars of earlier plays in the run's directory, and one not given
         again would act anew. On a cluster, the hosts of the processes a
-        play starts (staged, by default procs) get their directories and
+        play starts (procs) get their directories and
         inputs staged (stage()), and the outputs procs' hosts send back are
         unpacked when the play ends."""
         import ansible_runner
@@ -165,7 +165,7 @@ class Deployer:
         if not self.local and procs:
             play.packs = [pack_path(h, ps) for h, ps in self._by_host(procs).items()]
             if extravars.get("dint_action") in ("start", "run"):
-                extravars["dint_stage"] = self.stage(procs if staged is None else staged)
+                extravars["dint_stage"] = self.stage(procs)
         env = {"ANSIBLE_CONFIG": str(DEPLOY_DIR / "ansible.cfg"),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                # module results are plain data: no warning about interpreter discovery
@@ -278,17 +278,20 @@ class Deployer:
         self.run_playbook("servers.yml", label, {"dint_action": "stats", "dint_procs": self._by_host(procs)},
                           procs=procs)
 
-    def run_clients(self, procs: list[ProcSpec], label: str = "clients-run",
-                    checkpoint: list[ProcSpec] = ()) -> "Play":
+    def run_clients(self, procs: list[ProcSpec], label: str = "clients-run") -> "Play":
         """Starts every client and returns at once; the Play ends when all
-        clients have finished and their outputs are back. With checkpoint
-        (servers of a series, harness/run.py), the same playbook run then
-        has each of them write its dump and log (SIGUSR2,
-        deploy/roles/procs/tasks/checkpoint.yml) and, on a cluster, sends
-        them back: no playbook run of its own per point."""
-        return self.start_playbook("clients.yml", label, {
-            "dint_action": "run", "dint_procs": self._by_host(procs), "dint_checkpoint": self._by_host(checkpoint)},
-            procs=[*procs, *checkpoint], staged=procs)
+        clients have finished and their outputs are back."""
+        return self.start_playbook("clients.yml", label, {"dint_action": "run", "dint_procs": self._by_host(procs)},
+                                   procs=procs)
+
+    def checkpoint(self, servers: list[ProcSpec], go: list[ProcSpec] = (), label: str = "checkpoint") -> "Play":
+        """deploy/checkpoint.yml, between two points of a series (harness/run.py,
+        Series): each server writes its dump and log while it serves on
+        (SIGUSR2, deploy/roles/procs/tasks/checkpoint.yml; a cluster host's
+        come back), then the clients in go start their next point."""
+        return self.run_playbook("checkpoint.yml", label, {
+            "dint_action": "checkpoint", "dint_procs": self._by_host(servers), "dint_go": self._by_host(go)},
+            procs=servers)
 
     def stop_clients(self, procs: list[ProcSpec], label: str = "clients-stop"):
         self.run_playbook("clients.yml", label, {"dint_action": "stop", "dint_procs": self._by_host(procs)},
@@ -354,7 +357,7 @@ def checkout_id() -> str:
 # defaults: what a play does not set is cleared.
 STAGE_INLINE_MAX = 256 * 1024  # an input file larger than this is copied apart
 PLAY_VARS = {"dint_action": "", "dint_build": [], "dint_procs": {}, "dint_residue": {}, "dint_stage": {},
-             "dint_checkpoint": {}}
+             "dint_go": {}}
 
 
 def pack_path(host: str, procs: list[dict]) -> Path:

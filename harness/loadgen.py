@@ -5,6 +5,7 @@ harness/txn.py over the native TxnIO), and writes its counters, latency
 histograms and CPU use as JSON. Progress goes to stdout as `progress {json}` lines.
 
     python -m harness.loadgen SPEC.json RESULT.json
+    python -m harness.loadgen --series SERIES.json   (harness/run.py, Series)
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import gc
 import json
 import os
 import resource
+import signal
 import socket
 import sys
 import time
@@ -127,9 +129,24 @@ def use_gso(mode: str, servers: int) -> bool:
     return mode == "on" or (mode == "auto" and servers > 1)
 
 
-def _executor(spec: ClientSpec, wl: workloads.Workload, fds: list[int], interval_ns: int) -> Executor:
-    """The transaction executor over the workload's transactions, with the
-    parameters drawn from the client's seed."""
+@dataclass
+class Inputs:
+    """What a client sends in one point, generated from its seed before the
+    point starts (in a series, while the servers take the checkpoint of
+    the point before): the requests of a flat workload, or the transaction
+    types and parameters of a transactional one."""
+    workload: workloads.Workload
+    transactional: bool
+    reqs: object = None
+    types: list | None = None
+    funcs: list | None = None
+    params: list | None = None
+
+
+def inputs(spec: ClientSpec) -> Inputs:
+    wl = workloads.get(spec.workload)
+    if not wl.transactional(spec.load.mix):
+        return Inputs(wl, False, reqs=wl.stream.generate(spec.load))
     tx = wl.transactions
     load = spec.load
     if tx.params_per_s:
@@ -143,12 +160,25 @@ def _executor(spec: ClientSpec, wl: workloads.Workload, fds: list[int], interval
     if tx.coordinated:
         funcs = [coord.bind(f, load.cc, load.servers, wl.schema.sizes) for f in funcs]
     params = tx.params(load, types)
-    # The parameters (up to a million tuples) live for the whole run:
-    # out of the collector's sight, so its full collections stay short.
+    # The parameters (up to a million tuples) live for the whole point:
+    # out of the collector's sight, so its full collections stay short
+    # (a series' next point unfreezes them: release()).
     gc.collect()
     gc.freeze()
-    return Executor(fds, spec.client_id, [t.name for t in types], funcs, params, spec.concurrency,
-                    int(spec.timeout_ms * 1e6), spec.max_retries, max(wl.schema.sizes),
+    return Inputs(wl, True, types=types, funcs=funcs, params=params)
+
+
+def release() -> None:
+    """A point's inputs back in the collector's sight, once they are dropped."""
+    gc.unfreeze()
+    gc.collect()
+
+
+def _executor(spec: ClientSpec, inp: Inputs, fds: list[int], interval_ns: int) -> Executor:
+    """The transaction executor over the workload's transactions, with the
+    parameters drawn from the client's seed."""
+    return Executor(fds, spec.client_id, [t.name for t in inp.types], inp.funcs, inp.params, spec.concurrency,
+                    int(spec.timeout_ms * 1e6), spec.max_retries, max(inp.workload.schema.sizes),
                     rto_min_ns=int(spec.rto_min_ms * 1e6), server_window=spec.server_window,
                     interval_ns=interval_ns, gso=use_gso(spec.client_gso, len(spec.dests)))
 
@@ -182,21 +212,25 @@ class Series:
                 **({"committed": self.committed} if self.committed is not None else {})}
 
 
-def drive(spec: ClientSpec, progress=print) -> dict:
+def drive(spec: ClientSpec, progress=print, inp: Inputs | None = None, point: int | None = None) -> dict:
+    """One point: warm-up, the measured window, and the requests started
+    in it finished; returns the client's result. `inp`: its inputs if
+    generated already; `point`: its index in a series (in every progress
+    line)."""
+    inp = inp or inputs(spec)
     socks = open_sockets(spec.address, list(spec.dests))
     pings_sent, pings_received = ping(socks, spec.client_id)
-    wl = workloads.get(spec.workload)
     fds = [s.fileno() for s in socks]
     timeout_ns = int(spec.timeout_ms * 1e6)
     interval_ns = round(1e9 / spec.rate) if spec.rate else 0  # open loop
-    transactional = wl.transactional(spec.load.mix)
+    transactional = inp.transactional
     if transactional:
-        loop = _executor(spec, wl, fds, interval_ns)
-        rounds = wl.transactions.rounds + 1  # and the round of ABORTs of an abort
+        loop = _executor(spec, inp, fds, interval_ns)
+        rounds = inp.workload.transactions.rounds + 1  # and the round of ABORTs of an abort
     else:
-        reqs = wl.stream.generate(spec.load)
+        reqs = inp.reqs
         loop = Loop(fds, spec.client_id, reqs.data, reqs.offsets.tobytes(), reqs.dest_of, spec.concurrency,
-                    timeout_ns, spec.max_retries, stamp_txn=wl.stream.stamp_txn, interval_ns=interval_ns,
+                    timeout_ns, spec.max_retries, stamp_txn=inp.workload.stream.stamp_txn, interval_ns=interval_ns,
                     rto_min_ns=int(spec.rto_min_ms * 1e6), server_window=spec.server_window,
                     gso=use_gso(spec.client_gso, len(spec.dests)))
         rounds = 1
@@ -217,7 +251,10 @@ def drive(spec: ClientSpec, progress=print) -> dict:
             now, st = time.monotonic_ns(), loop.stats()
             if record:
                 series.add(now - win_from, st)
-            progress(f"progress {json.dumps({'phase': phase, 'elapsed_s': (now - t0) / 1e9, 'ok': st['ok']})}")
+            line = {'phase': phase, 'elapsed_s': (now - t0) / 1e9, 'ok': st['ok']}
+            if point is not None:
+                line['point'] = point
+            progress(f"progress {json.dumps(line)}")
 
     run_until(win_from, "warmup")
     ru0, ticks0, st0 = resource.getrusage(resource.RUSAGE_SELF), _cpu_ticks(cpus), loop.stats()
@@ -263,27 +300,69 @@ def drive(spec: ClientSpec, progress=print) -> dict:
     }
 
 
+def write_result(result: dict, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, path)
+
+
+# A series client (run_series): the signal that starts its next point, sent
+# once the servers have taken the checkpoint of the point before
+# (deploy/roles/procs/tasks/go.yml).
+GO_SIGNAL = signal.SIGUSR1
+
+
+def run_series(points: list[ClientSpec], results: list[str], go_timeout_s: float, progress=print) -> None:
+    """The points of a series, one after the other in this one process
+    (harness/run.py, Series): each point's result is written to its path,
+    then `progress {"phase": "done", "point": k}` is printed; the inputs
+    of the next point are generated while the harness has the servers
+    checkpoint, and the next point starts on GO_SIGNAL. Without it within
+    go_timeout_s the series is over (an error)."""
+    # Blocked (with its default action: it may come ignored from the shell
+    # that started the process), so that it stays pending until waited for.
+    signal.signal(GO_SIGNAL, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {GO_SIGNAL})
+    inp = inputs(points[0])
+    for k, spec in enumerate(points):
+        result = drive(spec, progress, inp, point=k)
+        inp = None
+        write_result(result, results[k])
+        del result
+        release()
+        progress(f"progress {json.dumps({'phase': 'done', 'point': k})}")
+        if k + 1 < len(points):
+            inp = inputs(points[k + 1])
+            if signal.sigtimedwait({GO_SIGNAL}, go_timeout_s) is None:
+                raise HarnessError(f"no signal to start point {k + 2} of {len(points)} within {go_timeout_s:g} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    series = len(argv) == 2 and argv[0] == "--series"
     if len(argv) != 2:
-        print("usage: python -m harness.loadgen SPEC.json RESULT.json", file=sys.stderr)
+        print("usage: python -m harness.loadgen SPEC.json RESULT.json | --series SERIES.json", file=sys.stderr)
         return 2
-    spec = ClientSpec.from_json(open(argv[0]).read())
+    if series:
+        plan = json.loads(open(argv[1]).read())
+        specs = [ClientSpec.from_json(json.dumps(p)) for p in plan["points"]]
+    else:
+        specs = [ClientSpec.from_json(open(argv[0]).read())]
     try:
-        result = drive(spec, progress=lambda line: print(line, flush=True))
+        if series:
+            run_series(specs, plan["results"], plan["go_timeout_s"], progress=lambda line: print(line, flush=True))
+        else:
+            write_result(drive(specs[0], progress=lambda line: print(line, flush=True)), argv[1])
     except HarnessError as e:
         print(f"loadgen: error: {e}", file=sys.stderr)
         return 1
     except TimeoutError as e:  # the native loops: a server stopped answering
-        servers = ", ".join(f"{i} = {a}:{p}" for i, (a, p) in enumerate(spec.dests))
+        servers = ", ".join(f"{i} = {a}:{p}" for i, (a, p) in enumerate(specs[0].dests))
         print(f"loadgen: error: {e} (servers: {servers})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    tmp = argv[1] + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, argv[1])
     return 0
 
 

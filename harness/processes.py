@@ -81,121 +81,173 @@ class Neighbours:
 
 
 class Clients:
-    """The load-generating processes of a run, one or more per client host,
-    run through deploy/clients.yml: started together, waited for, their
-    results and logs collected. Their progress lines come from their logs."""
+    """The load-generating processes of a run or a series, one or more per
+    client host, run through deploy/clients.yml: started together, their
+    results and logs collected. Each process runs every point of the
+    series (harness/loadgen.py, run_series; a run is a series of one): after
+    a point it says so in its log, and starts the next once told
+    (Deployer.checkpoint, after the servers' checkpoint). Their progress
+    lines come from their logs (on a cluster, through the run's HostWatch)."""
 
-    def __init__(self, inv: Inventory, cfg: RunConfig, out: Path, deployer: Deployer, series_index: int = 0,
-                 checkpoint: list[ProcSpec] = ()):
-        self.inv, self.cfg, self.out, self.deployer = inv, cfg, Path(out).resolve(), deployer
-        # a point of a series: its index, and the servers its clients'
-        # playbook run checkpoints once they have finished
-        self.series_index, self.checkpoint = series_index, list(checkpoint)
-        self.procs: list[tuple[ProcSpec, Path]] = []
+    # how long a client waits for the signal to start its next point
+    GO_TIMEOUT_S = 600.0
+
+    def __init__(self, inv: Inventory, points: list[tuple[RunConfig, Path]], where: Path, deployer: Deployer):
+        self.inv, self.deployer = inv, deployer
+        self.points = [(cfg, Path(out).resolve()) for cfg, out in points]
+        self.where = Path(where).resolve()  # the series' plans and client logs (a run's: its directory)
+        self.procs: list[ProcSpec] = []
+        self.results: list[list[Path]] = [[] for _ in self.points]  # per point, per client
         self.play = None
         self.finished = False
         self.watch = None  # a cluster run's HostWatch (harness/watch.py)
-        # client ids stay below 2^31: the high bit marks readiness pings
-        self.nonce = secrets.randbelow(NONCES) + 1
+        # Client ids stay below 2^31: the high bit marks readiness pings. A
+        # nonce per point: a point's requests never pass for an earlier one's.
+        self.nonces = [secrets.randbelow(NONCES) + 1 for _ in self.points]
+        self.offsets: dict[Path, int] = {}
+        self.done: dict[Path, int] = {}  # the last point each client said it finished
 
-    def spec(self, cid: int, host, dests: tuple) -> ClientSpec:
-        """Client cid's inputs: the run's settings, and its own seed (the
-        k-th point of a series served by the same servers draws from seeds
-        of its own, the same for every system: harness/run.py, Series). Its
-        id on the wire is cid in the low 16 bits (the servers keep its
-        exactly-once state in slot cid) and this run's nonce above, so that
-        no request of an earlier run's client passes for one of its own."""
-        c = self.cfg
-        seed = c.seed * 1000 + cid + SERIES_SEED_STRIDE * self.series_index
+    def spec(self, k: int, cid: int, host, dests: tuple) -> ClientSpec:
+        """Client cid's inputs for point k: the point's settings, and its own
+        seed (the k-th point of a series draws from seeds of its own, the same
+        for every system: harness/run.py, Series). Its id on the wire is cid
+        in the low 16 bits (the servers keep its exactly-once state in slot
+        cid) and the point's nonce above, so that no request of an earlier
+        point's or run's client passes for one of its own."""
+        c = self.points[k][0]
+        seed = c.seed * 1000 + cid + SERIES_SEED_STRIDE * k
         load = LoadSpec(data=c.data, seed=seed, requests=c.requests, servers=len(dests), cc=c.cc,
                         mix=c.kv_mix, value_size=c.value_size, key_dist=c.key_dist, lock_protocol=c.lock_protocol)
-        return ClientSpec(client_id=self.nonce << 16 | cid, host=host.name, address=host.address, dests=dests, workload=c.workload,
-                          load=load, concurrency=c.concurrency, warmup_s=c.warmup_s, duration_s=c.duration_s,
-                          timeout_ms=c.timeout_ms, max_retries=c.max_retries, rto_min_ms=c.rto_min_ms, server_window=c.server_window,
-                          client_gso=c.client_gso, rate=c.rate)
+        return ClientSpec(client_id=self.nonces[k] << 16 | cid, host=host.name, address=host.address, dests=dests,
+                          workload=c.workload, load=load, concurrency=c.concurrency, warmup_s=c.warmup_s,
+                          duration_s=c.duration_s, timeout_ms=c.timeout_ms, max_retries=c.max_retries,
+                          rto_min_ms=c.rto_min_ms, server_window=c.server_window, client_gso=c.client_gso,
+                          rate=c.rate)
 
     def start(self) -> None:
-        cdir = self.out / "clients"
-        cdir.mkdir(exist_ok=True)
+        for _, out in self.points:
+            (out / "clients").mkdir(parents=True, exist_ok=True)
+        (self.where / "clients").mkdir(parents=True, exist_ok=True)
+        (self.where / "logs").mkdir(parents=True, exist_ok=True)
         cid = 0
+        busy_s = sum(c.warmup_s + c.duration_s for c, _ in self.points)
         for host in self.inv.clients:
             dests = tuple((s.address, self.inv.port) for s in self.inv.servers)
-            for _ in range(self.cfg.clients_per_host):
+            for _ in range(self.points[0][0].clients_per_host):
                 cid += 1
-                spec = self.spec(cid, host, dests)
-                spec_path = cdir / f"client-{cid}.spec.json"
-                spec_path.write_text(spec.to_json())
-                result = cdir / f"client-{cid}.json"
+                specs, results = [], []
+                for k, (_, out) in enumerate(self.points):
+                    spec_path = out / "clients" / f"client-{cid}.spec.json"
+                    spec_path.write_text(self.spec(k, cid, host, dests).to_json())
+                    specs.append(spec_path)
+                    results.append(out / "clients" / f"client-{cid}.json")
+                    self.results[k].append(results[-1])
+                # (not client-N.json: that is a result)
+                plan = self.where / "clients" / f"series-client-{cid}.json"
+                plan.write_text(json.dumps({
+                    "points": [json.loads(p.read_text()) for p in specs], "results": [str(r) for r in results],
+                    "go_timeout_s": self.GO_TIMEOUT_S}, indent=1))
                 cmd = in_netns(host.netns, ["taskset", "-c", ",".join(map(str, host.cpus)), sys.executable,
-                                            "-m", "harness.loadgen", str(spec_path), str(result)])
+                                            "-m", "harness.loadgen", "--series", str(plan)])
                 proc = ProcSpec(host.name, f"client {cid} on {host.name}", cmd,
-                                self.out / "logs" / f"client-{cid}.log",
+                                self.where / "logs" / f"client-{cid}.log",
                                 host_pidfile(self.deployer.pdir, host, f"client-{cid}"),
-                                rc_file=cdir / f"client-{cid}.rc", grace=2.0,
-                                timeout=120 + 3 * (self.cfg.warmup_s + self.cfg.duration_s),
-                                inputs=(spec_path,), collect=(result,))
-                for stale in (proc.pidfile, proc.rc_file, result):
+                                rc_file=self.where / "clients" / f"client-{cid}.rc", grace=2.0,
+                                timeout=120 + 3 * busy_s + self.GO_TIMEOUT_S * (len(self.points) - 1),
+                                inputs=(plan, *specs), collect=tuple(results))
+                for stale in (proc.pidfile, proc.rc_file, *results):
                     stale.unlink(missing_ok=True)
-                self.procs.append((proc, result))
-        (self.out / "logs").mkdir(exist_ok=True)
-        self.play = self.deployer.run_clients([p for p, _ in self.procs], checkpoint=self.checkpoint)
+                self.procs.append(proc)
+        self.play = self.deployer.run_clients(self.procs)
 
     def _all_exited(self) -> bool:
         """Every client process has come and gone (local hosts: pid files)."""
-        return self.inv.local and all(p.pidfile.exists() and p.pid() is None for p, _ in self.procs)
+        return self.inv.local and all(p.pidfile.exists() and p.pid() is None for p in self.procs)
 
-    def wait(self, system, show_progress: bool, when_done=None) -> list[dict]:
-        """Until every client has finished, with the servers checked alive
-        and a progress bar fed from the clients' logs; `when_done` is called
-        as soon as the clients are seen to be finished (the links' drop
-        counters' second sample)."""
-        total = self.cfg.warmup_s + self.cfg.duration_s
+    def _lines(self, proc: ProcSpec) -> list[dict]:
+        """A client's new progress lines (a cluster's through its HostWatch)."""
+        if self.watch:
+            return self.watch.progress(proc.log)
+        lines, self.offsets[proc.log] = new_progress(proc.log, self.offsets.get(proc.log, 0))
+        return lines
+
+    def wait(self, k: int, system, show_progress: bool, when_done=None) -> None:
+        """Until every client has finished point k, with the servers checked
+        alive and a progress bar fed from the clients' logs; `when_done` is
+        called as soon as they are seen to be finished (the links' drop
+        counters' second sample). A client that ended before (it failed)
+        raises HarnessError with its log's tail."""
+        cfg = self.points[k][0]
+        total = cfg.warmup_s + cfg.duration_s
         bar = None
         if show_progress:
             from tqdm import tqdm
             bar = tqdm(total=round(total, 1), unit="s", leave=False, file=sys.stderr,
                        ncols=min(120, shutil.get_terminal_size((100, 24)).columns),
                        bar_format="{desc} {bar} {n:.1f}/{total:.1f}s")
-        ok: dict[int, int] = {}
-        offsets = [0] * len(self.procs)
-        done_called = False
+        ok: dict[Path, int] = {}
         try:
             while True:
+                # sampled before the logs are read: a client's last lines
+                # are read after it is seen gone
                 running = not self.play.done()
-                if bar is not None:
-                    for i, (proc, _) in enumerate(self.procs):
-                        # a cluster's client logs are the hosts': their lines
-                        # come through the run's HostWatch
-                        lines = self.watch.progress(proc.log) if self.watch else _progress(proc.log, offsets, i)
-                        for p in lines:
-                            ok[i] = p["ok"]
-                            bar.set_description(f"{self.cfg.system} c={self.cfg.concurrency} {p['phase']}: "
+                exited = self._all_exited()
+                for proc in self.procs:
+                    for p in self._lines(proc):
+                        if p.get("phase") == "done":
+                            self.done[proc.log] = p.get("point", 0)
+                        elif bar is not None and p.get("point", 0) == k:
+                            ok[proc.log] = p["ok"]
+                            bar.set_description(f"{cfg.system} c={cfg.concurrency} {p['phase']}: "
                                                 f"{sum(ok.values())} ok")
                             bar.n = min(total, p["elapsed_s"])
                             bar.refresh()
-                if not done_called and (not running or self._all_exited()):
-                    done_called = True
-                    if when_done:
-                        when_done()
-                if not running:
+                if all(self.done.get(p.log, -1) >= k for p in self.procs):
                     break
+                if not running or exited:
+                    if not running:
+                        self.play.wait()  # a failed client fails the play: raised here
+                    self.fail(k)
                 system.check_alive()
-                time.sleep(0.05)
+                time.sleep(0.02)
         finally:
             if bar is not None:
                 bar.close()
+        if when_done:
+            when_done()
+
+    def fail(self, k: int) -> None:
+        """A client ended before it finished point k: the error, from its exit code and log."""
+        for proc in self.procs:
+            if self.done.get(proc.log, -1) < k and proc.pid() is None:
+                try:
+                    rc = int(proc.rc_file.read_text().strip())
+                except (OSError, ValueError):
+                    rc = None
+                raise HarnessError(f"{proc.name} failed with code {rc} (log {proc.log}): {proc.tail()}")
+        raise HarnessError(f"the clients ended before they finished point {k + 1} (logs in {self.where / 'logs'})")
+
+    def finish(self) -> None:
+        """Waits until the clients have exited and their outputs are back
+        (their playbook run's end); an error if one failed."""
         self.play.wait()
-        results = []
-        for proc, path in self.procs:
+        for proc in self.procs:
             try:
                 rc = int(proc.rc_file.read_text().strip())
             except (OSError, ValueError):
                 rc = None
-            if rc != 0 or not path.exists():
+            if rc != 0:
                 raise HarnessError(f"{proc.name} failed with code {rc} (log {proc.log}): {proc.tail()}")
-            results.append(json.loads(path.read_text()))
         self.finished = True
-        return results
+
+    def result(self, k: int) -> list[dict]:
+        """Every client's result of point k."""
+        out = []
+        for proc, path in zip(self.procs, self.results[k]):
+            if not path.exists():
+                raise HarnessError(f"{proc.name} wrote no result for point {k + 1} (log {proc.log}): {proc.tail()}")
+            out.append(json.loads(path.read_text()))
+        return out
 
     def stop(self) -> None:
         """Stops clients still running (an aborted run), through the playbook."""
@@ -203,10 +255,4 @@ class Clients:
             self.play.cancel()
         if self.procs and not self.finished:
             self.finished = True  # once
-            self.deployer.stop_clients([p for p, _ in self.procs])
-
-
-def _progress(log: Path, offsets: list[int], i: int) -> list[dict]:
-    """New `progress {json}` lines of a client's log since the last look."""
-    lines, offsets[i] = new_progress(log, offsets[i])
-    return lines
+            self.deployer.stop_clients(self.procs)

@@ -73,19 +73,14 @@ def estimate_s(groups: list[list[Rep]]) -> float:
                for g in groups)
 
 
-def level(p: experiments.Point) -> tuple:
-    """What a point shares with the other systems' points it is compared
-    with: all but its system."""
-    return p.experiment, p.workload, p.variant, p.sweep_field, str(p.sweep_value)
-
-
 def curve(p: experiments.Point) -> tuple:
-    """A sweep over what one start of the servers serves in turn (run.py,
-    SERIES_FIELDS): the points of a curve, but their system and level; any
-    other point is a curve of its own level."""
-    if p.sweep_field in SERIES_FIELDS:
-        return p.experiment, p.workload, p.variant, p.sweep_field
-    return level(p)
+    """Points one start of the servers may serve in turn, but their system:
+    those of one experiment whose settings differ only in what a series
+    may change (run.py, SERIES_FIELDS): a sweep's levels, or variants that
+    differ in load and NAPI placement only (the calibration's unloaded and
+    loaded points)."""
+    rest = {k: v for k, v in p.fields.items() if k not in SERIES_FIELDS}
+    return p.experiment, p.workload, json.dumps(rest, sort_keys=True, default=str)
 
 
 def schedule(reps: list[Rep]) -> list[Rep]:
@@ -252,14 +247,12 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
                 entries[r.key]["attempts"] += 1
             if bar is not None:
                 bar.set_description(group[0].key[-48:])
-            clock = [time.monotonic()]
+            t0 = time.monotonic()
             recorded: list[int] = []
 
-            def on_point(i: int, outcome) -> None:
+            def on_point(i: int, outcome, elapsed_s: float) -> None:
                 recorded.append(i)
-                now = time.monotonic()
-                record(group[i], outcome, now - clock[0])
-                clock[0] = now
+                record(group[i], outcome, elapsed_s)
                 if i + 1 < len(group) and bar is not None:
                     bar.set_description(group[i + 1].key[-48:])
             try:
@@ -275,7 +268,7 @@ def run_points(run_dir: Path, points: list[experiments.Point], testbed=None, inv
             except Exception as exc:  # noqa: BLE001 - a series of one raises its point's error
                 if len(group) > 1:
                     raise
-                record(group[0], exc, time.monotonic() - clock[0])
+                record(group[0], exc, time.monotonic() - t0)
     finally:
         if bar is not None:
             bar.close()

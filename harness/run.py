@@ -118,14 +118,18 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
     Nothing is made for a run that cannot start (a bad configuration or
     inventory, no permission); a run that fails once started keeps its
     directory with a summary.json saying what failed where."""
-    return execute_series([(cfg, out)], out, show_progress, testbed, data_cache)[0]
+    outcome = execute_series([(cfg, out)], out, show_progress, testbed, data_cache)[0]
+    if isinstance(outcome, BaseException):  # measured, then failed a check: its summary says so
+        raise outcome
+    return outcome
 
 
 # What may differ between consecutive points served by one start of the
-# servers (Series): the load. Everything else (system, workload, data,
-# build flags, placement, faults, neighbour, durations) is the servers' or
-# the run's, and a point that changes it starts servers of its own.
-SERIES_FIELDS = ("concurrency", "rate")
+# servers (Series): the load, and where the testbed's receive work runs
+# (NAPI, set between two points). Everything else (system, workload, data,
+# build flags, faults, neighbour, durations) is the servers' or the run's,
+# and a point that changes it starts servers of its own.
+SERIES_FIELDS = ("concurrency", "rate", "napi")
 
 
 def series_span_s(cfgs: list[RunConfig]) -> float | None:
@@ -136,8 +140,13 @@ def series_span_s(cfgs: list[RunConfig]) -> float | None:
 
 
 def series_key(cfg: RunConfig) -> str:
-    """Equal for configurations one start of the servers may serve in turn."""
-    return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in SERIES_FIELDS}, sort_keys=True)
+    """Equal for configurations one start of the servers may serve in turn.
+    A point with injected faults or a colocated neighbour is served alone:
+    what those measure (drops, the neighbour's rate) is taken around one
+    point's clients."""
+    alone = SERIES_FIELDS if (cfg.faults or cfg.neighbour) else ()
+    return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in SERIES_FIELDS or k in alone},
+                      sort_keys=True)
 
 
 def execute_series(points: list[tuple[RunConfig, Path]], sdir: Path, show_progress: bool | None = None,
@@ -151,13 +160,19 @@ def execute_series(points: list[tuple[RunConfig, Path]], sdir: Path, show_progre
     check failed), the points after it get servers of their own, in
     sdir.2, ...
     A series of one is `harness run`: it raises its point's error.
-    Returns, and hands to on_point(i, outcome) as each ends, each point's
-    summary or the exception it failed with."""
+    Returns, and hands to on_point(i, outcome, elapsed_s) as each is
+    concluded, each point's summary or the exception it failed with, and
+    the wall time it took (Series.run)."""
     keys = {series_key(c) for c, _ in points}
     if len(keys) != 1:
         raise HarnessError("the points of a series must differ in " + ", ".join(SERIES_FIELDS) + " only")
     outcomes: list[dict | BaseException] = []
     attempt = 0
+
+    def concluded(outcome, elapsed_s: float) -> None:
+        outcomes.append(outcome)
+        if on_point:
+            on_point(len(outcomes) - 1, outcome, elapsed_s)
     while len(outcomes) < len(points):
         rest = points[len(outcomes):]
         attempt += 1
@@ -165,20 +180,12 @@ def execute_series(points: list[tuple[RunConfig, Path]], sdir: Path, show_progre
         where = Path(rest[0][1]) if len(rest) == 1 else Path(sdir) if attempt == 1 else Path(f"{sdir}.{attempt}")
         series = Series(rest, where, show_progress, testbed, data_cache)
         try:
-            for i, (cfg, out) in enumerate(rest):
-                try:
-                    outcome = series.execute(i, cfg, out)
-                except KeyboardInterrupt:
-                    raise
-                except BaseException as exc:  # noqa: BLE001 - the next points still run
-                    if len(points) == 1:
-                        raise
-                    outcome = exc
-                outcomes.append(outcome)
-                if on_point:
-                    on_point(len(outcomes) - 1, outcome)
-                if series.broken:
-                    break
+            series.run(concluded)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            if len(points) == 1:
+                raise
         finally:
             try:
                 series.close()
@@ -193,30 +200,33 @@ def execute_series(points: list[tuple[RunConfig, Path]], sdir: Path, show_progre
 
 
 class Series:
-    """Consecutive points of one system served by one start of its servers:
-    a sweep over concurrency or offered rate measures its windows without a
-    server start and stop (and dint's XDP compile) per point.
+    """Consecutive points of one system served by one start of its servers
+    and by one start of its clients: a sweep over concurrency or offered
+    rate measures its windows without a server start and stop (and dint's
+    XDP compile), a client start or a playbook run of its own per point.
 
-    Each point runs its clients as a run of its own would (its directory
-    holds what a run's does), with its own client seeds (the k-th point of
-    every system's series draws the same: processes.Clients). With one
-    point, the servers stop after it and the verdict comes from their dumps
-    at stop. With more, each point ends with a checkpoint, taken by its
-    clients' playbook run once they have finished (deploy/clients.yml): with
-    no request in flight, every server writes its store dump and log and
-    serves on (System.checkpoint); those files go into the point's logs/,
-    and
+    Every point runs as a run would (its directory holds what a run's
+    does), with its own client seeds (the k-th point of every system's
+    series draws the same: processes.Clients). Each client process runs
+    the points one after the other (harness/loadgen.py, run_series). Once
+    every client has finished a point but the last, one playbook run
+    (deploy/checkpoint.yml) has every server write its store dump and log
+    with no request in flight while it serves on (System.checkpoint), and
+    then tells the clients to go on; the last point's files are those the
+    servers write at stop (a run's, for a point served alone). Those files
+    go into the point's logs/, and
     - its server counters are the difference between the stats lines
-      printed with its checkpoint and the previous one (from the start for
-      the first point); its CPU cost comes from the lines around its window,
-      as for a run;
+      printed with its checkpoint (or at stop) and with the previous one
+      (from the start for the first point); its CPU cost comes from the
+      lines around its window, as for a run;
     - its consistency verdict is drawn from its dumps against the initial
       data and what every point of the series so far committed: the state
       carries over, and a violation first seen at a point was caused by it,
       since every earlier point's check passed on the same state.
-    A point whose check fails, whose checkpoint is not written, or during
-    which a server died leaves the servers `broken`: they stop, and the
-    points after it start anew (execute_series)."""
+    The points' summaries are drawn once the clients are done. A point whose
+    check fails, whose checkpoint is not written, or during which a server
+    died leaves the servers `broken`: the points after it are measured
+    again on servers of their own (execute_series)."""
 
     def __init__(self, points: list[tuple[RunConfig, Path]], sdir: Path, show_progress: bool | None,
                  testbed: Testbed | None, data_cache: Path | None):
@@ -230,7 +240,7 @@ class Series:
         self.stack = contextlib.ExitStack()
         self.system = None
         self.schema = None
-        self.napi = None
+        self.napi: list[dict | None] = [None] * len(points)  # each point's NAPI placement, as set
         self.started = False
         self.broken: str | None = None
         # what the points so far did to the servers' state (the consistency check)
@@ -259,118 +269,220 @@ class Series:
         progress.phase = "servers ready"
         if self.testbed is not None:
             self.stack.callback(self.testbed.reset_napi)  # before the servers stop (again: a no-op)
-            self.napi = self.testbed.set_napi(cfg.napi)
+        self.set_napi(0)
+
+    def set_napi(self, k: int) -> None:
+        """Point k's NAPI placement, set before its clients start (the
+        servers idle between two points)."""
+        mode = self.points[k][0].napi
+        if self.testbed is None:
+            self.napi[k] = {"mode": mode, "set": False,
+                            "note": "a cluster's interrupt placement is the hosts' own (not set by the harness)"}
+        elif k and mode == self.points[k - 1][0].napi:
+            self.napi[k] = self.napi[k - 1]
         else:
-            self.napi = {"mode": cfg.napi, "set": False,
-                         "note": "a cluster's interrupt placement is the hosts' own (not set by the harness)"}
+            self.napi[k] = self.testbed.set_napi(mode)
 
     def close(self) -> None:
         """Stops the servers (resets NAPI first), and a testbed of its own."""
         self.stack.close()
 
-    # -- a point -------------------------------------------------------------
-    def execute(self, k: int, cfg: RunConfig, out: Path) -> dict:
-        """Point k (0-based) into out: as execute() for a run, nothing made
-        for a point that cannot start, a summary.json saying what failed for
-        one that failed once started."""
-        cfg.validate()
+    # -- the points ----------------------------------------------------------
+    def run(self, concluded) -> None:
+        """Measures the points; hands each one's outcome (its summary, or
+        the exception it failed with) and the wall time it took to
+        concluded(outcome, elapsed_s), in order, up
+        to the last one whose servers were still sound (self.broken says
+        why the rest were not concluded; their directories go). A point that
+        cannot start (a bad configuration) makes nothing; one that failed
+        once started keeps a summary.json saying what failed where. Raises
+        what made the series fail. A point's wall time runs from the end of
+        the one before (the series' start for the first) to the end of its
+        checkpoint; the last point's to its conclusion (the summaries of
+        all are drawn then)."""
+        t0 = time.monotonic()
         inv = self.inv
-        faults.check_inventory(cfg.faults, inv)
-        check_can_run(inv, out)
-        limits.check_memory(cfg, inv, Path(out), self.span_s)
-        made = not Path(out).exists()
-        out = prepare_out(out)
+        for cfg, out in self.points:
+            cfg.validate()
+            faults.check_inventory(cfg.faults, inv)
+            check_can_run(inv, out)
+            limits.check_memory(cfg, inv, Path(out), self.span_s)
+        made = [not Path(out).exists() for _, out in self.points]
+        outs = [prepare_out(out) for _, out in self.points]
         progress = Progress()
-        if self.system is not None:
-            progress.system = self.system
+        self.partial: list[tuple] = []
+        self.ends: list[float] = []  # when each point's checkpoint was over
+        self.clients = None
+
+        def elapsed(i: int) -> float:
+            end = self.ends[i] if i < len(self.ends) and i + 1 < len(outs) else time.monotonic()
+            return end - (self.ends[i - 1] if i else t0)
         try:
-            if not self.started:
-                self.start(progress)
-            return self._execute(k, cfg, out, progress)
+            self.start(progress)
+            self.describe()
+            self.measure(progress)
         except BaseException as exc:
-            self.broken = self.broken or f"point {out.name} failed"
+            failed = min(len(self.partial), len(outs) - 1)
+            self.broken = self.broken or f"point {outs[failed].name} failed"
             if not self.checkpoints:
                 # the servers stop before the failed summary (their last counters in it)
                 with contextlib.suppress(Exception):
                     self.close()
-            if (out / "summary.json").exists():
-                raise  # measured, then failed a check: its summary says so
-            if made and progress.phase == "preparing" and not any(out.iterdir()):
+            for i in range(failed):  # measured, each ended by its checkpoint
+                try:
+                    outcome = self.conclude(i, *self.measured(i))
+                except HarnessError as e:
+                    outcome = e
+                concluded(outcome, elapsed(i))
+            out, cfg = outs[failed], self.points[failed][0]
+            if made[failed] and progress.phase == "preparing" and not any(out.iterdir()):
                 out.rmdir()
-            else:
+            elif not (out / "summary.json").exists():
                 write_failed_summary(out, cfg, exc, progress)
+            for later in outs[failed + 1:]:
+                self.unmade(later)
+            if len(outs) > 1:  # a run (a series of one) raises its error only
+                concluded(exc, time.monotonic() - (self.ends[failed - 1] if failed else t0))
             raise
+        for i in range(len(self.points)):
+            try:
+                outcome = self.conclude(i, *self.measured(i))
+            except HarnessError as exc:  # its clients' results are missing
+                self.broken = self.broken or f"point {outs[i].name} has no results"
+                write_failed_summary(outs[i], self.points[i][0], exc, progress)
+                outcome = exc
+            concluded(outcome, elapsed(i))
+            if self.broken:
+                for later in outs[i + 1:]:
+                    self.unmade(later)
+                return
 
-    def _execute(self, k: int, cfg: RunConfig, out: Path, progress: Progress) -> dict:
+    def unmade(self, out: Path) -> None:
+        """A point of a broken series not concluded: what its measurement
+        left goes (it is measured again on servers of its own)."""
+        if not (out / "summary.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+
+    def describe(self) -> None:
+        """What every point's directory holds before its clients start."""
+        inv, system = self.inv, self.system
+        for k, (cfg, out) in enumerate(self.points):
+            out = Path(out)
+            (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            (out / "inventory.yml").write_text(yaml.safe_dump(inv.raw, sort_keys=False))
+            (out / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
+            (out / "system.json").write_text(json.dumps(system.describe(), indent=2))
+            (out / "logs").mkdir(parents=True, exist_ok=True)
+            if self.checkpoints:
+                (out / "series.json").write_text(json.dumps(self.series_info(k), indent=2))
+
+    def series_info(self, k: int) -> dict:
+        return {"index": k + 1, "points": len(self.points), "servers_dir": str(self.sdir),
+                "started_from": "the initial data" if k == 0 else
+                f"the state point {self.points[k - 1][1].name} left",
+                "rule": "consecutive points served by one start of the servers and of the clients, each ended "
+                        "by a checkpoint (harness/run.py, Series)"}
+
+    def measure(self, progress: Progress) -> None:
+        """The clients through every point, each point's checkpoint after
+        it (self.partial: per point, its links' drops, its plays' timings
+        and what its checkpoint gave)."""
         inv, system, testbed = self.inv, self.system, self.testbed
-        show_progress = self.show_progress
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        (out / "inventory.yml").write_text(yaml.safe_dump(inv.raw, sort_keys=False))
-        (out / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
-        (out / "system.json").write_text(json.dumps(system.describe(), indent=2))
-        series = None
-        if self.checkpoints:
-            series = {"index": k + 1, "points": len(self.points), "servers_dir": str(self.sdir),
-                      "started_from": "the initial data" if k == 0 else
-                      f"the state point {self.points[k - 1][1].name} left",
-                      "rule": "consecutive points served by one start of the servers, each ended by a checkpoint "
-                              "(harness/run.py, Series)"}
-            (out / "series.json").write_text(json.dumps(series, indent=2))
-        # a point's own plays (its clients, neighbours) log under its
-        # directory; a series' server plays under the series'
-        deployer = Deployer(inv, out / "ansible") if self.checkpoints else system.deployer
-        (out / "logs").mkdir(parents=True, exist_ok=True)
+        cfg = self.first
         with contextlib.ExitStack() as stack:
-            neighbours = None
-            if cfg.neighbour:
-                neighbours = Neighbours(inv, out, deployer)
-                stack.callback(neighbours.stop)
-                neighbours.start()
+            self.neighbours = None
+            if cfg.neighbour:  # a point served alone (series_key)
+                self.neighbours = Neighbours(inv, Path(self.points[0][1]), system.deployer)
+                stack.callback(self.neighbours.stop)
+                self.neighbours.start()
             # after the servers are ready, before the clients start; removed
             # (after the delayed packets have left) before the servers stop
-            injector = stack.enter_context(faults.Injector(inv, cfg.faults, cfg.seed, cfg.client_gso))
-            # a point of a series: its clients' playbook run also checkpoints the servers
-            clients = Clients(inv, cfg, out, deployer, series_index=k if self.checkpoints else 0,
-                              checkpoint=system.procs if self.checkpoints else ())
+            self.injector = stack.enter_context(faults.Injector(inv, cfg.faults, cfg.seed, cfg.client_gso))
+            clients = self.clients = Clients(inv, self.points, self.sdir, system.deployer)
             if not inv.local:
                 # a cluster's pid files and logs are the hosts': watched there
-                watch = stack.enter_context(HostWatch(inv, system.procs, out / "logs"))
+                watch = stack.enter_context(HostWatch(inv, system.procs, self.sdir / "logs"))
                 system.watch = clients.watch = watch
             stack.callback(clients.stop)
-            links = LinkDrops(testbed)
-
-            def done() -> None:
-                links.sample()
             progress.phase = "clients running"
             clients.start()
-            try:
-                results = clients.wait(system, show_progress, when_done=done)
-            except ServerDied as e:
-                progress.phase = "a server died"
-                self.broken = f"{e.name} died"
-                print(f"error: {e.name} died during the run; stopping the run", file=sys.stderr, flush=True)
-                if testbed is not None:
-                    testbed.reset_napi()
-                stop_together(clients, system)
-                raise
+            for k, (_, out) in enumerate(self.points):
+                links = LinkDrops(testbed)
+                try:
+                    clients.wait(k, system, self.show_progress, when_done=links.sample)
+                except ServerDied as e:
+                    progress.phase = "a server died"
+                    self.broken = f"{e.name} died"
+                    print(f"error: {e.name} died during the run; stopping the run", file=sys.stderr, flush=True)
+                    if testbed is not None:
+                        testbed.reset_napi()
+                    stop_together(clients, system)
+                    raise
+                timings, ckpt = {}, None
+                if k + 1 < len(self.points):
+                    # the point's checkpoint, then the clients' next point
+                    # (its NAPI placement set first); the last point's files
+                    # are the servers' at stop
+                    self.set_napi(k + 1)
+                    deployer = Deployer(inv, Path(out) / "ansible")
+                    deployer.checkpoint(system.procs, clients.procs)
+                    timings.update(deployer.timings)
+                    ckpt = self.point_counters(system.checkpoint(), Path(out))
+                self.partial.append((links, timings, ckpt))
+                self.ends.append(time.monotonic())
             progress.phase = "stopping"
-            window = (min(r["window_ns"][0] for r in results), max(r["window_ns"][1] for r in results))
-            colocation = neighbours.result(window) if neighbours else None
+            clients.finish()
+            if self.neighbours and not inv.local:
+                self.neighbours.stop()  # a cluster's logs come back with the stop
         # leaving the stack stopped the clients and the neighbours
-        timings = dict(deployer.timings)
-        if self.checkpoints:
-            stats, lines, unclean = self.point_counters(system.checkpoint(), out)
-        else:
+        self.clients_timings = dict(system.deployer.timings)
+
+    def measured(self, k: int) -> tuple:
+        """What point k's summary is drawn from: its clients' results (each
+        point's directory gets a copy of the clients' logs), what its
+        checkpoint gave, the drops, its plays' timings, the faults injected
+        and the neighbour's share."""
+        links, timings, ckpt = self.partial[k]
+        out = Path(self.points[k][1])
+        for proc in self.clients.procs:
+            if proc.log.exists() and out / "logs" != proc.log.parent:
+                shutil.copy2(proc.log, out / "logs" / proc.log.name)
+        results = self.clients.result(k)
+        window = (min(r["window_ns"][0] for r in results), max(r["window_ns"][1] for r in results))
+        colocation = self.neighbours.result(window) if self.neighbours else None
+        return results, ckpt, links.result(), timings, self.injector.result(), colocation
+
+    def conclude(self, k: int, results: list[dict], ckpt, links: dict, timings: dict, injected: dict,
+                 colocation) -> dict | BaseException:
+        """Point k's summary; the exception it failed with (its summary.json
+        says so) for one that failed a check."""
+        try:
+            return self._conclude(k, results, ckpt, links, timings, injected, colocation)
+        except HarnessError as exc:
+            return exc
+
+    def _conclude(self, k: int, results: list[dict], ckpt, links: dict, timings: dict, injected: dict,
+                  colocation) -> dict:
+        inv, system = self.inv, self.system
+        cfg, out = self.points[k][0], Path(self.points[k][1])
+        if ckpt is not None:
+            stats, lines, unclean = ckpt
+        else:  # the last point: from the servers' files and counters at stop
             self.close()  # NAPI reset, then the servers stopped
-            timings.update(system.deployer.timings)
-            stats, lines = system.stats, system.stats_lines
-            unclean = {h: "did not stop cleanly" for h, st in stats.items()
+            plays = dict(system.deployer.timings)
+            # a series' last point: its stop; a run: all its plays
+            timings = {k: v for k, v in plays.items() if k not in self.clients_timings or not self.checkpoints}
+            unclean = {h: "did not stop cleanly" for h, st in system.stats.items()
                        if st is None or st.get("clean") is False}
+            stats = {h: counters_since(st, self.base.get(h)) for h, st in system.stats.items()}
+            lines = system.stats_lines
+            if self.checkpoints:
+                self.copy_files(out)
         (out / "ansible").mkdir(exist_ok=True)
         (out / "ansible" / "timings.json").write_text(json.dumps(timings, indent=1))
         hist = metrics.merge(metrics.decode(r["histogram"]) for r in results)
-        summary, txn_hists = summarize(cfg, results, hist, stats, placement(inv, system.polls), self.napi, LATE_NS,
-                                       injector.result(), links.result())
+        summary, txn_hists = summarize(cfg, results, hist, stats, placement(inv, system.polls), self.napi[k], LATE_NS,
+                                       injected, links)
         # from the servers' own stats lines around the clients' window (their
         # logs: fetched back at stop, or at the checkpoint, on a cluster)
         cost_now = cost.per_op(system.name, lines, cost.client_window(results))
@@ -378,7 +490,7 @@ class Series:
         summary.server_cost = cost_now
         summary.schema = str(self.schema)
         summary.neighbour = colocation
-        summary.series = series
+        summary.series = self.series_info(k) if self.checkpoints else None
         (out / "histogram.hdr").write_text(metrics.encode(hist) + "\n")
         for name, h in txn_hists.items():
             (out / f"histogram-txn-{name}.hdr").write_text(metrics.encode(h) + "\n")
@@ -418,8 +530,7 @@ class Series:
         stats line at this checkpoint less the one at the last), its stats
         lines so far (the cost's samples), and {host: why} for those whose
         files were not written. The dump, log and server log of each host
-        are copied into the point's logs/ (the servers write over theirs at
-        the next checkpoint)."""
+        are copied into the point's logs/ (copy_files)."""
         stats, lines, unclean = {}, {}, {}
         for host in self.inv.servers:
             t = taken[host.name]
@@ -429,11 +540,17 @@ class Series:
             stats[host.name] = counters_since(end, self.base.get(host.name))
             self.base[host.name] = end
             lines[host.name] = t["lines"]
+        self.copy_files(out)
+        return stats, lines, unclean
+
+    def copy_files(self, out: Path) -> None:
+        """Each server's dump, log and server log as they are now into the
+        point's logs/ (the servers write over theirs at the next checkpoint)."""
+        for host in self.inv.servers:
             files = self.system.files(host)
             for src in (files["dump"], files["log"], self.sdir / "logs" / f"server-{host.name}.log"):
                 if src.exists():
                     shutil.copy2(src, out / "logs" / src.name)
-        return stats, lines, unclean
 
     def count(self, txns: dict) -> None:
         """Adds a point's transactions to what the series has committed."""

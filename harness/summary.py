@@ -328,7 +328,8 @@ def _one_line(s: dict) -> str:
                 f"requests {s['throughput_per_s']:,.0f}/s  "
                 f"{f'lock ops {lock_ops:,.0f}/s  ' if lock_ops else ''}errors {s['errors']}  "
                 f"client cpu {s['client_cpu_util']:.0%}{sat}")
-    keys = f" keys={s['config']['key_dist']}" if s["config"].get("key_dist", "uniform") != "uniform" else ""
+    cfg = s.get("config") or {}  # (a summary written before runs recorded their config has none)
+    keys = f" keys={cfg['key_dist']}" if cfg.get("key_dist", "uniform") != "uniform" else ""
     return (f"{s['system']:>6} {s['workload']}{keys} c={s['concurrency']} napi={_napi(s)}: "
             f"{s['throughput_per_s']:,.0f}/s  p50 {lat['p50']} us  p99 {lat['p99']} us  "
             f"errors {s['errors']}  client cpu {s['client_cpu_util']:.0%}{sat}")

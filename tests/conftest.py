@@ -51,6 +51,24 @@ class LoopbackServer(threading.Thread):
         self.sock.close()
 
 
+class EchoServer(LoopbackServer):
+    """Answers every dint request on 127.0.0.1 (readiness pings included):
+    OK, unless a subclass's answer() says otherwise."""
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            self.answer(data, peer)
+
+    def answer(self, data: bytes, peer) -> None:
+        reply = bytearray(data)
+        reply[4] = Status.OK
+        self.sock.sendto(bytes(reply), peer)
+
+
 def run_window(loop, seconds: float, warmup: float, drain_s: float) -> None:
     """Runs a native loop (Loop, or an Executor) through a warm-up and a
     measured window, then lets what is in flight finish (up to drain_s)."""

@@ -193,10 +193,21 @@ def point_series(execute):
         broken = None
 
         def __init__(self, points, sdir, show_progress, testbed, data_cache):
+            self.points = points
             self.kw = {"show_progress": show_progress, "testbed": testbed, "data_cache": data_cache}
 
-        def execute(self, k, cfg, out):
-            return execute(cfg, out, **self.kw)
+        def run(self, concluded):
+            # each point concluded as it ends; one that fails is concluded
+            # and ends the series (as a server that died does)
+            for cfg, out in self.points:
+                try:
+                    outcome = execute(cfg, out, **self.kw)
+                except HarnessError as exc:
+                    if len(self.points) == 1:
+                        raise  # a run raises its error only
+                    concluded(exc, 0.0)
+                    continue
+                concluded(outcome, 0.0)
 
         def close(self):
             pass
@@ -282,7 +293,9 @@ def test_an_interrupted_point_is_pending_and_runs_on_resume(tmp_path, tiny_file,
     calls = []
     monkeypatch.setattr(harness_run, "Series", point_series(fake_execute(calls)))
     reproduce.run_points(run, pts, progress=False, log=lambda m: None)
-    assert calls == [p.name for p in pts]
+    # in schedule order: each system's unloaded and loaded points, one series
+    assert calls == [r.key for r in reproduce.schedule([reproduce.Rep(p, 1, p.name) for p in pts])]
+    assert calls[:2] == ["calibration__unloaded__dint", "calibration__loaded__dint"]
 
 
 def test_table_has_one_row_per_point(fake_run, tiny_file):

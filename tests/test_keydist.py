@@ -91,9 +91,9 @@ def client_load(system: str, key_dist: str, workload: str = "kv", **kw) -> LoadS
     """What client 1 of a run of this system is given (harness/processes.py)."""
     cfg = RunConfig(system=system, workload=workload, key_dist=key_dist, keys=500, requests=2000,
                     **kw).validate()
-    clients = Clients(inv=None, cfg=cfg, out=".", deployer=None)
+    clients = Clients(inv=None, points=[(cfg, ".")], where=".", deployer=None)
     host = types.SimpleNamespace(name="c0", address="10.0.0.1")
-    return clients.spec(1, host, (("10.0.0.2", 1), ("10.0.0.3", 1), ("10.0.0.4", 1))).load
+    return clients.spec(0, 1, host, (("10.0.0.2", 1), ("10.0.0.3", 1), ("10.0.0.4", 1))).load
 
 
 @pytest.mark.parametrize("spec", ["uniform", "nurand:1048575", "zipf:0.9"])

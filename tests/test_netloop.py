@@ -13,10 +13,10 @@ from harness._netloop import WINDOW, Loop
 from harness.protocol import Op, Status, pack, unpack
 from workloads import RequestStream, echo
 
-from conftest import LoopbackServer, run_window
+from conftest import EchoServer, run_window
 
 
-class FaultyEcho(LoopbackServer):
+class FaultyEcho(EchoServer):
     """Answers dint echo requests on 127.0.0.1, with optional faults."""
 
     def __init__(self, drop_first_every: int = 0, duplicate: bool = False, silent_key: int | None = None,
@@ -31,30 +31,25 @@ class FaultyEcho(LoopbackServer):
         self.acks: list[tuple[int, int]] = []  # (seq, ack) of every datagram received
         self.received = 0
 
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            self.received += 1
-            msg = unpack(data)
-            self.txns.setdefault(msg.seq, set()).add(msg.txn)
-            self.acks.append((msg.seq, msg.ack))
-            if msg.key == self.silent_key:
-                continue
-            if self.drop_first_every and msg.seq % self.drop_first_every == 0 and msg.seq not in self.seen:
-                self.seen.add(msg.seq)
-                continue
-            if self.received <= self.slow_first[0]:
-                time.sleep(self.slow_first[1])
-            reply = bytearray(data)
-            reply[4] = self.status
-            if self.busy_first_every and msg.seq % self.busy_first_every == 0 and msg.seq not in self.busy_seen:
-                self.busy_seen.add(msg.seq)
-                reply[4] = Status.RETRY
-            for _ in range(2 if self.duplicate else 1):
-                self.sock.sendto(bytes(reply), peer)
+    def answer(self, data: bytes, peer) -> None:
+        self.received += 1
+        msg = unpack(data)
+        self.txns.setdefault(msg.seq, set()).add(msg.txn)
+        self.acks.append((msg.seq, msg.ack))
+        if msg.key == self.silent_key:
+            return
+        if self.drop_first_every and msg.seq % self.drop_first_every == 0 and msg.seq not in self.seen:
+            self.seen.add(msg.seq)
+            return
+        if self.received <= self.slow_first[0]:
+            time.sleep(self.slow_first[1])
+        reply = bytearray(data)
+        reply[4] = self.status
+        if self.busy_first_every and msg.seq % self.busy_first_every == 0 and msg.seq not in self.busy_seen:
+            self.busy_seen.add(msg.seq)
+            reply[4] = Status.RETRY
+        for _ in range(2 if self.duplicate else 1):
+            self.sock.sendto(bytes(reply), peer)
 
 
 def make_loop(server, stream: RequestStream, concurrency=4, timeout_ms=20, retries=3, stamp_txn=False,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 
 import pytest
 
@@ -33,11 +35,12 @@ def test_a_series_serves_every_point_from_one_start(testbed, test_inventory_path
     sdir = tmp_path / "servers"
     outcomes = execute_series(points, sdir, show_progress=False, testbed=testbed)
     assert all(isinstance(o, dict) for o in outcomes), outcomes
-    # one start, one stop; each point's clients and the checkpoint after them
-    # in one playbook run
-    assert [p.split("-", 1)[1] for p in plays(sdir)] == ["servers-start", "servers-stop"]
+    # one start and one stop of the servers and of the clients; a
+    # checkpoint (and the clients' go) between the two points, one playbook
+    # run; the last point's files are the servers' at stop
+    assert [p.split("-", 1)[1] for p in plays(sdir)] == ["servers-start", "clients-run", "servers-stop"]
     for i, ((_, out), s) in enumerate(zip(points, outcomes)):
-        assert plays(out) == ["01-clients-run"]
+        assert plays(out) == ["01-checkpoint"] if i == 0 else not (out / "ansible" / "artifacts").exists()
         assert s["series"]["index"] == i + 1 and s["series"]["points"] == 2
         assert json.loads((out / "series.json").read_text()) == s["series"]
         c = s["consistency"]
@@ -49,16 +52,16 @@ def test_a_series_serves_every_point_from_one_start(testbed, test_inventory_path
         for h in ("s0", "s1", "s2"):
             assert (out / "logs" / f"store-{h}.snap").exists() and (out / "logs" / f"server-{h}.log").exists()
         timings = json.loads((out / "ansible" / "timings.json").read_text())
-        assert set(timings) == {"01-clients-run"}
-    # each point's counters are its own: together they make the servers' totals
-    # up to the second checkpoint
+        assert [k.split("-", 1)[1] for k in timings] == (["checkpoint"] if i == 0 else ["servers-stop"])
+        # the clients' log, one process through both points
+        assert (out / "logs" / "client-1.log").read_text().count('"phase": "done"') == 2
+    # each point's counters are its own: together they make the servers'
+    # totals at stop
     for h in ("s0", "s1", "s2"):
         lines = [json.loads(ln.split(" ", 1)[1]) for ln in (sdir / "logs" / f"server-{h}.log").read_text().splitlines()
-                 if ln.startswith(("stats ", "checkpoint "))]
-        kinds = [ln.get("ok") is not None and "write_ms" in ln for ln in lines]
-        at_second = lines[[i for i, k in enumerate(kinds) if k][1] - 1]
-        assert outcomes[0]["servers"][h]["rx"] + outcomes[1]["servers"][h]["rx"] == at_second["rx"]
-        assert outcomes[1]["servers"][h]["rx"] < at_second["rx"]
+                 if ln.startswith("stats ")]
+        assert outcomes[0]["servers"][h]["rx"] + outcomes[1]["servers"][h]["rx"] == lines[-1]["rx"]
+        assert 0 < outcomes[1]["servers"][h]["rx"] < lines[-1]["rx"]
     # the second point drew other parameters, and its dump is the state both left
     seeds = [json.loads((out / "clients" / "client-1.spec.json").read_text())["load"]["seed"] for _, out in points]
     assert seeds[1] == seeds[0] + SERIES_SEED_STRIDE
@@ -66,16 +69,43 @@ def test_a_series_serves_every_point_from_one_start(testbed, test_inventory_path
     assert sum(r.ver for r in second) > sum(r.ver for r in first)
 
 
+def test_a_series_sets_each_point_s_napi_placement(testbed, test_inventory_path, tmp_path):
+    """The calibration's unloaded (inline) and loaded (pinned) points are one
+    series: the placement is set between the two."""
+    base = {"workload": "echo", "duration_s": 0.4, "warmup_s": 0.1, "inventory": str(test_inventory_path)}
+    cfgs = [RunConfig(system="kernel", concurrency=1, napi="inline", **base).validate(),
+            RunConfig(system="kernel", concurrency=8, napi="pinned", **base).validate()]
+    assert series_key(cfgs[0]) == series_key(cfgs[1])
+    points = [(c, tmp_path / c.napi) for c in cfgs]
+    outcomes = execute_series(points, tmp_path / "servers", show_progress=False, testbed=testbed)
+    assert all(isinstance(o, dict) for o in outcomes), outcomes
+    assert [o["napi"] for o in outcomes] == ["inline", "pinned"]
+    # as set: veth's default, then threaded NAPI on the servers' cores
+    assert [{v["threaded"] for v in o["napi_placement"].values()} for o in outcomes] == [{False}, {True}]
+    assert all(o["instrument_check"]["match"] for o in outcomes)
+
+
 def test_a_server_that_dies_in_a_series_costs_its_point_only(testbed, test_inventory_path, tmp_path):
     points = [(c, tmp_path / f"c{c.concurrency}") for c in configs(test_inventory_path, "kernel", (2, 4, 8),
                                                                   duration_s=1.0)]
     sdir = tmp_path / "servers"
+    log = sdir / "logs" / "client-1.log"
 
-    def on_point(i, outcome):
-        if i == 0:
-            pid = int((sdir / "ansible" / "pids" / "s1-server.pid").read_text().split()[0])
-            os.kill(pid, signal.SIGKILL)
-    outcomes = execute_series(points, sdir, show_progress=False, testbed=testbed, on_point=on_point)
+    def kill_in_second_point():
+        # once the clients are into the second point, s1 dies
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if log.exists() and '"point": 1' in log.read_text():
+                pid = int((sdir / "ansible" / "pids" / "s1-server.pid").read_text().split()[0])
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.02)
+    killer = threading.Thread(target=kill_in_second_point)
+    killer.start()
+    try:
+        outcomes = execute_series(points, sdir, show_progress=False, testbed=testbed)
+    finally:
+        killer.join()
     assert isinstance(outcomes[0], dict) and isinstance(outcomes[2], dict), outcomes
     assert "died" in str(outcomes[1]), outcomes[1]
     failed = json.loads((points[1][1] / "summary.json").read_text())
@@ -86,13 +116,18 @@ def test_a_server_that_dies_in_a_series_costs_its_point_only(testbed, test_inven
     assert outcomes[2]["consistency"]["violations"] == 0 and outcomes[2]["instrument_check"]["match"]
 
 
-def test_a_series_key_ignores_the_load_only():
+def test_a_series_key_ignores_the_load_and_the_napi_placement_only():
     a, b = (RunConfig(system="kernel", workload="kv", concurrency=c) for c in (1, 64))
-    assert series_key(a) == series_key(b) == series_key(RunConfig(system="kernel", workload="kv", rate=5e4))
+    assert series_key(a) == series_key(b) == series_key(RunConfig(system="kernel", workload="kv", rate=5e4)) \
+        == series_key(RunConfig(system="kernel", workload="kv", napi="inline"))
     for other in ({"system": "dint"}, {"keys": 10}, {"faults": "reply-loss=1%"}, {"neighbour": True},
-                  {"duration_s": 3.0}, {"napi": "inline"}):
+                  {"duration_s": 3.0}):
         assert series_key(RunConfig(**{"system": "kernel", "workload": "kv", **other})) != series_key(a)
-    with pytest.raises(Exception, match="differ in concurrency, rate only"):
+    # a point with faults or a neighbour is served alone
+    for alone in ({"faults": "reply-loss=1%"}, {"neighbour": True}):
+        one, other = (RunConfig(system="kernel", workload="kv", concurrency=c, **alone) for c in (1, 64))
+        assert series_key(one) != series_key(other)
+    with pytest.raises(Exception, match="differ in concurrency, rate, napi only"):
         execute_series([(a, "x"), (RunConfig(system="dint", workload="kv"), "y")], "s")
 
 

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from harness import stability
-from harness.protocol import Status, unpack
 from workloads import DataSpec, LoadSpec
 
-from conftest import LoopbackServer
+from conftest import EchoServer
 
 
 def client(rates: list[float], slice_s: float = 0.25, client_id: int = 1, jitter_ns: int = 0) -> dict:
@@ -105,28 +104,13 @@ def test_the_one_line_marks_an_unstable_window_only():
 
 
 # -- a real client's series -----------------------------------------------------
-class Echo(LoopbackServer):
-    """Answers every request OK on 127.0.0.1 (readiness pings included)."""
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            unpack(data)
-            reply = bytearray(data)
-            reply[4] = Status.OK
-            self.sock.sendto(bytes(reply), peer)
-
-
 def test_a_client_result_carries_its_window_s_series():
     """The real client (harness.loadgen.drive) against a loopback echo
     server: a sample at the window's start and at every slice's end, the
     counts never going back, and the last one the window's count but for
     what was still in flight at its end."""
     from harness.loadgen import SLICE_NS, ClientSpec, drive
-    with Echo() as srv:
+    with EchoServer() as srv:
         spec = ClientSpec(client_id=77, host="local", address="127.0.0.1", dests=(srv.addr,), workload="echo",
                           load=LoadSpec(data=DataSpec(), seed=1, requests=1000, servers=1), concurrency=4,
                           warmup_s=0.3, duration_s=1.1, timeout_ms=200, max_retries=3, rto_min_ms=200,
