@@ -241,7 +241,6 @@ class Series:
         self.system = None
         self.schema = None
         self.napi: list[dict | None] = [None] * len(points)  # each point's NAPI placement, as set
-        self.started = False
         self.broken: str | None = None
         # what the points so far did to the servers' state (the consistency check)
         self.committed: dict[str, dict] = {}
@@ -264,7 +263,6 @@ class Series:
                                                              Deployer(inv, self.sdir / "ansible"))
         system.span_s = self.span_s
         progress.phase = "starting the servers"
-        self.started = True
         self.stack.enter_context(system)
         progress.phase = "servers ready"
         if self.testbed is not None:
