@@ -53,9 +53,9 @@ MAX_ATTEMPTS = 2  # the first run and one retry on resume
 # program with bcc).
 STARTUP_S = {"dint": 10.0, "kernel": 4.0, "bypass": 4.0}
 # ... and per point beyond its warm-up and window when its servers served
-# the point before (its clients' play with the checkpoint, the summary and
-# check; a median of 3.8 s in a run of the local profile)
-POINT_S = 4.5
+# the point before (the checkpoint's playbook run, the summary and check; a
+# median of 2.9 s in a run of the local profile)
+POINT_S = 3.0
 
 
 @dataclass(frozen=True)
