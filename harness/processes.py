@@ -9,6 +9,7 @@ import secrets
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from workloads import LoadSpec
@@ -135,17 +136,19 @@ class Clients:
             dests = tuple((s.address, self.inv.port) for s in self.inv.servers)
             for _ in range(self.points[0][0].clients_per_host):
                 cid += 1
-                specs, results = [], []
+                specs, plans, results = [], [], []
                 for k, (_, out) in enumerate(self.points):
+                    spec = self.spec(k, cid, host, dests)
                     spec_path = out / "clients" / f"client-{cid}.spec.json"
-                    spec_path.write_text(self.spec(k, cid, host, dests).to_json())
+                    spec_path.write_text(spec.to_json())
                     specs.append(spec_path)
+                    plans.append(asdict(spec))
                     results.append(out / "clients" / f"client-{cid}.json")
                     self.results[k].append(results[-1])
                 # (not client-N.json: that is a result)
                 plan = self.where / "clients" / f"series-client-{cid}.json"
                 plan.write_text(json.dumps({
-                    "points": [json.loads(p.read_text()) for p in specs], "results": [str(r) for r in results],
+                    "points": plans, "results": [str(r) for r in results],
                     "go_timeout_s": self.GO_TIMEOUT_S}, indent=1))
                 cmd = in_netns(host.netns, ["taskset", "-c", ",".join(map(str, host.cpus)), sys.executable,
                                             "-m", "harness.loadgen", "--series", str(plan)])
@@ -220,11 +223,7 @@ class Clients:
         """A client ended before it finished point k: the error, from its exit code and log."""
         for proc in self.procs:
             if self.done.get(proc.log, -1) < k and proc.pid() is None:
-                try:
-                    rc = int(proc.rc_file.read_text().strip())
-                except (OSError, ValueError):
-                    rc = None
-                raise HarnessError(f"{proc.name} failed with code {rc} (log {proc.log}): {proc.tail()}")
+                raise HarnessError(f"{proc.name} failed with code {_exit_code(proc)} (log {proc.log}): {proc.tail()}")
         raise HarnessError(f"the clients ended before they finished point {k + 1} (logs in {self.where / 'logs'})")
 
     def finish(self) -> None:
@@ -232,10 +231,7 @@ class Clients:
         (their playbook run's end); an error if one failed."""
         self.play.wait()
         for proc in self.procs:
-            try:
-                rc = int(proc.rc_file.read_text().strip())
-            except (OSError, ValueError):
-                rc = None
+            rc = _exit_code(proc)
             if rc != 0:
                 raise HarnessError(f"{proc.name} failed with code {rc} (log {proc.log}): {proc.tail()}")
         self.finished = True
@@ -256,3 +252,11 @@ class Clients:
         if self.procs and not self.finished:
             self.finished = True  # once
             self.deployer.stop_clients(self.procs)
+
+
+def _exit_code(proc: ProcSpec) -> int | None:
+    """A client's exit code, from its rc file (None: not written)."""
+    try:
+        return int(proc.rc_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
