@@ -284,15 +284,6 @@ class Deployer:
         return self.start_playbook("clients.yml", label, {"dint_action": "run", "dint_procs": self._by_host(procs)},
                                    procs=procs)
 
-    def checkpoint(self, servers: list[ProcSpec], go: list[ProcSpec] = (), label: str = "checkpoint") -> "Play":
-        """deploy/checkpoint.yml, between two points of a series (harness/run.py,
-        Series): each server writes its dump and log while it serves on
-        (SIGUSR2, deploy/roles/procs/tasks/checkpoint.yml; a cluster host's
-        come back), then the clients in go start their next point."""
-        return self.run_playbook("checkpoint.yml", label, {
-            "dint_action": "checkpoint", "dint_procs": self._by_host(servers), "dint_go": self._by_host(go)},
-            procs=servers)
-
     def stop_clients(self, procs: list[ProcSpec], label: str = "clients-stop"):
         self.run_playbook("clients.yml", label, {"dint_action": "stop", "dint_procs": self._by_host(procs)},
                           procs=procs)
@@ -356,8 +347,7 @@ def checkout_id() -> str:
 # The extra vars every playbook run is given (deploy/*.yml), and their
 # defaults: what a play does not set is cleared.
 STAGE_INLINE_MAX = 256 * 1024  # an input file larger than this is copied apart
-PLAY_VARS = {"dint_action": "", "dint_build": [], "dint_procs": {}, "dint_residue": {}, "dint_stage": {},
-             "dint_go": {}}
+PLAY_VARS = {"dint_action": "", "dint_build": [], "dint_procs": {}, "dint_residue": {}, "dint_stage": {}}
 
 
 def pack_path(host: str, procs: list[dict]) -> Path:

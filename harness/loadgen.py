@@ -13,7 +13,7 @@ import gc
 import json
 import os
 import resource
-import signal
+import select
 import socket
 import sys
 import time
@@ -24,7 +24,7 @@ from workloads import DataSpec, LoadSpec
 
 from . import HarnessError, coord, metrics
 from ._netloop import Loop
-from .protocol import Op, Status, pack, unpack
+from .protocol import Op, Status, checkpoint_request, pack, unpack
 from .txn import Executor
 
 PING_ID_BIT = 0x80000000  # readiness pings use their own client id
@@ -307,23 +307,81 @@ def write_result(result: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
-# A series client (run_series): the signal that starts its next point, sent
-# once the servers have taken the checkpoint of the point before
-# (deploy/roles/procs/tasks/go.yml).
-GO_SIGNAL = signal.SIGUSR1
+# A series client (run_series): between two points, it polls every server
+# with its CHECKPOINT request this often (doubling from the first), until
+# each answers OK.
+BARRIER_POLL_S = (0.001, 0.01)
 
 
-def run_series(points: list[ClientSpec], results: list[str], go_timeout_s: float, progress=print) -> None:
+def checkpoint_barrier(spec: ClientSpec, epoch: int, n: int, index: int, timeout_s: float,
+                       meanwhile=None):
+    """The checkpoint after point `epoch` of a series, taken in band: this
+    client (participant `index` of `n`, every client of the series) tells
+    each of its servers it has finished the point (nothing of it is in
+    flight any more) with a CHECKPOINT request, runs `meanwhile` (the next
+    point's inputs) while the others finish and the servers write, then
+    sends it again until every server answers OK: each server answers RETRY
+    until all n have arrived and it has written its dump and log of that
+    moment (userspace/server_common.h). Returns what `meanwhile` returned.
+    One line (HarnessError) if a server refuses the request or the
+    checkpoint is not taken within timeout_s."""
+    req = checkpoint_request(epoch, n, index, spec.client_id)
+    socks = open_sockets(spec.address, spec.dests)
+    pending = {s.fileno(): (s, dest) for s, dest in zip(socks, spec.dests)}
+    try:
+        for sock in socks:
+            sock.setblocking(False)
+
+        def send() -> None:
+            for sock, _ in pending.values():
+                try:
+                    sock.send(req)
+                except (BlockingIOError, ConnectionRefusedError):
+                    pass  # sent again at the next poll
+        send()
+        got = meanwhile() if meanwhile else None
+        deadline = time.monotonic() + timeout_s
+        wait = BARRIER_POLL_S[0]
+        while pending:
+            ready, _, _ = select.select([sock for sock, _ in pending.values()], [], [], wait)
+            for sock in ready:
+                while sock.fileno() in pending:
+                    try:
+                        msg = unpack(sock.recv(2048))
+                    except (BlockingIOError, ConnectionRefusedError):
+                        break
+                    except ValueError:
+                        continue
+                    if msg.op != Op.CHECKPOINT or msg.key != epoch or msg.status in (Status.REQUEST, Status.RETRY):
+                        continue
+                    dest = "%s:%d" % pending[sock.fileno()][1]
+                    if msg.status != Status.OK:
+                        raise HarnessError(f"server {dest} refused the checkpoint after point {epoch}: "
+                                           f"{Status(msg.status).name if msg.status in Status._value2member_map_ else msg.status}")
+                    del pending[sock.fileno()]
+            if pending:
+                if time.monotonic() > deadline:
+                    names = ", ".join("%s:%d" % dest for _, dest in pending.values())
+                    raise HarnessError(f"the checkpoint after point {epoch} was not taken within {timeout_s:g} s "
+                                       f"(no OK from {names}: another client or a server is missing)")
+                send()
+                wait = min(2 * wait, BARRIER_POLL_S[1])
+        return got
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def run_series(points: list[ClientSpec], results: list[str], barrier: dict, timeout_s: float,
+               progress=print) -> None:
     """The points of a series, one after the other in this one process
-    (harness/run.py, Series): each point's result is written to its path,
-    then `progress {"phase": "done", "point": k}` is printed; the inputs
-    of the next point are generated while the harness has the servers
-    checkpoint, and the next point starts on GO_SIGNAL. Without it within
-    go_timeout_s the series is over (an error)."""
-    # Blocked (with its default action: it may come ignored from the shell
-    # that started the process), so that it stays pending until waited for.
-    signal.signal(GO_SIGNAL, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {GO_SIGNAL})
+    (harness/run.py, Series): each point's result is written to its path;
+    then, but after the last point, the clients take the checkpoint of the
+    servers together (checkpoint_barrier: `barrier` says how many clients
+    and which one this is), generating the next point's inputs meanwhile;
+    then `progress {"phase": "done", "point": k}` is printed, and the next
+    point starts at once. Without the checkpoint within timeout_s the
+    series is over (an error)."""
     inp = inputs(points[0])
     for k, spec in enumerate(points):
         result = drive(spec, progress, inp, point=k)
@@ -331,11 +389,10 @@ def run_series(points: list[ClientSpec], results: list[str], go_timeout_s: float
         write_result(result, results[k])
         del result
         release()
-        progress(f"progress {json.dumps({'phase': 'done', 'point': k})}")
         if k + 1 < len(points):
-            inp = inputs(points[k + 1])
-            if signal.sigtimedwait({GO_SIGNAL}, go_timeout_s) is None:
-                raise HarnessError(f"no signal to start point {k + 2} of {len(points)} within {go_timeout_s:g} s")
+            inp = checkpoint_barrier(spec, k + 1, barrier["n"], barrier["index"], timeout_s,
+                                     meanwhile=lambda: inputs(points[k + 1]))
+        progress(f"progress {json.dumps({'phase': 'done', 'point': k})}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = [ClientSpec.from_json(open(argv[0]).read())]
     try:
         if series:
-            run_series(specs, plan["results"], plan["go_timeout_s"], progress=lambda line: print(line, flush=True))
+            run_series(specs, plan["results"], plan["barrier"], plan["timeout_s"],
+                       progress=lambda line: print(line, flush=True))
         else:
             write_result(drive(specs[0], progress=lambda line: print(line, flush=True)), argv[1])
     except HarnessError as e:

@@ -85,13 +85,14 @@ class Clients:
     """The load-generating processes of a run or a series, one or more per
     client host, run through deploy/clients.yml: started together, their
     results and logs collected. Each process runs every point of the
-    series (harness/loadgen.py, run_series; a run is a series of one): after
-    a point it says so in its log, and starts the next once told
-    (Deployer.checkpoint, after the servers' checkpoint). Their progress
-    lines come from their logs (on a cluster, through the run's HostWatch)."""
+    series (harness/loadgen.py, run_series; a run is a series of one):
+    between two points the clients have the servers take a checkpoint
+    together, in band (loadgen.checkpoint_barrier), and each says in its log
+    that it finished the point once it is taken. Their progress lines come
+    from their logs (on a cluster, through the run's HostWatch)."""
 
-    # how long a client waits for the signal to start its next point
-    GO_TIMEOUT_S = 600.0
+    # how long a client waits for the others and the servers at a checkpoint
+    BARRIER_TIMEOUT_S = 600.0
 
     def __init__(self, inv: Inventory, points: list[tuple[RunConfig, Path]], where: Path, deployer: Deployer):
         self.inv, self.deployer = inv, deployer
@@ -132,6 +133,7 @@ class Clients:
         (self.where / "logs").mkdir(parents=True, exist_ok=True)
         cid = 0
         busy_s = sum(c.warmup_s + c.duration_s for c, _ in self.points)
+        total = len(self.inv.clients) * self.points[0][0].clients_per_host
         for host in self.inv.clients:
             dests = tuple((s.address, self.inv.port) for s in self.inv.servers)
             for _ in range(self.points[0][0].clients_per_host):
@@ -149,14 +151,14 @@ class Clients:
                 plan = self.where / "clients" / f"series-client-{cid}.json"
                 plan.write_text(json.dumps({
                     "points": plans, "results": [str(r) for r in results],
-                    "go_timeout_s": self.GO_TIMEOUT_S}, indent=1))
+                    "barrier": {"n": total, "index": cid - 1}, "timeout_s": self.BARRIER_TIMEOUT_S}, indent=1))
                 cmd = in_netns(host.netns, ["taskset", "-c", ",".join(map(str, host.cpus)), sys.executable,
                                             "-m", "harness.loadgen", "--series", str(plan)])
                 proc = ProcSpec(host.name, f"client {cid} on {host.name}", cmd,
                                 self.where / "logs" / f"client-{cid}.log",
                                 host_pidfile(self.deployer.pdir, host, f"client-{cid}"),
                                 rc_file=self.where / "clients" / f"client-{cid}.rc", grace=2.0,
-                                timeout=120 + 3 * busy_s + self.GO_TIMEOUT_S * (len(self.points) - 1),
+                                timeout=120 + 3 * busy_s + self.BARRIER_TIMEOUT_S * (len(self.points) - 1),
                                 inputs=(plan, *specs), collect=tuple(results))
                 for stale in (proc.pidfile, proc.rc_file, *results):
                     stale.unlink(missing_ok=True)

@@ -42,6 +42,7 @@ class Op(enum.IntEnum):
     ABORT = 9
     INSERT = 10
     DELETE = 11
+    CHECKPOINT = 64
 
 
 class Status(enum.IntEnum):
@@ -58,6 +59,7 @@ class Status(enum.IntEnum):
     UNKNOWN_TABLE = 10
     FULL = 11
     RETRY = 12
+    BAD_REQUEST = 13
 
 
 class Message(NamedTuple):
@@ -102,3 +104,7 @@ def unpack(data: bytes) -> Message:
     if len(data) < HEADER_LEN:
         raise ValueError(f"datagram of {len(data)} bytes is shorter than the {HEADER_LEN}-byte header")
     return Message(*HEADER.unpack_from(data), data[HEADER_LEN:])
+
+
+def checkpoint_request(epoch: int, n: int, index: int, client_id: int) -> bytes:
+    return pack(Op.CHECKPOINT, key=epoch, ver=n, txn=index, client_id=client_id)

@@ -77,8 +77,7 @@ def curve(p: experiments.Point) -> tuple:
     """Points one start of the servers may serve in turn, but their system:
     those of one experiment whose settings differ only in what a series
     may change (run.py, SERIES_FIELDS): a sweep's levels, or variants that
-    differ in load and NAPI placement only (the calibration's unloaded and
-    loaded points)."""
+    differ in load only."""
     rest = {k: v for k, v in p.fields.items() if k not in SERIES_FIELDS}
     return p.experiment, p.workload, json.dumps(rest, sort_keys=True, default=str)
 

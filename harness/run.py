@@ -125,11 +125,12 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
 
 
 # What may differ between consecutive points served by one start of the
-# servers (Series): the load, and where the testbed's receive work runs
-# (NAPI, set between two points). Everything else (system, workload, data,
-# build flags, faults, neighbour, durations) is the servers' or the run's,
-# and a point that changes it starts servers of its own.
-SERIES_FIELDS = ("concurrency", "rate", "napi")
+# servers (Series): the load. Everything else (system, workload, data, build
+# flags, where the testbed's receive work runs, faults, neighbour,
+# durations) is the servers' or the run's, and a point that changes it
+# starts servers of its own: nothing runs on the hosts between two points
+# but the clients' checkpoint, in band.
+SERIES_FIELDS = ("concurrency", "rate")
 
 
 def series_span_s(cfgs: list[RunConfig]) -> float | None:
@@ -209,12 +210,16 @@ class Series:
     does), with its own client seeds (the k-th point of every system's
     series draws the same: processes.Clients). Each client process runs
     the points one after the other (harness/loadgen.py, run_series). Once
-    every client has finished a point but the last, one playbook run
-    (deploy/checkpoint.yml) has every server write its store dump and log
-    with no request in flight while it serves on (System.checkpoint), and
-    then tells the clients to go on; the last point's files are those the
-    servers write at stop (a run's, for a point served alone). Those files
-    go into the point's logs/, and
+    every client has finished a point but the last, the clients have every
+    server take a checkpoint together, in band (a CHECKPOINT request from
+    each, loadgen.checkpoint_barrier): once all have come, each server
+    writes its store dump and log of that moment, with no request in
+    flight, to files of that checkpoint while it serves on
+    (userspace/server_common.h), and the clients start the next point;
+    nothing else runs between two points. The last point's files are those
+    the servers write at stop (a run's, for a point served alone). Once the
+    servers have stopped (a cluster's files come back then), each point's
+    files go into its logs/, and
     - its server counters are the difference between the stats lines
       printed with its checkpoint (or at stop) and with the previous one
       (from the start for the first point); its CPU cost comes from the
@@ -223,7 +228,7 @@ class Series:
       data and what every point of the series so far committed: the state
       carries over, and a violation first seen at a point was caused by it,
       since every earlier point's check passed on the same state.
-    The points' summaries are drawn once the clients are done. A point whose
+    The points' summaries are drawn once the servers have stopped. A point whose
     check fails, whose checkpoint is not written, or during which a server
     died leaves the servers `broken`: the points after it are measured
     again on servers of their own (execute_series)."""
@@ -240,7 +245,7 @@ class Series:
         self.stack = contextlib.ExitStack()
         self.system = None
         self.schema = None
-        self.napi: list[dict | None] = [None] * len(points)  # each point's NAPI placement, as set
+        self.napi: dict | None = None  # the NAPI placement the points are measured with, as set
         self.broken: str | None = None
         # what the points so far did to the servers' state (the consistency check)
         self.committed: dict[str, dict] = {}
@@ -262,24 +267,16 @@ class Series:
         system = progress.system = self.system = make_system(inv, cfg, self.sdir / "logs", self.schema, data,
                                                              Deployer(inv, self.sdir / "ansible"))
         system.span_s = self.span_s
+        system.epochs = len(self.points) - 1
         progress.phase = "starting the servers"
         self.stack.enter_context(system)
         progress.phase = "servers ready"
         if self.testbed is not None:
             self.stack.callback(self.testbed.reset_napi)  # before the servers stop (again: a no-op)
-        self.set_napi(0)
-
-    def set_napi(self, k: int) -> None:
-        """Point k's NAPI placement, set before its clients start (the
-        servers idle between two points)."""
-        mode = self.points[k][0].napi
-        if self.testbed is None:
-            self.napi[k] = {"mode": mode, "set": False,
-                            "note": "a cluster's interrupt placement is the hosts' own (not set by the harness)"}
-        elif k and mode == self.points[k - 1][0].napi:
-            self.napi[k] = self.napi[k - 1]
-        else:
-            self.napi[k] = self.testbed.set_napi(mode)
+        mode = cfg.napi  # the same for every point (series_key)
+        self.napi = (self.testbed.set_napi(mode) if self.testbed is not None else
+                     {"mode": mode, "set": False,
+                      "note": "a cluster's interrupt placement is the hosts' own (not set by the harness)"})
 
     def close(self) -> None:
         """Stops the servers (resets NAPI first), and a testbed of its own."""
@@ -308,7 +305,7 @@ class Series:
         made = [not Path(out).exists() for _, out in self.points]
         outs = [prepare_out(out) for _, out in self.points]
         progress = Progress()
-        self.partial: list[tuple] = []
+        self.partial: list = []  # per point measured: its links' drops
         self.ends: list[float] = []  # when each point's checkpoint was over
         self.clients = None
 
@@ -322,10 +319,11 @@ class Series:
         except BaseException as exc:
             failed = min(len(self.partial), len(outs) - 1)
             self.broken = self.broken or f"point {outs[failed].name} failed"
-            if not self.checkpoints:
-                # the servers stop before the failed summary (their last counters in it)
-                with contextlib.suppress(Exception):
-                    self.close()
+            # the servers stop before the summaries: the failed one's last
+            # counters, and the checkpoints' files and lines (a cluster's
+            # come back at stop)
+            with contextlib.suppress(Exception):
+                self.close()
             for i in range(failed):  # measured, each ended by its checkpoint
                 try:
                     outcome = self.conclude(i, *self.measured(i))
@@ -342,6 +340,9 @@ class Series:
             if len(outs) > 1:  # a run (a series of one) raises its error only
                 concluded(exc, time.monotonic() - (self.ends[failed - 1] if failed else t0))
             raise
+        # the checkpoints' files and lines are read once the servers have
+        # stopped (a cluster's come back then)
+        self.close()
         for i in range(len(self.points)):
             try:
                 outcome = self.conclude(i, *self.measured(i))
@@ -383,8 +384,8 @@ class Series:
 
     def measure(self, progress: Progress) -> None:
         """The clients through every point, each point's checkpoint after
-        it (self.partial: per point, its links' drops, its plays' timings
-        and what its checkpoint gave)."""
+        it, taken by the clients in band (self.partial: per point, its
+        links' drops)."""
         inv, system, testbed = self.inv, self.system, self.testbed
         cfg = self.first
         with contextlib.ExitStack() as stack:
@@ -416,17 +417,9 @@ class Series:
                         testbed.reset_napi()
                     stop_together(clients, system)
                     raise
-                timings, ckpt = {}, None
-                if k + 1 < len(self.points):
-                    # the point's checkpoint, then the clients' next point
-                    # (its NAPI placement set first); the last point's files
-                    # are the servers' at stop
-                    self.set_napi(k + 1)
-                    deployer = Deployer(inv, Path(out) / "ansible")
-                    deployer.checkpoint(system.procs, clients.procs)
-                    timings.update(deployer.timings)
-                    ckpt = self.point_counters(system.checkpoint(), Path(out))
-                self.partial.append((links, timings, ckpt))
+                # finished: its checkpoint taken (but the last's), the next
+                # point started (no playbook run between them)
+                self.partial.append(links)
                 self.ends.append(time.monotonic())
             progress.phase = "stopping"
             clients.finish()
@@ -440,15 +433,17 @@ class Series:
         point's directory gets a copy of the clients' logs), what its
         checkpoint gave, the drops, its plays' timings, the faults injected
         and the neighbour's share."""
-        links, timings, ckpt = self.partial[k]
+        links = self.partial[k]
         out = Path(self.points[k][1])
+        # but the last, whose files and counters are the servers' at stop
+        ckpt = self.point_counters(k + 1, out) if k + 1 < len(self.points) else None
         for proc in self.clients.procs:
             if proc.log.exists() and out / "logs" != proc.log.parent:
                 shutil.copy2(proc.log, out / "logs" / proc.log.name)
         results = self.clients.result(k)
         window = (min(r["window_ns"][0] for r in results), max(r["window_ns"][1] for r in results))
         colocation = self.neighbours.result(window) if self.neighbours else None
-        return results, ckpt, links.result(), timings, self.injector.result(), colocation
+        return results, ckpt, links.result(), {}, self.injector.result(), colocation
 
     def conclude(self, k: int, results: list[dict], ckpt, links: dict, timings: dict, injected: dict,
                  colocation) -> dict | BaseException:
@@ -523,12 +518,14 @@ class Series:
                                f"(details in {out / 'summary.json'}, under consistency)")
         return result
 
-    def point_counters(self, taken: dict[str, dict], out: Path) -> tuple[dict, dict, dict]:
-        """From a checkpoint: each server's counters over this point (its
-        stats line at this checkpoint less the one at the last), its stats
-        lines so far (the cost's samples), and {host: why} for those whose
-        files were not written. The dump, log and server log of each host
-        are copied into the point's logs/ (copy_files)."""
+    def point_counters(self, epoch: int, out: Path) -> tuple[dict, dict, dict]:
+        """From the checkpoint after point `epoch` (1: the first), read from
+        the stopped servers' logs: each server's counters over the point (its
+        stats line with this checkpoint less the one with the last), its
+        stats lines so far (the cost's samples), and {host: why} for those
+        whose files were not written. The dump, log and server log of each
+        host are copied into the point's logs/ (copy_files)."""
+        taken = self.system.checkpoint(epoch)
         stats, lines, unclean = {}, {}, {}
         for host in self.inv.servers:
             t = taken[host.name]
@@ -538,17 +535,22 @@ class Series:
             stats[host.name] = counters_since(end, self.base.get(host.name))
             self.base[host.name] = end
             lines[host.name] = t["lines"]
-        self.copy_files(out)
+        self.copy_files(out, epoch)
         return stats, lines, unclean
 
-    def copy_files(self, out: Path) -> None:
-        """Each server's dump, log and server log as they are now into the
-        point's logs/ (the servers write over theirs at the next checkpoint)."""
+    def copy_files(self, out: Path, epoch: int = 0) -> None:
+        """Each server's dump and log of the checkpoint after point `epoch`
+        (0: at stop), and its server log, into the point's logs/ under the
+        names a run's have."""
         for host in self.inv.servers:
-            files = self.system.files(host)
-            for src in (files["dump"], files["log"], self.sdir / "logs" / f"server-{host.name}.log"):
-                if src.exists():
-                    shutil.copy2(src, out / "logs" / src.name)
+            files = self.system.files(host, epoch)
+            plain = self.system.files(host)
+            for key in ("dump", "log"):
+                if files[key].exists():
+                    shutil.copy2(files[key], out / "logs" / plain[key].name)
+            log = self.sdir / "logs" / f"server-{host.name}.log"
+            if log.exists():
+                shutil.copy2(log, out / "logs" / log.name)
 
     def count(self, txns: dict) -> None:
         """Adds a point's transactions to what the series has committed."""

@@ -88,7 +88,10 @@ class System:
         # seconds of load the servers serve before they stop: one run's
         # (None), or a series' of points (harness/run.py, Series)
         self.span_s: float | None = None
-        self.checkpoints = 0  # taken so far (checkpoint())
+        # checkpoints the servers take (in band, between two points of a
+        # series): each writes files of its own (files(host, epoch))
+        self.epochs = 0
+        self.stopped: list[ProcSpec] = []  # the servers' specs once stopped (their logs)
 
     def command(self, host: Host) -> list[str]:
         raise NotImplementedError
@@ -101,8 +104,17 @@ class System:
             return []
         return self.schema.make_command()
 
-    def files(self, host: Host) -> dict[str, Path]:
-        return {"dump": self.logdir / f"store-{host.name}.snap", "log": self.logdir / f"log-{host.name}.dlog"}
+    def files(self, host: Host, epoch: int = 0) -> dict[str, Path]:
+        """A server's dump and log at stop, or (epoch k >= 1) those it wrote
+        at the checkpoint after point k of a series: the same paths with
+        `.k` after them (userspace/server_common.h)."""
+        suffix = f".{epoch}" if epoch else ""
+        return {"dump": self.logdir / f"store-{host.name}.snap{suffix}",
+                "log": self.logdir / f"log-{host.name}.dlog{suffix}"}
+
+    def outputs(self, host: Host) -> tuple[Path, ...]:
+        """Every file a server writes: at stop and at each checkpoint."""
+        return tuple(f for e in range(self.epochs + 1) for f in self.files(host, e).values())
 
     @property
     def clients(self) -> int:
@@ -171,7 +183,7 @@ class System:
                 host.name, f"{self.name} server on {host.name}", self.launch(host),
                 self.logdir / f"server-{host.name}.log", host_pidfile(self.deployer.pdir, host, "server"),
                 ready="ready", timeout=READY_TIMEOUT_S, grace=STOP_GRACE_S,
-                inputs=(self.data,) if self.data else (), collect=(f["dump"], f["log"])))
+                inputs=(self.data,) if self.data else (), collect=self.outputs(host)))
         return specs
 
     def pids(self) -> list[int]:
@@ -191,6 +203,9 @@ class System:
         self.procs = self.proc_specs()
         for spec in self.procs:
             spec.pidfile.unlink(missing_ok=True)
+        for host in self.inv.servers:  # an earlier start's: never read as this one's
+            for f in self.outputs(host):
+                f.unlink(missing_ok=True)
         try:
             self.deployer.start_servers(self.procs, build=self.build_command(), check=True)
         except ResidueError:
@@ -214,7 +229,7 @@ class System:
                 lines = spec.stats_lines()
                 self.stats[host.name] = lines[-1] if lines else None
                 self.stats_lines[host.name] = [line for line in lines if line]
-            self.procs = []
+            self.stopped, self.procs = self.procs, []
         return self.stats
 
     def live_stats(self, timeout_s: float = 3.0) -> dict[str, dict | None]:
@@ -230,32 +245,29 @@ class System:
             out[host.name] = lines[-1]
         return out
 
-    def checkpoint(self) -> dict[str, dict]:
-        """The checkpoint the clients' playbook run just took
-        (processes.Clients, deploy/clients.yml): every server wrote its dump
-        and log (files()) while it served on (SIGUSR2), with no request in
-        flight. Returns {host: {"checkpoint": its checkpoint line, "stats":
-        the stats line printed with it, "lines": its stats lines until
-        then}}, the checkpoint line {"ok": false, "error": ...} for one that
-        did not say it wrote both."""
-        self.checkpoints += 1
+    def checkpoint(self, epoch: int) -> dict[str, dict]:
+        """The checkpoint after point `epoch` of a series, as each server's
+        log tells it (read once the servers have stopped): every server
+        wrote its dump and log (files(host, epoch)) while it served on, with
+        no request in flight (the clients took it in band: processes.Clients).
+        Returns {host: {"checkpoint": its checkpoint line, "stats": the
+        stats line printed with it, "lines": its stats lines until then}},
+        the checkpoint line {"ok": false, "error": ...} for one that did
+        not say it wrote both."""
         out = {}
-        for host, spec in zip(self.inv.servers, self.procs):
+        for host, spec in zip(self.inv.servers, self.procs or self.stopped):
             stats: list[dict] = []
-            taken = 0
             for kind, line in spec.tagged_lines():
-                if kind == "checkpoint":
-                    taken += 1
-                    if taken == self.checkpoints:
-                        ok = isinstance(line, dict) and line.get("ok") is True
-                        out[host.name] = {"checkpoint": line if ok else {
-                            "ok": False, "error": (line or {}).get("error", "it said its files were not written")},
-                            "stats": stats[-1] if stats else None, "lines": stats}
-                        break
-                elif line is not None:
+                if kind == "checkpoint" and isinstance(line, dict) and line.get("epoch") == epoch:
+                    ok = line.get("ok") is True
+                    out[host.name] = {"checkpoint": line if ok else {
+                        "ok": False, "error": line.get("error", "it said its files were not written")},
+                        "stats": stats[-1] if stats else None, "lines": stats}
+                    break
+                if kind == "stats" and line is not None:
                     stats.append(line)
             else:
-                out[host.name] = {"checkpoint": {"ok": False, "error": f"no checkpoint line in {spec.log}"},
+                out[host.name] = {"checkpoint": {"ok": False, "error": f"no checkpoint {epoch} in {spec.log}"},
                                   "stats": None, "lines": stats}
         return out
 

@@ -35,12 +35,17 @@ def test_a_series_serves_every_point_from_one_start(testbed, test_inventory_path
     sdir = tmp_path / "servers"
     outcomes = execute_series(points, sdir, show_progress=False, testbed=testbed)
     assert all(isinstance(o, dict) for o in outcomes), outcomes
-    # one start and one stop of the servers and of the clients; a
-    # checkpoint (and the clients' go) between the two points, one playbook
-    # run; the last point's files are the servers' at stop
+    # one start and one stop of the servers and of the clients; between
+    # the two points no playbook run (the clients take the checkpoint in
+    # band); the last point's files are the servers' at stop
     assert [p.split("-", 1)[1] for p in plays(sdir)] == ["servers-start", "clients-run", "servers-stop"]
+    for h in ("s0", "s1", "s2"):
+        assert (sdir / "logs" / f"store-{h}.snap.1").exists() and not (sdir / "logs" / f"store-{h}.snap.2").exists()
+        epochs = [json.loads(ln.split(" ", 1)[1])["epoch"]
+                  for ln in (sdir / "logs" / f"server-{h}.log").read_text().splitlines() if ln.startswith("checkpoint ")]
+        assert epochs == [1]
     for i, ((_, out), s) in enumerate(zip(points, outcomes)):
-        assert plays(out) == ["01-checkpoint"] if i == 0 else not (out / "ansible" / "artifacts").exists()
+        assert not (out / "ansible" / "artifacts").exists()
         assert s["series"]["index"] == i + 1 and s["series"]["points"] == 2
         assert json.loads((out / "series.json").read_text()) == s["series"]
         c = s["consistency"]
@@ -52,7 +57,7 @@ def test_a_series_serves_every_point_from_one_start(testbed, test_inventory_path
         for h in ("s0", "s1", "s2"):
             assert (out / "logs" / f"store-{h}.snap").exists() and (out / "logs" / f"server-{h}.log").exists()
         timings = json.loads((out / "ansible" / "timings.json").read_text())
-        assert [k.split("-", 1)[1] for k in timings] == (["checkpoint"] if i == 0 else ["servers-stop"])
+        assert [k.split("-", 1)[1] for k in timings] == ([] if i == 0 else ["servers-stop"])
         # the clients' log, one process through both points
         assert (out / "logs" / "client-1.log").read_text().count('"phase": "done"') == 2
     # each point's counters are its own: together they make the servers'
@@ -67,22 +72,6 @@ def test_a_series_serves_every_point_from_one_start(testbed, test_inventory_path
     assert seeds[1] == seeds[0] + SERIES_SEED_STRIDE
     first, second = (snapshot.read_snapshot(out / "logs" / "store-s0.snap")[1] for _, out in points)
     assert sum(r.ver for r in second) > sum(r.ver for r in first)
-
-
-def test_a_series_sets_each_point_s_napi_placement(testbed, test_inventory_path, tmp_path):
-    """The calibration's unloaded (inline) and loaded (pinned) points are one
-    series: the placement is set between the two."""
-    base = {"workload": "echo", "duration_s": 0.4, "warmup_s": 0.1, "inventory": str(test_inventory_path)}
-    cfgs = [RunConfig(system="kernel", concurrency=1, napi="inline", **base).validate(),
-            RunConfig(system="kernel", concurrency=8, napi="pinned", **base).validate()]
-    assert series_key(cfgs[0]) == series_key(cfgs[1])
-    points = [(c, tmp_path / c.napi) for c in cfgs]
-    outcomes = execute_series(points, tmp_path / "servers", show_progress=False, testbed=testbed)
-    assert all(isinstance(o, dict) for o in outcomes), outcomes
-    assert [o["napi"] for o in outcomes] == ["inline", "pinned"]
-    # as set: veth's default, then threaded NAPI on the servers' cores
-    assert [{v["threaded"] for v in o["napi_placement"].values()} for o in outcomes] == [{False}, {True}]
-    assert all(o["instrument_check"]["match"] for o in outcomes)
 
 
 def test_a_server_that_dies_in_a_series_costs_its_point_only(testbed, test_inventory_path, tmp_path):
@@ -116,18 +105,19 @@ def test_a_server_that_dies_in_a_series_costs_its_point_only(testbed, test_inven
     assert outcomes[2]["consistency"]["violations"] == 0 and outcomes[2]["instrument_check"]["match"]
 
 
-def test_a_series_key_ignores_the_load_and_the_napi_placement_only():
+def test_a_series_key_ignores_the_load_only():
     a, b = (RunConfig(system="kernel", workload="kv", concurrency=c) for c in (1, 64))
-    assert series_key(a) == series_key(b) == series_key(RunConfig(system="kernel", workload="kv", rate=5e4)) \
-        == series_key(RunConfig(system="kernel", workload="kv", napi="inline"))
+    assert series_key(a) == series_key(b) == series_key(RunConfig(system="kernel", workload="kv", rate=5e4))
+    # nothing runs on the hosts between two points: the NAPI placement too
+    # is set once per start of the servers
     for other in ({"system": "dint"}, {"keys": 10}, {"faults": "reply-loss=1%"}, {"neighbour": True},
-                  {"duration_s": 3.0}):
+                  {"duration_s": 3.0}, {"napi": "inline"}):
         assert series_key(RunConfig(**{"system": "kernel", "workload": "kv", **other})) != series_key(a)
     # a point with faults or a neighbour is served alone
     for alone in ({"faults": "reply-loss=1%"}, {"neighbour": True}):
         one, other = (RunConfig(system="kernel", workload="kv", concurrency=c, **alone) for c in (1, 64))
         assert series_key(one) != series_key(other)
-    with pytest.raises(Exception, match="differ in concurrency, rate, napi only"):
+    with pytest.raises(Exception, match="differ in concurrency, rate only"):
         execute_series([(a, "x"), (RunConfig(system="dint", workload="kv"), "y")], "s")
 
 

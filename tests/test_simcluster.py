@@ -279,10 +279,11 @@ def test_a_colocation_neighbour_on_a_simulated_host_is_measured_from_its_fetched
 
 def test_a_series_on_the_simulated_cluster_brings_each_point_s_checkpoint_back(deployed, sim_path, tmp_path):
     """A sweep served by one start of the servers on hosts that share
-    nothing: each point's checkpoint (dumps, logs) comes back from the
-    hosts with its own playbook run, the clients run both points in one
-    process each, and each point gets its own counters, consistency
-    verdict and results."""
+    nothing: the clients run both points in one process each and take the
+    checkpoint between them in band (no playbook run), each point's
+    checkpoint (dumps, logs) comes back from the hosts with the servers'
+    stop, and each point gets its own counters, consistency verdict and
+    results."""
     from harness.config import RunConfig
     from harness.run import execute_series
     points = [(RunConfig(system="dint", workload="smallbank", cc="2pl", concurrency=c, duration_s=0.6, warmup_s=0.2,
@@ -295,5 +296,6 @@ def test_a_series_on_the_simulated_cluster_brings_each_point_s_checkpoint_back(d
         assert s["server_cpu_us_per_op"] is not None and s["server_cpu_us_per_op"] > 0, s["server_cost"]
         for server in ("s0", "s1", "s2"):
             assert (out / "logs" / f"store-{server}.snap").stat().st_size > 0
+        assert not (out / "ansible" / "artifacts").exists()
     assert outcomes[1]["series"]["index"] == 2
     assert (tmp_path / "c8" / "logs" / "client-1.log").read_text().count('"phase": "done"') == 2

@@ -9,8 +9,7 @@ state=started   starts cmd (in its own session) unless the pid file names a
                 line, failing if the process exits first or `timeout` passes.
                 With `rc_file`, the exit code is written there when it ends.
 state=stopped   SIGTERM to the process group, SIGKILL after `grace` seconds.
-state=signalled sends `signal` (e.g. USR1) to the process (with `group`, to
-                its process group); with `wait_prefix`, waits until the log
+state=signalled sends `signal` (e.g. USR1) to the process; with `wait_prefix`, waits until the log
                 holds one more line starting with it.
 state=waited    waits until the process has exited (at most `timeout` s).
 
@@ -52,7 +51,6 @@ options:
   timeout: {type: float, default: 90}
   grace: {type: float, default: 5}
   signal: {type: str, default: USR1}
-  group: {type: bool, default: false, description: signal the process group (a process started with rc_file runs under a shell)}
   wait_prefix: {type: str}
   pack: {type: path, description: tar archive to pack outputs into afterwards}
   outputs: {type: list, elements: path, default: [], description: the files packed into pack}
@@ -119,9 +117,7 @@ def started(m: AnsibleModule, p: dict) -> dict:
             os.unlink(p["rc_file"])
         except FileNotFoundError:
             pass
-        # (the shell ignores the signals a process group is sent with
-        # `group`, e.g. a series client's SIGUSR1: the process's own)
-        cmd = ["sh", "-c", f'trap "" USR1 USR2; "$@"; echo $? > {shlex.quote(p["rc_file"])}', "sh", *cmd]
+        cmd = ["sh", "-c", f'"$@"; echo $? > {shlex.quote(p["rc_file"])}', "sh", *cmd]
     for path in (p["log"], p["pidfile"]):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(p["log"], "ab") as logf:
@@ -182,7 +178,7 @@ def signalled(m: AnsibleModule, p: dict) -> dict:
     prefix = p["wait_prefix"]
     before = sum(1 for line in _lines(p["log"]) if prefix and line.startswith(prefix))
     sig = getattr(signal, "SIG" + p["signal"].upper().removeprefix("SIG"))
-    (os.killpg if p["group"] else os.kill)(pid, sig)
+    os.kill(pid, sig)
     if prefix:
         deadline = time.monotonic() + p["timeout"]
         while sum(1 for line in _lines(p["log"]) if line.startswith(prefix)) <= before:
@@ -220,7 +216,6 @@ def main() -> None:
         timeout=dict(type="float", default=90.0),
         grace=dict(type="float", default=5.0),
         signal=dict(type="str", default="USR1"),
-        group=dict(type="bool", default=False),
         wait_prefix=dict(type="str"),
         pack=dict(type="path"),
         outputs=dict(type="list", elements="path", default=[]),
