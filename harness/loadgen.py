@@ -25,7 +25,7 @@ from workloads import DataSpec, LoadSpec
 from . import HarnessError, coord, metrics
 from ._netloop import Loop
 from .protocol import Op, Status, checkpoint_request, pack, unpack
-from .txn import Executor
+from .txn import BatchTooLarge, Executor
 
 PING_ID_BIT = 0x80000000  # readiness pings use their own client id
 SLICE_NS = 250_000_000    # the native loop returns this often, for progress and signals
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                        progress=lambda line: print(line, flush=True))
         else:
             write_result(drive(specs[0], progress=lambda line: print(line, flush=True)), argv[1])
-    except HarnessError as e:
+    except (HarnessError, BatchTooLarge) as e:
         print(f"loadgen: error: {e}", file=sys.stderr)
         return 1
     except TimeoutError as e:  # the native loops: a server stopped answering

@@ -61,7 +61,7 @@ from . import metrics
 # the transaction types it keeps apart (a latency histogram each); MAX_STATUS, a
 # Batch tolerates engine statuses below it (the bits of its mask); cause_of, the
 # abort rule, for callers and tests
-from ._netloop import CAUSES, MAX_STATUS, TXN_KINDS, WINDOW, TxnIO, cause_of  # noqa: F401
+from ._netloop import CAUSES, MAX_STATUS, TXN_KINDS, WINDOW, BatchTooLarge, TxnIO, cause_of  # noqa: F401
 from .protocol import Op, Status
 
 MAX_BATCH = 64       # requests in one batch, for sizing the in-flight table

@@ -6,6 +6,7 @@ in CI rather than skip (conftest.need_root)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -142,6 +143,47 @@ def test_the_native_client_refuses_a_longer_value():
         TxnIO([s.fileno()], 1, 10**6, 1, 16, MAX_VALUE)
     finally:
         s.close()
+
+
+def test_the_most_requests_a_round_may_have_and_beyond(monkeypatch, capsys, tmp_path):
+    """A transaction's round (a Batch) holds at most what the client may
+    have in flight, MAX_INFLIGHT at most (half the servers' window of
+    completion records): the executor refuses more, and the client process
+    ends with that one line, never a traceback."""
+    import socket
+    from harness import loadgen
+    from harness.txn import MAX_INFLIGHT, WINDOW, BatchTooLarge, Executor, TxnIO
+    assert MAX_INFLIGHT == WINDOW // 2 == 32768
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        with pytest.raises(ValueError, match="max_inflight must be in 1..32768"):
+            TxnIO([s.fileno()], 1, 10**6, 1, MAX_INFLIGHT + 1, 64)
+        with pytest.raises(ValueError, match="concurrency must be between 1 and 32768"):
+            Executor([s.fileno()], 7, ["t"], [None], [(0, ())], MAX_INFLIGHT + 1, 10**6, 1)
+
+        def wide(n):
+            yield [(Op.READ, 0, k, bytes(8), 0, 0) for k in range(n)]
+        # concurrency 256: room for all 32,768; one more is refused
+        ex = Executor([s.fileno()], 7, ["wide"], [wide], [(0, (MAX_INFLIGHT + 1,))], 256, 10**6, 1)
+        assert ex.capacity == MAX_INFLIGHT
+        with pytest.raises(BatchTooLarge, match="a batch of 32769 requests is more than the 32768 this client"):
+            ex.run(time.monotonic_ns() + 10**9, True)
+    finally:
+        s.close()
+
+    def drive(*_, **__):
+        raise BatchTooLarge("a batch of 300 requests is more than the 256 this client can have in flight; "
+                            "raise the concurrency or split the batch")
+    monkeypatch.setattr(loadgen, "drive", drive)
+    spec = tmp_path / "spec.json"
+    spec.write_text(loadgen.ClientSpec(
+        client_id=1, host="c0", address="127.0.0.1", dests=(("127.0.0.1", 9),), workload="kv",
+        load=workloads.LoadSpec(data=workloads.DataSpec(keys=10), seed=1, requests=10, servers=1), concurrency=2,
+        warmup_s=0.1, duration_s=0.1, timeout_ms=10, max_retries=1, rto_min_ms=1, server_window=64).to_json())
+    assert loadgen.main([str(spec), str(tmp_path / "result.json")]) == 1
+    err = capsys.readouterr().err
+    assert err == ("loadgen: error: a batch of 300 requests is more than the 256 this client can have in flight; "
+                   "raise the concurrency or split the batch\n")
 
 
 def test_a_schema_no_server_takes_is_one_line():

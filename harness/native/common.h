@@ -49,5 +49,8 @@ static inline uint64_t now_ns(void)
 	}
 
 extern PyTypeObject LoopType, TxnIOType, BatchIOType;
+/* BatchTooLarge (a ValueError): a transaction's round has more requests
+ * than the client may have in flight (executor.c) */
+extern PyObject *BatchTooLarge;
 
 #endif

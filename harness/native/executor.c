@@ -126,7 +126,7 @@ static int txn_submit(TxnIO *self, uint32_t ti)
 	uint32_t n = txn_batch_len(t);
 
 	if (n > self->base.io.max_inflight) {
-		PyErr_Format(PyExc_ValueError,
+		PyErr_Format(BatchTooLarge,
 			     "a batch of %u requests is more than the %u this client can have in flight; raise the "
 			     "concurrency or split the batch", n, self->base.io.max_inflight);
 		return -1;

@@ -14,6 +14,8 @@
  *   module.c    this: the module, and the constants Python takes from it */
 #include "executor.h"
 
+PyObject *BatchTooLarge;
+
 static PyObject *hist_roundtrip(PyObject *Py_UNUSED(mod), PyObject *arg)
 {
 	unsigned long long v = PyLong_AsUnsignedLongLong(arg);
@@ -70,6 +72,11 @@ PyMODINIT_FUNC PyInit__netloop(void)
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
 		if (PyModule_AddObjectRef(m, strrchr(types[i]->tp_name, '.') + 1, (PyObject *)types[i]) < 0)
 			goto fail;
+	BatchTooLarge = PyErr_NewExceptionWithDoc(
+		"harness._netloop.BatchTooLarge",
+		"A transaction's round has more requests than the client may have in flight.", PyExc_ValueError, NULL);
+	if (!BatchTooLarge || PyModule_AddObjectRef(m, "BatchTooLarge", BatchTooLarge) < 0)
+		goto fail;
 	PyObject *c = causes();
 	int bad = !c || PyModule_AddObjectRef(m, "CAUSES", c) < 0;
 	Py_XDECREF(c);
