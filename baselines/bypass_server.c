@@ -226,6 +226,7 @@ static void serve_other(struct port *pt, struct rte_mbuf *m, struct counters *c)
 	__u32 saddr, daddr, reply_from;
 	__u16 sport;
 	struct dint_hdr *msg;
+	bool control, sent;
 
 	if (rte_pktmbuf_linearize(m) < 0 || rte_pktmbuf_data_len(m) < sizeof(*eth))
 		goto quiet;
@@ -291,17 +292,23 @@ static void serve_other(struct port *pt, struct rte_mbuf *m, struct counters *c)
 	/* it reaches the server, as it would a UDP socket */
 	memcpy(mac, eth->src, DINT_ETH_ALEN);
 	rte_pktmbuf_free(m);
-	c->engine[DINT_STAT_RX]++;
 	sport = dint_ld16(udp + 0);
 	msg_len = ulen - sizeof(struct dint_udp);
-	if (!sport || msg_len > DINT_DGRAM_MAX) { /* as the socket servers (udp_server.h) */
-		c->engine[DINT_STAT_DROP]++;
-		return;
-	}
 	msg = (void *)(dgram + sizeof(struct dint_udp));
-	if (!dint_reply_len(dint_process(msg, (__u8 *)msg + msg_len, msg_len), msg_len, c->engine)) {
-		c->engine[DINT_STAT_DROP]++;
-		return;
+	/* a barrier request: answered, counted nowhere (as udp_server.h) */
+	control = sport && msg_len <= DINT_DGRAM_MAX && dint_is_control(msg, msg_len);
+	if (control) {
+		barrier_answer(&server_barrier, msg, msg_len);
+	} else {
+		c->engine[DINT_STAT_RX]++;
+		if (!sport || msg_len > DINT_DGRAM_MAX) { /* as the socket servers (udp_server.h) */
+			c->engine[DINT_STAT_DROP]++;
+			return;
+		}
+		if (!dint_reply_len(dint_process(msg, (__u8 *)msg + msg_len, msg_len), msg_len, c->engine)) {
+			c->engine[DINT_STAT_DROP]++;
+			return;
+		}
 	}
 	/* the reply, from the address it was sent to if that is one of ours,
 	 * else (a broadcast, the all-hosts group) from the port's */
@@ -310,7 +317,10 @@ static void serve_other(struct port *pt, struct rte_mbuf *m, struct counters *c)
 	((struct dint_udp *)dgram)->source = dint_htons(DINT_PORT);
 	((struct dint_udp *)dgram)->check = 0;
 	((struct dint_udp *)dgram)->len = dint_htons((__u16)ulen);
-	if (!send_datagram(pt, mac, reply_from, saddr, dgram, ulen)) {
+	sent = send_datagram(pt, mac, reply_from, saddr, dgram, ulen);
+	if (control)
+		return;
+	if (!sent) {
 		c->engine[DINT_STAT_DROP]++;
 		return;
 	}
@@ -351,6 +361,15 @@ static void serve_burst(struct port *pt, struct rte_mbuf **pkts, uint16_t n, str
 			serve_other(pt, m, c);
 			continue;
 		}
+		if (dint_is_control(f.msg, f.msg_len)) { /* answered on its own, counted nowhere */
+			barrier_answer(&server_barrier, f.msg, f.msg_len);
+			pad = dint_frame_padding(&f, end);
+			dint_reverse_frame(&f);
+			if (pad)
+				rte_pktmbuf_trim(m, pad);
+			send_frames(pt, &m, 1);
+			continue;
+		}
 		c->engine[DINT_STAT_RX]++;
 		if (!dint_reply_len(dint_process(f.msg, end, f.msg_len), f.msg_len, c->engine)) {
 			c->engine[DINT_STAT_DROP]++;
@@ -378,9 +397,23 @@ static void serve_burst(struct port *pt, struct rte_mbuf **pkts, uint16_t n, str
 	rte_ip_frag_free_death_row(&death_row, 0);
 }
 
-/* The poll loop is the only thread: a checkpoint (server_common.h) runs
- * between two bursts, so the store holds still while its files are
- * written. */
+/* A checkpoint (server_common.h), SIGUSR2's (epoch 0) or the barrier's of
+ * epoch e (then marked taken once its files are written). */
+static void checkpoint(struct backoff *b, struct counters *c, const struct store_opts *sopts, uint64_t e)
+{
+	uint64_t t0;
+
+	c->sleeps = b->sleeps;
+	print_counters(c);
+	t0 = clock_ns(CLOCK_MONOTONIC);
+	print_checkpoint(store_write_files_epoch(sopts, e), t0, e);
+	if (e)
+		barrier_done(&server_barrier, e);
+}
+
+/* The poll loop is the only thread: a checkpoint runs between two bursts,
+ * so the store holds still while its files are written; the barrier's is
+ * taken right after the burst whose request completed it. */
 static void poll_loop(int nports, struct backoff *b, struct counters *c,
 		      const struct store_opts *sopts)
 {
@@ -394,21 +427,25 @@ static void poll_loop(int nports, struct backoff *b, struct counters *c,
 	int i;
 
 	while (!should_stop()) {
-		bool due = stats_every && rte_rdtsc() >= next_stats;
+		bool due = stats_every && rte_rdtsc() >= next_stats, printed = false;
+		uint64_t e;
 
-		bool checkpoint = take_checkpoint_request();
-
-		if (take_stats_request() || due || checkpoint) {
+		/* a checkpoint prints the stats line of its moment, which is
+		 * also the one asked for or due */
+		if (take_checkpoint_request()) {
+			checkpoint(b, c, sopts, 0);
+			printed = true;
+		}
+		if ((e = barrier_pending(&server_barrier))) {
+			checkpoint(b, c, sopts, e);
+			printed = true;
+		}
+		if ((take_stats_request() || due) && !printed) {
 			c->sleeps = b->sleeps;
 			print_counters(c);
-			if (due)
-				next_stats = rte_rdtsc() + stats_every;
 		}
-		if (checkpoint) {
-			uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
-
-			print_checkpoint(store_write_files(sopts), t0);
-		}
+		if (due)
+			next_stats = rte_rdtsc() + stats_every;
 		busy = false;
 		for (i = 0; i < nports; i++) {
 			n = rte_eth_rx_burst(ports[i].id, 0, pkts, BURST);

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <poll.h>
 #include <netinet/in.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -33,8 +34,10 @@ static __u32 answer(void *ctx, __u8 *buf, __u32 len)
 }
 
 /* A checkpoint holds every worker still between two batches while the
- * main thread writes the store's files (a worker in a receive notices
- * within the socket's receive timeout). */
+ * main thread writes the store's files. A worker waiting in a receive is
+ * woken by a signal (SIGURG, which does nothing but end the receive with
+ * EINTR), sent again every 10 ms until all are held, in case one arrived
+ * just before the worker started to wait. */
 static struct {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -54,9 +57,14 @@ static void park(void)
 	pthread_mutex_unlock(&hold.mu);
 }
 
+static void on_wake_signal(int sig)
+{
+	(void)sig;
+}
+
 /* Until every running worker is parked (false if the server is stopping
  * meanwhile, e.g. a worker failed). */
-static bool hold_workers(unsigned long running)
+static bool hold_workers(struct worker **workers, unsigned long running)
 {
 	bool all;
 
@@ -65,6 +73,9 @@ static bool hold_workers(unsigned long running)
 	atomic_store(&hold_requested, true);
 	while (hold.parked < running && !should_stop()) {
 		struct timespec until;
+
+		for (unsigned long i = 0; i < running; i++)
+			pthread_kill(workers[i]->tid, SIGURG);
 
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_nsec += 10000000;
@@ -86,6 +97,45 @@ static void release_workers(void)
 	atomic_store(&hold_requested, false);
 	pthread_cond_broadcast(&hold.cv);
 	pthread_mutex_unlock(&hold.mu);
+}
+
+/* The checkpoint barrier's arrival that completes an epoch (in a worker)
+ * wakes the main thread, which takes the checkpoint as it takes SIGUSR2's. */
+static int barrier_wake_fd = -1;
+
+static void barrier_wake(uint64_t e)
+{
+	(void)e;
+	if (eventfd_write(barrier_wake_fd, 1) < 0)
+		report_error("waking the main thread for a checkpoint failed: %s", strerror(errno));
+}
+
+/* A checkpoint, SIGUSR2's (epoch 0) or the barrier's of epoch e: every
+ * worker held still between two batches, the stats line, the files, the
+ * workers released, the checkpoint line, and then (the barrier's) the
+ * epoch marked taken, so that its requests are answered OK from then on.
+ * false if the server is stopping meanwhile. */
+static bool take_checkpoint(struct worker **workers, unsigned long nworkers, const struct store_opts *so,
+			    uint64_t e)
+{
+	uint64_t live[DINT_STAT_MAX] = { 0 }, t0;
+	int ret;
+
+	if (!hold_workers(workers, nworkers)) {
+		release_workers();
+		return false;
+	}
+	for (unsigned long i = 0; i < nworkers; i++)
+		for (int s = 0; s < DINT_STAT_MAX; s++)
+			live[s] += __atomic_load_n(&workers[i]->stats[s], __ATOMIC_RELAXED);
+	print_stats(live, 0, NULL, NULL);
+	t0 = clock_ns(CLOCK_MONOTONIC);
+	ret = store_write_files_epoch(so, e);
+	release_workers();
+	print_checkpoint(ret, t0, e);
+	if (e)
+		barrier_done(&server_barrier, e);
+	return true;
 }
 
 static void *worker_main(void *arg)
@@ -177,7 +227,8 @@ int main(int argc, char **argv)
 	if (store_start(&o.server.store) < 0)
 		return EXIT_SETUP;
 
-	if (install_stop_handlers() < 0) {
+	if (install_stop_handlers() < 0 || sigaction(SIGURG, &(struct sigaction){ .sa_handler = on_wake_signal },
+						      NULL) < 0) {
 		report_error("installing signal handlers failed: %s", strerror(errno));
 		return EXIT_SETUP;
 	}
@@ -189,6 +240,13 @@ int main(int argc, char **argv)
 	sigaddset(&stop_set, SIGUSR1); /* live stats, printed by the main thread */
 	sigaddset(&stop_set, SIGUSR2); /* a checkpoint, written by the main thread */
 	pthread_sigmask(SIG_BLOCK, &stop_set, &old_set);
+
+	barrier_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (barrier_wake_fd < 0) {
+		report_error("eventfd failed: %s", strerror(errno));
+		return EXIT_SETUP;
+	}
+	server_barrier.complete = barrier_wake;
 
 	workers = calloc(o.threads, sizeof(*workers));
 	if (!workers) {
@@ -219,42 +277,44 @@ int main(int argc, char **argv)
 	if (!status) {
 		print_ready();
 		ready = true;
-		/* The main thread sleeps until a signal or the next periodic
-		 * stats line, whichever comes first. */
+		/* The main thread sleeps until a signal, the barrier's wake-up
+		 * or the next periodic stats line, whichever comes first. */
 		uint64_t every = stats_interval_ns(), next = clock_ns(CLOCK_MONOTONIC) + every;
+		struct pollfd wake = { .fd = barrier_wake_fd, .events = POLLIN };
 
 		while (!should_stop()) {
 			struct timespec wait;
-			uint64_t now = clock_ns(CLOCK_MONOTONIC), left = next > now ? next - now : 0;
-			bool due;
+			uint64_t now = clock_ns(CLOCK_MONOTONIC), left = next > now ? next - now : 0, e;
+			eventfd_t ignored;
+			bool due, printed = false;
 
 			wait.tv_sec = (time_t)(left / 1000000000u);
 			wait.tv_nsec = (long)(left % 1000000000u);
-			ppoll(NULL, 0, every ? &wait : NULL, &old_set);
+			if (ppoll(&wake, 1, every ? &wait : NULL, &old_set) > 0)
+				eventfd_read(barrier_wake_fd, &ignored);
 			now = clock_ns(CLOCK_MONOTONIC);
 			due = every && now >= next;
 			if (due)
 				next = next + every > now ? next + every : now + every;
-			bool checkpoint = take_checkpoint_request();
-
-			if (take_stats_request() || due || checkpoint) {
+			/* a checkpoint prints the stats line of its moment,
+			 * which is also the one asked for or due */
+			if (take_checkpoint_request()) {
+				if (!take_checkpoint(workers, o.threads, &o.server.store, 0))
+					break; /* stopping */
+				printed = true;
+			}
+			if ((e = barrier_pending(&server_barrier))) {
+				if (!take_checkpoint(workers, o.threads, &o.server.store, e))
+					break;
+				printed = true;
+			}
+			if ((take_stats_request() || due) && !printed) {
 				uint64_t live[DINT_STAT_MAX] = { 0 };
 
-				if (checkpoint && !hold_workers(o.threads)) {
-					release_workers();
-					break; /* stopping */
-				}
 				for (i = 0; i < o.threads; i++)
 					for (s = 0; s < DINT_STAT_MAX; s++)
 						live[s] += __atomic_load_n(&workers[i]->stats[s], __ATOMIC_RELAXED);
 				print_stats(live, 0, NULL, NULL);
-				if (checkpoint) {
-					uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
-					int ret = store_write_files(&o.server.store);
-
-					release_workers();
-					print_checkpoint(ret, t0);
-				}
 			}
 		}
 	} else {
@@ -276,6 +336,7 @@ int main(int argc, char **argv)
 		free(w);
 	}
 	free(workers);
+	close(barrier_wake_fd);
 	/* Every worker has been joined: the store is ours alone. Written
 	 * only for a server that ran, so a failed start leaves no file. */
 	if (ready && store_stop(&o.server.store) < 0)

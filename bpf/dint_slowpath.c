@@ -371,18 +371,35 @@ static __u32 answer(void *port, __u8 *buf, __u32 len)
 /* A checkpoint (SIGUSR2 from dintd, between two measured points): every
  * cached record copied back into the store (it stays cached), then --dump
  * written; this loop is the store's only user, and no request is in
- * flight, so the cache holds still while it is read. */
+ * flight, so the cache holds still while it is read.
+ *
+ * The checkpoint barrier's requests come here (the XDP program passes them
+ * up uncounted, udp_server.h answers them). The arrival that completes an
+ * epoch asks dintd for the checkpoint (SIGUSR2 to it), which reads the XDP
+ * program's counters and drains the log rings first, then sends SIGUSR2
+ * here: a checkpoint asked for while an epoch is complete is that epoch's
+ * (the dump to <dump>.<e>, "epoch": e in the line, from which dintd learns
+ * it and writes <log>.<e>); the epoch is marked taken once the dump is
+ * written. */
+static void barrier_ask_dintd(uint64_t e)
+{
+	(void)e;
+	kill(getppid(), SIGUSR2);
+}
+
 static void checkpoint(const struct store_opts *so)
 {
 	struct store_opts files = *so;
-	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
+	uint64_t t0 = clock_ns(CLOCK_MONOTONIC), e = barrier_pending(&server_barrier);
 	int ret = drain_cache();
 
 	files.log = NULL; /* the log is the kernel's rings: dintd writes it */
 	if (!ret)
-		ret = store_write_files(&files);
+		ret = store_write_files_epoch(&files, e);
 	print_sp_stats();
-	print_checkpoint(ret, t0);
+	print_checkpoint(ret, t0, e);
+	if (e)
+		barrier_done(&server_barrier, e);
 }
 
 static int serve(int fd, unsigned int port, const struct store_opts *so)
@@ -505,6 +522,7 @@ int main(int argc, char **argv)
 		store_free();
 		return EXIT_SETUP;
 	}
+	server_barrier.complete = barrier_ask_dintd;
 	fd = udp_socket(o.port, false, 4 << 20);
 	if (fd < 0 || build_cache() < 0) {
 		store_free();

@@ -18,6 +18,9 @@
  *                             from a packet)
  *   DINT_LOCAL_ADDRS          every IPv4 address of the host: DINT_ADDR(addr) ...
  *
+ * A checkpoint barrier request (DINT_OP_CHECKPOINT) is passed up
+ * uncounted: the slow path answers it (userspace/barrier.h).
+ *
  * A frame is answered here only if it is simple (engine/dint_net.h: IPv4
  * without options, not a fragment, checksums and lengths right) and sent to
  * the MAC and an IPv4 address of the interface it came in on, from a source
@@ -411,8 +414,13 @@ int dint_xdp(struct xdp_md *ctx)
 	} else if (dint_parse_frame(data, end, &f) < 0) {
 		return XDP_PASS; /* not a request the slow path would run */
 	}
-	if (wire)
+	if (wire) {
+		/* a checkpoint barrier request: the slow path's to answer
+		 * (userspace/barrier.h), counted nowhere, here or there */
+		if ((void *)(f.msg + 1) <= end && dint_is_control(f.msg, f.msg_len))
+			return XDP_PASS;
 		count(DINT_STAT_RX);
+	}
 	absent = !wire && f.udp->source == dint_htons(DINT_SLOW_ABSENT);
 	if (absent)
 		set_slow_absent(1);

@@ -41,8 +41,29 @@ enum dint_op {
 	DINT_OP_INSERT = 10,        /* create with value as version ver; ver 0: the server
 				     * chooses it, and the row stays locked by the inserter */
 	DINT_OP_DELETE = 11,        /* remove, as version ver */
-	DINT_OP_MAX,
+	DINT_OP_MAX,                /* the engine's operations are below this */
+	/* A control request, outside the engine's range: answered by every
+	 * server's frontend before the engine (which would answer it
+	 * UNKNOWN_OP) and counted in none of the engine's counters.
+	 * CHECKPOINT is the checkpoint barrier between two measured points:
+	 * n participants (clients) each send it once their point is drained;
+	 * the server takes a checkpoint of epoch e once all n have arrived.
+	 * The request: val_len 0 (a 40-byte datagram), table 0, seq 0, ack 0,
+	 * client_id the sender's, key = the epoch e (>= 1), ver = n
+	 * (1..DINT_BARRIER_MAX), txn = the sender's index (0..n-1). The reply
+	 * is the request with its status: BAD_LENGTH (a value, or not 40
+	 * bytes), BAD_REQUEST (e 0, n 0 or over the maximum, the index not
+	 * below n, or an n other than the epoch's first arrival gave), OK (the
+	 * checkpoint of epoch e is taken: its files written), or RETRY (epoch
+	 * e is not complete or its checkpoint is being taken: nothing else to
+	 * do but send it again; a later epoch is not even recorded). The
+	 * checkpoint of epoch e writes the dump and the log to <path>.<e> and
+	 * prints its line with "epoch": e (userspace/barrier.h). */
+	DINT_OP_CHECKPOINT = 64,
 };
+
+/* Participants a checkpoint barrier may have. */
+#define DINT_BARRIER_MAX 1024
 
 /* Whether an operation may change a server's state: a request of one is
  * applied at most once (dint_engine.h, "Exactly once"), and a client never
@@ -64,7 +85,9 @@ enum dint_status {
 	DINT_ST_NOT_OWNER = 9,     /* COMMIT_PRIMARY without holding the lock */
 	DINT_ST_UNKNOWN_TABLE = 10,
 	DINT_ST_FULL = 11,         /* no room: store, lock holders or log */
-	DINT_ST_RETRY = 12,        /* the record's latch stayed busy: send the request again */
+	DINT_ST_RETRY = 12,        /* the record's latch stayed busy, or the barrier is not
+				    * complete (CHECKPOINT): send the request again */
+	DINT_ST_BAD_REQUEST = 13,  /* a control request whose fields are out of range */
 	DINT_ST_MAX,
 };
 
@@ -86,5 +109,17 @@ struct dint_hdr {
 
 #define DINT_HDR_LEN 40
 _Static_assert(sizeof(struct dint_hdr) == DINT_HDR_LEN, "dint_hdr layout changed");
+
+/* Whether the datagram msg[0, len) is a control request (DINT_OP_CHECKPOINT),
+ * which a frontend answers itself, before the engine and before counting it
+ * (its length and fields are then checked by userspace/barrier.h). A
+ * datagram that is not one (a reply, a wrong magic or version, too short)
+ * goes to the engine as any other. msg holds at least DINT_HDR_LEN readable
+ * bytes if len says so. */
+static __always_inline int dint_is_control(const struct dint_hdr *msg, __u32 len)
+{
+	return len >= DINT_HDR_LEN && msg->op == DINT_OP_CHECKPOINT && msg->magic == dint_htons(DINT_MAGIC) &&
+	       msg->proto == DINT_PROTO_VERSION && msg->status == DINT_ST_REQUEST;
+}
 
 #endif

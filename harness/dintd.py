@@ -8,7 +8,10 @@ watches the slow path. On SIGTERM/SIGINT (or any error) it detaches the
 program, stops the slow path (which writes the cached records back and
 dumps the store if asked), writes the log if asked, and prints its counters.
 On SIGUSR2 it writes the same files while it keeps serving (a checkpoint,
-checkpoint()) and prints `checkpoint {json}` when they are in place.
+checkpoint()) and prints `checkpoint {json}` when they are in place; the
+slow path sends it SIGUSR2 when the clients' checkpoint barrier completes
+(DINT_OP_CHECKPOINT, which the XDP program passes up to it uncounted), and
+that checkpoint's files are <dump>.<epoch> and <log>.<epoch>.
 
 Its `stats {json}` lines (every --stats-interval-ms, on SIGUSR1 and at stop)
 carry what the host's dint has cost so far, as the other servers' do
@@ -34,6 +37,7 @@ import json
 import math
 import mmap
 import os
+import select
 import signal
 import socket
 import struct
@@ -471,41 +475,95 @@ class SlowPath:
         return self.stats_lines[-1] if self.stats_lines else {}  # the one printed at stop
 
 
+class Signals:
+    """What the signals asked for, counted by their handlers, and a wait
+    that a signal ends at once (signal.set_wakeup_fd: a byte down a pipe
+    that the wait selects on). A handler only counts: it runs in the main
+    thread between two bytecodes, maybe while that holds a lock it would
+    want (an Event's), and a count is never lost the way a flag cleared
+    after it was set again is. SIGTERM and SIGINT stop; SIGUSR1 asks for
+    the counters so far; SIGUSR2 for a checkpoint (checkpoint()), from the
+    harness or from the slow path when the clients' barrier completed."""
+    NAMES = {signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGUSR1: "live", signal.SIGUSR2: "ckpt"}
+
+    def __init__(self):
+        self.counts = dict.fromkeys(self.NAMES.values(), 0)
+        self.seen = dict(self.counts)
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        os.set_blocking(self.w, False)
+        signal.set_wakeup_fd(self.w, warn_on_full_buffer=False)
+        for sig, name in self.NAMES.items():
+            signal.signal(sig, lambda *_, name=name: self.counts.__setitem__(name, self.counts[name] + 1))
+
+    @property
+    def stopping(self) -> bool:
+        return self.counts["stop"] > 0
+
+    def take(self, name: str) -> bool:
+        """Whether name was asked for since the last take."""
+        n = self.counts[name]
+        if n == self.seen[name]:
+            return False
+        self.seen[name] = n
+        return True
+
+    def wait(self, timeout: float) -> None:
+        """Until a signal comes or timeout s pass."""
+        select.select([self.r], [], [], max(0.0, timeout))
+        try:
+            while os.read(self.r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(self.r)
+        os.close(self.w)
+
+
 def serve(args, schema: Schema, cache: dict) -> int:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    live = threading.Event()  # SIGUSR1: print the counters so far
-    signal.signal(signal.SIGUSR1, lambda *_: live.set())
-    ckpt = threading.Event()  # SIGUSR2: a checkpoint (checkpoint())
-    signal.signal(signal.SIGUSR2, lambda *_: ckpt.set())
+    signals = Signals()
     run_stats = RunStats()
     try:
-        return _serve(args, schema, cache, stop, live, ckpt)
+        return _serve(args, schema, cache, signals)
     finally:
         run_stats.close()
+        signals.close()
 
 
-def checkpoint(args, slow: SlowPath, drain: LogDrain, line) -> None:
+def checkpoint(args, slow: SlowPath, drain: LogDrain, line, xdp_now) -> None:
     """Between two measured points served by the same servers (no request
     in flight): what a stop writes, written with XDP still attached and the
     servers serving on: the slow path's dump with every cached record in
     it, and the log drained from the rings. Prints the stats line of that
-    moment, then `checkpoint {json}` once both files are in place."""
+    moment, then `checkpoint {json}` once both files are in place.
+
+    Asked for by the harness (SIGUSR2), or by the slow path once the
+    clients' checkpoint barrier completed (userspace/barrier.h; the slow
+    path then takes that epoch's checkpoint, its line says which, and the
+    log goes to <log>.<epoch>). The XDP program's counters are read and the
+    rings drained before the slow path is asked for its part: once it has
+    written its dump it answers the clients OK, and they start their next
+    point."""
     t0 = time.monotonic()
     drain.drain()
+    at = xdp_now()
     done, slow_stats = slow.checkpoint()
+    epoch = done.get("epoch", 0)
     if args.log:
+        path = f"{args.log}.{epoch}" if epoch else args.log
         try:
-            drain.write(args.log)
+            drain.write(path)
         except OSError as e:
-            done = {"ok": False, "error": f"writing the log {args.log} failed: {e}"}
-    print("stats " + json.dumps(line(slow_stats)), flush=True)
-    print("checkpoint " + json.dumps({**done, "write_ms": round((time.monotonic() - t0) * 1e3, 1)}), flush=True)
+            done = {**done, "ok": False, "error": f"writing the log {path} failed: {e}"}
+    print("stats " + json.dumps(line(slow_stats, at)), flush=True)
+    print("checkpoint " + json.dumps({**done, "write_ms": round((time.monotonic() - t0) * 1e3, 1), "epoch": epoch}),
+          flush=True)
 
 
-def _serve(args, schema: Schema, cache: dict, stop: threading.Event, live: threading.Event,
-           ckpt: threading.Event) -> int:
+def _serve(args, schema: Schema, cache: dict, signals: Signals) -> int:
     from bcc import BPF
     bpf = compile_program(args.port, schema, **cache)
     fn = load_xdp(bpf, b"dint_xdp", schema)
@@ -515,9 +573,16 @@ def _serve(args, schema: Schema, cache: dict, stop: threading.Event, live: threa
     attached = []
     failed = False
 
-    def line(slow_stats: dict) -> dict:
-        # the slow path's first: what XDP passed it before is in them
-        return {**combine_stats(read_stats(bpf), slow_stats), **sample_fields(fn.fd, slow_stats)}
+    def xdp_now() -> tuple[dict, dict]:
+        return read_stats(bpf), sample_fields(fn.fd, {})
+
+    def line(slow_stats: dict, at: tuple[dict, dict] | None = None) -> dict:
+        # the slow path's first: what XDP passed it before is in them; or,
+        # at a checkpoint, XDP's read before (at), with nothing in flight
+        xdp, sample = at or xdp_now()
+        if "cpu_ns" in slow_stats:
+            sample = {**sample, "cpu_ns": sample["dintd_cpu_ns"] + slow_stats["cpu_ns"]}
+        return {**combine_stats(xdp, slow_stats), **sample}
     try:
         for iface in args.ifaces.split(","):
             bpf.attach_xdp(iface.encode(), fn, BPF.XDP_FLAGS_DRV_MODE)
@@ -528,7 +593,10 @@ def _serve(args, schema: Schema, cache: dict, stop: threading.Event, live: threa
         every = args.stats_interval_ms / 1000
         next_stats = time.monotonic() + every
         next_drain = time.monotonic() + DRAIN_INTERVAL_S
-        while not stop.wait(max(0.0, min(next_drain, next_stats if every else next_drain) - time.monotonic())):
+        while not signals.stopping:
+            signals.wait(min(next_drain, next_stats if every else next_drain) - time.monotonic())
+            if signals.stopping:
+                break
             now = time.monotonic()
             if now >= next_drain:
                 drain.drain()
@@ -536,11 +604,9 @@ def _serve(args, schema: Schema, cache: dict, stop: threading.Event, live: threa
             due = every and now >= next_stats
             if due:
                 next_stats = max(next_stats + every, now)
-            if ckpt.is_set():
-                ckpt.clear()
-                checkpoint(args, slow, drain, line)
-            if live.is_set() or due:
-                live.clear()
+            if signals.take("ckpt"):
+                checkpoint(args, slow, drain, line, xdp_now)
+            if signals.take("live") or due:
                 print("stats " + json.dumps(line(slow.live_stats())), flush=True)
             if not slow.alive():
                 print("dintd: error: the slow path died", file=sys.stderr, flush=True)

@@ -10,7 +10,11 @@ cache) may answer RETRY instead, with nothing applied.
 
 The fuzzer (harness/fuzz.py) predicts every reply with it and compares the
 servers' final dumps and logs with its store and log. Every branch below
-names the line of C it mirrors, so the two can be read side by side."""
+names the line of C it mirrors, so the two can be read side by side.
+
+A control request (protocol.is_control: the checkpoint barrier) never
+reaches the engine: every frontend answers it first (userspace/barrier.h),
+and so does Barrier here, before Engine.process looks at anything else."""
 from __future__ import annotations
 
 import copy
@@ -18,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from . import snapshot
-from .protocol import HEADER, HEADER_LEN, MAGIC, MAX_VALUE, PROTO_VERSION, Op, Status, offsets
+from .protocol import (BARRIER_MAX, HEADER, HEADER_LEN, MAGIC, MAX_VALUE, OP_MAX, PROTO_VERSION, Op, Status,
+                       is_control, offsets)
 
 MASK32 = (1 << 32) - 1
 WINDOW = 65536       # DINT_WINDOW (engine/dint_proto.h)
 SHARED_MAX = 4       # DINT_SHARED_MAX (engine/dint_engine.h)
-OP_MAX = 12          # DINT_OP_MAX
 _OFF = offsets()
 STATUS_AT, VER_AT = _OFF["status"], _OFF["ver"]
 
@@ -96,6 +100,34 @@ def _reply(data: bytes, status: int) -> Outcome:
     return Outcome(REPLY, bytes(b))
 
 
+class Barrier:
+    """barrier_answer (userspace/barrier.h): a server's checkpoint barrier.
+    The checkpoint of a complete epoch is taken as soon as it completes
+    here (its arrival answered RETRY): a server takes it a little later and
+    answers RETRY until then, which a client sends again."""
+
+    def __init__(self):
+        self.done, self.n, self.arrived = 0, 0, set()
+
+    def answer(self, data: bytes) -> Outcome:
+        _, _, _, _, _, val_len, _, _, idx, e, n, _ = HEADER.unpack_from(data)
+        if len(data) != HEADER_LEN or val_len:
+            return _reply(data, Status.BAD_LENGTH)
+        if not e or not n or n > BARRIER_MAX or idx >= n:
+            return _reply(data, Status.BAD_REQUEST)
+        if e <= self.done:
+            return _reply(data, Status.OK)
+        if e > self.done + 1:
+            return _reply(data, Status.RETRY)  # an epoch ahead: nothing recorded
+        if self.n and n != self.n:
+            return _reply(data, Status.BAD_REQUEST)
+        self.n = n
+        self.arrived.add(idx)
+        if len(self.arrived) == n:  # complete: its checkpoint taken (barrier_done)
+            self.done, self.n, self.arrived = e, 0, set()
+        return _reply(data, Status.RETRY)
+
+
 class Engine:
     """One server: its store, log, sessions and completion records.
     sizes: the schema's value size per table; clients: the servers' client
@@ -112,6 +144,7 @@ class Engine:
         self.log: list[snapshot.LogRecord] = []
         self.sessions = [[0, 0] for _ in range(clients)]  # [client, ack]
         self.done: dict[int, tuple[int, int, int, int]] = {}  # slot index -> (client, seq, ver, status)
+        self.barrier = Barrier()  # the frontend's, in front of the engine
         for r in records:  # store_load_one: a repeated key ends up as its last record
             rec = self.recs.get((r.table, r.key))
             if rec is None:
@@ -139,6 +172,8 @@ class Engine:
     # -- dint_process ---------------------------------------------------------
     def process(self, data: bytes) -> Outcome:
         """What the server does with datagram `data` (the UDP payload)."""
+        if is_control(data):  # the frontend's (dint_is_control), never the engine's
+            return self.barrier.answer(data)
         n = len(data)
         if n < HEADER_LEN:
             return Outcome(DROP, None)

@@ -56,7 +56,8 @@ from pathlib import Path
 
 from . import RESULTS_DIR, HarnessError, snapshot
 from .engine_model import DROP, MASK32, REPLY, STALE, Engine, Rec
-from .protocol import DEFAULT_PORT, HEADER_LEN, MAGIC, MAX_VALUE, PROTO_VERSION, Op, Status, offsets, pack
+from .protocol import (BARRIER_MAX, DEFAULT_PORT, HEADER_LEN, MAGIC, MAX_VALUE, OP_MAX, PROTO_VERSION, Op, Status,
+                       is_control, offsets, pack)
 from .schema import Schema
 
 CLASSES = ("request", "header", "reply", "random", "frame")
@@ -327,7 +328,11 @@ class Generator:
     # -- header: malformed dint headers (built with scapy's Dint layer) --------
     HEADER_CASES = ("wrong_magic", "bad_proto", "bad_op", "bad_table", "val_len_mismatch", "wrong_value_size",
                     "oversized_value", "truncated_header", "truncated_value", "trailing_bytes", "no_txn",
-                    "bit_flips", "field_extremes")
+                    "bit_flips", "field_extremes", "checkpoint_barrier")
+    # A barrier request's participants (ver): out of range, or so many that
+    # the few arrivals of a run never complete an epoch, so that every
+    # answer is the model's whatever the time a server's checkpoint takes.
+    BARRIER_NS = (0, BARRIER_MAX - 24, BARRIER_MAX, BARRIER_MAX + 1)
 
     def _header_item(self, n: int, server: int) -> Item:
         from .scapy_layer import Dint
@@ -367,8 +372,13 @@ class Generator:
             val_len = len(value)
             value = value + rng.randbytes(rng.randint(1, 32))
         elif case == "no_txn":
-            fields["op"] = rng.choice([o for o in Op if o not in (Op.ECHO, Op.READ, Op.VALIDATE)])
+            fields["op"] = rng.choice([o for o in Op if o < OP_MAX and o not in (Op.ECHO, Op.READ, Op.VALIDATE)])
             fields["txn"] = 0
+        elif case == "checkpoint_barrier":  # a control request (engine/dint_proto.h), at and past its edges
+            parts = rng.choice((*self.BARRIER_NS, BARRIER_MAX, rng.getrandbits(32)))
+            fields.update(op=Op.CHECKPOINT, table=0, seq=0, ack=0, key=rng.choice((0, 1, 1, 2, rng.getrandbits(64))),
+                          ver=parts, txn=rng.choice((0, max(parts - 1, 0), parts, rng.getrandbits(64))))
+            value = b"" if rng.random() < 0.8 else rng.randbytes(rng.randint(1, 16))
         elif case == "field_extremes":
             name = rng.choice(list(fields))
             bits = {"magic": 16, "client_id": 32, "seq": 32, "txn": 64, "key": 64, "ver": 32, "ack": 32}.get(name, 8)
@@ -766,8 +776,11 @@ class Exchange:
                 got = self.answers.get(item.n, [])
                 if len(got) > seen:
                     seen = len(got)
-                    if got[-1][STATUS_AT] == Status.RETRY and self.retries[item.n] < MAX_RETRIES:
+                    if got[-1][STATUS_AT] == Status.RETRY and item.reply[STATUS_AT] != Status.RETRY \
+                            and self.retries[item.n] < MAX_RETRIES:
                         self.retries[item.n] += 1
+                        if is_control(item.data):  # a barrier's checkpoint being taken: as a client polls
+                            time.sleep(0.002)
                         self._send(item)
                         deadline = time.monotonic() + WAIT_S
                         continue
@@ -931,7 +944,7 @@ def expected_counters(items: list[Item], ex: Exchange, nservers: int) -> list[di
     out = [dict(rx=0, tx=0, drop=0, err=0, stale=0, rx_max=0, drop_max=0, slack=0) for _ in range(nservers)]
     for item in items + ex.extra_items:
         sent = ex.sends.get(item.n, 0)
-        if not sent:
+        if not sent or (not item.frames and is_control(item.data)):  # a barrier request: counted nowhere
             continue
         c = out[item.server]
         replies = ex.answers.get(item.n, [])
@@ -979,7 +992,10 @@ def check_counters(system: str, exp: dict, got: dict | None) -> list[str]:
 def _outcome(system: str, item: Item, ex: Exchange, add) -> str:
     """What became of one item (answered, dropped, ...), its findings added."""
     replies = ex.answers.get(item.n, [])
-    final = [r for r in replies if r[STATUS_AT] != Status.RETRY]
+    if item.reply is not None and item.reply[STATUS_AT] == Status.RETRY:  # a barrier's: RETRY is the answer
+        final = replies
+    else:
+        final = [r for r in replies if r[STATUS_AT] != Status.RETRY]
     if not ex.sends.get(item.n):
         return "not_sent"
     where = {"n": item.n, "class": item.cls, "case": item.case, "sent": item.data.hex()}
@@ -990,7 +1006,7 @@ def _outcome(system: str, item: Item, ex: Exchange, add) -> str:
         where["re_asked"] = True
     if ex.retries.get(item.n):
         where["retry_answers"] = ex.retries[item.n]
-        if system != "dint":
+        if system != "dint" and not is_control(item.data):  # a barrier's may be in its checkpoint
             add("retry", item.server, **where)
     if item.expect == REPLY:
         if not final:

@@ -42,7 +42,14 @@ class Op(enum.IntEnum):
     ABORT = 9
     INSERT = 10
     DELETE = 11
+    # a control request, outside the engine's range (below OP_MAX): the
+    # checkpoint barrier, answered by the servers' frontends and counted in
+    # none of their counters (checkpoint_request, engine/dint_proto.h)
     CHECKPOINT = 64
+
+
+OP_MAX = 12  # DINT_OP_MAX: the engine's operations are the ones below it
+BARRIER_MAX = 1024  # DINT_BARRIER_MAX: participants a checkpoint barrier may have
 
 
 class Status(enum.IntEnum):
@@ -58,8 +65,8 @@ class Status(enum.IntEnum):
     NOT_OWNER = 9
     UNKNOWN_TABLE = 10
     FULL = 11
-    RETRY = 12
-    BAD_REQUEST = 13
+    RETRY = 12  # the record's latch stayed busy, or the barrier is not complete: send it again
+    BAD_REQUEST = 13  # a control request whose fields are out of range
 
 
 class Message(NamedTuple):
@@ -107,4 +114,20 @@ def unpack(data: bytes) -> Message:
 
 
 def checkpoint_request(epoch: int, n: int, index: int, client_id: int) -> bytes:
-    return pack(Op.CHECKPOINT, key=epoch, ver=n, txn=index, client_id=client_id)
+    """Participant index (of n) of the checkpoint barrier of epoch (>= 1),
+    sent by client client_id once its point is drained, and sent again
+    every few ms until answered OK (RETRY: not every participant has
+    arrived, or the checkpoint is being taken). engine/dint_proto.h has
+    the rest; a value out of range is refused here (ValueError), as a
+    server answers BAD_REQUEST."""
+    if not 1 <= epoch < 1 << 64 or not 1 <= n <= BARRIER_MAX or not 0 <= index < n:
+        raise ValueError(f"a checkpoint barrier has an epoch of at least 1 and 1..{BARRIER_MAX} participants, "
+                         f"indexed from 0: not epoch {epoch}, participant {index} of {n}")
+    return pack(Op.CHECKPOINT, epoch, ver=n, txn=index, client_id=client_id)
+
+
+def is_control(data: bytes) -> bool:
+    """dint_is_control: whether a datagram is a control request, answered by
+    a server's frontend before the engine, and counted nowhere."""
+    return (len(data) >= HEADER_LEN and data[3] == Op.CHECKPOINT and data[4] == Status.REQUEST
+            and data[2] == PROTO_VERSION and int.from_bytes(data[:2], "big") == MAGIC)

@@ -1,8 +1,9 @@
 /* What the user-space servers (the two baselines and dint's slow path)
  * share: the stop flag, the lines the harness reads from stdout (ready,
  * stats, with what the server has cost so far), the way they report bad
- * input, and the store's options (store.h holds the store itself;
- * udp_server.h the UDP serving loop). */
+ * input, the store's options and its checkpoints (store.h holds the store
+ * itself; udp_server.h the UDP serving loop; barrier.h the checkpoint
+ * barrier, server_barrier here). */
 #ifndef SERVER_COMMON_H
 #define SERVER_COMMON_H
 
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "store.h" /* defines the engine's hooks, then includes the engine */
+#include "barrier.h"
 
 /* The longest datagram (UDP payload) the user-space servers take: room for
  * any datagram that fits a 1500-byte MTU frame and for any valid request. A
@@ -73,7 +75,9 @@ static inline bool take_stats_request(void)
  * flight (the harness sends it between two measured points served by the
  * same servers), the server prints its stats line, writes --dump and --log
  * as it would at stop, keeps serving, and prints one "checkpoint {json}"
- * line saying whether both were written (store_checkpoint()). */
+ * line saying whether both were written (print_checkpoint()). The clients'
+ * checkpoint barrier takes the same checkpoint of an epoch, its files at
+ * <path>.<epoch> (server_barrier, below). */
 static atomic_bool checkpoint_requested;
 
 static inline void on_checkpoint_signal(int sig)
@@ -562,30 +566,58 @@ static inline int store_start(const struct store_opts *o)
 	return 0;
 }
 
+/* The checkpoint barrier of this server (barrier.h): every frontend
+ * answers its requests, and sets its complete hook to be told when an
+ * epoch's checkpoint is due. */
+static struct barrier server_barrier = BARRIER_INIT(NULL);
+
+/* Writes one of a checkpoint's files: writer(path), or for epoch e > 0
+ * writer("<path>.<e>"). -1 after one error line. */
+static inline int store_write_file(const char *path, uint64_t e, int (*writer)(const char *))
+{
+	char *p = NULL;
+	int ret;
+
+	if (e && asprintf(&p, "%s.%" PRIu64, path, e) < 0) {
+		report_error("out of memory");
+		return -1;
+	}
+	ret = writer(p ? p : path);
+	if (ret < 0)
+		report_error("%s", store.err);
+	free(p);
+	return ret < 0 ? -1 : 0;
+}
+
 /* Writes --dump and --log (those given) while the server runs on: the
- * caller holds every worker still. Returns -1 if either could not be
- * written (each failure has its line). */
-static inline int store_write_files(const struct store_opts *o)
+ * caller holds every worker still. For a checkpoint of epoch e > 0 (the
+ * barrier's) to <path>.<e>, else (SIGUSR2, stop) to the paths given.
+ * Returns -1 if either could not be written (each failure has its line). */
+static inline int store_write_files_epoch(const struct store_opts *o, uint64_t e)
 {
 	int ret = 0;
 
-	if (o->dump && store_dump(o->dump) < 0) {
-		report_error("%s", store.err);
+	if (o->dump && store_write_file(o->dump, e, store_dump) < 0)
 		ret = -1;
-	}
-	if (o->log && store_write_log(o->log) < 0) {
-		report_error("%s", store.err);
+	if (o->log && store_write_file(o->log, e, store_write_log) < 0)
 		ret = -1;
-	}
 	return ret;
 }
 
-/* The line that ends a checkpoint (after the files: the harness reads
- * them once it sees it), with how long writing them took. */
-static inline void print_checkpoint(int ret, uint64_t t0_ns)
+static inline int store_write_files(const struct store_opts *o)
 {
-	printf("checkpoint {\"ok\": %s, \"write_ms\": %.1f}\n", ret < 0 ? "false" : "true",
-	       (double)(clock_ns(CLOCK_MONOTONIC) - t0_ns) / 1e6);
+	return store_write_files_epoch(o, 0);
+}
+
+/* The line that ends a checkpoint (after the files: the harness reads
+ * them once it sees it), with how long writing them took, its epoch (0:
+ * SIGUSR2's) and the barrier requests answered so far (counted in no
+ * stats line). */
+static inline void print_checkpoint(int ret, uint64_t t0_ns, uint64_t epoch)
+{
+	printf("checkpoint {\"ok\": %s, \"write_ms\": %.1f, \"epoch\": %" PRIu64 ", \"barrier_rx\": %" PRIu64 "}\n",
+	       ret < 0 ? "false" : "true", (double)(clock_ns(CLOCK_MONOTONIC) - t0_ns) / 1e6, epoch,
+	       barrier_rx(&server_barrier));
 	fflush(stdout);
 }
 

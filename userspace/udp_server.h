@@ -157,8 +157,10 @@ typedef __u32 (*udp_answer_fn)(void *ctx, __u8 *buf, __u32 len);
  * (truncated ones, ones from port 0, which cannot be answered, and ones
  * whose reply could not be sent) and every reply sent whose status is not
  * OK. A datagram from port 0 is not even looked at, so that it changes
- * nothing (the DPDK server does the same). 0, or -1 after one error line if
- * receiving failed. Always inlined, so answer is a direct call. */
+ * nothing (the DPDK server does the same). A checkpoint barrier request
+ * (barrier.h) is answered at once, on its own, and counted nowhere. 0, or
+ * -1 after one error line if receiving failed. Always inlined, so answer is
+ * a direct call. */
 static __always_inline int udp_serve_batch(int fd, struct udp_batch *b, udp_answer_fn answer,
 					   void *ctx, uint64_t *stats)
 {
@@ -178,6 +180,12 @@ static __always_inline int udp_serve_batch(int fd, struct udp_batch *b, udp_answ
 		struct msghdr *req = &b->in[i].msg_hdr;
 		__u32 len = 0;
 
+		if (!(req->msg_flags & MSG_TRUNC) && b->peer[i].sin_port &&
+		    dint_is_control((struct dint_hdr *)b->buf[i], b->in[i].msg_len)) {
+			barrier_answer(&server_barrier, (struct dint_hdr *)b->buf[i], b->in[i].msg_len);
+			sendto(fd, b->buf[i], b->in[i].msg_len, 0, req->msg_name, req->msg_namelen);
+			continue;
+		}
 		stats[DINT_STAT_RX]++;
 		if (!(req->msg_flags & MSG_TRUNC) && b->peer[i].sin_port)
 			len = answer(ctx, b->buf[i], b->in[i].msg_len);
