@@ -180,13 +180,17 @@ def execute_series(points: list[tuple[RunConfig, Path]], sdir: Path, show_progre
         # a point served alone is a run: the servers' files in its directory
         where = Path(rest[0][1]) if len(rest) == 1 else Path(sdir) if attempt == 1 else Path(f"{sdir}.{attempt}")
         series = Series(rest, where, show_progress, testbed, data_cache)
+        before = len(outcomes)
         try:
             series.run(concluded)
         except KeyboardInterrupt:
             raise
-        except BaseException:
+        except BaseException as exc:
             if len(points) == 1:
                 raise
+            if len(outcomes) == before:  # nothing concluded (a fault of the harness): the rest fail with it
+                for _ in rest:
+                    concluded(exc, 0.0)
         finally:
             try:
                 series.close()
@@ -474,7 +478,7 @@ class Series:
         (out / "ansible").mkdir(exist_ok=True)
         (out / "ansible" / "timings.json").write_text(json.dumps(timings, indent=1))
         hist = metrics.merge(metrics.decode(r["histogram"]) for r in results)
-        summary, txn_hists = summarize(cfg, results, hist, stats, placement(inv, system.polls), self.napi[k], LATE_NS,
+        summary, txn_hists = summarize(cfg, results, hist, stats, placement(inv, system.polls), self.napi, LATE_NS,
                                        injected, links)
         # from the servers' own stats lines around the clients' window (their
         # logs: fetched back at stop, or at the checkpoint, on a cluster)

@@ -126,3 +126,20 @@ def test_counters_over_a_span():
     end = {"rx": 25, "tx": 24, "t_ns": 900, "mono_ns": 80, "clean": True, "cpu_ns": 70}
     assert counters_since(end, base) == {"rx": 15, "tx": 15, "t_ns": 900, "mono_ns": 80, "clean": True, "cpu_ns": 20}
     assert counters_since(end, None) == end and counters_since(None, base) is None
+
+
+def test_a_fault_of_the_harness_fails_the_rest_instead_of_starting_again(monkeypatch, test_inventory_path):
+    """A series whose run raises before it concluded any point (a bug, not
+    a measurement): its points fail with that error, and no new servers
+    are started for them, again and again."""
+    from harness import run
+    starts = []
+
+    def broken(self, concluded):
+        starts.append(self.sdir)
+        raise KeyError(0)
+    monkeypatch.setattr(run.Series, "run", broken)
+    monkeypatch.setattr(run.Series, "close", lambda self: None)
+    points = [(c, f"p{c.concurrency}") for c in configs(test_inventory_path, "kernel", (2, 8))]
+    outcomes = execute_series(points, "servers", show_progress=False)
+    assert [type(o) for o in outcomes] == [KeyError, KeyError] and len(starts) == 1
