@@ -99,7 +99,7 @@ DPDK_BYTES = 512 * MiB
 # default data; for kv the larger of its stream and its contention mix),
 # plus 10% for what tracemalloc does not see, rounded up to a multiple of
 # 8 (tests/test_limits.py checks each figure against tracemalloc).
-PARAM_BYTES = {"echo": 352, "kv": 384, "log": 384, "lock": 1456, "smallbank": 184, "tatp": 192, "tpcc": 560}
+PARAM_BYTES = {"echo": 360, "kv": 384, "log": 384, "lock": 1656, "smallbank": 184, "tatp": 200, "tpcc": 712}
 PARAM_BYTES_DEFAULT = max(PARAM_BYTES.values())  # a workload not measured yet
 # A client process beside its parameters: ru_maxrss 22 MiB after the
 # imports of harness.loadgen, plus its histograms and the socket buffers it

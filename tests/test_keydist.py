@@ -3,7 +3,6 @@ refusals, the same keys for every system and in every process from one
 seed, and each distribution's shape checked statistically at a tiny scale."""
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 import types
@@ -15,15 +14,15 @@ from scipy import stats
 import workloads
 from harness import HarnessError, ROOT, experiments
 from harness.config import SYSTEMS, RunConfig
+from harness.protocol import Op
 from harness.processes import Clients
-from workloads import DataSpec, LoadSpec, keydist, kv, lock, log
+from workloads import DataSpec, LoadSpec, keydist, kv, lock, log, seeds
 
 ALPHA = 1e-3  # a goodness-of-fit test fails the distribution below this p-value
 
 
 def draws(spec: str, keys: int, n: int, seed: int = 1) -> np.ndarray:
-    draw = keydist.parse(spec).sampler(keys, random.Random(seed))
-    return np.array([draw() for _ in range(n)])
+    return keydist.parse(spec).draw_many(n, keys, seeds.generator(seed, "test"))
 
 
 # -- specs --------------------------------------------------------------------
@@ -115,34 +114,22 @@ def test_the_same_seed_gives_every_system_the_same_inputs(spec):
     assert kv.stream(LoadSpec(other.data, 2001, 2000, 3, key_dist=other.key_dist)) != streams[0]
 
 
-def test_uniform_draws_the_keys_the_workloads_always_drew():
-    """The default changes nothing: today's inputs, draw for draw."""
-    rng = random.Random(5)
-    assert list(draws("uniform", 1000, 200, seed=5)) == [rng.randrange(1000) for _ in range(200)]
-    rng = random.Random(5)
-    expect = []
-    for _ in range(50):  # lock.generate as it was before there were distributions
-        chosen = rng.sample(range(40), rng.randint(*lock.KEYS_PER_TXN))
-        written = [rng.random() < lock.WRITE_PROBABILITY for _ in chosen]
-        expect.append((tuple(k for k, w in zip(chosen, written) if not w),
-                       tuple(k for k, w in zip(chosen, written) if w)))
-    assert lock.generate(50, 40, seed=5) == expect
-
-
 KEYS_SCRIPT = """
-import random, sys
-from workloads import keydist
+import sys
+from workloads import keydist, lock, seeds
 d = keydist.parse(sys.argv[1])
-f = d.sampler(int(sys.argv[2]), random.Random(int(sys.argv[3])))
-print(" ".join(str(f()) for _ in range(300)))
+print(" ".join(map(str, d.draw_many(300, int(sys.argv[2]), seeds.generator(int(sys.argv[3]), "test")))))
+print(lock.generate(50, int(sys.argv[2]), int(sys.argv[3]), sys.argv[1]))
 """
 
 
-@pytest.mark.parametrize("spec", ["nurand:1048575", "zipf:0.99"])
+@pytest.mark.parametrize("spec", ["uniform", "nurand:1048575", "zipf:0.99"])
 def test_draws_are_the_same_in_another_process(spec):
     p = subprocess.run([sys.executable, "-c", KEYS_SCRIPT, spec, "100000", "9"], capture_output=True, text=True,
                        cwd=ROOT, env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"}, check=True)
-    assert list(map(int, p.stdout.split())) == list(draws(spec, 100_000, 300, seed=9))
+    keys, txns = p.stdout.splitlines()
+    assert list(map(int, keys.split())) == list(draws(spec, 100_000, 300, seed=9))
+    assert txns == str(lock.generate(50, 100_000, 9, spec))
 
 
 # -- shapes ---------------------------------------------------------------------
@@ -195,6 +182,29 @@ def test_zeta_is_the_harmonic_sum():
     assert keydist.zeta(big, 0.9) == pytest.approx(float(np.sum(np.arange(1, big + 1.0) ** -0.9)), rel=1e-12)
 
 
+def test_distinct_keys_are_drawn_over_until_new():
+    """A row of distinct keys is what drawing them one at a time, a repeat
+    drawn over, gives: the first two keys (a, b) of a row come up with
+    probability p(a) p(b) / (1 - p(a)) (NURand's exact p); uniform, each
+    place is uniform."""
+    a, keys, n = 7, 10, 60_000
+    pairs = (np.arange(a + 1)[:, None] | np.arange(keys)[None, :]) % keys
+    p = np.bincount(pairs.ravel(), minlength=keys) / pairs.size
+    rows = keydist.parse(f"nurand:{a}").distinct_many(n, 4, keys, seeds.generator(2, "test"))
+    assert all(len(set(r)) == 4 for r in rows.tolist()) and rows.min() >= 0 and rows.max() < keys
+    expected = p[:, None] * p[None, :] / (1 - p[:, None])
+    np.fill_diagonal(expected, 0)
+    counts = np.bincount(rows[:, 0] * keys + rows[:, 1], minlength=keys * keys).reshape(keys, keys)
+    off = ~np.eye(keys, dtype=bool)
+    assert stats.chisquare(counts[off], expected[off] * n).pvalue > ALPHA
+    rows = keydist.parse("uniform").distinct_many(n, 10, 12, seeds.generator(3, "test"))
+    assert all(len(set(r)) == 10 for r in rows.tolist())
+    for col in rows.T:
+        assert stats.chisquare(np.bincount(col, minlength=12)).pvalue > ALPHA
+    with pytest.raises(ValueError, match="cannot draw 11 distinct keys of 10"):
+        keydist.parse("uniform").distinct_many(1, 11, 10, seeds.generator(1, "test"))
+
+
 @pytest.mark.parametrize("spec", ["nurand:63", "zipf:0.9"])
 def test_lock_transactions_draw_distinct_keys_skewed_by_the_distribution(spec):
     txns = lock.generate(3000, 200, seed=3, dist=spec)
@@ -204,6 +214,54 @@ def test_lock_transactions_draw_distinct_keys_skewed_by_the_distribution(spec):
     assert stats.chisquare(counts).pvalue < ALPHA  # not flat
     if spec.startswith("zipf"):
         assert counts[0] == counts.max()
+
+
+@pytest.mark.parametrize("spec", ["uniform", "nurand:1048575", "zipf:0.99"])
+@pytest.mark.parametrize("cc,protocol", [("2pl", "parallel"), ("occ", "parallel"), ("2pl", "sequential")])
+def test_lock_parameters_are_the_same_for_a_seed_and_well_formed(spec, cc, protocol):
+    """The executor's parameters of the lock workload: one seed, the same
+    ones (another seed, others); each transaction 5-10 distinct keys in
+    range, its first batch its reads (LOCK_SHARED or READ) then its writes
+    (LOCK_EXCL), or its locks in key order, each to its key's primary, all
+    of it plain Python ints and tuples."""
+    def load(seed):
+        return LoadSpec(DataSpec(keys=1000), seed=seed, requests=3000, servers=3, cc=cc, key_dist=spec,
+                        lock_protocol=protocol)
+    ps = lock.draw(load(5), None)
+    assert ps == lock.draw(load(5), None) and ps != lock.draw(load(6), None) and len(ps) == 3000
+    read_op = Op.LOCK_SHARED if cc == "2pl" else Op.READ
+    for kind, (reads, writes, first) in ps:
+        keys = reads + writes
+        assert kind == 0 and type(reads) is type(writes) is type(first) is tuple
+        assert 5 <= len(keys) <= 10 and len(set(keys)) == len(keys)
+        assert all(type(k) is int and 0 <= k < 1000 for k in keys)
+        expect = [(read_op, lock.TABLE, k, lock.PLACEHOLDER, 0, k % 3) for k in reads] + \
+                 [(Op.LOCK_EXCL, lock.TABLE, k, lock.PLACEHOLDER, 0, k % 3) for k in writes]
+        if protocol == "sequential":
+            expect.sort(key=lambda req: req[2])
+        assert list(first) == expect
+        assert all(type(req) is tuple and all(type(x) in (int, bytes) for x in req) for req in first)
+    assert sum(len(w) for _, (r, w, _) in ps) / sum(len(r) + len(w) for _, (r, w, _) in ps) == \
+        pytest.approx(lock.WRITE_PROBABILITY, abs=0.02)
+
+
+@pytest.mark.parametrize("spec", ["uniform", "nurand:1048575", "zipf:0.99"])
+def test_kv_contention_parameters_are_the_same_for_a_seed_and_well_formed(spec):
+    def load(seed):
+        return LoadSpec(DataSpec(keys=1000), seed=seed, requests=5000, servers=3, key_dist=spec, mix="contention")
+    ps = kv.draw(load(5), kv.TXN_TYPES)
+    assert ps == kv.draw(load(5), kv.TXN_TYPES) and ps != kv.draw(load(6), kv.TXN_TYPES) and len(ps) == 5000
+    names = [t.name for t in kv.TXN_TYPES]
+    for kind, args in ps:
+        if names[kind] == "write":
+            key, (req,) = args
+            assert req == (Op.LOCK_EXCL, kv.TABLE, key, kv.PLACEHOLDER, 0, key % 3)
+        else:
+            ((req,),) = args
+            key = req[2]
+            assert req == (Op.READ, kv.TABLE, key, kv.PLACEHOLDER, 0, key % 3)
+        assert type(key) is int and 0 <= key < 1000 and all(type(x) in (int, bytes) for x in req)
+    assert sum(names[k] == "write" for k, _ in ps) / len(ps) == pytest.approx(0.2, abs=0.02)
 
 
 def test_every_keyed_workload_either_draws_from_the_option_or_says_why_not():

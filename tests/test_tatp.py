@@ -5,9 +5,9 @@ consistency check on states made up to break each rule."""
 from __future__ import annotations
 
 import importlib
-import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from harness import consistency, coord, results as results_table
@@ -102,12 +102,12 @@ def test_nonuniform_constant_by_size():
 
 def test_subscriber_choice_is_the_spec_formula_and_skewed():
     n = 100_000
-    pick = params.subscriber_chooser(random.Random(5), n)
-    rng = random.Random(5)
-    for _ in range(1000):
-        assert pick() == ((rng.getrandbits(16) | rng.randrange(1, n + 1)) % n) + 1
-    draws = Counter(pick() for _ in range(200_000))
-    assert min(draws) >= 1 and max(draws) <= n
+    picked = params.subscriber_ids(np.random.default_rng(5), n, 1000)
+    rng = np.random.default_rng(5)
+    a, s_id = rng.integers(0, 2**16 - 1, 1000, endpoint=True), rng.integers(1, n, 1000, endpoint=True)
+    assert picked.tolist() == (((a | s_id) % n) + 1).tolist()
+    draws = params.subscriber_ids(np.random.default_rng(6), n, 200_000)
+    assert draws.min() >= 1 and draws.max() <= n
     # far from uniform: two draws meet ~28 times as often as under a uniform choice
     assert tcheck.concentration(n) > 10 and tcheck.concentration(300) < 3
 
@@ -120,16 +120,34 @@ def test_mix_and_arguments():
     mix = Counter(types[k].name for k, _ in ps)
     for name, pct in schema.MIX.items():
         assert abs(mix[name] / n - pct / 100) < 0.006, name
+    arity = {"GetSubscriberData": 1, "GetNewDestination": 4, "GetAccessData": 2, "UpdateSubscriberData": 4,
+             "UpdateLocation": 2, "InsertCallForwarding": 5, "DeleteCallForwarding": 3}
     for k, args in ps:
         name = types[k].name
+        # plain Python values, as the transactions and the executor take them
+        assert type(k) is int and type(args) is tuple and len(args) == arity[name]
+        assert all(type(a) in (int, str) for a in args), (name, args)
         if name in ("UpdateLocation", "InsertCallForwarding", "DeleteCallForwarding"):
             assert len(args[0]) == 15 and 1 <= int(args[0]) <= subs
         else:
             assert 1 <= args[0] <= subs
+        if name not in ("GetSubscriberData", "UpdateLocation"):
+            assert args[1] in schema.TYPES
         if name == "GetNewDestination":
-            assert args[1] in schema.TYPES and args[2] in schema.START_TIMES and 1 <= args[3] <= 24
+            assert args[2] in schema.START_TIMES and 1 <= args[3] <= 24
+        if name == "UpdateSubscriberData":
+            assert args[2] in (0, 1) and 0 <= args[3] <= 255
+        if name == "UpdateLocation":
+            assert 0 <= args[1] < 2**32
+        if name in ("InsertCallForwarding", "DeleteCallForwarding"):
+            assert args[2] in schema.START_TIMES
         if name == "InsertCallForwarding":
             assert 1 <= args[3] - args[2] <= 8 and args[4].isdigit() and len(args[4]) == 15
+    # the types and times uniform
+    sf_types = Counter(args[1] for k, args in ps if types[k].name not in ("GetSubscriberData", "UpdateLocation"))
+    assert all(abs(c / sum(sf_types.values()) - 1 / 4) < 0.01 for c in sf_types.values()) and len(sf_types) == 4
+    ends = Counter(args[3] for k, args in ps if types[k].name == "GetNewDestination")
+    assert len(ends) == 24 and all(abs(c / sum(ends.values()) - 1 / 24) < 0.012 for c in ends.values())
 
 
 def test_transactions_interface():

@@ -264,7 +264,32 @@ def test_a_stream_of_every_type_keeps_the_conditions(loaded, cc):
 
 
 def test_mix_and_parameters():
-    ps = params.generate(20_000, s.Card(3, 10), 1, TYPES)
+    card = s.Card(3, 10)
+    ps = params.generate(20_000, card, 1, TYPES)
+    assert ps == params.generate(20_000, card, 1, TYPES) and ps != params.generate(20_000, card, 2, TYPES)
+    assert 20_000 <= len(ps) < 20_010
+    arity = {"NewOrder": 5, "Payment": 7, "OrderStatus": 4, "Delivery": 3, "StockLevel": 3}
+    for i, (k, a) in enumerate(ps):
+        name = KINDS[k]
+        # plain Python values, as the transactions take them
+        assert type(k) is int and type(a) is tuple and len(a) == arity[name]
+        assert all(type(x) in (int, bool, tuple) for x in a), (name, a)
+        assert 1 <= a[0] <= card.warehouses and 1 <= a[1] <= s.DISTRICTS
+        if name == "NewOrder":
+            assert 1 <= a[2] <= card.customers and type(a[4]) is bool
+            assert all(type(x) is int for line in a[3] for x in line)
+            assert all(1 <= i <= card.items + a[4] and 1 <= sw <= card.warehouses and 1 <= q <= 10
+                       for i, sw, q in a[3])
+            assert (a[3][-1][0] == card.items + 1) == a[4]
+        elif name == "Payment":
+            assert 1 <= a[2] <= card.warehouses and 1 <= a[3] <= s.DISTRICTS and type(a[4]) is bool
+            assert (0 <= a[5] < card.last_names if a[4] else 1 <= a[5] <= card.customers) and 100 <= a[6] <= 500_000
+        elif name == "Delivery" and a[1] == 1:
+            # ten in a row, one per district, one carrier
+            assert [p[1] for p in ps[i:i + 10]] == [(a[0], d, a[2]) for d in range(1, s.DISTRICTS + 1)]
+            assert 1 <= a[2] <= 10
+        elif name == "StockLevel":
+            assert 10 <= a[2] <= 20
     kinds = Counter(KINDS[k] for k, _ in ps)
     business = {k: n / (10 if k == "Delivery" else 1) for k, n in kinds.items()}
     total = sum(business.values())

@@ -3,9 +3,7 @@ log, lock) draws each key from its client's seeded generator. The draws
 depend on the spec, the key count and the seed only, never on the system,
 so every system is given the same keys.
 
-- `uniform` (the default): every key alike. The draws are the ones the
-  workloads always made (`random.Random.randrange`, and `sample` for a
-  transaction's distinct keys), so a uniform run's inputs are unchanged.
+- `uniform` (the default): every key alike.
 - `nurand:A`: TATP's non-uniform random NURand(A, 0, keys - 1) =
   (random(0, A) | random(0, keys - 1)) mod keys, with no constant C, as
   DINT's KV client draws its subscriber ids (A = 1048575 there; `nurand`
@@ -18,15 +16,15 @@ so every system is given the same keys.
   databases", SIGMOD'94): keys 0 and 1 exactly, the rest by the closed
   form. `zipf` alone means YCSB's default skew 0.99. THETA 0 is uniform.
 
-Draws use Python's `random.Random` (Mersenne Twister: the same sequence
-for a seed in every process and every Python version) and, for zipf, the
-harmonic number zeta(keys, THETA) summed in fixed chunks with numpy and
-added exactly (math.fsum), so the same seed gives the same keys."""
+Keys are drawn many at a time (`draw_many`, and `distinct_many` for
+transactions' distinct keys) from a numpy Generator the workload seeds
+(workloads/seeds.py), so the same seed gives the same keys; for zipf, the
+harmonic number zeta(keys, THETA) is summed in fixed chunks with numpy and
+added exactly (math.fsum)."""
 from __future__ import annotations
 
 import functools
 import math
-import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,33 +53,40 @@ class KeyDist:
             return "uniform"
         return f"{self.kind}:{int(self.param) if self.kind == 'nurand' else repr(float(self.param))}"
 
-    def sampler(self, keys: int, rng: random.Random) -> Callable[[], int]:
-        """A function drawing one key in [0, keys) from rng per call."""
+    def draw_many(self, n: int, keys: int, rng: np.random.Generator) -> np.ndarray:
+        """n keys in [0, keys) drawn from rng (int64)."""
         if keys < 1:
             raise ValueError(f"a key distribution needs at least one key, not {keys}")
         if self.kind == "uniform":
-            return functools.partial(rng.randrange, keys)
+            return rng.integers(0, keys, n)
         if self.kind == "nurand":
-            a = int(self.param)
-            return lambda: (rng.randint(0, a) | rng.randrange(keys)) % keys
-        return _zipf_sampler(keys, float(self.param), rng)
+            return (rng.integers(0, int(self.param), n, endpoint=True) | rng.integers(0, keys, n)) % keys
+        return _zipf(n, keys, float(self.param), rng)
 
-    def distinct(self, n: int, keys: int, rng: random.Random) -> list[int]:
-        """n distinct keys (n <= keys), in the order drawn: each drawn from
-        the distribution, a key drawn again being drawn over."""
-        if not 0 <= n <= keys:
-            raise ValueError(f"cannot draw {n} distinct keys of {keys}")
-        if self.kind == "uniform":
-            return rng.sample(range(keys), n)
-        draw = self.sampler(keys, rng)
-        out: list[int] = []
-        seen: set[int] = set()
-        while len(out) < n:
-            k = draw()
-            if k not in seen:
-                seen.add(k)
-                out.append(k)
-        return out
+    def distinct_many(self, n: int, width: int, keys: int, rng: np.random.Generator) -> np.ndarray:
+        """n rows of width distinct keys (width <= keys), each row in the
+        order drawn: each key drawn from the distribution, a key drawn again
+        within its row being drawn over (distinct_rows)."""
+        if not 0 <= width <= keys:
+            raise ValueError(f"cannot draw {width} distinct keys of {keys}")
+        return distinct_rows(lambda size: self.draw_many(size, keys, rng), n, width)
+
+
+def distinct_rows(draw: Callable[[int], np.ndarray], n: int, width: int) -> np.ndarray:
+    """An (n, width) int64 array of draws, distinct within each row: column
+    by column, a draw already in its row is drawn over (draw(size): size
+    draws) until none is. Each row is what drawing its values one at a
+    time, each repeat drawn over, would give: by uniform draws, a uniform
+    sample without replacement."""
+    out = np.empty((n, width), dtype=np.int64)
+    for j in range(width):
+        col = draw(n)
+        again = np.flatnonzero((out[:, :j] == col[:, None]).any(axis=1))
+        while again.size:
+            col[again] = draw(again.size)
+            again = again[(out[again, :j] == col[again, None]).any(axis=1)]
+        out[:, j] = col
+    return out
 
 
 def parse(spec: str) -> KeyDist:
@@ -129,24 +134,19 @@ def zeta(n: int, theta: float) -> float:
     return math.fsum(parts)
 
 
-def _zipf_sampler(keys: int, theta: float, rng: random.Random) -> Callable[[], int]:
-    """YCSB's ZipfianGenerator over ranks 0..keys-1 (Gray et al.)."""
+def _zipf(n: int, keys: int, theta: float, rng: np.random.Generator) -> np.ndarray:
+    """n draws of YCSB's ZipfianGenerator over ranks 0..keys-1 (Gray et al.)."""
+    out = np.zeros(n, dtype=np.int64)
     if keys == 1:
-        return lambda: 0
+        return out
     zetan = zeta(keys, theta)
     zeta2 = zeta(2, theta)
     alpha = 1.0 / (1.0 - theta)
     # two keys: u * zetan < zeta2 always, so the closed form is never reached
     eta = (1.0 - (2.0 / keys) ** (1.0 - theta)) / (1.0 - zeta2 / zetan) if keys > 2 else 0.0
-    half = 1.0 + 0.5 ** theta
-    last = keys - 1
-
-    def draw() -> int:
-        u = rng.random()
-        uz = u * zetan
-        if uz < 1.0:
-            return 0
-        if uz < half:
-            return 1
-        return min(last, int(keys * (eta * u - eta + 1.0) ** alpha))
-    return draw
+    u = rng.random(n)
+    uz = u * zetan
+    out[uz >= 1.0] = 1
+    far = uz >= 1.0 + 0.5 ** theta
+    out[far] = np.minimum(keys - 1, (keys * (eta * u[far] - eta + 1.0) ** alpha).astype(np.int64))
+    return out

@@ -16,14 +16,12 @@ NURand, `nurand:1048575`). A record's value is derived from its key and
 version, so a dump can be checked."""
 from __future__ import annotations
 
-import random
-
 from harness.placement import Placement
 from harness.protocol import Op, pack
 from harness.schema import Schema
 from harness.snapshot import Record
 
-from . import keydist
+from . import keydist, seeds
 from .contract import DataSpec, LoadSpec, Stream, Transactions, TxnType, Workload
 from .stream import RequestStream
 
@@ -47,13 +45,10 @@ def rows(data: DataSpec) -> dict[int, int]:
 
 
 def generate(n: int, servers: int, keys: int, seed: int = 1, dist: str = keydist.DEFAULT) -> RequestStream:
-    rng = random.Random(seed)
-    draw_key = keydist.parse(dist).sampler(keys, rng)
+    keys_drawn = keydist.parse(dist).draw_many(n, keys, seeds.generator(seed, "kv")).tolist()
     place = Placement(servers)
-    reqs = []
-    for _ in range(n):
-        key = draw_key()
-        reqs.append((place.primary(key), pack(Op.READ, key, PLACEHOLDER, table=TABLE)))
+    reqs = [(place.primary(key), pack(Op.READ, key, PLACEHOLDER, table=TABLE)) for key in keys_drawn]
+    del keys_drawn  # not held while the stream is packed
     return RequestStream.pack(reqs)
 
 
@@ -77,20 +72,21 @@ TXN_TYPES = (TxnType("read", read, 80), TxnType("write", write, 20))
 def draw(load: LoadSpec, types) -> list:
     """The contention mix: [(type, args)], each transaction's first batch
     built here, once."""
-    rng = random.Random(load.seed)
-    draw_key = keydist.parse(load.key_dist).sampler(load.data.keys, rng)
-    place = Placement(load.servers)
+    rng = seeds.generator(load.seed, "kv-contention")
+    keys = keydist.parse(load.key_dist).draw_many(load.requests, load.data.keys, rng)
     names = [t.name for t in types]
     r, w = names.index("read"), names.index("write")
-    write_share = types[w].weight / 100
+    writes = rng.random(load.requests) < types[w].weight / 100
+    place = Placement(load.servers)
+    # ops as plain ints: the collector stops tracking a tuple of them (not of Op members)
+    lock_op, read_op = int(Op.LOCK_EXCL), int(Op.READ)
     out = []
-    for _ in range(load.requests):
-        key = draw_key()
+    for key, write in zip(keys.tolist(), writes.tolist()):
         dest = place.primary(key)
-        if rng.random() < write_share:
-            out.append((w, (key, ((Op.LOCK_EXCL, TABLE, key, PLACEHOLDER, 0, dest),))))
+        if write:
+            out.append((w, (key, ((lock_op, TABLE, key, PLACEHOLDER, 0, dest),))))
         else:
-            out.append((r, (((Op.READ, TABLE, key, PLACEHOLDER, 0, dest),),)))
+            out.append((r, (((read_op, TABLE, key, PLACEHOLDER, 0, dest),),)))
     return out
 
 

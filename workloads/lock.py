@@ -30,7 +30,9 @@ lock path only), and a record's value is its version, so a store dump can be
 checked for lost or doubled commits."""
 from __future__ import annotations
 
-import random
+from itertools import repeat
+
+import numpy as np
 
 from harness.placement import Placement
 from harness.protocol import Op, Status
@@ -38,7 +40,7 @@ from harness.schema import Schema
 from harness.snapshot import Record
 from harness.txn import Batch
 
-from . import keydist
+from . import keydist, seeds
 from .contract import CC_MODES, DataSpec, LoadSpec, Transactions, TxnType, Workload
 
 SCHEMA = Schema((8,))
@@ -61,19 +63,37 @@ def rows(data: DataSpec) -> dict[int, int]:
     return {TABLE: data.keys}
 
 
+def _drawn(n: int, keys: int, seed: int, dist: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n transactions, a row each: (keys, written, used). Transaction i's
+    keys are keys[i][used[i]], 5-10 distinct ones drawn from the key
+    distribution dist, each written with probability 0.2 (written[i]):
+    its read keys first, then its written ones, each in the order drawn
+    (the rest of the row unused, none of it written)."""
+    lo, hi = KEYS_PER_TXN
+    rng = seeds.generator(seed, "lock")
+    sizes = rng.integers(lo, hi, n, endpoint=True)
+    chosen = keydist.parse(dist).distinct_many(n, hi, keys, rng)
+    used = np.arange(hi) < sizes[:, None]
+    written = (rng.random((n, hi)) < WRITE_PROBABILITY) & used
+    # each row read, written, unused: a stable sort keeps the order drawn
+    order = np.argsort(np.where(used, written, 2), axis=1, kind="stable")
+    return np.take_along_axis(chosen, order, axis=1), np.take_along_axis(written, order, axis=1), used
+
+
+def _bounds(written: np.ndarray, used: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+    """Where each transaction of _drawn's starts, where its written keys
+    start and where it ends among all transactions' used keys."""
+    ends = np.cumsum(used.sum(axis=1))
+    return (ends - used.sum(axis=1)).tolist(), (ends - written.sum(axis=1)).tolist(), ends.tolist()
+
+
 def generate(n: int, keys: int, seed: int = 1,
              dist: str = keydist.DEFAULT) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """n transactions: (read keys, written keys), distinct keys drawn from
-    the key distribution dist."""
-    rng = random.Random(seed)
-    kd = keydist.parse(dist)
-    out = []
-    for _ in range(n):
-        chosen = kd.distinct(rng.randint(*KEYS_PER_TXN), keys, rng)
-        written = [rng.random() < WRITE_PROBABILITY for _ in chosen]
-        out.append((tuple(k for k, w in zip(chosen, written) if not w),
-                    tuple(k for k, w in zip(chosen, written) if w)))
-    return out
+    """n transactions: (read keys, written keys), 5-10 distinct keys drawn
+    from the key distribution dist, each written with probability 0.2."""
+    chosen, written, used = _drawn(n, keys, seed, dist)
+    flat = tuple(chosen[used].tolist())  # a tuple's slices are tuples
+    return [(flat[a:m], flat[m:e]) for a, m, e in zip(*_bounds(written, used))]
 
 
 def _commits(first, replies, nr):
@@ -142,18 +162,24 @@ def check(state: dict, committed: dict, spec) -> list[dict]:
 
 def draw(load: LoadSpec, types) -> list:
     """[(type, args)] for the executor (one type: the run's concurrency
-    control); the first batch of each transaction is built here, once."""
-    first_read = Op.LOCK_SHARED if load.cc == "2pl" else Op.READ
-    place = Placement(load.servers)
-    in_key_order = load.lock_protocol == "sequential"
-    out = []
-    for reads, writes in generate(load.requests, load.data.keys, load.seed, load.key_dist):
-        first = [(first_read, TABLE, k, PLACEHOLDER, 0, place.primary(k)) for k in reads] + \
-                [(Op.LOCK_EXCL, TABLE, k, PLACEHOLDER, 0, place.primary(k)) for k in writes]
-        if in_key_order:
-            first.sort(key=lambda req: req[2])
-        out.append((0, (reads, writes, tuple(first))))
-    return out
+    control); the first batch of each transaction is built here, once:
+    its reads then its writes, or (the sequential protocol) its locks in
+    ascending key order."""
+    chosen, written, used = _drawn(load.requests, load.data.keys, load.seed, load.key_dist)
+    flat = tuple(chosen[used].tolist())  # a tuple's slices are tuples
+    locked, exclusive = flat, written[used]
+    if load.lock_protocol == "sequential":
+        # the unused places sort last: the used ones stay the first of each row
+        order = np.argsort(np.where(used, chosen, np.iinfo(np.int64).max), axis=1)
+        locked = np.take_along_axis(chosen, order, axis=1)[used].tolist()
+        exclusive = np.take_along_axis(written, order, axis=1)[used]
+    # ops as plain ints: the collector stops tracking a tuple of them (not of Op members)
+    ops = np.where(exclusive, Op.LOCK_EXCL, Op.LOCK_SHARED if load.cc == "2pl" else Op.READ).tolist()
+    dests = map(Placement(load.servers).primary, locked)
+    reqs = tuple(zip(ops, repeat(TABLE), locked, repeat(PLACEHOLDER), repeat(0), dests))
+    bounds = _bounds(written, used)
+    del chosen, written, used, locked, exclusive, ops  # not held while the parameters are built
+    return [(0, (flat[a:m], flat[m:e], reqs[a:e])) for a, m, e in zip(*bounds)]
 
 
 TYPES_BY_CC = {"2pl": (TxnType("2pl", two_phase_locking, 100),), "occ": (TxnType("occ", occ, 100),)}

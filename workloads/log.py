@@ -6,18 +6,17 @@ Keys are drawn from the run's key distribution (--key-dist,
 workloads/keydist.py)."""
 from __future__ import annotations
 
-import random
-
 from harness.placement import Placement
 from harness.protocol import Op, pack
 from harness.schema import Schema
 
-from . import keydist
+from . import keydist, seeds
 from .contract import DataSpec, LoadSpec, Stream, Workload
 from .stream import RequestStream
 
 SCHEMA = Schema((40,))
 TABLE = 0
+RECORD_SIZE = 40
 
 
 def initial(data: DataSpec) -> list:
@@ -31,13 +30,14 @@ def rows(data: DataSpec) -> dict[int, int]:
 def generate(n: int, servers: int, keys: int, seed: int = 1, dist: str = keydist.DEFAULT) -> RequestStream:
     """Run with the client loop's stamp_txn: each request gets a transaction
     of its own (client id and sequence number), kept by a retransmission."""
-    rng = random.Random(seed)
-    draw_key = keydist.parse(dist).sampler(keys, rng)
+    rng = seeds.generator(seed, "log")
+    keys_drawn = keydist.parse(dist).draw_many(n, keys, rng).tolist()
+    records = rng.bytes(RECORD_SIZE * n)
     place = Placement(servers)
-    reqs = []
-    for _ in range(n):
-        key = draw_key()
-        reqs.append((place.primary(key), pack(Op.LOG, key, rng.randbytes(40), table=TABLE, txn=1, ver=1)))
+    reqs = [(place.primary(key), pack(Op.LOG, key, records[i * RECORD_SIZE:(i + 1) * RECORD_SIZE], table=TABLE,
+                                      txn=1, ver=1))
+            for i, key in enumerate(keys_drawn)]
+    del keys_drawn, records  # not held while the stream is packed
     return RequestStream.pack(reqs)
 
 

@@ -70,8 +70,8 @@ WORKLOAD = Workload(
         # client process starts, so none is used twice (a repeated
         # InsertCallForwarding finds the row it inserted, which would skew
         # the success rates). One process on one core of a 2-core host runs
-        # about 100,000 a second against dint; a million take about a
-        # second to draw and 180 MB to hold.
+        # about 100,000 a second against dint; a million take under a
+        # second to draw and 165 MB to hold.
         params_per_s=150_000),
     scaling=Scaling(title="TATP", unit="subscriber",
                     profiles={"local": Size(20_000), "paper": Size(7_000_000)}),

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import functools
 import math
-import random
 from collections import Counter
 from fractions import Fraction
 
+from .. import seeds
 from ..contract import CheckSpec
 from . import loader
-from .params import subscriber_chooser
+from .params import subscriber_ids
 from .schema import (ACCESS_INFO, CALL_FORWARDING, END_SPAN, MIX, P_ACTIVE, P_CALL_FORWARDING, QUERY_END_TIMES,
                      SPECIAL_FACILITY, START_TIMES, SUB_NBR, SUBSCRIBER, SUCCESS, TYPES, call_forwarding, index,
                      special_facility, split_cf, subscriber)
@@ -69,9 +69,8 @@ def expected_success() -> dict[str, float]:
 @functools.lru_cache(maxsize=4)
 def chooser_sample(n: int, draws: int = CHOOSER_DRAWS) -> Counter:
     """How often each subscriber comes up in a fixed sample of draws of the
-    non-uniform choice (params.subscriber_chooser)."""
-    pick = subscriber_chooser(random.Random("tatp-check-chooser"), n)
-    return Counter(pick() for _ in range(draws))
+    non-uniform choice (params.subscriber_ids)."""
+    return Counter(subscriber_ids(seeds.generator(0, "tatp-check-chooser"), n, draws).tolist())
 
 
 def concentration(n: int, draws: int = CHOOSER_DRAWS) -> float:

@@ -8,6 +8,8 @@ import struct
 from collections import namedtuple
 from dataclasses import dataclass
 
+import numpy as np
+
 from harness.schema import Schema
 
 # -- logical tables: the high 4 bits of every key ---------------------------
@@ -174,5 +176,16 @@ def constants(seed: int) -> Constants:
     return Constants(load, run, rng.randint(0, 1023), rng.randint(0, 8191))
 
 
+def _nurand(r_a, r_xy, x: int, y: int, c: int):
+    """NURand(A, x, y) with its C from the draws random(0, A) and
+    random(x, y): numbers, or arrays of them."""
+    return ((r_a | r_xy) + c) % (y - x + 1) + x
+
+
 def nurand(rng: random.Random, a: int, x: int, y: int, c: int) -> int:
-    return ((rng.randint(0, a) | rng.randint(x, y)) + c) % (y - x + 1) + x
+    return _nurand(rng.randint(0, a), rng.randint(x, y), x, y, c)
+
+
+def nurand_many(rng: np.random.Generator, a: int, x: int, y: int, c: int, size) -> np.ndarray:
+    """size (an array shape) NURand draws."""
+    return _nurand(rng.integers(0, a, size, endpoint=True), rng.integers(x, y, size, endpoint=True), x, y, c)
