@@ -81,6 +81,7 @@ def cmd_run(args) -> int:
                     client_gso=args.client_gso,
                     cc=args.cc, scale=args.scale, scale_divisor=args.scale_divisor,
                     scale_profile=args.scale_profile, kv_mix=args.kv_mix, rate=args.rate, neighbour=args.neighbour,
+                    slowpath_cpus=args.slowpath_cpus, kv_value_size=args.kv_value_size,
                     faults=args.faults, key_dist=args.key_dist, lock_protocol=args.lock_protocol,
                     **({"inventory": args.inventory} if args.inventory else {}),
                     **({"rto_min_ms": args.rto_min_ms} if args.rto_min_ms is not None else {}),
@@ -190,6 +191,13 @@ def parser() -> argparse.ArgumentParser:
                         "make room; 0: no limit (default: RunConfig.server_window, under the testbed's veth rings)")
     p.add_argument("--neighbour", action="store_true",
                    help="colocation: a CPU-bound neighbour on every server host's cores, its work rate measured")
+    p.add_argument("--slowpath-cpus", default="xdp",
+                   help="dint: where its user space (dintd and the slow path) runs: xdp (the server host's cores, "
+                        "where XDP runs and the NIC's interrupts go; the default) or own (the inventory's "
+                        "slowpath_cpus; on a testbed, the machine's cores no server runs on)")
+    p.add_argument("--kv-value-size", type=int, default=40,
+                   help="kv: the records' value bytes (default 40, DINT's); dint's XDP program loads up to about "
+                        "949 here (`harness verifier --schema N`)")
     p.add_argument("--scale", type=int, default=0,
                    help="smallbank: accounts; tatp: subscribers; tpcc: warehouses (default: the workload's "
                         "--scale-profile)")

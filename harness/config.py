@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass, fields
 import workloads
 
 from . import HarnessError
-from .inventory import DEFAULT_INVENTORY
+from .inventory import DEFAULT_INVENTORY, SLOWPATH_PLACES
 from .protocol import MAX_VALUE
 from .testbed import NAPI_MODES
 from .txn import MAX_INFLIGHT
 
 SYSTEMS = ("dint", "kernel", "bypass")
+KV_VALUE_SIZE = 40  # workloads/kv.py: DINT's KV records
 CLIENT_GSO = ("auto", "on", "off")
 
 
@@ -88,6 +89,14 @@ class RunConfig:
     # colocation: a CPU-bound neighbour application on every server host's
     # cores during the run, its progress measured (harness/neighbour.py)
     neighbour: bool = False
+    # dint: where its user space (dintd and the slow path) runs: xdp, on the
+    # server host's cores, where its XDP program runs and the NIC's
+    # interrupts go (as DINT's colocation experiment places it); own, on
+    # cores of its own (the inventory's slowpath_cpus: harness/inventory.py)
+    slowpath_cpus: str = "xdp"
+    # kv: the records' value bytes (DINT's are 40); dint's XDP program loads
+    # up to about 949 on Debian 12's toolchain (`harness verifier --schema N`)
+    kv_value_size: int = KV_VALUE_SIZE
     # fault injection on every client host's ends (harness/faults.py):
     # e.g. "reply-loss=1%,dup=5%,late-dup=5%,reorder=2%"; "": none
     faults: str = ""
@@ -116,6 +125,13 @@ class RunConfig:
                                             f"not {self.client_gso!r}")
         need(1 <= self.kernel_threads <= 256, "--kernel-threads must be between 1 and 256")
         need(0 <= self.cache_fraction <= 4, "--cache-fraction must be between 0 (the default budget) and 4")
+        need(self.slowpath_cpus in SLOWPATH_PLACES, f"--slowpath-cpus must be one of {', '.join(SLOWPATH_PLACES)}, "
+                                                    f"not {self.slowpath_cpus!r}")
+        need(self.slowpath_cpus == SLOWPATH_PLACES[0] or self.system == "dint",
+             "--slowpath-cpus applies to --system dint only (its user-space slow path)")
+        need(1 <= self.kv_value_size <= MAX_VALUE, f"--kv-value-size must be between 1 and {MAX_VALUE} bytes")
+        need(self.kv_value_size == KV_VALUE_SIZE or self.workload == "kv",
+             f"--kv-value-size applies to --workload kv only (its records' value bytes; default {KV_VALUE_SIZE})")
         need(self.bypass_idle_poll_us >= 0 and self.bypass_idle_sleep_max_us >= 0,
              "bypass idle settings must not be negative")
         self._validate_workload(need)
@@ -192,7 +208,9 @@ class RunConfig:
     @property
     def data(self) -> workloads.DataSpec:
         """What the run's initial data is made from (once validated)."""
-        return workloads.DataSpec(keys=self.keys, scale=self.scale, divisor=self.scale_divisor or 1, seed=self.seed)
+        sized = self.workload == "kv" and self.kv_value_size != KV_VALUE_SIZE
+        return workloads.DataSpec(keys=self.keys, scale=self.scale, divisor=self.scale_divisor or 1, seed=self.seed,
+                                  value_size=self.kv_value_size if sized else 0)
 
     @property
     def capacity(self) -> int:

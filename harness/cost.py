@@ -17,6 +17,19 @@ CLOCK_REALTIME (t_ns):
   `inline` mode that kernel work runs on the client's CPU instead and is not
   counted here.
 
+Cores used (`cores`, as DINT reports its CPU efficiency: the server
+cores busy at a fixed offered rate): each server's CPU time between its
+two lines over their span, summed over the servers, in two splits:
+- by where the work runs: `packet` (the kernel's packet work for the
+  server: dint's XDP program, or the NAPI threads of the server's
+  interfaces when a server's lines carry napi_cpu_ns, which holds the XDP
+  runs too; the others' NAPI threads) and `process` (the server
+  processes, user and system time);
+- by mode, as /proc/stat splits a core's time: `user` (the processes'
+  user time) and `kernel` (the packet work and the processes' system
+  time), when every line carries cpu_user_ns and cpu_sys_ns (the
+  processes' user and system time apart); else null, with the reason.
+
 The rule (per_op): for each server, the last of its lines stamped at or
 before the start of the clients' measured window and the first stamped at
 or after its end (so the span covers the window, and overhangs it by at
@@ -37,6 +50,13 @@ from __future__ import annotations
 CPU_FIELDS = {"dint": ("bpf_run_ns", "cpu_ns"), "kernel": ("cpu_ns", "napi_cpu_ns"),
               "bypass": ("cpu_ns", "napi_cpu_ns")}
 EXTRA_FIELDS = {"dint": ("bpf_run_cnt",)}
+# Of those, the kernel's packet work (the rest is the server processes');
+# dint's NAPI threads hold its XDP runs: counted in their place when its
+# lines carry them.
+PACKET_FIELD = {"dint": "bpf_run_ns", "kernel": "napi_cpu_ns", "bypass": "napi_cpu_ns"}
+NAPI_FIELD = "napi_cpu_ns"
+# The server processes' CPU time (cpu_ns) apart: user and system.
+MODE_FIELDS = ("cpu_user_ns", "cpu_sys_ns")
 
 _SPAN = ("from each server's last stats line at or before the clients' window start to its first at or after "
          "the window end, per request the servers counted (their rx) between those lines")
@@ -88,11 +108,13 @@ def per_op(system: str, lines_by_host: dict[str, list[dict]], window: tuple[int,
     delta = dict.fromkeys(fields, 0)
     servers = {}
     counters: dict[str, int] = {}
+    brackets = {}
     for host, lines in sorted(lines_by_host.items()):
         got = bracket(lines, *window)
         if isinstance(got, str):
             return _null(system, f"server {host} {got}")
         a, b = got
+        brackets[host] = got
         add_counters(counters, a, b)
         for f in fields:
             if not isinstance(a.get(f), int) or not isinstance(b.get(f), int):
@@ -111,12 +133,65 @@ def per_op(system: str, lines_by_host: dict[str, list[dict]], window: tuple[int,
                   "bpf_runs": delta["bpf_run_cnt"], "user_space_cpu_s": round(delta["cpu_ns"] / 1e9, 4)}
     else:
         detail = {"process_cpu_s": round(delta["cpu_ns"] / 1e9, 4), "napi_cpu_s": round(delta["napi_cpu_ns"] / 1e9, 4)}
+    used = cores(system, brackets)
+    if system == "dint" and used["packet_work"] == NAPI_FIELD:
+        # its NAPI threads (which hold the XDP runs) in place of the runs alone
+        total_ns += delta_of(brackets, NAPI_FIELD) - delta["bpf_run_ns"]
     if not ops:
         return _null(system, "the servers counted no request over the clients' window", ops=0,
-                     server_cpu_s=round(total_ns / 1e9, 4), **detail, servers=servers, counters=counters)
+                     server_cpu_s=round(total_ns / 1e9, 4), **detail, servers=servers, counters=counters, cores=used)
     return {"server_cpu_us_per_op": round(total_ns / 1e3 / ops, 4), "ops": ops,
             "server_cpu_s": round(total_ns / 1e9, 4), **detail, "servers": servers, "counters": counters,
-            "rule": RULE[system]}
+            "cores": used, "rule": RULE[system]}
+
+
+def delta_of(brackets: dict[str, tuple[dict, dict]], f: str) -> int:
+    """What field f grew by between each server's two lines, summed."""
+    return sum(b[f] - a[f] for a, b in brackets.values())
+
+
+def _has(brackets: dict[str, tuple[dict, dict]], *fs: str) -> bool:
+    return all(isinstance(ln.get(f), int) and not isinstance(ln.get(f), bool)
+               for pair in brackets.values() for ln in pair for f in fs)
+
+
+CORES_RULE = ("each server's CPU time between its stats lines around the clients' window over their span, summed "
+              "over the servers: packet = the kernel's packet work for the servers ({packet}), process = the server "
+              "processes (user and system); user and kernel as /proc/stat splits them: user = the processes' user "
+              "time, kernel = packet work + the processes' system time")
+
+
+def cores(system: str, brackets: dict[str, tuple[dict, dict]]) -> dict:
+    """The server cores used over the window (the module's docstring),
+    from each server's bracketing lines: total, packet and process, and
+    user and kernel when the lines carry the processes' time apart (else
+    null, with user_kernel_note saying why)."""
+    packet_f = PACKET_FIELD[system]
+    if system == "dint" and brackets and _has(brackets, NAPI_FIELD):
+        packet_f = NAPI_FIELD
+    split = bool(brackets) and _has(brackets, *MODE_FIELDS)
+    parts = {"total": 0.0, "packet": 0.0, "process": 0.0, "user": 0.0 if split else None,
+             "kernel": 0.0 if split else None}
+    for a, b in brackets.values():
+        span = (b["t_ns"] - a["t_ns"]) / 1e9
+        if span <= 0:
+            continue
+        packet, process = (b[packet_f] - a[packet_f]) / 1e9 / span, (b["cpu_ns"] - a["cpu_ns"]) / 1e9 / span
+        parts["packet"] += packet
+        parts["process"] += process
+        parts["total"] += packet + process
+        if split:
+            user, sys_ = ((b[f] - a[f]) / 1e9 / span for f in MODE_FIELDS)
+            parts["user"] += user
+            parts["kernel"] += packet + sys_
+    out = {k: (round(v, 4) if v is not None else None) for k, v in parts.items()}
+    what = {"bpf_run_ns": "dint's XDP program's run time (kernel BPF statistics)",
+            "napi_cpu_ns": "the threaded-NAPI threads of the servers' interfaces"}[packet_f]
+    out.update(packet_work=packet_f, rule=CORES_RULE.format(packet=what))
+    if not split:
+        out["user_kernel_note"] = ("the servers' stats lines do not carry their processes' user and system time "
+                                   f"apart ({', '.join(MODE_FIELDS)}): only packet work and process time are known")
+    return out
 
 
 # Fields of a stats line that are not counters growing over the run.

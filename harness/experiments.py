@@ -56,6 +56,7 @@ FIGURES = {
     "colocation": "bars: each system with and without a CPU-bound neighbour",
     "latency": "unloaded latency table (concurrency 1)",
     "faults": "goodput and p99 latency against injected loss (a sweep of --faults), per system",
+    "sweep": "goodput and latency against a swept setting at a fixed load (kv_value_size, key_dist), per system",
 }
 KNOWN_WORKLOADS = workloads.NAMES
 TOP_KEYS = {"version", "profile", "description", "defaults", "systems", "repeat", "experiments", "xdpbench"}
@@ -340,15 +341,18 @@ def _fmt(v) -> str:
     return str(v)
 
 
-SWEEP_TAGS = {"concurrency": "c", "rate": "r"}
+SWEEP_TAGS = {"concurrency": "c", "rate": "r", "kv_value_size": "v"}
 
 
 def sweep_tag(name: str, value) -> str:
-    """A point name's part for a sweep value: c32, r1000, or for faults
-    the spec made readable (no-faults, reply-loss-1pct)."""
+    """A point name's part for a sweep value: c32, r1000, v512, or for
+    faults and key distributions the spec made readable (no-faults,
+    reply-loss-1pct; uniform, zipf-0-99)."""
     if name == "faults":
         from .faults import tag
         return tag(value)
+    if name == "key_dist":
+        return re.sub(r"[^a-z0-9]+", "-", str(value).lower()).strip("-")
     return SWEEP_TAGS.get(name, name.replace("_", "-")) + _fmt(value)
 
 

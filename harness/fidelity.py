@@ -49,6 +49,7 @@ class DintExperiment:
     cc: str | None = None
     variants: tuple[str, ...] = ()  # ablations: the variants DINT has (beside its default build)
     workloads: tuple[str, ...] = ()  # ablations: the workloads DINT runs them on
+    slowpath: tuple[str, ...] = ()  # colocation: the placements of dint's slow path DINT compares (slowpath_cpus)
     # what differs by design, whatever the run: (aspect, DINT's, the harness's, why)
     notes: tuple[tuple[str, str, str, str], ...] = field(default=())
 
@@ -95,17 +96,20 @@ DINT = (
         "7M subscribers", 3, "15 (dint) or 16 (kernel) for NIC queues", 3,
         "20 fixed total offered rates, 0.5M-10M txn/s", "server cores used, user and kernel apart (/proc/stat)",
         cc="occ",
-        notes=(("metric", "cores used at each offered rate", "server CPU us per request at each offered rate",
-                "the harness reads each server's own CPU time over the window"),
+        notes=(("metric", "the primary's cores used at each offered rate, user and kernel time from /proc/stat",
+                "every server's cores used at each offered rate (`server_cores`): its processes' CPU time and the "
+                "kernel's packet work for it (XDP runs, or NAPI threads), user and kernel apart where its stats "
+                "lines carry its processes' user and system time, else packet work and processes; and server CPU "
+                "us per request",
+                "the harness reads each server's own CPU time on its host over the window (harness/cost.py), "
+                "where /proc/stat would also count whatever else ran on those cores"),
                ("rates", "total offered load", "per client process (`rate`)",
                 "the total is the rate times the client processes of the inventory"))),
     DintExperiment(
         "TATP colocation", ("colocation",), "tatp", {}, ("scale", 7_000_000),
         "7M subscribers", 3, "8, dint's user-space slow path pinned on the cores that run XDP", 10,
         "10-300 user threads per client machine", "committed transactions per second", cc="occ",
-        notes=(("what shares the cores", "dint's own slow path, on the cores that run XDP and take the NIC's "
-                "interrupts", "a CPU-bound neighbour application on every server host's cores (`neighbour`)",
-                "the harness's colocation asks what each system leaves to other work on its cores"),)),
+        slowpath=("xdp", "own")),
     DintExperiment(
         "Ablations", ("ablation",), None, {}, None,
         "the KV store's builds: write-through cache, and no bloom filter", 1, CORES_8, 12,
@@ -127,12 +131,17 @@ WHY = {
                "veth driver",
     "network of a cluster": "the inventory's hosts and NICs, not DINT's machines",
     "variants": "the profile's ablations; a cache for a tenth of the records is the harness's own",
+    "slow path placement": "the profile's `slowpath_cpus` variants: xdp pins dint's user space (dintd and the slow "
+                           "path) to the server host's cores, where XDP runs; own to cores of its own (the "
+                           "inventory's slowpath_cpus; on a testbed, the machine's cores no server runs on)",
     "workloads": "the profile's ablation workloads",
     "servers": "every server holds every key, a request goes to its key's primary (harness/placement.py): the "
                "microbenchmarks use every server of the inventory",
     "server cores": "the inventory's cores per server host",
     "client processes": "the inventory's client hosts times `clients_per_host`",
     "load": "the profile's sweep: requests in flight per client process (DINT: user threads per client machine)",
+    "offered load": "the profile's `rate` sweep: transactions offered per second by each client process, below what "
+                    "every system serves on the profile's hosts (DINT's total over its client machines)",
     "warm-up and window": "the profile's `warmup_s` and `duration_s` (the harness stops at the window's end)",
     "repetitions": "the profile's `repeat`: medians with intervals over repetitions interleaved across systems",
 }
@@ -223,7 +232,8 @@ def _window(w, d) -> str:
 def aspects(e: DintExperiment, cp: Counterpart,
             inv: inventory.Inventory | None) -> list[tuple[str, str, str, bool, str]]:
     """(aspect, DINT's, this run's, same, why) for every setting compared."""
-    rows = [(a, d, m, same, WHY[a]) for a, d, m, same in _aspects(e, cp, inv)]
+    rows = [(a, d, m, same, WHY["offered load"] if a == "load" and "cpu" in e.figures else WHY[a])
+            for a, d, m, same in _aspects(e, cp, inv)]
     if inv is None or not (inv.local or inv.simulated):
         rows = [(a, d, m, same, "" if inv is None else WHY["network of a cluster"]) if a == "network"
                 else (a, d, m, same, why) for a, d, m, same, why in rows]
@@ -239,6 +249,11 @@ def _aspects(e: DintExperiment, cp: Counterpart, inv: inventory.Inventory | None
     if e.variants:
         mine = [p.variant for p, _ in cp.points if p.variant not in ("", "base")]
         rows.append(("variants", ", ".join(e.variants), _values(mine), set(mine) == set(e.variants)))
+    if e.slowpath:
+        mine = [c.slowpath_cpus for p, c in cp.points if p.system == "dint"]
+        rows.append(("slow path placement", "on the cores that run XDP and take the NIC's interrupts (xdp), against "
+                     "a core of its own as in DINT's other experiments (own)", _values(mine),
+                     set(mine) == set(e.slowpath)))
     if e.size:
         fld, dint = e.size
         mine = [getattr(c, fld) for c in cfgs]
@@ -272,7 +287,15 @@ def _aspects(e: DintExperiment, cp: Counterpart, inv: inventory.Inventory | None
         rows.append(("network", DINT_NETWORK, "not recorded in this run (no point's inventory.yml)", False))
     sweep = [c.rate if "cpu" in e.figures else c.concurrency for c in cfgs]
     what = "offered rates per client process" if "cpu" in e.figures else "in flight per client process"
-    rows.append(("load", e.load, f"{_values(sorted(set(sweep), key=float), _num)} {what}", False))
+    load = f"{_values(sorted(set(sweep), key=float), _num)} {what}"
+    if "cpu" in e.figures and inv is not None and cfgs:
+        procs = {len(inv.clients) * c.clients_per_host for c in cfgs}
+        if len(procs) == 1:
+            n = procs.pop()
+            totals = sorted({c.rate * n for c in cfgs})
+            load += (f" ({len(totals)} total offered rates over its {n} client process{'' if n == 1 else 'es'}, "
+                     f"{_num(totals[0])}-{_num(totals[-1])}/s)")
+    rows.append(("load", e.load, load, False))
     windows = [(c.warmup_s, c.duration_s) for c in cfgs]
     rows.append(("warm-up and window", _window(DINT_WARMUP_S, DINT_WINDOW_S) + " (seconds 5-15 of 20 s runs)",
                  _values(windows, lambda w: _window(*w)), set(windows) == {(DINT_WARMUP_S, DINT_WINDOW_S)}))

@@ -47,6 +47,10 @@ class Host:
     mgmt: str | None = None  # a cluster host's management address (ansible_host)
     memory: int | None = None  # bytes the inventory says the host has (memory_gb / memory); None: not stated
     memory_var: str = ""       # the variable that said it, for messages
+    # a server host's cores for dint's user space (dintd and its slow path)
+    # when it has cores of its own (--slowpath-cpus own): outside `cpus`,
+    # which run the packet work (XDP) and take the NIC's interrupts
+    slowpath_cpus: tuple[int, ...] = ()
 
     def interface_to(self, peer: str) -> Interface:
         for iface in self.interfaces:
@@ -217,8 +221,43 @@ def _host(name: str, role: str, spec: dict, where: str, inherited: dict | None =
         raise HarnessError(f"{where}: host {name} has no interfaces")
     # the host's own memory variable, else its group's, else all's
     memory, memory_var = parse_memory(_memory_vars(spec) or inherited or {}, f"{where}: host {name}")
+    own = spec.get("slowpath_cpus") or []
+    if not isinstance(own, list) or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in own):
+        raise HarnessError(f"{where}: host {name}: 'slowpath_cpus' must be a list of CPU numbers")
+    if set(own) & set(cpus):
+        raise HarnessError(f"{where}: host {name}: 'slowpath_cpus' {own} must be cores of their own, outside its "
+                           f"'cpus' {cpus} (which run its packet work)")
     return Host(name, role, str(spec["address"]), tuple(cpus), tuple(ifaces), spec.get("netns"),
-                spec.get("dpdk_port"), spec.get("sim_netns"), spec.get("ansible_host"), memory, memory_var)
+                spec.get("dpdk_port"), spec.get("sim_netns"), spec.get("ansible_host"), memory, memory_var,
+                tuple(own))
+
+
+# Where dint's user space (dintd and its slow path: fills, evictions,
+# write-backs, the log's drain) runs (RunConfig.slowpath_cpus): on the
+# server host's cores, where its XDP program runs and the NIC's interrupts
+# go (xdp), or on cores of its own (own).
+SLOWPATH_PLACES = ("xdp", "own")
+
+
+def slowpath_cpus(inv: Inventory, host: Host, place: str = "xdp") -> tuple[int, ...]:
+    """The cores dint's user space is pinned to on a server host: its
+    `cpus` (xdp); with own, its `slowpath_cpus`, else on a testbed (local or
+    simulated: every host on this machine) the machine's cores that no
+    server host runs on (on a 2-core machine, the clients' core: the run's
+    placement notes that clients share it). A cluster host that names no
+    cores of its own cannot have them: refused in one line."""
+    if place == "xdp":
+        return host.cpus
+    if host.slowpath_cpus:
+        return host.slowpath_cpus
+    if inv.testbed is not None:
+        servers = {c for h in inv.servers for c in h.cpus}
+        spare = tuple(c for c in sorted(os.sched_getaffinity(0)) if c not in servers)
+        if spare:
+            return spare
+    raise HarnessError(f"--slowpath-cpus own: server {host.name} has no core of its own for dint's slow path: give "
+                       f"it 'slowpath_cpus' in the inventory {inv.source} (cores outside its cpus "
+                       f"{list(host.cpus)})")
 
 
 def parse(data: dict, where: str = "<inventory>") -> Inventory:

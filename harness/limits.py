@@ -228,8 +228,8 @@ def memory_need(cfg: RunConfig, inv: Inventory, span_s: float | None = None) -> 
     that long (harness/run.py, series_span_s): their stores grow over all
     of it. Bytes, as Python ints."""
     cfg = _validated(cfg)
-    wl = workloads.get(cfg.workload)
     data = cfg.data
+    wl = workloads.get(cfg.workload).for_data(data)
     per_table = wl.rows(data) if wl.rows else {}
     rows = sum(per_table.values())
     system = _sized_system(cfg, inv, rows)

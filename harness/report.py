@@ -162,6 +162,15 @@ def flags(df: pd.DataFrame) -> list[str]:
                          "the figures): " + "; ".join(f"{r.point} ({r.server_cpu_missing})"
                                                       for r in nocost.head(8).itertuples())
                          + (" ..." if len(nocost) > 8 else ""))
+    if "rate_not_reached" in d.columns:
+        short = d[d["rate_not_reached"].astype(object).fillna(False).astype(bool)]
+        if not short.empty:
+            lines.append(f"Offered rate not reached in {len(short)} of "
+                         f"{int(d['offered_per_s'].notna().sum())} open-loop {unit} (finished less than "
+                         f"{results.REACHED_SHARE:.0%} of it; NOT REACHED in the tables, the share in red in the "
+                         "figures): " + "; ".join(f"{r.point} ({_share(r.achieved_share)} of "
+                                                  f"{_num(r.offered_per_s)}/s)" for r in short.head(8).itertuples())
+                         + (" ..." if len(short) > 8 else ""))
     lines += stability_flags(d, unit)
     lost = d[d["instrument_match"].astype(str).str.lower() == "false"]
     if not lost.empty:
@@ -172,6 +181,23 @@ def flags(df: pd.DataFrame) -> list[str]:
                      + ", ".join(f"{r.point} ({int(r.errors)})" for r in errors.head(8).itertuples())
                      + (" ..." if len(errors) > 8 else ""))
     return lines
+
+
+def _true(v) -> bool:
+    """A boolean column's value as points.csv reads back (True, "True", NaN)."""
+    if isinstance(v, str):
+        return v.lower() == "true"
+    try:
+        return v == v and bool(v)
+    except (TypeError, ValueError):
+        return False
+
+
+def _share(v) -> str:
+    try:
+        return f"{float(v):.0%}"
+    except (TypeError, ValueError):
+        return "?"
 
 
 def stability_flags(d: pd.DataFrame, unit: str) -> list[str]:
@@ -337,16 +363,50 @@ def cpu_section(df: pd.DataFrame) -> list[str]:
                 md_table(["workload"] + [f"{s}" for s in SYSTEMS], rows)]
     c = df[(df["figure"] == "cpu") & (df["status"] == "done")]
     if not c.empty:
-        rows = []
-        for (exp, rate), g in c.groupby(["experiment", "rate"], sort=False):
-            g = g.set_index("system")
-            rows.append([exp, _num(rate)] + [
-                f"{_cost(g.loc[s, 'server_cpu_us_per_op'])} at {_num(g.loc[s, 'throughput_per_s'])}/s{_sat(g.loc[s])}"
-                f"{_unstable(g.loc[s])}"
-                if s in g.index else "-" for s in SYSTEMS])
-        out += ["", "Fixed offered rates (open loop): server CPU us per request, at the achieved rate.", "",
-                md_table(["experiment", "offered/s per client"] + SYSTEMS, rows)]
+        out += ([""] if out else []) + [
+                "Fixed offered rates (open loop), as DINT measures CPU efficiency: the server cores used over the "
+                "window (CPU seconds per second, all servers; harness/cost.py), apart as /proc/stat would split "
+                "them (kernel and user) where the servers' stats lines carry their processes' user and system time, "
+                "else as the kernel's packet work (XDP or NAPI) and the server processes; then server CPU us per "
+                "request and the rate achieved (transactions, or requests, per second). "
+                f"**NOT REACHED**: the system finished less than {results.REACHED_SHARE:.0%} of the offered rate "
+                "(the share it finished in brackets): the server or the client could not keep up, and its figures "
+                "are not those of the offered rate.", ""]
+        for exp, e in c.groupby("experiment", sort=False):
+            rows = []
+            for rate, g in e.groupby("rate", sort=True):
+                g = g.set_index("system")
+                offered = pd.to_numeric(g["offered_per_s"], errors="coerce").max() if "offered_per_s" in g else None
+                rows.append([_num(offered) if offered == offered and offered is not None else "-", _num(rate)]
+                            + [_cores_cell(g.loc[s]) if s in g.index else "-" for s in SYSTEMS])
+            out += [f"{exp}:", "", md_table(["offered/s (all clients)", "offered/s per client"] + SYSTEMS, rows), ""]
+        out.pop()
     return out or ["No CPU figures in this run."]
+
+
+def _cores_cell(r) -> str:
+    """A fixed-rate point: cores used and their split, CPU per request, the
+    achieved rate, and NOT REACHED when it fell short."""
+    def v(col):
+        x = r.get(col)
+        try:
+            x = float(x)
+        except (TypeError, ValueError):
+            return None
+        return None if x != x else x
+    total = v("server_cores")
+    if total is None:
+        cores = "cores n/a"
+    elif v("server_cores_user") is not None and v("server_cores_kernel") is not None:
+        cores = f"{total:.2f} cores (kernel {v('server_cores_kernel'):.2f}, user {v('server_cores_user'):.2f})"
+    else:
+        cores = (f"{total:.2f} cores (packet work {_num(v('server_cores_packet'), 2)}, processes "
+                 f"{_num(v('server_cores_process'), 2)})")
+    cell = f"{cores}; {_cost(r.get('server_cpu_us_per_op'))} us/req; {_num(r.get('throughput_per_s'))}/s"
+    if _true(r.get("rate_not_reached")):
+        share = v("achieved_share")
+        cell += f" **NOT REACHED** ({share:.0%})" if share is not None else " **NOT REACHED**"
+    return cell + _sat(r) + _unstable(r)
 
 
 def _median(df: pd.DataFrame, point: str, col: str) -> str:
@@ -361,7 +421,35 @@ def _median(df: pd.DataFrame, point: str, col: str) -> str:
     return f"{m.median:.2f} [{m.low:.2f}-{m.high:.2f}{level}]"
 
 
-def bars_section(pp: pd.DataFrame, df: pd.DataFrame, figure: str) -> list[str]:
+def slowpath_note(run_dir: Path | None, d: pd.DataFrame) -> list[str]:
+    """Where dint's slow path ran in the points that place it
+    (slowpath_cpus), read from the run's inventory: on a testbed without a
+    spare core, `own` is the clients' core, and the report says so."""
+    if "slowpath_cpus" not in d or not (d["slowpath_cpus"] == "own").any():
+        return []
+    from . import HarnessError, inventory
+    from .fidelity import run_inventory
+    inv = run_inventory(run_dir) if run_dir else None
+    if inv is None:
+        return ["", "dint's slow path: `xdp` on the server hosts' cores (where XDP runs), `own` on cores of its "
+                    "own (the inventory's slowpath_cpus); this run's inventory was not recorded."]
+    try:
+        own = sorted({c for h in inv.servers for c in inventory.slowpath_cpus(inv, h, "own")})
+    except HarnessError as e:
+        return ["", f"dint's slow path: {e}"]
+    xdp = sorted({c for h in inv.servers for c in h.cpus})
+    shared = sorted(set(own) & {c for h in inv.clients for c in h.cpus})
+    line = (f"dint's slow path (dintd and its slow path process): `xdp` on the server hosts' cores "
+            f"(cpu {', '.join(map(str, xdp))}), where XDP runs (NAPI pinned there, or the NIC's interrupts); `own` "
+            f"on cpu {', '.join(map(str, own))}")
+    if shared:
+        line += (f", which the clients run on too: this machine has no core that neither a server nor a client "
+                 "runs on, so `own` takes the slow path off XDP's core but puts it beside the client (and the "
+                 "client's share of that core with it)")
+    return ["", line + "."]
+
+
+def bars_section(pp: pd.DataFrame, df: pd.DataFrame, figure: str, run_dir: Path | None = None) -> list[str]:
     d = pp[(pp["figure"] == figure) & (pp["status"] == "done")]
     if d.empty:
         return []
@@ -375,11 +463,52 @@ def bars_section(pp: pd.DataFrame, df: pd.DataFrame, figure: str) -> list[str]:
             row.append(_median(df, r.point, "neighbour_share"))
         head.append("neighbour's work kept (loaded / idle servers)")
     out = [md_table(head, rows)]
-    if figure == "colocation":
+    if figure == "colocation" and d["neighbour_share"].notna().any():
         out += ["", "The neighbour's work rate with the servers up but idle shows what a server takes from its "
                     "cores even with nothing to do (a polling bypass server); under load, what serving the "
                     "requests took from it."]
+    if figure == "colocation":
+        out += slowpath_note(run_dir, d)
     return out
+
+
+def sweep_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
+    """Per experiment of the sweep figure (beyond DINT's evaluation: the
+    KV store's value size, its keys' skew) and variant: each swept value's
+    goodput and latency per system, and dint's goodput over the others'."""
+    d = pp[(pp["figure"] == "sweep") & (pp["status"] == "done")]
+    if d.empty:
+        return []
+    out = ["Settings DINT's evaluation does not vary, at a fixed load: per value, each system's goodput/s and "
+           "p50 / p99 latency (us), and for transactions the abort rate; then dint's goodput over the others'.", ""]
+    for exp, e in d.groupby("experiment", sort=False):
+        found = results.swept_axis(e)
+        if found is None:
+            continue
+        col, label, conv = found
+        for variant, g in e.groupby(e["variant"].fillna(""), sort=False):
+            g = g.assign(_x=[conv(v) for v in g[col]])
+            rows = []
+            for value, gg in sorted(g.groupby(col, sort=False), key=lambda kv: conv(kv[0])):
+                gg = gg.set_index("system")
+                cells = []
+                for sname in SYSTEMS:
+                    if sname not in gg.index:
+                        cells.append("-")
+                        continue
+                    r = gg.loc[sname]
+                    aborts = r.get("abort_rate")
+                    cells.append(f"{_num(r['goodput_per_s'])}/s, {_num(r['lat_p50_us'])} / {_num(r['lat_p99_us'])} us"
+                                 + (f", aborts {float(aborts):.1%}" if aborts is not None and aborts == aborts else "")
+                                 + _sat(r) + _unstable(r))
+                pt = _points(gg)
+                shown = int(value) if isinstance(value, float) and value.is_integer() else value
+                rows.append([str(shown)] + cells + [_ratio(df, pt.get("dint"), pt.get("kernel"), "goodput_per_s"),
+                                                    _ratio(df, pt.get("dint"), pt.get("bypass"), "goodput_per_s")])
+            name = exp + (f" ({variant})" if variant else "")
+            out += [f"{name}, by {label}:", "",
+                    md_table([col] + SYSTEMS + ["dint/kernel goodput", "dint/bypass goodput"], rows), ""]
+    return out[:-1]
 
 
 def faults_section(pp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
@@ -450,13 +579,17 @@ def render(run_dir: Path, df: pd.DataFrame) -> str:
     lines += ["## Peak goodput (closed-loop sweeps)", ""] + peaks_section(pp, df) + [""]
     lines += ["## Unloaded latency (concurrency 1, napi inline)", ""] + latency_section(pp, df) + [""]
     lines += ["## Server CPU", ""] + cpu_section(pp) + [""]
-    for fig, title in (("ablation", "dint ablations"), ("colocation", "Colocation with a CPU-bound neighbour")):
-        sec = bars_section(pp, df, fig)
+    for fig, title in (("ablation", "dint ablations"),
+                       ("colocation", "Colocation: a CPU-bound neighbour, and dint's slow path beside XDP")):
+        sec = bars_section(pp, df, fig, run_dir)
         if sec:
             lines += [f"## {title}", ""] + sec + [""]
     sec = faults_section(pp, df)
     if sec:
         lines += ["## Fault injection", ""] + sec + [""]
+    sec = sweep_section(pp, df)
+    if sec:
+        lines += ["## Beyond DINT: value size and key skew", ""] + sec + [""]
     lines += engine_section(run_dir, df)
     from .fidelity import section as fidelity_section
     lines += ["## Fidelity to DINT's experiments", ""] + fidelity_section(run_dir, pp, df) + [""]

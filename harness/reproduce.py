@@ -311,6 +311,21 @@ def check_sizes(points: list[experiments.Point], inv, inventory_path: str | None
                 raise HarnessError(f"point {r.point.name}: {exc}") from None
 
 
+def check_placement(points: list[experiments.Point], inv) -> None:
+    """A point that pins dint's slow path to cores of its own
+    (slowpath_cpus: own) needs them on every server host: refused in one
+    line before anything runs (inventory.slowpath_cpus)."""
+    for p in points:
+        place = p.fields.get("slowpath_cpus", "xdp")
+        if p.system != "dint" or place == "xdp":
+            continue
+        for host in inv.servers:
+            try:
+                inventory.slowpath_cpus(inv, host, place)
+            except HarnessError as exc:
+                raise HarnessError(f"point {p.name}: {exc}") from None
+
+
 def reproduce(run_id: str | None = None, inventory_path: str | None = None, profile: str | None = None,
               only: str | None = None, results_dir: Path | None = None, plan_only: bool = False) -> Path | None:
     """Runs the profile into results/<run-id>/, after its plan (harness/plan.py:
@@ -333,6 +348,7 @@ def reproduce(run_id: str | None = None, inventory_path: str | None = None, prof
         return None
     check_can_run(inv, run_dir)  # before anything is made
     check_sizes(points, inv, inventory_path, run_dir)
+    check_placement(points, inv)
     run_dir.mkdir(parents=True, exist_ok=True)
     plan.write(the_plan, run_dir / plan.PLAN_FILE)
     res_path = run_dir / "experiments.yml"
@@ -355,7 +371,7 @@ def reproduce(run_id: str | None = None, inventory_path: str | None = None, prof
     if ef.xdpbench and not only:
         run_xdpbench(run_dir, ef.xdpbench)
     if not only:
-        run_verifier(run_dir)
+        run_verifier(run_dir, extra_schemas(points))
     finish(run_dir)
     return run_dir
 
@@ -381,17 +397,35 @@ def run_xdpbench(run_dir: Path, spec: dict, log=print) -> None:
         log(f"xdpbench failed: {type(exc).__name__}: {exc}")
 
 
-def run_verifier(run_dir: Path, log=print) -> None:
+def extra_schemas(points: list[experiments.Point]) -> list:
+    """The schemas the points load beyond the workloads' own (the KV
+    store's at other value sizes, --kv-value-size), for the verifier."""
+    import workloads
+    out = []
+    for p in points:
+        try:
+            cfg = p.config()
+        except HarnessError:
+            continue
+        wl = workloads.get(cfg.workload)
+        sized = wl.for_data(cfg.data)
+        if sized is not wl and sized.schema not in out:
+            out.append(sized.schema)
+    return out
+
+
+def run_verifier(run_dir: Path, extra: list = (), log=print) -> None:
     """The verifier's figures of every BPF program of this build
     (harness/verifier.py) into run_dir/verifier.json, once a run, as
-    run_xdpbench."""
+    run_xdpbench; with extra, those of these schemas' builds too (the
+    points' own: extra_schemas)."""
     from . import verifier
     out = run_dir / "verifier.json"
     if out.exists():
         return
     log("verifier: the figures of every BPF program of this build")
     try:
-        res = verifier.measure(log=lambda m: None)
+        res = verifier.measure(list(extra), log=lambda m: None)
         verifier.write(res, out)
         for line in res["over"]:
             log(f"verifier: near a limit: {line}")

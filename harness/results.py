@@ -11,6 +11,7 @@ the run: `<point>` or `<point>/r<k>`."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -31,19 +32,27 @@ SYSTEM_ORDER = ["dint", "kernel", "bypass"]
 COLUMNS = [
     "experiment", "figure", "point", "repetition", "status", "system", "workload", "variant", "cc", "kv_mix",
     "lock_protocol", "key_dist", "scale", "scale_divisor", "keys",
-    "cache_fraction", "cache_bloom", "cache_write_through", "neighbour", "napi", "concurrency", "rate",
+    "cache_fraction", "cache_bloom", "cache_write_through", "neighbour", "slowpath_cpus", "kv_value_size", "napi",
+    "concurrency", "rate", "offered_per_s", "achieved_share", "rate_not_reached",
     "faults", "loss_percent",
     "transactional", "goodput_per_s", "throughput_per_s", "request_throughput_per_s", "lock_ops_per_s",
     "lat_mean_us", "lat_p50_us", "lat_p99_us", "lat_p999_us", "abort_rate", "abort_causes",
-    "server_cpu_us_per_op", "server_cpu_us_per_txn", "server_cpu_missing", "client_cpu_util", "client_saturated", "oversubscribed",
+    "server_cpu_us_per_op", "server_cpu_us_per_txn", "server_cpu_missing",
+    "server_cores", "server_cores_packet", "server_cores_process", "server_cores_user", "server_cores_kernel",
+    "client_cpu_util", "client_saturated", "oversubscribed",
     "consistency", "consistency_unchecked", "consistency_checked", "consistency_violations", "consistency_failed",
     "errors", "instrument_match", "stability", "stability_note", "rate_trend", "rate_cv",
     "neighbour_share", "neighbour_idle_units_per_s", "neighbour_window_units_per_s",
     "echo_ceiling_per_s", "error", "attempts", "dir",
 ]
 # columns of text, empty (not NaN) where a point has none
-TEXT_COLUMNS = ("variant", "cc", "kv_mix", "lock_protocol", "key_dist", "faults", "error", "abort_causes", "consistency", "consistency_unchecked",
+TEXT_COLUMNS = ("variant", "cc", "kv_mix", "lock_protocol", "key_dist", "slowpath_cpus", "faults", "error",
+                "abort_causes", "consistency", "consistency_unchecked",
                 "consistency_failed", "server_cpu_missing", "stability", "stability_note")
+# An open-loop point reached its offered rate when it finished at least
+# this share of it (transactions, or requests, per second over the window);
+# below, points.csv's rate_not_reached is true and the report says so.
+REACHED_SHARE = 0.95
 # summary.json's stability.stable as points.csv says it ("" for a summary without the section)
 STABILITY_VERDICTS = {True: "stable", False: "unstable", None: "not judged"}
 
@@ -188,6 +197,38 @@ def option_columns(workload, fields: dict) -> dict:
             "key_dist": fields.get("key_dist", "uniform") if _feature(workload, lambda w: w.key_dist) else ""}
 
 
+def placement_columns(system, workload, fields: dict) -> dict:
+    """Where dint's slow path ran (slowpath_cpus, dint points only) and the
+    KV store's value size (kv points only): "" and None elsewhere, and the
+    defaults for a point recorded before the options existed."""
+    return {"slowpath_cpus": fields.get("slowpath_cpus", "xdp") if system == "dint" else "",
+            "kv_value_size": fields.get("kv_value_size", KV_VALUE_SIZE) if workload == "kv" else None}
+
+
+KV_VALUE_SIZE = 40  # workloads/kv.py: DINT's records
+
+
+def cores_columns(summary: dict) -> dict:
+    """The server cores used over the window (harness/cost.py, cores):
+    total, packet work and process, user and kernel (None where a summary
+    has none)."""
+    c = (summary.get("server_cost") or {}).get("cores") or {}
+    return {f"server_cores{'' if k == 'total' else '_' + k}": c.get(k)
+            for k in ("total", "packet", "process", "user", "kernel")}
+
+
+def reached_columns(row: dict, summary: dict) -> dict:
+    """An open-loop point's offered rate (every client process's, per
+    second), the share of it finished over the window, and whether that
+    fell short of REACHED_SHARE; nothing for a closed-loop point."""
+    offered = (summary.get("open_loop") or {}).get("offered_per_s")
+    got = row.get("throughput_per_s")
+    if not offered or got is None:
+        return {}
+    share = got / offered
+    return {"offered_per_s": offered, "achieved_share": round(share, 4), "rate_not_reached": share < REACHED_SHARE}
+
+
 def row_of(summary: dict) -> dict:
     """The table's figures of one summary.json."""
     cfg = summary.get("config", {})
@@ -197,6 +238,8 @@ def row_of(summary: dict) -> dict:
         "concurrency": summary.get("concurrency"), "napi": summary.get("napi", cfg.get("napi")),
         "cc": cfg.get("cc", ""), "kv_mix": cfg.get("kv_mix") if summary.get("workload") == "kv" else "",
         **option_columns(summary.get("workload"), cfg),
+        **placement_columns(summary.get("system"), summary.get("workload"), cfg),
+        **cores_columns(summary),
         "scale": cfg.get("scale"), "scale_divisor": cfg.get("scale_divisor"), "keys": cfg.get("keys"),
         "cache_fraction": cfg.get("cache_fraction"), "cache_bloom": cfg.get("cache_bloom"),
         "cache_write_through": cfg.get("cache_write_through"), "neighbour": cfg.get("neighbour"),
@@ -248,6 +291,7 @@ def row_of(summary: dict) -> dict:
             "lat_p999_us": lat.get("p999"), "abort_rate": None, "abort_causes": "",
             "server_cpu_us_per_txn": summary.get("server_cpu_us_per_op"),
         })
+    row.update(reached_columns(row, summary))
     c = summary.get("consistency")
     if c:
         verdict, unchecked = consistency_verdict(c)
@@ -280,6 +324,7 @@ def table(run_dir: Path) -> pd.DataFrame:
         row.update({"system": e.get("system"), "workload": e.get("workload")})
         if e.get("workload"):
             row.update(option_columns(e["workload"], fields))
+            row.update(placement_columns(e.get("system"), e["workload"], fields))
         s = read_summary(run_dir / key)
         if s is not None and s.get("status") == "failed":  # failed once started: no figures
             row["status"] = "failed"
@@ -327,13 +372,17 @@ def samples(df: pd.DataFrame, point: str, column: str) -> list[float]:
 
 
 SUMMARY_ID = ("experiment", "figure", "point", "system", "workload", "variant", "cc", "kv_mix", "lock_protocol",
-              "key_dist", "concurrency", "rate", "faults", "napi")
+              "key_dist", "slowpath_cpus", "kv_value_size", "concurrency", "rate", "faults", "napi")
 # per point: the median over its measured repetitions; any; the largest
 MEDIAN_COLUMNS = ("goodput_per_s", "throughput_per_s", "request_throughput_per_s", "lock_ops_per_s", "lat_mean_us", "lat_p50_us",
                   "lat_p99_us", "lat_p999_us", "abort_rate", "server_cpu_us_per_op", "server_cpu_us_per_txn",
                   "client_cpu_util", "neighbour_share", "neighbour_idle_units_per_s", "neighbour_window_units_per_s",
-                  "loss_percent", "rate_trend", "rate_cv")
-ANY_COLUMNS = ("client_saturated", "oversubscribed")
+                  "loss_percent", "rate_trend", "rate_cv", "server_cores", "server_cores_packet",
+                  "server_cores_process", "server_cores_user", "server_cores_kernel", "offered_per_s",
+                  "achieved_share")
+ANY_COLUMNS = ("client_saturated", "oversubscribed", "rate_not_reached")
+# per point, besides the headline metrics': the interval of the median (<column>_low, _high)
+INTERVAL_COLUMNS = ("server_cores",)
 MAX_COLUMNS = ("errors", "consistency_violations")
 # a point shows its worst repetition's consistency verdict
 VERDICT_RANK = {"": 0, "ok": 1, "partly unchecked": 2, "unchecked": 3, "violations": 4}
@@ -407,11 +456,47 @@ def per_point(df: pd.DataFrame) -> pd.DataFrame:
         s = summary[summary["metric"] == col].set_index("point")
         out[f"{col}_low"] = s["ci_low"].reindex(out.index)
         out[f"{col}_high"] = s["ci_high"].reindex(out.index)
+    # the cores used (the cpu figure's): the same interval, beside the headline metrics
+    for col in INTERVAL_COLUMNS:
+        if col not in df:
+            continue
+        est = {p: stats.median_ci(samples(df, p, col)) for p in out.index}
+        out[f"{col}_low"] = [est[p].low for p in out.index]
+        out[f"{col}_high"] = [est[p].high for p in out.index]
     # a flat workload's goodput is its throughput (row_of): so is its interval
     flat = ~out.get("transactional", pd.Series(False, index=out.index)).astype(object).fillna(False).astype(bool)
     for end in ("low", "high"):
         out[f"goodput_per_s_{end}"] = out[f"goodput_per_s_{end}"].where(~flat, out[f"throughput_per_s_{end}"])
     return out.drop(columns=["repetition"], errors="ignore").reset_index()
+
+
+def theta(spec) -> float:
+    """A key distribution's skew on the x axis: zipf's theta, 0 for
+    uniform; nan for another kind (NURand has no theta)."""
+    if not isinstance(spec, str):
+        return math.nan
+    if spec == "uniform":
+        return 0.0
+    kind, _, param = spec.partition(":")
+    try:
+        return float(param) if kind == "zipf" else math.nan
+    except ValueError:
+        return math.nan
+
+
+# The settings a sweep figure (plots/sweep.py) and REPORT.md's section of
+# it may run along: (column of points.csv, axis label, the column's value
+# as a number); the first that varies within an experiment is its x axis.
+SWEPT = (("kv_value_size", "value size (bytes)", lambda v: float(v)),
+         ("key_dist", "key skew: zipf theta (uniform = 0)", theta))
+
+
+def swept_axis(d: pd.DataFrame) -> tuple[str, str, object] | None:
+    """The setting an experiment's points sweep, or None."""
+    for col, label, conv in SWEPT:
+        if col in d and d[col].dropna().astype(str).nunique() > 1:
+            return col, label, conv
+    return None
 
 
 def fmt(v: float) -> str:
@@ -456,7 +541,7 @@ def load_table(run_dir: Path) -> pd.DataFrame:
         for col in TEXT_COLUMNS:
             df[col] = df[col].astype(object).fillna("").astype(str)
         df["repetition"] = df["repetition"].fillna(1).astype(int)
-        for col in ("client_saturated", "oversubscribed"):
-            df[col] = df[col].fillna(False).astype(bool)
+        for col in ("client_saturated", "oversubscribed", "rate_not_reached"):
+            df[col] = df[col].astype(object).fillna(False).astype(bool)
         return df
     return table(run_dir)

@@ -15,7 +15,7 @@ from . import HarnessError, snapshot
 from .config import RunConfig
 from .deploy import Deployer, ProcSpec, ResidueError, dpdk_prefix, host_pidfile
 from .dintd import cache_buckets
-from .inventory import Host, Inventory
+from .inventory import Host, Inventory, slowpath_cpus
 from .schema import Schema
 from .sh import in_netns, run
 
@@ -317,7 +317,9 @@ class DintSystem(System):
             self._buckets = self.buckets()
         return [sys.executable, "-m", "harness.dintd", "--ifaces", ",".join(i.name for i in host.interfaces),
                 "--slowpath", str(self.schema.build_dir / "dint_slowpath"),
-                "--port", str(self.inv.port), "--cpus", _cpus(host), "--schema", str(self.schema),
+                "--port", str(self.inv.port), "--schema", str(self.schema),
+                # where dintd pins itself and its slow path once the program is attached
+                "--cpus", ",".join(map(str, slowpath_cpus(self.inv, host, self.cfg.slowpath_cpus))),
                 "--buckets", str(self._buckets), *([] if self.cfg.cache_bloom else ["--no-bloom"]),
                 *(["--write-through"] if self.cfg.cache_write_through else []),
                 "--stats-interval-ms", str(STATS_INTERVAL_MS), *self.store_args(host)]

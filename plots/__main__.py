@@ -1,7 +1,7 @@
 """`make plots RUN=results/<run-id>` / `python -m plots results/<run-id>`: the
 figures of a run directory, as PNG and PDF in <run>/plots/, one per
 experiment, drawn by the module of its figure type (curves, bars, cpu,
-calibration, latency, faults), from the run's table (points.csv, rebuilt from the
+calibration, latency, faults, sweep), from the run's table (points.csv, rebuilt from the
 summaries if missing): one row per point (its medians over its
 repetitions, harness/results.per_point), with error bars where a point has
 several."""
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import bars, calibration, cpu, curves, faults, latency
+from . import bars, calibration, cpu, curves, faults, latency, sweep
 from .common import titles
 
 DRAW = {
@@ -22,6 +22,7 @@ DRAW = {
     "calibration": calibration.plot,
     "latency": latency.plot,
     "faults": faults.plot,
+    "sweep": sweep.plot,
 }
 
 

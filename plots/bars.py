@@ -107,7 +107,9 @@ def colocation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> 
         return []
     systems = systems_in(d)
     variants = list(dict.fromkeys(d["variant"].fillna("")))
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    nb = d[d["neighbour_idle_units_per_s"].notna()] if "neighbour_idle_units_per_s" in d else d.iloc[0:0]
+    # the neighbour's panel only where a neighbour ran (not for dint's slow path placements)
+    fig, axes = plt.subplots(1, 4 if len(nb) else 3, figsize=(17 if len(nb) else 13, 3.8))
 
     def draw(ax, xs, hs, width, sats, ncs, i, v):
         for b, s in zip(_bars(ax, xs, hs, width, "#999999", sats, v, not_checked=ncs), systems):
@@ -118,8 +120,19 @@ def colocation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> 
     for ax in axes:
         ax.set_xticks(range(len(systems)), systems)
     # the neighbour's own work: with the servers up but idle, and while they serve
-    ax, width = axes[3], 0.38
-    nb = d[d["neighbour_idle_units_per_s"].notna()] if "neighbour_idle_units_per_s" in d else d.iloc[0:0]
+    if len(nb):
+        _neighbour_panel(axes[3], nb, systems)
+    axes[0].set_title(" / ".join(f"{v}: {'solid' if i == 0 else 'light'}" for i, v in enumerate(variants)),
+                      fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save(fig, out_dir, f"bars-{experiment}", note(any_sat, any_nc, any_err))
+
+
+def _neighbour_panel(ax, nb: pd.DataFrame, systems: list[str]) -> None:
+    """The neighbour's work rate per system: with the servers idle (solid)
+    and loaded (light)."""
+    width = 0.38
     for j, (col, label, alpha) in enumerate((("neighbour_idle_units_per_s", "servers idle", 1.0),
                                               ("neighbour_window_units_per_s", "servers loaded", 0.55))):
         hs = [float(nb[nb["system"] == s][col].iloc[0]) if len(nb[nb["system"] == s]) else np.nan for s in systems]
@@ -130,8 +143,3 @@ def colocation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> 
     ax.set_ylabel("neighbour's work (units/s, all hosts)")
     ax.set_title("neighbour: idle servers solid / loaded light", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    axes[0].set_title(" / ".join(f"{v}: {'solid' if i == 0 else 'light'}" for i, v in enumerate(variants)),
-                      fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return save(fig, out_dir, f"bars-{experiment}", note(any_sat, any_nc, any_err))

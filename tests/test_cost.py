@@ -116,3 +116,39 @@ def test_dintd_enables_the_statistics_with_an_fd(root):
 
 # Every system's stats lines carry these fields, and a short run of each gives
 # a positive cost: tests/test_run.py::test_run_writes_a_complete_summary.
+
+
+def test_cores_used_split_into_packet_work_and_process_and_no_user_kernel_without_their_fields():
+    """Cores used, as DINT reports CPU efficiency: CPU seconds per second of
+    each server's span, summed; user and kernel apart only from lines that
+    carry them."""
+    lines = {"s0": kernel_lines(), "s1": kernel_lines(rate=3000, cpu_per_op_ns=1000, napi_per_op_ns=0)}
+    got = cost.per_op("kernel", lines, (int(100.55 * S), int(102.25 * S)))["cores"]
+    # s0: 1,000 requests/s x 2 us of process and 0.5 us of NAPI; s1: 3,000 x 1 us
+    assert got["process"] == pytest.approx(0.002 + 0.003, abs=1e-3)
+    assert got["packet"] == pytest.approx(0.0005, abs=1e-4)
+    assert got["total"] == pytest.approx(got["process"] + got["packet"], abs=1e-4)
+    assert got["user"] is None and got["kernel"] is None
+    assert "cpu_user_ns" in got["user_kernel_note"] and got["packet_work"] == "napi_cpu_ns"
+
+
+def test_cores_user_and_kernel_apart_when_the_lines_carry_them():
+    lines = [dict(ln, cpu_user_ns=ln["rx"] * 500, cpu_sys_ns=10**9 + ln["rx"] * 1500) for ln in kernel_lines()]
+    got = cost.per_op("kernel", {"s0": lines}, (int(100.55 * S), int(102.25 * S)))["cores"]
+    # 1,000 requests/s: 0.5 us user, 1.5 us system and 0.5 us NAPI each
+    assert got["user"] == pytest.approx(0.0005, abs=1e-4)
+    assert got["kernel"] == pytest.approx(0.0015 + 0.0005, abs=1e-4)
+    assert "user_kernel_note" not in got
+
+
+def test_dint_counts_its_napi_threads_in_place_of_the_xdp_runs_when_its_lines_carry_them():
+    lines = [line(100 + i / 10, 1000 * i, cpu_ns=10**8 + 50_000 * i, bpf_run_ns=700_000 * i, bpf_run_cnt=1000 * i)
+             for i in range(30)]
+    window = (int(100.15 * S), int(101.05 * S))
+    xdp_only = cost.per_op("dint", {"s0": lines}, window)
+    assert xdp_only["cores"]["packet_work"] == "bpf_run_ns"
+    assert xdp_only["cores"]["total"] == pytest.approx((0.007 + 0.0005) / 1.0, abs=1e-4)
+    napi = cost.per_op("dint", {"s0": [dict(ln, napi_cpu_ns=ln["bpf_run_ns"] * 2) for ln in lines]}, window)
+    assert napi["cores"]["packet_work"] == "napi_cpu_ns"
+    assert napi["cores"]["packet"] == pytest.approx(0.014, abs=1e-4)
+    assert napi["server_cpu_us_per_op"] == pytest.approx(1.45)

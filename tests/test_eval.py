@@ -49,16 +49,20 @@ def test_shipped_profiles_parse_and_expand(profile):
     for p in pts:
         assert p.config().system == p.system
     if profile == "local":
-        # the 20-minute profile: the calibration and four curves of five levels
-        assert {p.figure for p in pts} == {"calibration", "curve"}
+        # the 20-minute profile: the calibration, four curves of five levels,
+        # TATP's cores at five offered rates and the KV store at three value sizes
+        assert {p.figure for p in pts} == {"calibration", "curve", "cpu", "sweep"}
         assert {p.workload for p in pts} == {"echo", "lock", "kv", "smallbank", "tatp"}
     else:  # the whole evaluation
         assert {p.figure for p in pts} == set(experiments.FIGURES)
         assert {p.workload for p in pts} >= {"smallbank", "tatp", "tpcc", "lock", "kv", "log", "echo"}
     if profile == "paper":
         assert all(p.fields["duration_s"] == 10.0 and p.fields["warmup_s"] == 5.0 for p in pts)
-    else:  # what the issue of the local profiles asks: 3 runs, 2 s windows, 5 levels a curve
-        assert all(p.repeat >= 3 and p.fields["duration_s"] >= 2.0 for p in pts)
+    else:  # what the issue of the local profiles asks: 3 runs, 2 s windows, 5 levels a curve; the local
+        # profile's fixed-rate and value-size points run once, to fit its 20 minutes
+        once = {"cpu-tatp", "kv-value-size"} if profile == "local" else set()
+        assert all((p.repeat >= 3 or p.experiment in once) and p.fields["duration_s"] >= 2.0 for p in pts)
+        assert sum(p.repeat for p in pts if p.experiment in once) <= 30
         curves: dict = {}
         for p in pts:
             if p.figure == "curve":
@@ -503,11 +507,13 @@ def test_a_point_without_a_server_cost_reads_as_missing(fake_run, tmp_path, monk
     monkeypatch.setattr(cpu, "save", lambda fig, *a, **k: figs.append(fig) or [])
     rows = [{"experiment": "cpu-kv", "figure": "cpu", "point": f"cpu-kv-{sys}-{r}", "status": "done", "system": sys,
              "workload": "kv", "rate": r, "concurrency": 8, "throughput_per_s": r, "client_saturated": False,
-             "server_cpu_us_per_op": None if (sys, r) == ("kernel", 2000.0) else 1.5, "consistency": ""}
+             "server_cpu_us_per_op": None if (sys, r) == ("kernel", 2000.0) else 1.5,
+             "server_cores": None if (sys, r) == ("kernel", 2000.0) else 0.2, "consistency": ""}
             for sys in ("dint", "kernel") for r in (1000.0, 2000.0)]
     cpu.plot(pd.DataFrame(rows), "cpu-kv", "cpu", tmp_path)
-    marks = [t for t in figs[0].axes[0].texts if t.get_text() == "n/a"]
-    assert len(marks) == 1
+    for ax in (figs[0].axes[0], figs[0].axes[2]):  # cores used, and CPU per request
+        marks = [t for t in ax.texts if t.get_text() == "n/a"]
+        assert len(marks) == 1
 
 
 def test_plots_command(fake_run, tmp_path, capsys):
@@ -596,7 +602,8 @@ def test_fidelity_section_sets_each_of_dint_s_experiments_beside_the_run_s(fake_
     assert "ablation: 6 points" in rows["Ablations"]
     # not in this (tiny) profile: the shipped profiles that have it
     assert "not in this profile (in: local-all, paper)" in rows["Log server"]
-    assert "not in this profile (in: paper)" in rows["TATP CPU"]
+    assert "not in this profile (in: local-all, local, paper)" in rows["TATP CPU"]
+    assert "not in this profile (in: local-all, paper)" in rows["TATP colocation"]
     assert re.search(r"\| SmallBank \| .* \| not in this profile \(in: local-all, local, paper\)", text)
     lock = text[text.index("**Lock server, 2PL**"):text.index("**Lock server, FaSST")]
     assert "- **size**: DINT 24M locks" in lock and "here keys 1,000 (why: the profile's size" in lock

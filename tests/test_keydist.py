@@ -78,10 +78,10 @@ def test_an_experiment_file_takes_the_field_and_names_a_bad_one():
                             "sweep": {"key_dist": ["uniform", "nurand:1048575", "zipf:0.9"]}}]}
     points = experiments.parse(raw).points()
     assert [p.config().key_dist for p in points] == ["uniform", "nurand:1048575", "zipf:0.9"]
-    assert [p.name for p in points] == ["skew__dint__key-distuniform", "skew__dint__key-distnurand:1048575",
-                                        "skew__dint__key-distzipf:0.9"]
+    # named by the spec made readable (no ':' or '.' in a directory's name)
+    assert [p.name for p in points] == ["skew__dint__uniform", "skew__dint__nurand-1048575", "skew__dint__zipf-0-9"]
     raw["experiments"][0]["sweep"] = {"key_dist": ["zipf:2"]}
-    with pytest.raises(HarnessError, match="point skew__dint__key-distzipf:2: --key-dist 'zipf:2'"):
+    with pytest.raises(HarnessError, match="point skew__dint__zipf-2: --key-dist 'zipf:2'"):
         experiments.parse(raw)
 
 

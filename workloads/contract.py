@@ -37,7 +37,7 @@ the spec's placement (harness/placement.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.placement import Placement
 from harness.schema import Schema
@@ -62,6 +62,9 @@ class DataSpec:
     scale: int = 0          # a scaled workload's size (Scaling.unit); 0: none
     divisor: int = 1        # TPC-C: its cardinalities divided by this (1: the specification's)
     seed: int = 1
+    # a workload whose records' value size is a parameter (Workload.value_sized:
+    # kv): their bytes; 0: the size of its schema
+    value_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,9 @@ class Workload:
     # ACCESS_INFO rows per subscriber). None: not known (harness/limits.py
     # then sizes the run as if it loaded nothing).
     rows: Callable[[DataSpec], Mapping[int, int]] | None = None
+    # its tables' value size follows DataSpec.value_size (where given):
+    # schema is then the default's, and for_data(data) the run's
+    value_sized: bool = False
 
     def __post_init__(self):
         if self.stream is None and self.transactions is None:
@@ -243,6 +249,14 @@ class Workload:
             raise ValueError(f"workload {self.name}: with both, Transactions.mixes says which mixes run them")
         if self.key_dist and (self.key_rule or not self.keyed):
             raise ValueError(f"workload {self.name}: key_dist is for a keyed workload without a key rule of its own")
+
+    def for_data(self, data: DataSpec) -> "Workload":
+        """The workload as a run with this data serves it: a value-sized
+        workload's schema of data.value_size-byte values (when given); the
+        others as they are."""
+        if not (self.value_sized and data.value_size) or set(self.schema.sizes) == {data.value_size}:
+            return self
+        return replace(self, schema=Schema((data.value_size,) * len(self.schema.sizes)))
 
     def initial_rows(self, data: DataSpec) -> int:
         """Records initial(data) makes (Workload.rows; 0 if not known)."""
