@@ -37,6 +37,7 @@ import json
 import math
 import mmap
 import os
+import resource
 import select
 import signal
 import socket
@@ -286,10 +287,15 @@ def sample_fields(prog_fd: int, slow: dict) -> dict:
     cpu_ns without the slow path's (it did not answer)."""
     run_ns, run_cnt = prog_run_stats(prog_fd)
     own = time.process_time_ns()
+    ru = resource.getrusage(resource.RUSAGE_SELF)
     out = {"t_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "bpf_run_ns": run_ns, "bpf_run_cnt": run_cnt,
            "dintd_cpu_ns": own}
     if "cpu_ns" in slow:
         out["cpu_ns"] = own + slow["cpu_ns"]
+    # the same apart by mode, where the slow path gave its own
+    for key, mine in (("cpu_user_ns", ru.ru_utime), ("cpu_sys_ns", ru.ru_stime)):
+        if key in slow:
+            out[key] = round(mine * 1e9) + slow[key]
     return out
 
 

@@ -144,7 +144,7 @@ class Inputs:
 
 
 def inputs(spec: ClientSpec) -> Inputs:
-    wl = workloads.get(spec.workload)
+    wl = workloads.get(spec.workload).for_data(spec.load.data)  # kv: its schema for --kv-value-size
     if not wl.transactional(spec.load.mix):
         return Inputs(wl, False, reqs=wl.stream.generate(spec.load))
     tx = wl.transactions
@@ -159,7 +159,14 @@ def inputs(spec: ClientSpec) -> Inputs:
     funcs = [t.func for t in types]
     if tx.coordinated:
         funcs = [coord.bind(f, load.cc, load.servers, wl.schema.sizes) for f in funcs]
-    params = tx.params(load, types)
+    # drawn with the collector paused: the parameters are tuples of ints,
+    # bytes and strings (no cycles), and a collection while they are made
+    # walks every one made so far
+    gc.disable()
+    try:
+        params = tx.params(load, types)
+    finally:
+        gc.enable()
     # The parameters (up to a million tuples) live for the whole point:
     # out of the collector's sight, so its full collections stay short
     # (a series' next point unfreezes them: release()).

@@ -95,10 +95,11 @@ def prepare_data(cfg: RunConfig, out: Path, cache: Path | None = None) -> tuple[
     snapshot that every system loads. With a cache directory (a reproduce
     run's), data made once from the same DataSpec is linked into every
     point that loads the same."""
-    wl = workloads.get(cfg.workload)
     d = cfg.data
+    wl = workloads.get(cfg.workload).for_data(d)  # kv: its schema for --kv-value-size
     path = out / "initial.snap"
-    cached = cache / f"{cfg.workload}-k{d.keys}-s{d.scale}-d{d.divisor}-seed{d.seed}.snap" if cache else None
+    sized = f"-v{d.value_size}" if d.value_size else ""
+    cached = cache / f"{cfg.workload}-k{d.keys}-s{d.scale}-d{d.divisor}-seed{d.seed}{sized}.snap" if cache else None
     if cached and cached.exists():
         os.link(cached, path)
         return wl.schema, path

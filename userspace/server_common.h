@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -397,8 +398,15 @@ static inline void print_sample_fields(void)
 {
 	uint64_t t = clock_ns(CLOCK_REALTIME), mono = clock_ns(CLOCK_MONOTONIC);
 
+	struct rusage ru;
+
 	printf(", \"t_ns\": %" PRIu64 ", \"mono_ns\": %" PRIu64 ", \"cpu_ns\": %" PRIu64, t, mono,
 	       clock_ns(CLOCK_PROCESS_CPUTIME_ID));
+	/* the same time apart by mode (microseconds, as the kernel keeps them) */
+	if (!getrusage(RUSAGE_SELF, &ru))
+		printf(", \"cpu_user_ns\": %" PRIu64 ", \"cpu_sys_ns\": %" PRIu64,
+		       (uint64_t)ru.ru_utime.tv_sec * 1000000000u + (uint64_t)ru.ru_utime.tv_usec * 1000u,
+		       (uint64_t)ru.ru_stime.tv_sec * 1000000000u + (uint64_t)ru.ru_stime.tv_usec * 1000u);
 	if (sample_cfg.nifaces)
 		printf(", \"napi_cpu_ns\": %" PRIu64, napi_cpu_ns());
 }
