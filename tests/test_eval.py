@@ -297,9 +297,11 @@ def test_an_interrupted_point_is_pending_and_runs_on_resume(tmp_path, tiny_file,
     calls = []
     monkeypatch.setattr(harness_run, "Series", point_series(fake_execute(calls)))
     reproduce.run_points(run, pts, progress=False, log=lambda m: None)
-    # in schedule order: each system's unloaded and loaded points, one series
+    # in schedule order: every system's unloaded point (a curve of its own:
+    # its NAPI placement is not the loaded point's), then the loaded ones
     assert calls == [r.key for r in reproduce.schedule([reproduce.Rep(p, 1, p.name) for p in pts])]
-    assert calls[:2] == ["calibration__unloaded__dint", "calibration__loaded__dint"]
+    assert calls[:4] == ["calibration__unloaded__dint", "calibration__unloaded__kernel",
+                         "calibration__unloaded__bypass", "calibration__loaded__dint"]
 
 
 def test_table_has_one_row_per_point(fake_run, tiny_file):
