@@ -153,6 +153,20 @@ def saturation_legend_handles() -> list:
                    label="client saturated")]
 
 
+def legend_and_title(fig, systems, title: str, saturated: bool, not_checked: bool, extra=()) -> None:
+    """A figure's legend at its right (a line per system, then `extra`
+    handles, then the marks it carries) and its title, laid out."""
+    handles = [Line2D([], [], color=COLORS[s], marker=marker_kw(s, False)["marker"], label=s) for s in systems]
+    handles += list(extra)
+    if saturated:
+        handles += saturation_legend_handles()
+    if not_checked:
+        handles.append(unchecked_legend_handle())
+    fig.legend(handles=handles, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+
+
 def save(fig, out_dir: Path, stem: str, note: str | None = None) -> list[Path]:
     if note:
         # below the axes (the saved area grows to hold it), so that a note of

@@ -18,8 +18,8 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from .common import (COLORS, done, error_bars, interval, kfmt, mark_missing, mark_unchecked, marker_kw, note, plt,
-                     save, saturation_legend_handles, systems_in, unchecked_legend_handle)
+from .common import (COLORS, done, error_bars, interval, kfmt, legend_and_title, mark_missing, mark_unchecked,
+                     marker_kw, note, plt, save, systems_in)
 
 NOT_REACHED_GID = "rate-not-reached"  # the artists marking such points
 NOT_REACHED_NOTE = ("red percentage under a point: its offered rate was not reached; the share of it the system "
@@ -131,16 +131,9 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
                           "these servers' stats lines)", fontsize=8)
     axes[2].set_ylabel("server CPU per request (us)")
     axes[2].set_title("server CPU per request", fontsize=9)
-    handles = [Line2D([], [], color=COLORS[s], marker=marker_kw(s, False)["marker"], label=s) for s in systems]
-    handles += [Line2D([], [], color="gray", linestyle="-", label="kernel" if split else "packet work"),
-                Line2D([], [], color="gray", linestyle="--", label="user" if split else "processes")]
-    if any_sat:
-        handles += saturation_legend_handles()
-    if any_nc:
-        handles.append(unchecked_legend_handle())
-    fig.legend(handles=handles, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    legend_and_title(fig, systems, title, any_sat, any_nc,
+                     extra=[Line2D([], [], color="gray", linestyle="-", label="kernel" if split else "packet work"),
+                            Line2D([], [], color="gray", linestyle="--", label="user" if split else "processes")])
     foot = note(any_sat, any_nc, any_err)
     if any_short:
         foot = NOT_REACHED_NOTE + ("\n" + foot if foot else "")

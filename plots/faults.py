@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.lines import Line2D
 
-from .common import (variant_grid, COLORS, done, error_bars, interval, mark_unchecked, marker_kw, note,
-                     plain_log_ticks, plt, save, saturation_legend_handles, systems_in, unchecked_legend_handle)
+from .common import (COLORS, done, error_bars, interval, legend_and_title, mark_unchecked, marker_kw, note,
+                     plain_log_ticks, save, systems_in, variant_grid)
 
 VERDICT_LABELS = {"ok": "ok", "violations": "VIOLATIONS", "partly unchecked": "partly unchecked",
                   "unchecked": "unchecked", "": "no check"}
@@ -62,13 +61,6 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
             ax.set_title(v or "", fontsize=10)
         ax.set_ylabel(f"{what} (k {_unit(sub)})" if col == "goodput_per_s" else what)
         ax.grid(alpha=0.3, which="both")
-    handles = [Line2D([], [], color=COLORS[s], marker=marker_kw(s, False)["marker"], label=s) for s in systems_in(d)]
-    if any_sat:
-        handles += saturation_legend_handles()
-    if any_unchecked:
-        handles.append(unchecked_legend_handle())
-    fig.legend(handles=handles, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    legend_and_title(fig, systems_in(d), title, any_sat, any_unchecked)
     foot = "\n".join(n for n in (VERDICT_NOTE, note(any_sat, any_unchecked, any_err)) if n)
     return save(fig, out_dir, f"faults-{experiment}", foot)

@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.lines import Line2D
 
 from harness.results import swept_axis as axis
 
-from .common import (COLORS, MISSING_GID, done, error_bars, interval, is_unstable, mark_unchecked, mark_unstable,
-                     marker_kw, note, plain_log_ticks, plt, save, saturation_legend_handles, systems_in,
-                     unchecked_legend_handle)
+from .common import (COLORS, MISSING_GID, done, error_bars, interval, is_unstable, legend_and_title, mark_unchecked,
+                     mark_unstable, marker_kw, note, plain_log_ticks, plt, save, systems_in)
 
 
 def _missing(ax, x) -> None:
@@ -100,12 +98,5 @@ def plot(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> list[P
                 ticks = sorted(set(d["_x"]))
                 ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
                 ax.minorticks_off()
-    handles = [Line2D([], [], color=COLORS[s], marker=marker_kw(s, False)["marker"], label=s) for s in systems_in(d)]
-    if any_sat:
-        handles += saturation_legend_handles()
-    if any_nc:
-        handles.append(unchecked_legend_handle())
-    fig.legend(handles=handles, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    legend_and_title(fig, systems_in(d), title, any_sat, any_nc)
     return save(fig, out_dir, f"sweep-{experiment}", note(any_sat, any_nc, any_err, any_unstable))
