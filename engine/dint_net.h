@@ -65,19 +65,7 @@ struct dint_frame {
 	__u32 msg_len;        /* UDP payload length, from the UDP header */
 };
 
-/* ---- Loads at any alignment (a frame's IPv4 header starts 2 bytes past a
- * word). The BPF target turns an under-aligned access into byte loads, so
- * there the pointer is cast (x86's JIT and the verifier take unaligned
- * packet loads); in user space memcpy, which gcc makes one load. ---- */
-#ifdef DINT_BPF /* defined by the XDP program (bcc's front end sees the host's target) */
-#define dint_ld16(p) (*(const __u16 *)(const void *)(p))
-#define dint_ld32(p) (*(const __u32 *)(const void *)(p))
-#define dint_ld64(p) (*(const __u64 *)(const void *)(p))
-#else
-static inline __u16 dint_ld16(const void *p) { __u16 v; __builtin_memcpy(&v, p, 2); return v; }
-static inline __u32 dint_ld32(const void *p) { __u32 v; __builtin_memcpy(&v, p, 4); return v; }
-static inline __u64 dint_ld64(const void *p) { __u64 v; __builtin_memcpy(&v, p, 8); return v; }
-#endif
+/* (dint_ld16/32/64, loads at any alignment: dint_compat.h) */
 
 /* ---- The Internet checksum (RFC 1071). Sums are of 16-bit words as they
  * lie in memory, loaded in the CPU's order: a ones' complement sum comes out
