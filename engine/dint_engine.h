@@ -115,8 +115,10 @@ enum dint_stat {
 	DINT_STAT_MAX,
 };
 
-/* What a READ needs comes first: with values of up to 40 bytes it is one
- * 64-byte cache line; the lock holders and history follow. */
+/* A record. What a read or a lock needs comes first, in this order: live,
+ * version, gen and owner, the shared holders, then the value; the
+ * transaction ids that make retransmissions idempotent last. With values of
+ * up to 8 bytes, a read or a lock touches the record's first 64 bytes only. */
 struct dint_rec {
 	__u8 live;     /* 0: never inserted, or deleted (a tombstone) */
 	__u8 pad[3];
@@ -125,9 +127,9 @@ struct dint_rec {
 			* two copies of a record, the one with the higher gen is newer */
 	__u32 pad2;
 	__u64 owner;   /* transaction holding the exclusive lock; 0: none */
-	__u8 value[DINT_VAL_MAX];
-	__u64 shared[DINT_SHARED_MAX] __attribute__((aligned(8))); /* shared holders; 0: free */
-	__u64 last_txn;     /* the transaction whose commit/insert/delete made ver */
+	__u64 shared[DINT_SHARED_MAX]; /* shared holders; 0: free */
+	__u8 value[DINT_VAL_MAX] __attribute__((aligned(8)));
+	__u64 last_txn __attribute__((aligned(8))); /* the transaction whose commit/insert/delete made ver */
 	__u64 last_log_txn; /* the transaction that last logged this key */
 };
 
