@@ -34,12 +34,14 @@
 #define dint_ld64(p) (*(const __u64 *)(const void *)(p))
 #define dint_st16(p, v) (*(__u16 *)(void *)(p) = (__u16)(v))
 #define dint_st32(p, v) (*(__u32 *)(void *)(p) = (__u32)(v))
+#define dint_st64(p, v) (*(__u64 *)(void *)(p) = (__u64)(v))
 #else
 static inline __u16 dint_ld16(const void *p) { __u16 v; __builtin_memcpy(&v, p, 2); return v; }
 static inline __u32 dint_ld32(const void *p) { __u32 v; __builtin_memcpy(&v, p, 4); return v; }
 static inline __u64 dint_ld64(const void *p) { __u64 v; __builtin_memcpy(&v, p, 8); return v; }
 static inline void dint_st16(void *p, __u16 v) { __builtin_memcpy(p, &v, 2); }
 static inline void dint_st32(void *p, __u32 v) { __builtin_memcpy(p, &v, 4); }
+static inline void dint_st64(void *p, __u64 v) { __builtin_memcpy(p, &v, 8); }
 #endif
 
 #endif

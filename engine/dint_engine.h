@@ -198,6 +198,19 @@ static __always_inline int dint_op_creates(__u8 op)
 	return op == DINT_OP_INSERT || op == DINT_OP_LOG;
 }
 
+/* n bytes, n a constant: 8 at a time, at any alignment (the packet's side
+ * is at an odd offset, where memcpy would move a byte at a time on the BPF
+ * target), then the rest. */
+static __always_inline void dint_copy_n(void *dst, const void *src, __u32 n)
+{
+	__u32 i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		dint_st64((__u8 *)dst + i, dint_ld64((const __u8 *)src + i));
+	for (; i < n; i++)
+		((__u8 *)dst)[i] = ((const __u8 *)src)[i];
+}
+
 /* Copies a value of table t between packet and memory: pkt is the side in
  * the packet, checked against end first. One constant-size copy per table,
  * so the verifier sees constant bounds (tables are few and fixed). */
@@ -205,7 +218,7 @@ static __always_inline int dint_op_creates(__u8 op)
 	case t:                                                            \
 		if ((const void *)((const __u8 *)pkt + DINT_VSIZE(t)) > end) \
 			return;                                            \
-		__builtin_memcpy(dst, src, DINT_VSIZE(t));                 \
+		dint_copy_n(dst, src, DINT_VSIZE(t));                      \
 		return;
 
 static __always_inline void dint_copy(void *dst, const void *src, const void *pkt, __u8 table,
