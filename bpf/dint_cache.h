@@ -35,17 +35,23 @@ struct dint_slot_id {
 	__u8 pad[6];
 };
 
-/* A record in a slot starts a cache line: with values up to 40 bytes, what
- * a read needs of it (live, version, owner, value: the first 64 bytes) is
- * one line, and the lock fields the next. */
+/* A slot: a record, packed after the previous one (8-byte aligned). */
 struct dint_slot {
 	struct dint_rec rec;
-} __attribute__((aligned(64)));
+};
 
-/* The first 64 bytes, one cache line, are all a lookup reads before the
- * record it wants. Buckets are a multiple of 64 bytes and the map's values
- * start on a page (it is memory-mappable, bpf/dint_xdp.c), so a lookup
- * touches two lines: the bucket's first and the record's. */
+/* A bucket: its first 64 bytes, one cache line, are all a lookup reads
+ * before the record it wants; the four records follow, packed. A bucket is
+ * a multiple of 64 bytes and the map's values start on a page (it is
+ * memory-mappable, bpf/dint_xdp.c), so buckets start cache lines; with the
+ * default schema's 112-byte records a bucket is 512 bytes, eight to a page,
+ * none across two. A request then touches one page of the cache: the
+ * header's line and its record's first 64 bytes (one line for slot 0, two
+ * for the others), which hold all a read or a lock needs of a record with
+ * values of up to 8 bytes (struct dint_rec). Where a miss costs a page walk
+ * (a cache of many pages), the page, not the line, is what counts: 64-byte
+ * aligned slots (128 bytes each, 576-byte buckets) put every record's hot
+ * fields on one line, but one bucket in seven across two pages. */
 struct dint_bucket {
 	__u64 latch; /* 0: free; taken with compare-and-swap (bpf/dint_xdp.c;
 		      * 64 bits: what every BPF target has atomics for) */
@@ -56,7 +62,8 @@ struct dint_bucket {
 	__u32 pad;
 	__u64 key[DINT_CACHE_SLOTS];
 	struct dint_slot slot[DINT_CACHE_SLOTS];
-};
+} __attribute__((aligned(64)));
+_Static_assert(__builtin_offsetof(struct dint_bucket, slot) == 64, "a bucket's header is one cache line");
 
 /* The XDP program's counters (the map dint_stats): the engine's four (enum
  * dint_stat), then these, in this order, which harness/dintd.py reads by

@@ -117,6 +117,7 @@ static __always_inline void count(int stat)
 
 static __always_inline int latch(__u64 *word)
 {
+#pragma clang loop unroll(disable)
 	for (int i = 0; i < DINT_LATCH_TRIES; i++)
 		if (__sync_val_compare_and_swap(word, 0, 1) == 0)
 			return 0;

@@ -115,8 +115,10 @@ enum dint_stat {
 	DINT_STAT_MAX,
 };
 
-/* What a READ needs comes first: with values of up to 40 bytes it is one
- * 64-byte cache line; the lock holders and history follow. */
+/* A record. What a read or a lock needs comes first, in this order: live,
+ * version, gen and owner, the shared holders, then the value; the
+ * transaction ids that make retransmissions idempotent last. With values of
+ * up to 8 bytes, a read or a lock touches the record's first 64 bytes only. */
 struct dint_rec {
 	__u8 live;     /* 0: never inserted, or deleted (a tombstone) */
 	__u8 pad[3];
@@ -125,9 +127,9 @@ struct dint_rec {
 			* two copies of a record, the one with the higher gen is newer */
 	__u32 pad2;
 	__u64 owner;   /* transaction holding the exclusive lock; 0: none */
-	__u8 value[DINT_VAL_MAX];
-	__u64 shared[DINT_SHARED_MAX] __attribute__((aligned(8))); /* shared holders; 0: free */
-	__u64 last_txn;     /* the transaction whose commit/insert/delete made ver */
+	__u64 shared[DINT_SHARED_MAX]; /* shared holders; 0: free */
+	__u8 value[DINT_VAL_MAX] __attribute__((aligned(8)));
+	__u64 last_txn __attribute__((aligned(8))); /* the transaction whose commit/insert/delete made ver */
 	__u64 last_log_txn; /* the transaction that last logged this key */
 };
 
@@ -196,6 +198,19 @@ static __always_inline int dint_op_creates(__u8 op)
 	return op == DINT_OP_INSERT || op == DINT_OP_LOG;
 }
 
+/* n bytes, n a constant: 8 at a time, at any alignment (the packet's side
+ * is at an odd offset, where memcpy would move a byte at a time on the BPF
+ * target), then the rest. */
+static __always_inline void dint_copy_n(void *dst, const void *src, __u32 n)
+{
+	__u32 i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		dint_st64((__u8 *)dst + i, dint_ld64((const __u8 *)src + i));
+	for (; i < n; i++)
+		((__u8 *)dst)[i] = ((const __u8 *)src)[i];
+}
+
 /* Copies a value of table t between packet and memory: pkt is the side in
  * the packet, checked against end first. One constant-size copy per table,
  * so the verifier sees constant bounds (tables are few and fixed). */
@@ -203,7 +218,7 @@ static __always_inline int dint_op_creates(__u8 op)
 	case t:                                                            \
 		if ((const void *)((const __u8 *)pkt + DINT_VSIZE(t)) > end) \
 			return;                                            \
-		__builtin_memcpy(dst, src, DINT_VSIZE(t));                 \
+		dint_copy_n(dst, src, DINT_VSIZE(t));                      \
 		return;
 
 static __always_inline void dint_copy(void *dst, const void *src, const void *pkt, __u8 table,
@@ -236,6 +251,47 @@ static __always_inline void dint_copy(void *dst, const void *src, const void *pk
 }
 _Static_assert(DINT_NTABLES >= 1 && DINT_NTABLES <= DINT_MAX_TABLES, "1 to 8 tables");
 
+/* A request's fields in host order, loaded once: struct dint_hdr is packed
+ * and its fields lie at odd offsets of a frame, where a field the BPF
+ * target reads as a packed member costs a load and a shift per byte. */
+struct dint_req {
+	__u64 txn;
+	__u64 key;
+	__u32 ver;
+	__u32 client;
+	__u32 seq;
+	__u32 ack;
+	__u8 op;
+	__u8 table;
+};
+
+#define DINT_FIELD(m, f) ((__u8 *)(m) + __builtin_offsetof(struct dint_hdr, f))
+
+static __always_inline void dint_req_load(const struct dint_hdr *m, struct dint_req *q)
+{
+	const __u8 *b = (const __u8 *)m;
+
+	q->txn = dint_ntohll(dint_ld64(b + __builtin_offsetof(struct dint_hdr, txn)));
+	q->key = dint_ntohll(dint_ld64(b + __builtin_offsetof(struct dint_hdr, key)));
+	q->ver = dint_ntohl(dint_ld32(b + __builtin_offsetof(struct dint_hdr, ver)));
+	q->client = dint_ntohl(dint_ld32(b + __builtin_offsetof(struct dint_hdr, client_id)));
+	q->seq = dint_ntohl(dint_ld32(b + __builtin_offsetof(struct dint_hdr, seq)));
+	q->ack = dint_ntohl(dint_ld32(b + __builtin_offsetof(struct dint_hdr, ack)));
+	q->op = m->op;
+	q->table = m->table;
+}
+
+/* The reply's version. */
+static __always_inline void dint_reply_ver(struct dint_hdr *m, __u32 ver)
+{
+	dint_st32(DINT_FIELD(m, ver), dint_htonl(ver));
+}
+
+static __always_inline __u32 dint_msg_ver(const struct dint_hdr *m)
+{
+	return dint_ntohl(dint_ld32((const __u8 *)m + __builtin_offsetof(struct dint_hdr, ver)));
+}
+
 static __always_inline int dint_shared_find(const struct dint_rec *r, __u64 txn)
 {
 	for (int i = 0; i < DINT_SHARED_MAX; i++)
@@ -244,6 +300,7 @@ static __always_inline int dint_shared_find(const struct dint_rec *r, __u64 txn)
 	return -1;
 }
 
+/* Shared holders of r (the snapshot's nshared). */
 static __always_inline int dint_shared_count(const struct dint_rec *r)
 {
 	int n = 0;
@@ -252,63 +309,81 @@ static __always_inline int dint_shared_count(const struct dint_rec *r)
 	return n;
 }
 
+/* Whether r has no shared holder: the common case, one test. */
+static __always_inline int dint_no_shared(const struct dint_rec *r)
+{
+	__u64 any = 0;
+
+	for (int i = 0; i < DINT_SHARED_MAX; i++)
+		any |= r->shared[i];
+	return !any;
+}
+
 static __always_inline void dint_release(struct dint_rec *r, __u64 txn)
 {
 	if (r->owner == txn)
 		r->owner = 0;
+	if (dint_no_shared(r))
+		return;
 	for (int i = 0; i < DINT_SHARED_MAX; i++)
 		if (r->shared[i] == txn)
 			r->shared[i] = 0;
 }
 
-static __always_inline void dint_install(struct dint_rec *r, const struct dint_hdr *m, __u32 ver,
+static __always_inline void dint_install(struct dint_rec *r, const struct dint_req *q, __u32 ver,
 					 const __u8 *val, const void *end)
 {
-	dint_copy(r->value, val, val, m->table, end);
+	dint_copy(r->value, val, val, q->table, end);
 	r->ver = ver;
-	r->last_txn = dint_ntohll(m->txn);
+	r->last_txn = q->txn;
 }
 
 /* The operation on one record, with its latch held; returns the status and
- * fills the reply's version (and value, for READ). */
-static __always_inline int dint_apply(struct dint_rec *r, struct dint_hdr *m, __u8 *val, const void *end)
+ * fills the reply's version (and value, for READ). A writing operation's
+ * txn is never 0 (dint_check). */
+static __always_inline int dint_apply(struct dint_rec *r, struct dint_hdr *m, const struct dint_req *q, __u8 *val,
+				      const void *end)
 {
-	__u64 txn = dint_ntohll(m->txn);
-	__u32 ver = dint_ntohl(m->ver);
+	__u64 txn = q->txn;
+	__u32 ver = q->ver;
 	int i;
 
-	switch (m->op) {
+	switch (q->op) {
 	case DINT_OP_READ:
 		if (!r->live)
 			return DINT_ST_NOT_FOUND;
 		if (r->owner && r->owner != txn)
 			return DINT_ST_LOCKED;
-		dint_copy(val, r->value, val, m->table, end);
-		m->ver = dint_htonl(r->ver);
+		dint_copy(val, r->value, val, q->table, end);
+		dint_reply_ver(m, r->ver);
 		return DINT_ST_OK;
 	/* A granted lock answers with the value and version, so a 2PL
 	 * transaction locks and reads in one round trip. */
 	case DINT_OP_LOCK_SHARED:
 		if (!r->live)
 			return DINT_ST_NOT_FOUND;
-		m->ver = dint_htonl(r->ver);
+		dint_reply_ver(m, r->ver);
 		if (r->owner && r->owner != txn)
 			return DINT_ST_LOCKED;
-		if (!r->owner && dint_shared_find(r, txn) < 0) {
+		if (!r->owner && dint_no_shared(r)) {
+			r->shared[0] = txn;
+		} else if (!r->owner && dint_shared_find(r, txn) < 0) {
 			i = dint_shared_find(r, 0);
 			if (i < 0)
 				return DINT_ST_FULL;
 			r->shared[i] = txn;
 		}
-		dint_copy(val, r->value, val, m->table, end);
+		dint_copy(val, r->value, val, q->table, end);
 		return DINT_ST_OK;
 	case DINT_OP_LOCK_EXCL:
 		if (!r->live)
 			return DINT_ST_NOT_FOUND;
-		m->ver = dint_htonl(r->ver);
+		dint_reply_ver(m, r->ver);
 		if (r->owner && r->owner != txn)
 			return DINT_ST_LOCKED;
-		if (!r->owner) {
+		if (!r->owner && dint_no_shared(r)) {
+			r->owner = txn;
+		} else if (!r->owner) {
 			i = dint_shared_count(r);
 			/* no-wait: shared holders block it, unless the only one is txn (upgrade) */
 			if (i > 1 || (i == 1 && dint_shared_find(r, txn) < 0))
@@ -316,7 +391,7 @@ static __always_inline int dint_apply(struct dint_rec *r, struct dint_hdr *m, __
 			dint_release(r, txn);
 			r->owner = txn;
 		}
-		dint_copy(val, r->value, val, m->table, end);
+		dint_copy(val, r->value, val, q->table, end);
 		return DINT_ST_OK;
 	case DINT_OP_VALIDATE:
 		if (!r->live)
@@ -324,13 +399,13 @@ static __always_inline int dint_apply(struct dint_rec *r, struct dint_hdr *m, __
 		if (r->owner && r->owner != txn)
 			return DINT_ST_LOCKED;
 		i = r->ver == ver ? DINT_ST_OK : DINT_ST_STALE;
-		m->ver = dint_htonl(r->ver);
+		dint_reply_ver(m, r->ver);
 		return i;
 	case DINT_OP_COMMIT_BACKUP:
 		if (!r->live)
 			return DINT_ST_NOT_FOUND;
 		if (ver > r->ver) /* else a duplicate, or older than what is there */
-			dint_install(r, m, ver, val, end);
+			dint_install(r, q, ver, val, end);
 		return DINT_ST_OK;
 	case DINT_OP_COMMIT_PRIMARY:
 		if (r->last_txn == txn && r->ver == ver && r->owner != txn)
@@ -340,10 +415,10 @@ static __always_inline int dint_apply(struct dint_rec *r, struct dint_hdr *m, __
 		if (r->owner != txn)
 			return DINT_ST_NOT_OWNER;
 		if (ver <= r->ver) {
-			m->ver = dint_htonl(r->ver);
+			dint_reply_ver(m, r->ver);
 			return DINT_ST_STALE;
 		}
-		dint_install(r, m, ver, val, end);
+		dint_install(r, q, ver, val, end);
 		dint_release(r, txn);
 		return DINT_ST_OK;
 	case DINT_OP_ABORT:
@@ -357,17 +432,17 @@ static __always_inline int dint_apply(struct dint_rec *r, struct dint_hdr *m, __
 		if (r->live) {
 			if (r->owner != txn && !(r->last_txn == txn && r->ver == ver))
 				return DINT_ST_EXISTS;
-			m->ver = dint_htonl(r->ver); /* a duplicate */
+			dint_reply_ver(m, r->ver); /* a duplicate */
 			return DINT_ST_OK;
 		}
 		i = !ver;
 		if (!ver || ver <= r->ver) /* versions of a key only grow, deletes included */
 			ver = r->ver + 1;
-		dint_install(r, m, ver, val, end);
+		dint_install(r, q, ver, val, end);
 		r->live = 1;
 		if (i)
 			r->owner = txn;
-		m->ver = dint_htonl(ver);
+		dint_reply_ver(m, ver);
 		return DINT_ST_OK;
 	case DINT_OP_DELETE:
 		if (!r->live)
@@ -389,21 +464,21 @@ static __always_inline int dint_apply(struct dint_rec *r, struct dint_hdr *m, __
  * absent if the key is not stored (the log record of an insert, or a log
  * server's), remembers the transaction that last logged it, so a
  * retransmission is answered without a second append. */
-static __always_inline int dint_log(struct dint_hdr *m, __u8 *val, const void *end)
+static __always_inline int dint_log(struct dint_hdr *m, const struct dint_req *q, __u8 *val, const void *end)
 {
-	__u64 key = dint_ntohll(m->key), txn = dint_ntohll(m->txn);
+	__u64 key = q->key, txn = q->txn;
 	DINT_REF_T ref;
 	struct dint_rec *r;
 	int where = DINT_ABSENT, dup;
 
 	if (!dint_log_room())
 		return DINT_ST_FULL;
-	ref = dint_ref(m->table, key, 1);
+	ref = dint_ref(q->table, key, 1);
 	if (!ref)
 		return DINT_ST_FULL;
 	if (dint_latch(ref))
 		return DINT_ST_RETRY;
-	r = dint_rec(ref, m->table, key, 1, &where);
+	r = dint_rec(ref, q->table, key, 1, &where);
 	if (!r) {
 		dint_unlatch(ref);
 		return where == DINT_ELSEWHERE ? -1 : DINT_ST_FULL;
@@ -420,7 +495,7 @@ static __always_inline int dint_log(struct dint_hdr *m, __u8 *val, const void *e
 	 * retransmission must try again. (Only the baselines' shared log can
 	 * fill up in between, and their latches do not fail.) */
 	if (dint_latch(ref) == 0) {
-		r = dint_rec(ref, m->table, key, 0, &where);
+		r = dint_rec(ref, q->table, key, 0, &where);
 		if (r && r->last_log_txn == txn) {
 			r->last_log_txn = 0;
 			r->gen++;
@@ -455,10 +530,10 @@ enum dint_once {
  * record. COPY returns the kept outcome in *status and *ver; NEW returns
  * the record's slot in *dp, latched, for dint_once_end (0 if the frontend
  * keeps none). */
-static __always_inline int dint_once_begin(const struct dint_hdr *m, struct dint_done **dp, __u8 *status,
+static __always_inline int dint_once_begin(const struct dint_req *q, struct dint_done **dp, __u8 *status,
 					   __u32 *ver)
 {
-	__u32 client = dint_ntohl(m->client_id), seq = dint_ntohl(m->seq), ack = dint_ntohl(m->ack);
+	__u32 client = q->client, seq = q->seq, ack = q->ack;
 	struct dint_session *s = dint_session(client);
 	struct dint_done *d;
 
@@ -491,14 +566,15 @@ static __always_inline int dint_once_begin(const struct dint_hdr *m, struct dint
 /* Exactly once, after: keeps the outcome of the reply in m unless it was
  * not decided (RETRY: a latch was busy; the client sends the request again,
  * and may not have it answered otherwise), then frees the record. */
-static __always_inline void dint_once_end(struct dint_done *d, const struct dint_hdr *m, int verdict)
+static __always_inline void dint_once_end(struct dint_done *d, const struct dint_hdr *m, const struct dint_req *q,
+					  int verdict)
 {
 	if (!d)
 		return;
 	if (verdict == DINT_REPLY && m->status != DINT_ST_RETRY) {
-		d->client = dint_ntohl(m->client_id);
-		d->seq = dint_ntohl(m->seq);
-		d->ver = dint_ntohl(m->ver);
+		d->client = q->client;
+		d->seq = q->seq;
+		d->ver = dint_msg_ver(m);
 		d->status = m->status;
 	}
 	dint_done_unlatch(d);
@@ -507,72 +583,70 @@ static __always_inline void dint_once_end(struct dint_done *d, const struct dint
 /* A copy of a granted lock request is answered with the record's value,
  * read and not changed: its holder still holds it (nobody else can change
  * it) if it is still waiting for this answer, and does not care otherwise. */
-static __always_inline int dint_reread(struct dint_hdr *msg, const void *end, __u8 status, __u32 ver)
+static __always_inline int dint_reread(struct dint_hdr *msg, const struct dint_req *q, const void *end, __u8 status,
+				       __u32 ver)
 {
-	__u64 key = dint_ntohll(msg->key);
-	DINT_REF_T ref = dint_ref(msg->table, key, 0);
+	DINT_REF_T ref = dint_ref(q->table, q->key, 0);
 	struct dint_rec *r;
 	int where = DINT_ABSENT;
 
 	if (!ref) {
 		msg->status = status;
-		msg->ver = dint_htonl(ver);
+		dint_reply_ver(msg, ver);
 		return DINT_REPLY;
 	}
 	if (dint_latch(ref)) {
 		msg->status = DINT_ST_RETRY;
 		return DINT_REPLY;
 	}
-	r = dint_rec(ref, msg->table, key, 0, &where);
+	r = dint_rec(ref, q->table, q->key, 0, &where);
 	if (!r && where == DINT_ELSEWHERE) {
 		dint_unlatch(ref);
 		return DINT_PASS; /* the slow path takes it into the cache and asks again */
 	}
 	if (r)
-		dint_copy((__u8 *)(msg + 1), r->value, (__u8 *)(msg + 1), msg->table, end);
+		dint_copy((__u8 *)(msg + 1), r->value, (__u8 *)(msg + 1), q->table, end);
 	dint_unlatch(ref);
 	msg->status = status;
-	msg->ver = dint_htonl(ver);
+	dint_reply_ver(msg, ver);
 	return DINT_REPLY;
 }
 
 /* Applies a valid request: a log record, or the operation on its key's
  * record. Returns a dint_verdict; with DINT_PASS the message is unchanged. */
-static __always_inline int dint_execute(struct dint_hdr *msg, const void *end)
+static __always_inline int dint_execute(struct dint_hdr *msg, const struct dint_req *q, const void *end)
 {
 	DINT_REF_T ref;
 	struct dint_rec *r;
-	__u64 key;
 	int st, create, where = DINT_ABSENT;
 
-	if (msg->op == DINT_OP_LOG) {
-		st = dint_log(msg, (__u8 *)(msg + 1), end);
+	if (q->op == DINT_OP_LOG) {
+		st = dint_log(msg, q, (__u8 *)(msg + 1), end);
 		if (st < 0)
 			return DINT_PASS;
 		msg->status = st;
 		return DINT_REPLY;
 	}
-	key = dint_ntohll(msg->key);
-	create = dint_op_creates(msg->op); /* an insert: a log record went above */
-	ref = dint_ref(msg->table, key, create);
+	create = dint_op_creates(q->op); /* an insert: a log record went above */
+	ref = dint_ref(q->table, q->key, create);
 	if (!ref) {
-		msg->status = dint_absent_status(msg->op);
+		msg->status = dint_absent_status(q->op);
 		return DINT_REPLY;
 	}
 	if (dint_latch(ref)) {
 		msg->status = DINT_ST_RETRY;
 		return DINT_REPLY;
 	}
-	r = dint_rec(ref, msg->table, key, create, &where);
+	r = dint_rec(ref, q->table, q->key, create, &where);
 	if (!r) {
 		dint_unlatch(ref);
 		if (where == DINT_ELSEWHERE)
 			return DINT_PASS;
-		msg->status = dint_absent_status(msg->op);
+		msg->status = dint_absent_status(q->op);
 		return DINT_REPLY;
 	}
-	st = dint_apply(r, msg, (__u8 *)(msg + 1), end);
-	if (dint_op_writes(msg->op))
+	st = dint_apply(r, msg, q, (__u8 *)(msg + 1), end);
+	if (dint_op_writes(q->op))
 		r->gen++;
 	dint_unlatch(ref);
 	msg->status = st;
@@ -589,15 +663,16 @@ static __always_inline int dint_execute(struct dint_hdr *msg, const void *end)
 
 static __always_inline int dint_check(const struct dint_hdr *msg, const void *end, __u32 len)
 {
+	const __u8 *b = (const __u8 *)msg;
 	__u32 n;
 
 	if ((const void *)(msg + 1) > end || len < DINT_HDR_LEN)
 		return DINT_CHECK_DROP;
-	if (msg->magic != dint_htons(DINT_MAGIC) || msg->status != DINT_ST_REQUEST)
+	if (dint_ld16(b) != dint_htons(DINT_MAGIC) || msg->status != DINT_ST_REQUEST)
 		return DINT_CHECK_DROP;
 	if (msg->proto != DINT_PROTO_VERSION)
 		return DINT_ST_BAD_VERSION;
-	n = dint_ntohs(msg->val_len);
+	n = dint_ntohs(dint_ld16(b + __builtin_offsetof(struct dint_hdr, val_len)));
 	if (n != len - DINT_HDR_LEN || n > DINT_MAX_VALUE)
 		return DINT_ST_BAD_LENGTH;
 	if (msg->op == DINT_OP_ECHO)
@@ -608,7 +683,8 @@ static __always_inline int dint_check(const struct dint_hdr *msg, const void *en
 		return DINT_ST_UNKNOWN_TABLE;
 	if (n != (__u32)DINT_VSIZE(msg->table))
 		return DINT_ST_BAD_LENGTH;
-	if (dint_op_writes(msg->op) && !msg->txn) /* 0 means "no transaction" */
+	/* 0 means "no transaction" */
+	if (dint_op_writes(msg->op) && !dint_ld64(b + __builtin_offsetof(struct dint_hdr, txn)))
 		return DINT_ST_NOT_OWNER;
 	return DINT_ST_REQUEST;
 }
@@ -619,6 +695,7 @@ static __always_inline int dint_check(const struct dint_hdr *msg, const void *en
 static __always_inline int dint_process(struct dint_hdr *msg, const void *end, __u32 len)
 {
 	struct dint_done *done;
+	struct dint_req q;
 	__u32 ver = 0;
 	__u8 status = 0;
 	int once, verdict, check;
@@ -630,9 +707,10 @@ static __always_inline int dint_process(struct dint_hdr *msg, const void *end, _
 		msg->status = check;
 		return DINT_REPLY;
 	}
-	if (!dint_op_writes(msg->op) || !msg->seq)
-		return dint_execute(msg, end);
-	once = dint_once_begin(msg, &done, &status, &ver);
+	dint_req_load(msg, &q);
+	if (!dint_op_writes(q.op) || !q.seq)
+		return dint_execute(msg, &q, end);
+	once = dint_once_begin(&q, &done, &status, &ver);
 	if (once == DINT_ONCE_STALE)
 		return DINT_STALE;
 	if (once == DINT_ONCE_BUSY) {
@@ -640,14 +718,14 @@ static __always_inline int dint_process(struct dint_hdr *msg, const void *end, _
 		return DINT_REPLY;
 	}
 	if (once == DINT_ONCE_COPY) {
-		if (status == DINT_ST_OK && (msg->op == DINT_OP_LOCK_SHARED || msg->op == DINT_OP_LOCK_EXCL))
-			return dint_reread(msg, end, status, ver);
+		if (status == DINT_ST_OK && (q.op == DINT_OP_LOCK_SHARED || q.op == DINT_OP_LOCK_EXCL))
+			return dint_reread(msg, &q, end, status, ver);
 		msg->status = status;
-		msg->ver = dint_htonl(ver);
+		dint_reply_ver(msg, ver);
 		return DINT_REPLY;
 	}
-	verdict = dint_execute(msg, end);
-	dint_once_end(done, msg, verdict);
+	verdict = dint_execute(msg, &q, end);
+	dint_once_end(done, msg, &q, verdict);
 	return verdict;
 }
 

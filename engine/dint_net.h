@@ -65,19 +65,7 @@ struct dint_frame {
 	__u32 msg_len;        /* UDP payload length, from the UDP header */
 };
 
-/* ---- Loads at any alignment (a frame's IPv4 header starts 2 bytes past a
- * word). The BPF target turns an under-aligned access into byte loads, so
- * there the pointer is cast (x86's JIT and the verifier take unaligned
- * packet loads); in user space memcpy, which gcc makes one load. ---- */
-#ifdef DINT_BPF /* defined by the XDP program (bcc's front end sees the host's target) */
-#define dint_ld16(p) (*(const __u16 *)(const void *)(p))
-#define dint_ld32(p) (*(const __u32 *)(const void *)(p))
-#define dint_ld64(p) (*(const __u64 *)(const void *)(p))
-#else
-static inline __u16 dint_ld16(const void *p) { __u16 v; __builtin_memcpy(&v, p, 2); return v; }
-static inline __u32 dint_ld32(const void *p) { __u32 v; __builtin_memcpy(&v, p, 4); return v; }
-static inline __u64 dint_ld64(const void *p) { __u64 v; __builtin_memcpy(&v, p, 8); return v; }
-#endif
+/* (dint_ld16/32/64, loads at any alignment: dint_compat.h) */
 
 /* ---- The Internet checksum (RFC 1071). Sums are of 16-bit words as they
  * lie in memory, loaded in the CPU's order: a ones' complement sum comes out
@@ -91,6 +79,17 @@ static __always_inline __u16 dint_csum_fold(__u64 s)
 	s = (s & 0xFFFF) + (s >> 16);
 	s = (s & 0xFFFF) + (s >> 16);
 	return (__u16)s;
+}
+
+/* Whether a sum of fewer than 2^16 32-bit words (an IPv4 header, a
+ * datagram dint takes) folds to 0xFFFF: three folds leave at most 0x10000,
+ * which a fourth would make 1, so the test needs no fourth. */
+static __always_inline int dint_csum_ok(__u64 s)
+{
+	s = (s >> 32) + (__u32)s;
+	s = (s >> 16) + (s & 0xFFFF);
+	s = (s >> 16) + (s & 0xFFFF);
+	return s == 0xFFFF;
 }
 
 /* The unfolded sum of n bytes at p, n at most DINT_SUM_MAX; end bounds the
@@ -159,8 +158,8 @@ static __always_inline int dint_ipv4_csum_ok(const struct dint_ipv4 *ip)
 {
 	const __u8 *w = (const __u8 *)ip;
 
-	return dint_csum_fold((__u64)dint_ld32(w) + dint_ld32(w + 4) + dint_ld32(w + 8) +
-			      dint_ld32(w + 12) + dint_ld32(w + 16)) == 0xFFFF;
+	return dint_csum_ok((__u64)dint_ld32(w) + dint_ld32(w + 4) + dint_ld32(w + 8) + dint_ld32(w + 12) +
+			    dint_ld32(w + 16));
 }
 
 /* The sum of the UDP pseudo-header: addresses, protocol, UDP length. */
@@ -253,10 +252,14 @@ static __always_inline int dint_simple_frame(void *data, const void *end, struct
 		 * the value */
 		__u64 sum = dint_udp_pseudo_sum(saddr, dint_ld32(ip + 16), udp_len_be);
 
+		/* a load and an add a word: without the barrier clang loads all
+		 * twelve first and spills them to the stack */
 		DINT_UNROLL
-		for (int i = 0; i < (int)DINT_UDP_MIN; i += 8)
-			sum += (__u64)dint_ld32(udp + i) + dint_ld32(udp + i + 4);
-		if (dint_csum_fold(dint_csum_add(sum, udp + DINT_UDP_MIN, udp_len - DINT_UDP_MIN, end)) != 0xFFFF)
+		for (int i = 0; i < (int)DINT_UDP_MIN; i += 4) {
+			sum += dint_ld32(udp + i);
+			asm volatile("" : "+r"(sum));
+		}
+		if (!dint_csum_ok(dint_csum_add(sum, udp + DINT_UDP_MIN, udp_len - DINT_UDP_MIN, end)))
 			return -1;
 	}
 	f->eth = data;
@@ -280,26 +283,29 @@ static __always_inline __u32 dint_frame_padding(const struct dint_frame *f, cons
  * checksum is optional over IPv4 and left out. */
 static __always_inline void dint_reverse_frame(struct dint_frame *f)
 {
-	__u8 mac[DINT_ETH_ALEN];
-	__u32 addr = f->ip->saddr;
-	__u16 port = f->udp->source;
-	__u16 old = dint_ld16(&f->ip->ttl), new;
-	__u32 s;
+	/* whole words at any alignment (dint_ld*): a packed header's fields
+	 * are moved byte by byte on the BPF target */
+	__u8 *eth = (__u8 *)f->eth, *ip = (__u8 *)f->ip, *udp = (__u8 *)f->udp;
+	__u32 dst4 = dint_ld32(eth), src4 = dint_ld32(eth + 6), addr = dint_ld32(ip + 12);
+	__u16 dst2 = dint_ld16(eth + 4), src2 = dint_ld16(eth + 10);
+	__u16 old = dint_ld16(ip + 8), new;
+	__u32 ports = dint_ld32(udp), s;
 
-	__builtin_memcpy(mac, f->eth->src, DINT_ETH_ALEN);
-	__builtin_memcpy(f->eth->src, f->eth->dst, DINT_ETH_ALEN);
-	__builtin_memcpy(f->eth->dst, mac, DINT_ETH_ALEN);
-	f->ip->saddr = f->ip->daddr;
-	f->ip->daddr = addr;
+	dint_st32(eth, src4);
+	dint_st16(eth + 4, src2);
+	dint_st32(eth + 6, dst4);
+	dint_st16(eth + 10, dst2);
+	dint_st32(ip + 12, dint_ld32(ip + 16));
+	dint_st32(ip + 16, addr);
 	f->ip->ttl = DINT_REPLY_TTL;
-	new = dint_ld16(&f->ip->ttl);
-	s = (__u16)~f->ip->check + (__u32)(__u16)~old + new;
+	new = dint_ld16(ip + 8);
+	s = (__u16)~dint_ld16(ip + 10) + (__u32)(__u16)~old + new;
 	s = (s & 0xFFFF) + (s >> 16);
 	s = (s & 0xFFFF) + (s >> 16);
-	f->ip->check = (__u16)~s;
-	f->udp->source = f->udp->dest;
-	f->udp->dest = port;
-	f->udp->check = 0;
+	dint_st16(ip + 10, (__u16)~s);
+	/* source and destination ports swapped, the checksum left out */
+	dint_st32(udp, (ports >> 16) | (ports << 16));
+	dint_st16(udp + 6, 0);
 }
 
 #endif

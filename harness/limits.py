@@ -126,8 +126,8 @@ class Layout:
 
     @property
     def rec(self) -> int:
-        """struct dint_rec: 24 bytes of header, the value, the shared
-        holders and two transaction ids."""
+        """struct dint_rec: 24 bytes of header, the shared holders, the
+        value and two transaction ids."""
         return 24 + _up(self.schema.val_max, 8) + 8 * SHARED_MAX + 16
 
     @property
@@ -145,9 +145,9 @@ class Layout:
 
     @property
     def bucket(self) -> int:
-        """struct dint_bucket: 64 bytes of header and keys, then the slots,
-        each a record on cache lines of its own."""
-        return 64 + CACHE_SLOTS * _up(self.rec, 64)
+        """struct dint_bucket: 64 bytes of header and keys, then the slots'
+        records, packed, the whole a multiple of 64 bytes."""
+        return _up(64 + CACHE_SLOTS * self.rec, 64)
 
     def store(self, capacity: int, clients: int) -> int:
         """store_init (userspace/store.h) for a store of this capacity: the
