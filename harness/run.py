@@ -220,7 +220,7 @@ class Series:
     each, loadgen.checkpoint_barrier): once all have come, each server
     writes its store dump and log of that moment, with no request in
     flight, to files of that checkpoint while it serves on
-    (userspace/server_common.h), and the clients start the next point;
+    (userspace/barrier.h), and the clients start the next point;
     nothing else runs between two points. The last point's files are those
     the servers write at stop (a run's, for a point served alone). Once the
     servers have stopped (a cluster's files come back then), each point's
