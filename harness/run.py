@@ -23,7 +23,7 @@ import workloads
 from . import HarnessError, consistency, cost, envinfo, faults, inventory, limits, metrics, results, snapshot
 from ._netloop import LATE_NS
 from .config import RunConfig
-from .deploy import Deployer
+from .deploy import Deployer, distrust_own_stops
 from .inventory import Inventory
 from .processes import Clients, Neighbours
 from .results import read_summary
@@ -187,6 +187,7 @@ def execute_series(points: list[tuple[RunConfig, Path]], sdir: Path, show_progre
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
+            distrust_own_stops(points[0][0].inventory)  # the next start checks every host
             if len(points) == 1:
                 raise
             if len(outcomes) == before:  # nothing concluded (a fault of the harness): the rest fail with it

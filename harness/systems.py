@@ -171,7 +171,13 @@ class System:
         return in_netns(host.netns, ["taskset", "-c", _cpus(host), *self.command(host)])
 
     def describe(self) -> dict:
-        return {"system": self.name, "commands": {h.name: self.launch(h) for h in self.inv.servers}}
+        checked = getattr(self.deployer, "checked", None)
+        return {"system": self.name, "commands": {h.name: self.launch(h) for h in self.inv.servers},
+                "hosts_checked_at_start": checked,
+                **({} if checked is not False else {
+                    "hosts_not_checked_because": "the servers' stop before this start, in this reproduce, "
+                                                 "left nothing and stopped every server on SIGTERM "
+                                                 "(harness/deploy.py, own_stops_trusted)"})}
 
     def proc_specs(self) -> list[ProcSpec]:
         """Each server as the playbooks take it: its command line, log, pid

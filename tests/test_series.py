@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -143,3 +144,31 @@ def test_a_fault_of_the_harness_fails_the_rest_instead_of_starting_again(monkeyp
     points = [(c, f"p{c.concurrency}") for c in configs(test_inventory_path, "kernel", (2, 8))]
     outcomes = execute_series(points, "servers", show_progress=False)
     assert [type(o) for o in outcomes] == [KeyError, KeyError] and len(starts) == 1
+
+
+def test_a_start_right_after_a_clean_stop_of_the_same_reproduce_does_not_check_the_hosts_again(
+        testbed, test_inventory_path, test_inventory, tmp_path):
+    """Within a reproduce (deploy.own_stops_trusted), the stop before a
+    start was the check of the hosts, when it left nothing and every server
+    stopped on SIGTERM; after a failed series every host is checked again."""
+    from harness.deploy import ResidueError, distrust_own_stops, own_stops_trusted
+    cfg = configs(test_inventory_path, "kernel", (2,))[0]
+    ns = test_inventory.servers[1].netns
+    with own_stops_trusted(test_inventory):
+        for name, checked in (("a", True), ("b", False)):
+            out = tmp_path / name
+            assert isinstance(execute_series([(cfg, out)], out, show_progress=False, testbed=testbed)[0], dict)
+            described = json.loads((out / "system.json").read_text())
+            assert described["hosts_checked_at_start"] is checked, described
+            assert ("hosts_not_checked_because" in described) is not checked
+        # a series failed: the next start checks, and refuses beside a
+        # process it did not start
+        distrust_own_stops(test_inventory)
+        stranger = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "60"])
+        try:
+            time.sleep(0.2)
+            with pytest.raises(ResidueError, match=f"pid {stranger.pid}"):
+                execute_series([(cfg, tmp_path / "c")], tmp_path / "c", show_progress=False, testbed=testbed)
+        finally:
+            stranger.kill()
+            stranger.wait()

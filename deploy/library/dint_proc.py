@@ -9,6 +9,10 @@ state=started   starts cmd (in its own session) unless the pid file names a
                 line, failing if the process exits first or `timeout` passes.
                 With `rc_file`, the exit code is written there when it ends.
 state=stopped   SIGTERM to the process group, SIGKILL after `grace` seconds.
+                With `clean` (a server host's last process of a stop:
+                {netns, ifaces, allowed_xdp, paths}), what a server that
+                died left on the host is then removed, in this module run
+                (deploy/module_utils/dint_leftovers.py); `removed` says what.
 state=signalled sends `signal` (e.g. USR1) to the process; with `wait_prefix`, waits until the log
                 holds one more line starting with it.
 state=waited    waits until the process has exited (at most `timeout` s).
@@ -34,6 +38,7 @@ import shlex
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.dint_leftovers import clean
 from ansible.module_utils.dint_stage import StageError, unpack
 
 DOCUMENTATION = r"""
@@ -56,6 +61,7 @@ options:
   outputs: {type: list, elements: path, default: [], description: the files packed into pack}
   stage: {type: str, description: a tar archive (base64) of directories and inputs to unpack at / first}
   absent: {type: list, elements: path, default: [], description: files removed first (with stage)}
+  clean: {type: dict, description: "state=stopped: then remove what a dead server left (netns, ifaces, allowed_xdp, paths)"}
 """
 
 POLL_S = 0.05
@@ -221,6 +227,7 @@ def main() -> None:
         outputs=dict(type="list", elements="path", default=[]),
         stage=dict(type="str", no_log=True),
         absent=dict(type="list", elements="path", default=[]),
+        clean=dict(type="dict"),
     ))
     p = m.params
     staged = None
@@ -230,6 +237,14 @@ def main() -> None:
         except StageError as e:
             m.fail_json(msg=f"{p['name']}: {e}")
     result = {"started": started, "stopped": stopped, "signalled": signalled, "waited": waited}[p["state"]](m, p)
+    if p["clean"] and p["state"] == "stopped":
+        c = p["clean"]
+        removed, stale, left = clean(c.get("netns") or "", c.get("ifaces") or [], c.get("allowed_xdp") or [],
+                                     c.get("paths") or [])
+        if left:
+            m.fail_json(msg=f"{p['name']}: could not remove " + "; ".join(left), removed=removed)
+        # runtime files are left by every DPDK process, not only a dead one
+        result.update(removed=removed, runtime_dirs=stale)
     if p["pack"]:
         r = subprocess.run(["tar", "-cPf", p["pack"], "--ignore-failed-read", "--", *p["outputs"]],
                            capture_output=True, text=True)
