@@ -166,6 +166,17 @@ def success_rates(committed: dict, subscribers: int, ais: dict | None = None, sf
             "detail": {"off": bad, "concentration": None if conc is None else round(conc, 2), "types": rates}}
 
 
+@functools.lru_cache(maxsize=2)
+def loaded_keys(n: int, seed: int) -> dict[int, frozenset]:
+    """The keys population(n, seed) loads, per table: drawn once for every
+    point checked against the same data (a series' points, a run's
+    repetitions)."""
+    keys: dict[int, set] = {}
+    for r in loader.population(n, seed):
+        keys.setdefault(r.table, set()).add(r.key)
+    return {t: frozenset(k) for t, k in keys.items()}
+
+
 def check(state: dict, committed: dict, spec: CheckSpec) -> list[dict]:
     """state: {(table, key): Record} (the primaries' live rows); committed:
     {type: {"committed": n, "outcomes": {"success": n, "fail": n}}} over the
@@ -176,9 +187,8 @@ def check(state: dict, committed: dict, spec: CheckSpec) -> list[dict]:
         tables.setdefault(t, {})[k] = r.value
     subs, ais, sfs, cfs, nbrs = (tables[t] for t in (SUBSCRIBER, ACCESS_INFO, SPECIAL_FACILITY, CALL_FORWARDING,
                                                      SUB_NBR))
-    loaded: dict[int, set] = {t: set() for t in tables}
-    for r in loader.population(n, spec.data.seed):
-        loaded[r.table].add(r.key)
+    loaded: dict[int, frozenset] = {t: frozenset() for t in tables}
+    loaded.update(loaded_keys(n, spec.data.seed))
 
     # references: ACCESS_INFO, SPECIAL_FACILITY and CALL_FORWARDING rows
     # have their subscriber; CALL_FORWARDING rows their SPECIAL_FACILITY row
