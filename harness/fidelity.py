@@ -189,18 +189,19 @@ def counterpart(e: DintExperiment, configs) -> Counterpart:
     return Counterpart(pts, list(dict.fromkeys(p.system for p, _ in pts)))
 
 
-def _shipped_profiles_with(e: DintExperiment, skip: str) -> list[str]:
-    out = []
+def _shipped_profiles() -> dict[str, list]:
+    """Each shipped profile's point configurations (read once per report)."""
+    out = {}
     for path in sorted(experiments.EXPERIMENTS_DIR.glob("*.yml")):
-        if path.stem == skip:
-            continue
         try:
-            configs = _configs(experiments.load(str(path)).points())
+            out[path.stem] = _configs(experiments.load(str(path)).points())
         except HarnessError:
             continue
-        if counterpart(e, configs).points:
-            out.append(path.stem)
     return out
+
+
+def _shipped_profiles_with(e: DintExperiment, skip: str, shipped: dict[str, list]) -> list[str]:
+    return [name for name, configs in shipped.items() if name != skip and counterpart(e, configs).points]
 
 
 def run_inventory(run_dir: Path) -> inventory.Inventory | None:
@@ -353,10 +354,12 @@ def section(run_dir: Path, pp: pd.DataFrame, df: pd.DataFrame, profile: str | No
     inv = run_inventory(run_dir)
     done = set(pp.loc[pp["status"] == "done", "point"]) if len(pp) else set()
     overview, details = [], []
+    shipped = None
     for e in DINT:
         cp = counterpart(e, configs)
         if not cp.points:
-            where = _shipped_profiles_with(e, profile)
+            shipped = _shipped_profiles() if shipped is None else shipped
+            where = _shipped_profiles_with(e, profile, shipped)
             overview.append([e.name, e.size_text, "not in this profile" + (
                 f" (in: {', '.join(where)})" if where else " (in no shipped profile)"), "-"])
             continue
