@@ -8,9 +8,12 @@ CLOCK_REALTIME (t_ns):
   statistics (bpf_run_ns, bpf_run_cnt; dintd keeps them on while it runs)
   plus the CPU time of dintd and its slow path process (cpu_ns: log drain;
   misses: fills, evictions, write-backs, the slow path's own runs of the
-  program and its socket calls). The kernel stack's receive work for the
-  datagrams passed up to the slow path runs in the NAPI context and is not
-  counted;
+  program and its socket calls). Its lines also carry the CPU time of the
+  threaded-NAPI threads of its interfaces (napi_cpu_ns), which run the XDP
+  program, the driver's work around it (XDP_TX included) and the kernel
+  stack's receive work for what is passed up to the slow path: counted in
+  place of the runs alone when they hold them (with --napi pinned), as the
+  other servers' NAPI threads are;
 - kernel and bypass: the server process's CPU time (cpu_ns: user and
   system, its syscalls) plus that of the threaded-NAPI kernel threads of the
   server's interfaces (napi_cpu_ns), the kernel work the server causes. In
@@ -61,7 +64,9 @@ MODE_FIELDS = ("cpu_user_ns", "cpu_sys_ns")
 _SPAN = ("from each server's last stats line at or before the clients' window start to its first at or after "
          "the window end, per request the servers counted (their rx) between those lines")
 RULE = {
-    "dint": "XDP run time (kernel BPF statistics, read by dintd) + CPU time of dintd and its slow path, " + _SPAN,
+    "dint": "XDP run time (kernel BPF statistics, read by dintd), or the threaded-NAPI thread CPU of the server's "
+            "interfaces when it holds them (read by the slow path on its host), + CPU time of dintd and its slow path, "
+            + _SPAN,
     "kernel": "server process CPU + threaded-NAPI thread CPU of the server's interfaces (both read by the server on "
               "its host; NAPI 0 with --napi inline, where that work runs on the client's CPU), " + _SPAN,
 }
@@ -167,7 +172,11 @@ def cores(system: str, brackets: dict[str, tuple[dict, dict]]) -> dict:
     user and kernel when the lines carry the processes' time apart (else
     null, with user_kernel_note saying why)."""
     packet_f = PACKET_FIELD[system]
-    if system == "dint" and brackets and _has(brackets, NAPI_FIELD):
+    if system == "dint" and brackets and _has(brackets, NAPI_FIELD) and all(
+            b[NAPI_FIELD] - a[NAPI_FIELD] >= b["bpf_run_ns"] - a["bpf_run_ns"] for a, b in brackets.values()):
+        # its NAPI threads held its XDP runs (threaded NAPI on the servers'
+        # cores): their time in place of the runs'. Less than the runs'
+        # (NAPI not threaded, the runs on the senders' cores): the runs'.
         packet_f = NAPI_FIELD
     split = bool(brackets) and _has(brackets, *MODE_FIELDS)
     parts = {"total": 0.0, "packet": 0.0, "process": 0.0, "user": 0.0 if split else None,

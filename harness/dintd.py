@@ -16,9 +16,13 @@ that checkpoint's files are <dump>.<epoch> and <log>.<epoch>.
 Its `stats {json}` lines (every --stats-interval-ms, on SIGUSR1 and at stop)
 carry what the host's dint has cost so far, as the other servers' do
 (userspace/server_common.h): t_ns (CLOCK_REALTIME), mono_ns, cpu_ns (this
-process's CPU time plus the slow path's, which it reports in its own lines),
+process's CPU time plus the slow path's, which it reports in its own lines;
+cpu_user_ns and cpu_sys_ns, the same apart by mode),
 and bpf_run_ns and bpf_run_cnt, the kernel's run-time statistics of the XDP
-program (from /proc/self/fdinfo of its fd). Those statistics are on while
+program (from /proc/self/fdinfo of its fd), and napi_cpu_ns, the CPU time of
+the threaded-NAPI kernel threads of its interfaces, which run the XDP
+program and the driver's work around it (read by the slow path, as the
+other servers read theirs: --napi-ifaces; 0 while NAPI is not threaded). Those statistics are on while
 dintd runs: it holds the fd of the BPF_ENABLE_STATS command, or, if the
 kernel refuses that, sets kernel.bpf_stats_enabled and restores it at exit.
 
@@ -282,20 +286,27 @@ def prog_run_stats(prog_fd: int) -> tuple[int, int]:
     return ns, cnt
 
 
-def sample_fields(prog_fd: int, slow: dict) -> dict:
-    """What the host's dint has cost so far (the module's docstring); no
-    cpu_ns without the slow path's (it did not answer)."""
+def sample_fields(prog_fd: int) -> dict:
+    """What the host's dint has cost so far, but the slow path's part
+    (with_slow_path adds it)."""
     run_ns, run_cnt = prog_run_stats(prog_fd)
-    own = time.process_time_ns()
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    out = {"t_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "bpf_run_ns": run_ns, "bpf_run_cnt": run_cnt,
-           "dintd_cpu_ns": own}
-    if "cpu_ns" in slow:
-        out["cpu_ns"] = own + slow["cpu_ns"]
-    # the same apart by mode, where the slow path gave its own
-    for key, mine in (("cpu_user_ns", ru.ru_utime), ("cpu_sys_ns", ru.ru_stime)):
+    return {"t_ns": time.time_ns(), "mono_ns": time.monotonic_ns(), "bpf_run_ns": run_ns, "bpf_run_cnt": run_cnt,
+            "dintd_cpu_ns": time.process_time_ns(), "dintd_cpu_user_ns": round(ru.ru_utime * 1e9),
+            "dintd_cpu_sys_ns": round(ru.ru_stime * 1e9)}
+
+
+def with_slow_path(sample: dict, slow: dict) -> dict:
+    """sample_fields() with the slow path's cost from its stats line (the
+    module's docstring): cpu_ns (and apart by mode) dintd's plus the slow
+    path's, none without the slow path's (it did not answer); napi_cpu_ns,
+    which the slow path reads for dintd's interfaces."""
+    out = dict(sample)
+    for key in ("cpu_ns", "cpu_user_ns", "cpu_sys_ns"):
         if key in slow:
-            out[key] = round(mine * 1e9) + slow[key]
+            out[key] = sample[f"dintd_{key}"] + slow[key]
+    if "napi_cpu_ns" in slow:
+        out["napi_cpu_ns"] = slow["napi_cpu_ns"]
     return out
 
 
@@ -415,7 +426,7 @@ class SlowPath:
     def __init__(self, args, bpf, fds: list[int]):
         cache, xdp, fill = fds
         cmd = [args.slowpath, "--port", str(args.port), "--cache-fd", str(cache), "--xdp-fd", str(xdp),
-               "--fill-fd", str(fill), "--capacity", str(args.capacity),
+               "--fill-fd", str(fill), "--capacity", str(args.capacity), "--napi-ifaces", args.ifaces,
                *(["--cpus", args.cpus] if args.cpus else []),
                *(["--load", args.load] if args.load else []), *(["--dump", args.dump] if args.dump else [])]
         # A process group of its own: a stop signalled to dintd's group (as
@@ -580,15 +591,13 @@ def _serve(args, schema: Schema, cache: dict, signals: Signals) -> int:
     failed = False
 
     def xdp_now() -> tuple[dict, dict]:
-        return read_stats(bpf), sample_fields(fn.fd, {})
+        return read_stats(bpf), sample_fields(fn.fd)
 
     def line(slow_stats: dict, at: tuple[dict, dict] | None = None) -> dict:
         # the slow path's first: what XDP passed it before is in them; or,
         # at a checkpoint, XDP's read before (at), with nothing in flight
         xdp, sample = at or xdp_now()
-        if "cpu_ns" in slow_stats:
-            sample = {**sample, "cpu_ns": sample["dintd_cpu_ns"] + slow_stats["cpu_ns"]}
-        return {**combine_stats(xdp, slow_stats), **sample}
+        return {**combine_stats(xdp, slow_stats), **with_slow_path(sample, slow_stats)}
     try:
         for iface in args.ifaces.split(","):
             bpf.attach_xdp(iface.encode(), fn, BPF.XDP_FLAGS_DRV_MODE)

@@ -152,3 +152,8 @@ def test_dint_counts_its_napi_threads_in_place_of_the_xdp_runs_when_its_lines_ca
     assert napi["cores"]["packet_work"] == "napi_cpu_ns"
     assert napi["cores"]["packet"] == pytest.approx(0.014, abs=1e-4)
     assert napi["server_cpu_us_per_op"] == pytest.approx(1.45)
+    # NAPI not threaded (--napi inline): the threads ran less than the XDP
+    # program did (it ran on the senders' cores), so the runs count
+    inline = cost.per_op("dint", {"s0": [dict(ln, napi_cpu_ns=0) for ln in lines]}, window)
+    assert inline["cores"]["packet_work"] == "bpf_run_ns"
+    assert inline["server_cpu_us_per_op"] == xdp_only["server_cpu_us_per_op"]

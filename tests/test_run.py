@@ -54,8 +54,13 @@ def check_cost_fields(system: str, out: Path) -> None:
             assert last["bpf_run_cnt"] - first["bpf_run_cnt"] >= last["rx"] - first["rx"]
             assert last["bpf_run_ns"] > first["bpf_run_ns"]
             assert last["cpu_ns"] == last["dintd_cpu_ns"] + last["slow_cpu_ns"]
+            for mode in ("cpu_user_ns", "cpu_sys_ns"):
+                assert last[mode] == last[f"dintd_{mode}"] + last[f"slow_{mode}"], mode
+            # the NAPI threads ran the XDP program (threaded with --napi pinned)
+            assert last["napi_cpu_ns"] - first["napi_cpu_ns"] >= last["bpf_run_ns"] - first["bpf_run_ns"]
         else:  # the interfaces' NAPI threads did the packets' kernel work
             assert last["napi_cpu_ns"] > first["napi_cpu_ns"], log.name
+        assert all(isinstance(ln.get(f), int) for ln in lines for f in ("cpu_user_ns", "cpu_sys_ns"))
 
 
 @pytest.mark.parametrize("system", ["dint", "kernel", "bypass"])
@@ -81,6 +86,9 @@ def test_run_writes_a_complete_summary(testbed, test_inventory_path, tmp_path, s
     assert cost["ops"] > 0 and cost["server_cpu_s"] > 0
     assert (cost["bpf_runs"] > 0 and cost["bpf_run_ns_per_op"] > 0) if system == "dint" else cost["napi_cpu_s"] > 0
     check_cost_fields(system, out)
+    # cores used: the NAPI threads' time as the packet work (dint's hold its
+    # XDP runs), user and kernel apart
+    assert cost["cores"]["packet_work"] == "napi_cpu_ns" and cost["cores"]["user"] is not None, cost["cores"]
     assert set(s["servers"]) == {"s0", "s1", "s2"}
     assert s["placement"]["oversubscribed"]  # three servers on one core
     for key in ("kernel", "cpu_model", "git_revision", "versions"):
