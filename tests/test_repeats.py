@@ -48,10 +48,12 @@ def test_repeat_is_a_default_and_an_experiment_s_own():
 
 
 def test_the_shipped_profiles_repeat():
-    # but the local profile's fixed-rate and value-size points, run once to fit its 20 minutes
+    # but the local profile's fixed-rate, value-size, skew and colocation
+    # points, run once to fit its 20 minutes
+    once = ("cpu-tatp", "kv-value-size", "kv-skew", "colocation-tatp")
     local = experiments.load("local").points()
-    assert {p.repeat for p in local if p.experiment not in ("cpu-tatp", "kv-value-size")} == {3}
-    assert {p.repeat for p in local if p.experiment in ("cpu-tatp", "kv-value-size")} == {1}
+    assert {p.repeat for p in local if p.experiment not in once} == {3}
+    assert {p.repeat for p in local if p.experiment in once} == {1}
     assert {p.repeat for p in experiments.load("local-all").points()} == {3}
     assert {p.repeat for p in experiments.load("paper").points()} == {5}
 

@@ -109,6 +109,8 @@ def test_a_server_that_dies_in_a_series_costs_its_point_only(testbed, test_inven
 def test_a_series_key_ignores_the_load_only():
     a, b = (RunConfig(system="kernel", workload="kv", concurrency=c) for c in (1, 64))
     assert series_key(a) == series_key(b) == series_key(RunConfig(system="kernel", workload="kv", rate=5e4))
+    # the skew of the keys the clients draw is the load's too (the same data is loaded)
+    assert series_key(RunConfig(system="kernel", workload="kv", key_dist="zipf:0.99")) == series_key(a)
     # nothing runs on the hosts between two points: the NAPI placement too
     # is set once per start of the servers
     for other in ({"system": "dint"}, {"keys": 10}, {"faults": "reply-loss=1%"}, {"neighbour": True},
@@ -118,7 +120,7 @@ def test_a_series_key_ignores_the_load_only():
     for alone in ({"faults": "reply-loss=1%"}, {"neighbour": True}):
         one, other = (RunConfig(system="kernel", workload="kv", concurrency=c, **alone) for c in (1, 64))
         assert series_key(one) != series_key(other)
-    with pytest.raises(Exception, match="differ in concurrency, rate only"):
+    with pytest.raises(Exception, match="differ in concurrency, rate, key_dist only"):
         execute_series([(a, "x"), (RunConfig(system="dint", workload="kv"), "y")], "s")
 
 
