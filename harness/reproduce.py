@@ -49,14 +49,15 @@ from .summary import one_line
 from .testbed import Testbed
 
 MAX_ATTEMPTS = 2  # the first run and one retry on resume
-# Rough seconds of start-up and stop per point, for the time estimate shown
-# before the run (measured on the local testbed: dint compiles its XDP
-# program with bcc).
-STARTUP_S = {"dint": 10.0, "kernel": 4.0, "bypass": 4.0}
+# Rough seconds of a series' start and stop (its first and last points'
+# time beyond their warm-up and window), for the time estimate shown before
+# the run (measured on the 2-core local testbed: dint compiles its XDP
+# program with bcc, three times, one per server host).
+STARTUP_S = {"dint": 12.0, "kernel": 7.0, "bypass": 7.5}
 # ... and per point beyond its warm-up and window when its servers served
-# the point before (the checkpoint's playbook run, the summary and check; a
-# median of 2.9 s in a run of the local profile)
-POINT_S = 3.0
+# the point before (the in-band checkpoint, its summary and check; a median
+# of 0.33 s in a run of the local profile)
+POINT_S = 0.5
 
 
 @dataclass(frozen=True)
