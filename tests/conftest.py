@@ -22,10 +22,51 @@ from harness.protocol import Op, Status, pack, unpack
 from harness.schema import Schema
 from harness.testbed import Testbed as LocalTestbed, leftovers
 
+
+def worker_index() -> int:
+    """Which pytest-xdist worker this is (gw0 -> 0, gw1 -> 1, ...); 0 when
+    the tests run in one process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+
+
+# First letters of the other testbeds' prefixes: the ones single tests bring
+# up (ctb, ftb, fq, xtb, zq), a user's (dint) and a simulated cluster's
+# default (sim).
+OTHER_LETTERS = set("cdfsxz")
+
+
+def worker_prefix(base: str, worker: int) -> str:
+    """The testbed prefix of a worker: the base for the first (and without
+    xdist); another first letter for each other one. Interface names start
+    with the prefix's first letter (harness/inventory.py), and the kernel
+    names threaded NAPI's threads after the interface, machine-wide: the
+    servers of one testbed would count and pin the threads of another
+    whose interfaces have the same names (tests/test_testbed.py)."""
+    if worker == 0:
+        return base
+    first = base[0].lower()
+    free = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in OTHER_LETTERS and c != first]
+    free.sort(key=lambda c: (c < first, c))  # the letters after the base's first, then round
+    if worker > len(free):
+        raise ValueError(f"no testbed prefix left for xdist worker {worker}")
+    return free[worker - 1] + base[1:]
+
+
+def worker_subnet(base: str, worker: int, stride: int = 1) -> str:
+    """The /24 of a worker: the base's third number plus worker * stride."""
+    a, b, c = base.split(".")
+    third = int(c) + worker * stride
+    if third > 255:
+        raise ValueError(f"no subnet left for xdist worker {worker} after {base}")
+    return f"{a}.{b}.{third}"
+
+
 # The tests' own testbed, apart from a user's (other names and subnet).
-# Two checkouts testing at once on one machine give each its own.
-TEST_PREFIX = os.environ.get("DINT_TEST_PREFIX", "tst")
-TEST_SUBNET = os.environ.get("DINT_TEST_SUBNET", "10.78.0")
+# Two checkouts testing at once on one machine give each its own; each
+# xdist worker of one run has its own too, derived from these.
+TEST_PREFIX = worker_prefix(os.environ.get("DINT_TEST_PREFIX", "tst"), worker_index())
+TEST_SUBNET = worker_subnet(os.environ.get("DINT_TEST_SUBNET", "10.78.0"), worker_index())
 
 
 class LoopbackServer(threading.Thread):
@@ -100,6 +141,41 @@ def run_c(directory: Path, source: str, *include_dirs: Path):
     subprocess.run(["gcc", "-Wall", "-Werror", *(f"-I{d}" for d in include_dirs), "-o", str(directory / "prog"),
                     str(directory / "prog.c")], check=True)
     return json.loads(subprocess.run([str(directory / "prog")], check=True, capture_output=True, text=True).stdout)
+
+
+# The files that take longest, first. With pytest-xdist (pyproject.toml:
+# -n 2 --dist loadfile) a worker takes one whole file at a time, in this
+# order: one of these started last would finish the run alone. The
+# simulated cluster's file is set up once for the module (about two minutes)
+# and is the longest by far.
+SLOW_FILES = ["test_simcluster.py"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest as collected
+
+
+@pytest.fixture(scope="session", autouse=True)
+def schemas_built() -> None:
+    """With xdist: the servers of every workload's schema are built before
+    the tests, by one worker at a time per schema (the workers start at
+    different ones). A run builds what its schema needs (make skips what is
+    current, harness/schema.py), and two workers' runs making one schema's
+    directory at once could start a server from a half-written binary."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import fcntl
+    import workloads
+    from harness import BUILD_DIR
+    schemas = sorted({workloads.get(n).schema for n in workloads.NAMES} - {Schema()}, key=str)
+    k = worker_index() % len(schemas)
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    for schema in schemas[k:] + schemas[:k]:
+        with open(BUILD_DIR / f".{schema.build_dir.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            schema.ensure_built()
 
 
 @pytest.fixture(scope="session")
