@@ -236,10 +236,11 @@ class Deployer:
         did not start (residue()), and the start fails naming it; but not
         right after a stop this harness found clean (own_stops_trusted)."""
         key = _inv_key(self.inv)
-        if check and key in _TRUSTED:
-            check = _TRUSTED[key] != "clean"
-            _TRUSTED[key] = "started"  # until its stop says how it ended
-        self.checked = check
+        if check:  # the servers' start (not a neighbour's)
+            if key in _TRUSTED:
+                check = _TRUSTED[key] != "clean"
+                _TRUSTED[key] = "started"  # until its stop says how it ended
+            self.checked = check
         play = self.start_playbook("servers.yml", label, {
             "dint_action": "start", "dint_build": build or [], "dint_procs": self._by_host(procs),
             "dint_residue": residue(self.inv) if check else {}}, procs=procs)

@@ -56,7 +56,7 @@ MAX_ATTEMPTS = 2  # the first run and one retry on resume
 STARTUP_S = {"dint": 12.0, "kernel": 7.0, "bypass": 7.5}
 # ... and per point beyond its warm-up and window when its servers served
 # the point before (the in-band checkpoint, its summary and check; a median
-# of 0.33 s in a run of the local profile)
+# of 0.33-0.38 s in runs of the local profile)
 POINT_S = 0.5
 
 
