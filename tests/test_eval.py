@@ -50,8 +50,9 @@ def test_shipped_profiles_parse_and_expand(profile):
         assert p.config().system == p.system
     if profile == "local":
         # the 20-minute profile: the calibration, four curves of five levels,
-        # TATP's cores at five offered rates and the KV store at three value sizes
-        assert {p.figure for p in pts} == {"calibration", "curve", "cpu", "sweep"}
+        # TATP's cores at five offered rates, the KV store at three value
+        # sizes and three key skews, and dint's slow path placed two ways
+        assert {p.figure for p in pts} == {"calibration", "curve", "cpu", "sweep", "colocation"}
         assert {p.workload for p in pts} == {"echo", "lock", "kv", "smallbank", "tatp"}
     else:  # the whole evaluation
         assert {p.figure for p in pts} == set(experiments.FIGURES)
@@ -60,9 +61,9 @@ def test_shipped_profiles_parse_and_expand(profile):
         assert all(p.fields["duration_s"] == 10.0 and p.fields["warmup_s"] == 5.0 for p in pts)
     else:  # what the issue of the local profiles asks: 3 runs, 2 s windows, 5 levels a curve; the local
         # profile's fixed-rate and value-size points run once, to fit its 20 minutes
-        once = {"cpu-tatp", "kv-value-size"} if profile == "local" else set()
+        once = {"cpu-tatp", "kv-value-size", "kv-skew", "colocation-tatp"} if profile == "local" else set()
         assert all((p.repeat >= 3 or p.experiment in once) and p.fields["duration_s"] >= 2.0 for p in pts)
-        assert sum(p.repeat for p in pts if p.experiment in once) <= 30
+        assert sum(p.repeat for p in pts if p.experiment in once) <= 35
         curves: dict = {}
         for p in pts:
             if p.figure == "curve":
@@ -605,7 +606,7 @@ def test_fidelity_section_sets_each_of_dint_s_experiments_beside_the_run_s(fake_
     # not in this (tiny) profile: the shipped profiles that have it
     assert "not in this profile (in: local-all, paper)" in rows["Log server"]
     assert "not in this profile (in: local-all, local, paper)" in rows["TATP CPU"]
-    assert "not in this profile (in: local-all, paper)" in rows["TATP colocation"]
+    assert "not in this profile (in: local-all, local, paper)" in rows["TATP colocation"]
     assert re.search(r"\| SmallBank \| .* \| not in this profile \(in: local-all, local, paper\)", text)
     lock = text[text.index("**Lock server, 2PL**"):text.index("**Lock server, FaSST")]
     assert "- **size**: DINT 24M locks" in lock and "here keys 1,000 (why: the profile's size" in lock
