@@ -11,8 +11,10 @@ then the table (points.csv), the figures and REPORT.md.
   <point>/r1 .. rN (a point run once: <point>/ itself, results.py). The
   repetitions are interleaved across systems (schedule()): per curve,
   repetition 1 of every system runs (a series of its levels), then
-  repetition 2, and so on; a point outside a sweep over the load is a
-  curve of its own. Resume, retries and the index work per
+  repetition 2, and so on. A curve is every point, of any experiment,
+  that one start of a system's servers can serve (curve()): a sweep's
+  levels, and then the points of other experiments on the same servers
+  (say, TATP's fixed rates after its concurrency sweep). Resume, retries and the index work per
   repetition; a point run once before and now repeated keeps that run as
   its r1.
 - Resumable: a point is done when it has a measured summary.json (a run that
@@ -77,11 +79,18 @@ def estimate_s(groups: list[list[Rep]]) -> float:
 
 def curve(p: experiments.Point) -> tuple:
     """Points one start of the servers may serve in turn, but their system:
-    those of one experiment whose settings differ only in what a series
-    may change (run.py, SERIES_FIELDS): a sweep's levels, or variants that
-    differ in load only."""
-    rest = {k: v for k, v in p.fields.items() if k not in SERIES_FIELDS}
-    return p.experiment, p.workload, json.dumps(rest, sort_keys=True, default=str)
+    those whose configurations differ only in what a series may change
+    (run.py, SERIES_FIELDS), whichever experiment they belong to: a sweep's
+    levels, variants that differ in load only, and the points of other
+    experiments on the same servers (TATP's CPU rates after its curve, the
+    KV store's skews after its curve). A point whose configuration is
+    invalid is a curve of its own (it fails alone)."""
+    try:
+        cfg = p.config().to_dict()
+    except HarnessError:
+        return ("invalid", p.name)
+    rest = {k: v for k, v in cfg.items() if k not in SERIES_FIELDS and k != "system"}
+    return p.workload, json.dumps(rest, sort_keys=True, default=str)
 
 
 def schedule(reps: list[Rep]) -> list[Rep]:

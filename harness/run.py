@@ -126,13 +126,14 @@ def execute(cfg: RunConfig, out: Path, show_progress: bool | None = None, testbe
 
 
 # What may differ between consecutive points served by one start of the
-# servers (Series): the load (how much, and which keys the clients draw:
-# the data loaded is the same whatever the skew). Everything else (system,
+# servers (Series): the load (how much, which keys the clients draw, and
+# the KV store's mix of reads and writes: the data loaded is the same
+# whatever the skew or the mix). Everything else (system,
 # workload, data, build flags, where the testbed's receive work runs,
 # faults, neighbour, durations) is the servers' or the run's, and a point
 # that changes it starts servers of its own: nothing runs on the hosts
 # between two points but the clients' checkpoint, in band.
-SERIES_FIELDS = ("concurrency", "rate", "key_dist")
+SERIES_FIELDS = ("concurrency", "rate", "key_dist", "kv_mix")
 
 
 def series_span_s(cfgs: list[RunConfig]) -> float | None:

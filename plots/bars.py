@@ -25,10 +25,8 @@ def _bars(ax, xs, heights, width, color, sats, label, fmt=kfmt, not_checked=None
         if m:
             mark_missing(ax, x)
     for b, h, sat, nc in zip(bars, heights, sats, not_checked or [False] * len(bars)):
-        if sat:
+        if sat:  # over the bar's own colour, which still tells the variant
             b.set_hatch("///")
-            b.set_facecolor("white")
-            b.set_edgecolor(color)
         if h == h and h > 0:
             ax.annotate(fmt(h), (b.get_x() + b.get_width() / 2, h), ha="center", va="bottom", fontsize=6)
         if nc:
@@ -113,20 +111,30 @@ def colocation(df: pd.DataFrame, experiment: str, title: str, out_dir: Path) -> 
 
     def draw(ax, xs, hs, width, sats, ncs, i, v):
         for b, s in zip(_bars(ax, xs, hs, width, "#999999", sats, v, not_checked=ncs), systems):
-            if not b.get_hatch():
-                b.set_facecolor(COLORS[s])
-            b.set_alpha(1.0 if i == 0 else 0.55)
+            b.set_facecolor(COLORS[s])
+            b.set_alpha(_shade(i))
     any_sat, any_nc, any_err = _grouped(axes[:3], d, "system", systems, variants, draw)
     for ax in axes:
         ax.set_xticks(range(len(systems)), systems)
     # the neighbour's own work: with the servers up but idle, and while they serve
     if len(nb):
         _neighbour_panel(axes[3], nb, systems)
-    axes[0].set_title(" / ".join(f"{v}: {'solid' if i == 0 else 'light'}" for i, v in enumerate(variants)),
-                      fontsize=8)
+    # a legend of the variants' shades (the colour is the system's), and of
+    # the hatching, beside the panels
+    from matplotlib.patches import Patch
+    h = [Patch(facecolor="#777777", alpha=_shade(i), edgecolor="black", linewidth=0.4, label=v or "-")
+         for i, v in enumerate(variants)]
+    if any_sat:
+        h.append(Patch(facecolor="white", edgecolor="black", linewidth=0.4, hatch="///", label="client saturated"))
+    fig.legend(handles=h, fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5), title="variant")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return save(fig, out_dir, f"bars-{experiment}", note(any_sat, any_nc, any_err))
+
+
+def _shade(i: int) -> float:
+    """A variant's bars: the first solid, the next ones lighter."""
+    return max(1.0 - 0.45 * i, 0.25)
 
 
 def _neighbour_panel(ax, nb: pd.DataFrame, systems: list[str]) -> None:

@@ -465,7 +465,7 @@ def test_plots_are_png_and_pdf_for_every_figure_type(fake_run):
     assert (fake_run / "plots" / "curve-micro-lock.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cpu_and_colocation_figures(fake_run):
+def test_cpu_and_colocation_figures(fake_run, monkeypatch):
     """The figures of rate and neighbour points."""
     df = results.write_table(fake_run)
     extra = []
@@ -479,8 +479,20 @@ def test_cpu_and_colocation_figures(fake_run):
                               "lat_p50_us": 50.0, "lat_p99_us": 200.0, "server_cpu_us_per_op": 1.0 + i,
                               "client_saturated": s == "dint" and i == 1})
     df = pd.concat([df[~df.experiment.isin(["cpu-kv", "colocation"])], pd.DataFrame(extra)], ignore_index=True)
+    from plots import bars
+    figs = {}
+    real_save = bars.save
+    monkeypatch.setattr(bars, "save", lambda fig, d, stem, note=None: figs.setdefault(stem, (
+        [t.get_text() for lg in fig.legends for t in lg.get_texts()],
+        [(b.get_hatch(), b.get_facecolor()) for b in fig.axes[0].patches])) and real_save(fig, d, stem, note))
     stems = {p.stem for p in plot_run(fake_run, df)}
     assert {"cpu-cpu-kv", "bars-colocation"} <= stems
+    # the legend names the variants and the hatching; a saturated bar keeps
+    # its system's colour (so its variant's shade), hatched over it
+    texts, patches = figs["bars-colocation"]
+    assert texts == ["alone", "neighbour", "client saturated"]
+    hatched = [c for h, c in patches if h]
+    assert len(hatched) == 1 and hatched[0][:3] != (1.0, 1.0, 1.0)
     assert "server CPU us per request" in report.render(fake_run, df)
 
 

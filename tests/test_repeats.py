@@ -114,10 +114,19 @@ def test_repetitions_are_interleaved_across_systems(tmp_path, no_real_execute):
     reps = reproduce.schedule([reproduce.Rep(p, k, f"{p.name}/r{k}") for p in ef.points() for k in (1, 2)])
     groups = [[r.key for r in g] for g in reproduce.series(reps, None)]
     assert ["micro-lock__2pl__kernel__c1/r2", "micro-lock__2pl__kernel__c8/r2"] in groups
-    assert ["ablation__kv__base__dint/r1"] in groups  # a variant, not a sweep over the load: alone
+    # a variant that changes the servers (a build flag): alone
+    assert ["ablation__kv__write-through__dint/r1"] in groups
     # variants that differ in NAPI placement too (the calibration's): apart
-    assert ["calibration__unloaded__kernel/r1"] in groups and ["calibration__loaded__kernel/r1"] in groups
-    assert ["colocation__alone__dint/r1"] in groups and ["colocation__neighbour__dint/r1"] in groups
+    assert ["calibration__loaded__kernel/r1"] in groups
+    # points of other experiments on the same servers join the series,
+    # after it: the KV store's fixed rates (parallel reads), dint's ablation
+    # base (reads and writes at concurrency 8) and the colocation's point
+    # alone; the same echo point of two experiments too
+    assert ["cpu-kv__dint__r1000/r1", "cpu-kv__dint__r2000/r1", "ablation__kv__base__dint/r1",
+            "colocation__alone__dint/r1"] in groups
+    assert ["calibration__unloaded__kernel/r2", "unloaded__echo__kernel/r2"] in groups
+    # ... but not a point with a neighbour (served alone)
+    assert ["colocation__neighbour__dint/r1"] in groups
     assert sorted(k for g in groups for k in g) == sorted(calls)
     # one run a point: still curve by curve, each point in its own directory
     calls.clear()

@@ -75,6 +75,26 @@ def test_a_series_serves_every_point_from_one_start(testbed, test_inventory_path
     assert sum(r.ver for r in second) > sum(r.ver for r in first)
 
 
+def test_a_series_may_change_the_kv_mix_and_the_skew(testbed, test_inventory_path, tmp_path):
+    """Reads only, then reads and writes on skewed keys, on one start of
+    dint's servers: each point with its own counters, the second on the
+    state the first left."""
+    base = {"system": "dint", "workload": "kv", "keys": 1000, "concurrency": 8, "duration_s": 0.6,
+            "warmup_s": 0.2, "inventory": str(test_inventory_path)}
+    cfgs = [RunConfig(**base).validate(), RunConfig(**base, kv_mix="contention", key_dist="zipf:0.99").validate()]
+    points = [(c, tmp_path / f"p{i}") for i, c in enumerate(cfgs)]
+    outcomes = execute_series(points, tmp_path / "servers", show_progress=False, testbed=testbed)
+    assert all(isinstance(o, dict) for o in outcomes), outcomes
+    assert [p.split("-", 1)[1] for p in plays(tmp_path / "servers")] == ["servers-start", "clients-run",
+                                                                          "servers-stop"]
+    assert [s["config"]["kv_mix"] for s in outcomes] == ["parallel", "contention"]
+    for s in outcomes:
+        assert s["instrument_check"]["match"], s["instrument_check"]
+    # the dump after the reads is the state the writes started from
+    first, second = (snapshot.read_snapshot(out / "logs" / "store-s0.snap")[1] for _, out in points)
+    assert sum(r.ver for r in second) > sum(r.ver for r in first)
+
+
 def test_a_server_that_dies_in_a_series_costs_its_point_only(testbed, test_inventory_path, tmp_path):
     points = [(c, tmp_path / f"c{c.concurrency}") for c in configs(test_inventory_path, "kernel", (2, 4, 8),
                                                                   duration_s=1.0)]
@@ -111,6 +131,8 @@ def test_a_series_key_ignores_the_load_only():
     assert series_key(a) == series_key(b) == series_key(RunConfig(system="kernel", workload="kv", rate=5e4))
     # the skew of the keys the clients draw is the load's too (the same data is loaded)
     assert series_key(RunConfig(system="kernel", workload="kv", key_dist="zipf:0.99")) == series_key(a)
+    # ... and so is the KV store's mix of reads and writes
+    assert series_key(RunConfig(system="kernel", workload="kv", kv_mix="contention")) == series_key(a)
     # nothing runs on the hosts between two points: the NAPI placement too
     # is set once per start of the servers
     for other in ({"system": "dint"}, {"keys": 10}, {"faults": "reply-loss=1%"}, {"neighbour": True},
@@ -120,7 +142,7 @@ def test_a_series_key_ignores_the_load_only():
     for alone in ({"faults": "reply-loss=1%"}, {"neighbour": True}):
         one, other = (RunConfig(system="kernel", workload="kv", concurrency=c, **alone) for c in (1, 64))
         assert series_key(one) != series_key(other)
-    with pytest.raises(Exception, match="differ in concurrency, rate, key_dist only"):
+    with pytest.raises(Exception, match="differ in concurrency, rate, key_dist, kv_mix only"):
         execute_series([(a, "x"), (RunConfig(system="dint", workload="kv"), "y")], "s")
 
 
