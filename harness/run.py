@@ -8,12 +8,16 @@ client's log."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+import multiprocessing
 import os
 import shutil
 import sys
 import threading
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -236,7 +240,8 @@ class Series:
       data and what every point of the series so far committed: the state
       carries over, and a violation first seen at a point was caused by it,
       since every earlier point's check passed on the same state.
-    The points' summaries are drawn once the servers have stopped. A point whose
+    The points' summaries are drawn once the servers have stopped, with
+    the points' checks run meanwhile in processes of their own (Checks). A point whose
     check fails, whose checkpoint is not written, or during which a server
     died leaves the servers `broken`: the points after it are measured
     again on servers of their own (execute_series)."""
@@ -349,20 +354,39 @@ class Series:
                 concluded(exc, time.monotonic() - (self.ends[failed - 1] if failed else t0))
             raise
         # the checkpoints' files and lines are read once the servers have
-        # stopped (a cluster's come back then)
+        # stopped (a cluster's come back then); the points' summaries are
+        # drawn in order, their consistency checks run meanwhile, two at a
+        # time (Checks), and each point is concluded in order
         self.close()
-        for i in range(len(self.points)):
-            try:
-                outcome = self.conclude(i, *self.measured(i))
-            except HarnessError as exc:  # its clients' results are missing
-                self.broken = self.broken or f"point {outs[i].name} has no results"
-                write_failed_summary(outs[i], self.points[i][0], exc, progress)
-                outcome = exc
-            concluded(outcome, elapsed(i))
-            if self.broken:
-                for later in outs[i + 1:]:
-                    self.unmade(later)
-                return
+        with Checks(len(self.points)) as checks:
+            staged: list = []
+            for i in range(len(self.points)):
+                try:
+                    m = self.measured(i)
+                except HarnessError as exc:  # its clients' results are missing
+                    staged.append(exc)
+                    break
+                try:
+                    staged.append(self.stage_summary(i, *m, checks=checks))
+                except HarnessError as exc:
+                    staged.append(Failed(exc))
+            for i, st in enumerate(staged):
+                if isinstance(st, HarnessError):
+                    self.broken = self.broken or f"point {outs[i].name} has no results"
+                    write_failed_summary(outs[i], self.points[i][0], st, progress)
+                    outcome = st
+                elif isinstance(st, Failed):
+                    outcome = st.exc
+                else:
+                    try:
+                        outcome = self.verdict(st)
+                    except HarnessError as exc:
+                        outcome = exc
+                concluded(outcome, elapsed(i))
+                if self.broken:
+                    for later in outs[i + 1:]:
+                        self.unmade(later)
+                    return
 
     def unmade(self, out: Path) -> None:
         """A point of a broken series not concluded: what its measurement
@@ -458,12 +482,16 @@ class Series:
         """Point k's summary; the exception it failed with (its summary.json
         says so) for one that failed a check."""
         try:
-            return self._conclude(k, results, ckpt, links, timings, injected, colocation)
+            return self.verdict(self.stage_summary(k, results, ckpt, links, timings, injected, colocation))
         except HarnessError as exc:
             return exc
 
-    def _conclude(self, k: int, results: list[dict], ckpt, links: dict, timings: dict, injected: dict,
-                  colocation) -> dict:
+    def stage_summary(self, k: int, results: list[dict], ckpt, links: dict, timings: dict, injected: dict,
+                  colocation, checks: "Checks | None" = None) -> "Staged":
+        """Point k's summary but its consistency verdict, whose check is
+        handed to checks (run at once without); adds what the point
+        committed to what the series has (the next points' checks start
+        from it)."""
         inv, system = self.inv, self.system
         cfg, out = self.points[k][0], Path(self.points[k][1])
         if ckpt is not None:
@@ -503,20 +531,31 @@ class Series:
         txns = summary.transactions
         if txns:
             self.count(txns)
-        if unclean:
-            self.broken = self.broken or "a server did not write its files"
-        if wl.check:
-            summary.consistency = (
-                check_consistency(wl, cfg, [out / "logs" / f"store-{h.name}.snap" for h in inv.servers],
-                                  self.committed, self.unfinished, self.wrapped) if not unclean else
-                {"checked": False, "violations": 0, "failed": [],
-                 "reason": "; ".join(f"server {h} {why}" for h, why in sorted(unclean.items()))
-                 + ": their dumps are not trusted"})
+        check = None
+        if wl.check and unclean:
+            summary.consistency = {"checked": False, "violations": 0, "failed": [],
+                                   "reason": "; ".join(f"server {h} {why}" for h, why in sorted(unclean.items()))
+                                   + ": their dumps are not trusted"}
+        elif wl.check:
+            args = (cfg, [out / "logs" / f"store-{h.name}.snap" for h in inv.servers],
+                    copy.deepcopy(self.committed), self.unfinished, self.wrapped)
+            check = checks.submit(*args) if checks is not None else Checks.now(*args)
+        return Staged(out, summary, unclean, check)
+
+    def verdict(self, st: "Staged") -> dict:
+        """The point's summary.json, with its consistency verdict once its
+        check is over; raises (HarnessError) for a point that failed: a
+        server that did not write its files, or a violation. Either leaves
+        the servers `broken`."""
+        out, summary, unclean = st.out, st.summary, st.unclean
+        if st.check is not None:
+            summary.consistency = st.check.result()
         result = summary.to_dict()
         tmp = out / "summary.json.tmp"
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(out / "summary.json")
         if unclean:
+            self.broken = self.broken or "a server did not write its files"
             raise HarnessError("; ".join(f"server {h} {why}" for h, why in sorted(unclean.items())) + ": see "
                                + ", ".join(str(out / "logs" / f"server-{h}.log") for h in sorted(unclean)))
         c = summary.consistency
@@ -666,6 +705,55 @@ class LinkDrops:
                     "why_null": "not a local testbed: its links' counters are the hosts'" if self.before is None
                     else "the clients did not finish"}
         return {k: self.after[k] - self.before[k] for k in self.before}
+
+
+@dataclass
+class Staged:
+    """A point's summary drawn but its consistency verdict (Series.stage_summary)."""
+    out: Path
+    summary: object
+    unclean: dict
+    check: "Future | None"
+
+
+@dataclass
+class Failed:
+    """A point whose summary could not be drawn."""
+    exc: HarnessError
+
+
+def _check(cfg: RunConfig, dumps: list[Path], committed: dict, unfinished: int, wrapped: bool) -> dict:
+    return check_consistency(workloads.get(cfg.workload), cfg, dumps, committed, unfinished, wrapped)
+
+
+class Checks:
+    """The consistency checks of a series' points, run while the next
+    points' summaries are drawn: two at a time in processes of their own
+    (forked: what the harness has loaded, such as a workload's initial
+    data, comes with them) once the servers have stopped, when the host
+    runs nothing else; at once, in this process, for a point served alone."""
+    WORKERS = 2
+
+    def __init__(self, points: int):
+        self.pool = None
+        if points > 1 and "fork" in multiprocessing.get_all_start_methods():
+            self.pool = ProcessPoolExecutor(min(self.WORKERS, points), mp_context=multiprocessing.get_context("fork"))
+
+    def __enter__(self) -> "Checks":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if self.pool is not None:  # on an error (Ctrl-C too), what has not started is not started
+            self.pool.shutdown(wait=kind is None, cancel_futures=kind is not None)
+
+    def submit(self, *args) -> Future:
+        return self.pool.submit(_check, *args) if self.pool is not None else self.now(*args)
+
+    @staticmethod
+    def now(*args) -> Future:
+        f: Future = Future()
+        f.set_result(_check(*args))
+        return f
 
 
 def check_consistency(wl: workloads.Workload, cfg: RunConfig, dumps: list[Path], committed: dict,

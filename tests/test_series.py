@@ -126,6 +126,29 @@ def test_a_server_that_dies_in_a_series_costs_its_point_only(testbed, test_inven
     assert outcomes[2]["consistency"]["violations"] == 0 and outcomes[2]["instrument_check"]["match"]
 
 
+def test_a_violation_in_a_series_costs_the_points_after_it_their_servers(testbed, test_inventory_path, tmp_path,
+                                                                         monkeypatch):
+    """The checks of a series' points run two at a time in processes of
+    their own; the points are still concluded in order: the first point
+    whose check fails ends the series, and the next is measured on servers
+    of its own (where it fails too, with a check that always fails)."""
+    import dataclasses
+    import importlib
+    mod = importlib.import_module("workloads.smallbank")
+    monkeypatch.setattr(mod, "WORKLOAD", dataclasses.replace(mod.WORKLOAD, check=lambda state, committed, spec: [
+        {"name": "made_up_rule", "ok": False, "detail": {"rows": len(state), "pid": os.getpid()}}]))
+    points = [(c, tmp_path / f"c{c.concurrency}") for c in configs(test_inventory_path, "kernel", (2, 4),
+                                                                   scale=100, duration_s=0.3, warmup_s=0.1)]
+    outcomes = execute_series(points, tmp_path / "servers", show_progress=False, testbed=testbed)
+    assert all("consistency check failed: made_up_rule" in str(o) for o in outcomes), outcomes
+    first, second = (json.loads((out / "summary.json").read_text()) for _, out in points)
+    assert first["series"]["index"] == 1 and "series" not in second  # the second: a run of its own
+    # the first point's check ran in a process of its own; the second's, served alone, in this one
+    assert first["consistency"]["details"]["made_up_rule"]["pid"] != os.getpid()
+    assert second["consistency"]["details"]["made_up_rule"]["pid"] == os.getpid()
+    assert [p.split("-", 1)[1] for p in plays(points[1][1])] == ["servers-start", "clients-run", "servers-stop"]
+
+
 def test_a_series_key_ignores_the_load_only():
     a, b = (RunConfig(system="kernel", workload="kv", concurrency=c) for c in (1, 64))
     assert series_key(a) == series_key(b) == series_key(RunConfig(system="kernel", workload="kv", rate=5e4))
