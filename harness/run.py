@@ -240,7 +240,8 @@ class Series:
       data and what every point of the series so far committed: the state
       carries over, and a violation first seen at a point was caused by it,
       since every earlier point's check passed on the same state.
-    The points' summaries are drawn once the servers have stopped, with
+    The points' summaries are drawn once the servers have stopped (on a
+    local testbed, all but the last one's while they stop: Stopping), with
     the points' checks run meanwhile in processes of their own (Checks). A point whose
     check fails, whose checkpoint is not written, or during which a server
     died leaves the servers `broken`: the points after it are measured
@@ -353,23 +354,32 @@ class Series:
             if len(outs) > 1:  # a run (a series of one) raises its error only
                 concluded(exc, time.monotonic() - (self.ends[failed - 1] if failed else t0))
             raise
-        # the checkpoints' files and lines are read once the servers have
-        # stopped (a cluster's come back then); the points' summaries are
-        # drawn in order, their consistency checks run meanwhile, two at a
-        # time (Checks), and each point is concluded in order
-        self.close()
+        # The points' summaries are drawn in order, their consistency checks
+        # run meanwhile, two at a time (Checks), and each point is concluded
+        # in order. The checkpoints' files and lines are read once the
+        # servers have stopped on a cluster (they come back then); on a
+        # local testbed, where they are already in place, the summaries of
+        # the points but the last are drawn while the servers stop (the last
+        # point's files are the servers' at stop).
         with Checks(len(self.points)) as checks:
+            stopping = Stopping(self.close, meanwhile=self.inv.local and len(self.points) > 1)
             staged: list = []
-            for i in range(len(self.points)):
-                try:
-                    m = self.measured(i)
-                except HarnessError as exc:  # its clients' results are missing
-                    staged.append(exc)
-                    break
-                try:
-                    staged.append(self.stage_summary(i, *m, checks=checks))
-                except HarnessError as exc:
-                    staged.append(Failed(exc))
+            try:
+                for i in range(len(self.points)):
+                    if i == len(self.points) - 1:
+                        stopping.wait()
+                    try:
+                        m = self.measured(i)
+                    except HarnessError as exc:  # its clients' results are missing
+                        staged.append(exc)
+                        break
+                    try:
+                        staged.append(self.stage_summary(i, *m, checks=checks))
+                    except HarnessError as exc:
+                        staged.append(Failed(exc))
+                stopping.wait()
+            finally:
+                stopping.join()
             for i, st in enumerate(staged):
                 if isinstance(st, HarnessError):
                     self.broken = self.broken or f"point {outs[i].name} has no results"
@@ -716,6 +726,37 @@ class Staged:
     check: "Future | None"
 
 
+class Stopping:
+    """stop() (the servers' stop) at once, or, meanwhile, in a thread of its
+    own: wait() waits for it and raises what it raised (once); join() only
+    waits."""
+
+    def __init__(self, stop, meanwhile: bool):
+        self.error: BaseException | None = None
+        self.thread = None
+        if not meanwhile:
+            stop()
+            return
+
+        def run() -> None:
+            try:
+                stop()
+            except BaseException as exc:  # noqa: BLE001 - raised by wait()
+                self.error = exc
+        self.thread = threading.Thread(target=run, name="servers-stop", daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+    def wait(self) -> None:
+        self.join()
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+
 @dataclass
 class Failed:
     """A point whose summary could not be drawn."""
@@ -738,6 +779,9 @@ class Checks:
         self.pool = None
         if points > 1 and "fork" in multiprocessing.get_all_start_methods():
             self.pool = ProcessPoolExecutor(min(self.WORKERS, points), mp_context=multiprocessing.get_context("fork"))
+            # its processes forked now, before the servers' stop runs in a
+            # thread (Stopping)
+            self.pool.submit(int).result()
 
     def __enter__(self) -> "Checks":
         return self

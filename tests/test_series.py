@@ -169,6 +169,27 @@ def test_a_series_key_ignores_the_load_only():
         execute_series([(a, "x"), (RunConfig(system="dint", workload="kv"), "y")], "s")
 
 
+def test_the_servers_stop_meanwhile_and_its_error_is_raised_once():
+    from harness.run import Stopping
+    order = []
+    gate = threading.Event()
+
+    def stop():
+        gate.wait(5)
+        order.append("stopped")
+        raise RuntimeError("the stop failed")
+    stopping = Stopping(stop, meanwhile=True)
+    order.append("summaries")  # drawn while it stops
+    gate.set()
+    with pytest.raises(RuntimeError, match="the stop failed"):
+        stopping.wait()
+    stopping.wait()  # raised once
+    assert order == ["summaries", "stopped"]
+    # not meanwhile (a cluster, a point served alone): at once, its error with it
+    with pytest.raises(RuntimeError, match="the stop failed"):
+        Stopping(stop, meanwhile=False)
+
+
 def test_counters_over_a_span():
     base = {"rx": 10, "tx": 9, "t_ns": 100, "mono_ns": 5, "clean": True, "cpu_ns": 50}
     end = {"rx": 25, "tx": 24, "t_ns": 900, "mono_ns": 80, "clean": True, "cpu_ns": 70}
