@@ -497,7 +497,7 @@ class Series:
             return exc
 
     def stage_summary(self, k: int, results: list[dict], ckpt, links: dict, timings: dict, injected: dict,
-                  colocation, checks: "Checks | None" = None) -> "Staged":
+                      colocation, checks: "Checks | None" = None) -> "Staged":
         """Point k's summary but its consistency verdict, whose check is
         handed to checks (run at once without); adds what the point
         committed to what the series has (the next points' checks start
